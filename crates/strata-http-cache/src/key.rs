@@ -1,0 +1,140 @@
+//! Cache keys: scheme + host + path + normalised query.
+//!
+//! The query is normalised so that equivalent URLs share one object: parameters are sorted
+//! (stable, by name then value), empty members dropped, and parameters named in the strip
+//! list removed. Strip patterns are exact names or prefixes ending in `*` (`utm_*`), matched
+//! case-insensitively, the usual way to drop tracking and session parameters.
+
+use std::fmt;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+/// How a service builds keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRules {
+    /// Query parameters to drop (`utm_*`, `sessionid`).
+    pub strip_query: Vec<String>,
+    /// Drop the whole query string.
+    pub ignore_query: bool,
+}
+
+impl KeyRules {
+    fn strips(&self, name: &str) -> bool {
+        self.strip_query.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix),
+            None => name.eq_ignore_ascii_case(p),
+        })
+    }
+}
+
+/// The primary cache key of a request (Vary selection is kept beside it, per variant).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    text: String,
+    hash: u64,
+}
+
+impl CacheKey {
+    /// `host` may carry a port; it is lower-cased, and the scheme's default port dropped.
+    pub fn new(scheme: &str, host: &str, path: &str, query: Option<&str>, rules: &KeyRules) -> Self {
+        let scheme = scheme.to_ascii_lowercase();
+        let mut host = host.to_ascii_lowercase();
+        let default_port = if scheme == "https" { ":443" } else { ":80" };
+        if let Some(stripped) = host.strip_suffix(default_port) {
+            host.truncate(stripped.len());
+        }
+        let path = if path.is_empty() { "/" } else { path };
+        let mut text = format!("{scheme}://{host}{path}");
+        if let Some(q) = query.filter(|_| !rules.ignore_query) {
+            let normalised = normalise_query(q, rules);
+            if !normalised.is_empty() {
+                text.push('?');
+                text.push_str(&normalised);
+            }
+        }
+        let hash = xxh3_64(text.as_bytes());
+        Self { text, hash }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn hash64(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Sorts and filters `a=1&b=2` pairs. Values keep their encoding: `%20` and `+` differ on
+/// the wire and an origin may treat them differently.
+pub fn normalise_query(query: &str, rules: &KeyRules) -> String {
+    let mut params: Vec<(&str, Option<&str>)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (p, None),
+        })
+        .filter(|(name, _)| !rules.strips(name))
+        .collect();
+    params.sort();
+    let mut out = String::with_capacity(query.len());
+    for (i, (name, value)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(name);
+        if let Some(value) = value {
+            out.push('=');
+            out.push_str(value);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(strip: &[&str]) -> KeyRules {
+        KeyRules { strip_query: strip.iter().map(|s| s.to_string()).collect(), ignore_query: false }
+    }
+
+    #[test]
+    fn query_is_sorted_and_stripped() {
+        let k = CacheKey::new("http", "Example.COM:80", "/a", Some("b=2&utm_source=x&a=1&&UTM_medium=y&sid=3"), &rules(&["utm_*", "sid"]));
+        assert_eq!(k.as_str(), "http://example.com/a?a=1&b=2");
+    }
+
+    #[test]
+    fn equivalent_urls_share_a_key() {
+        let r = rules(&[]);
+        assert_eq!(CacheKey::new("http", "h", "/x", Some("b=1&a=2"), &r), CacheKey::new("http", "H", "/x", Some("a=2&b=1"), &r));
+        assert_ne!(CacheKey::new("http", "h", "/x", None, &r), CacheKey::new("https", "h", "/x", None, &r));
+    }
+
+    #[test]
+    fn fully_stripped_query_drops_question_mark() {
+        let k = CacheKey::new("http", "h", "/x", Some("utm_a=1"), &rules(&["utm_*"]));
+        assert_eq!(k.as_str(), "http://h/x");
+    }
+
+    #[test]
+    fn empty_value_and_bare_name_are_kept_apart() {
+        let r = rules(&[]);
+        assert_eq!(CacheKey::new("http", "h", "/", Some("a="), &r).as_str(), "http://h/?a=");
+        assert_eq!(CacheKey::new("http", "h", "/", Some("a"), &r).as_str(), "http://h/?a");
+    }
+}

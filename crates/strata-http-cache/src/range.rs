@@ -1,0 +1,143 @@
+//! `Range` requests on stored responses (RFC 9110 §14).
+//!
+//! One byte range is served as 206; a multi-range request is answered with the whole
+//! representation (200), which §14.2 permits. Syntax errors make us ignore the field, as
+//! §14.2 says; a valid range that starts past the end is 416.
+
+use http::header::{HeaderMap, ETAG, IF_RANGE, LAST_MODIFIED};
+
+use crate::conditional::EntityTag;
+use crate::freshness::header_date;
+
+/// An inclusive byte range within a representation of known length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn length(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    /// `Content-Range: bytes start-end/complete` (§14.4).
+    pub fn content_range(&self, complete: u64) -> String {
+        format!("bytes {}-{}/{}", self.start, self.end, complete)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeOutcome {
+    /// Serve the whole representation.
+    Full,
+    Partial(ByteRange),
+    /// 416 with `Content-Range: bytes */len`.
+    Unsatisfiable,
+}
+
+/// Parses a `Range` value against a representation of `len` bytes.
+pub fn parse_range(value: &str, len: u64) -> RangeOutcome {
+    let Some(spec) = value.trim().strip_prefix("bytes=").or_else(|| {
+        // The range unit is case-insensitive.
+        let v = value.trim();
+        (v.len() > 6 && v[..6].eq_ignore_ascii_case("bytes=")).then(|| &v[6..])
+    }) else {
+        return RangeOutcome::Full;
+    };
+    if spec.contains(',') {
+        return RangeOutcome::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeOutcome::Full;
+    };
+    let digits = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match digits(suffix) {
+            None => RangeOutcome::Full,
+            Some(0) => RangeOutcome::Unsatisfiable,
+            Some(_) if len == 0 => RangeOutcome::Unsatisfiable,
+            Some(n) => RangeOutcome::Partial(ByteRange { start: len.saturating_sub(n), end: len - 1 }),
+        },
+        (first, last) => {
+            let Some(start) = digits(first) else { return RangeOutcome::Full };
+            let end = if last.is_empty() {
+                u64::MAX
+            } else {
+                match digits(last) {
+                    Some(e) if e >= start => e,
+                    _ => return RangeOutcome::Full,
+                }
+            };
+            if start >= len {
+                return RangeOutcome::Unsatisfiable;
+            }
+            RangeOutcome::Partial(ByteRange { start, end: end.min(len - 1) })
+        }
+    }
+}
+
+/// `If-Range` (§13.1.5): the range applies only if the validator still matches; an entity
+/// tag needs strong equality, a date needs to equal `Last-Modified` exactly.
+pub fn if_range_allows(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let Some(value) = request.get(IF_RANGE).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if let Some(tag) = EntityTag::parse(value) {
+        return stored
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .and_then(EntityTag::parse)
+            .is_some_and(|stored| tag.strong_eq(&stored));
+    }
+    match (httpdate::parse_http_date(value.trim()).ok(), header_date(stored, LAST_MODIFIED)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc9110_14_1_2_first_last_and_open_and_suffix() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeOutcome::Partial(ByteRange { start: 0, end: 9 }));
+        assert_eq!(parse_range("bytes=90-", 100), RangeOutcome::Partial(ByteRange { start: 90, end: 99 }));
+        assert_eq!(parse_range("bytes=-10", 100), RangeOutcome::Partial(ByteRange { start: 90, end: 99 }));
+        assert_eq!(parse_range("bytes=-1000", 100), RangeOutcome::Partial(ByteRange { start: 0, end: 99 }));
+        assert_eq!(parse_range("bytes=50-1000", 100), RangeOutcome::Partial(ByteRange { start: 50, end: 99 }));
+        assert_eq!(parse_range("BYTES=0-0", 100), RangeOutcome::Partial(ByteRange { start: 0, end: 0 }));
+    }
+
+    #[test]
+    fn rfc9110_14_2_invalid_range_is_ignored() {
+        for v in ["bytes=9-1", "bytes=a-b", "items=0-1", "bytes=", "bytes=-", "bytes=1"] {
+            assert_eq!(parse_range(v, 100), RangeOutcome::Full, "{v}");
+        }
+    }
+
+    #[test]
+    fn rfc9110_15_5_17_unsatisfiable_range() {
+        assert_eq!(parse_range("bytes=100-", 100), RangeOutcome::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeOutcome::Unsatisfiable);
+    }
+
+    #[test]
+    fn rfc9110_14_2_multiple_ranges_served_whole() {
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeOutcome::Full);
+    }
+
+    #[test]
+    fn rfc9110_13_1_5_if_range() {
+        let mut stored = HeaderMap::new();
+        stored.insert(ETAG, "\"v1\"".parse().unwrap());
+        let mut req = HeaderMap::new();
+        req.insert(IF_RANGE, "\"v1\"".parse().unwrap());
+        assert!(if_range_allows(&req, &stored));
+        req.insert(IF_RANGE, "\"v2\"".parse().unwrap());
+        assert!(!if_range_allows(&req, &stored));
+    }
+}
