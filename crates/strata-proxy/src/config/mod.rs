@@ -1,0 +1,535 @@
+//! The node's declarative configuration (TOML).
+//!
+//! Every error names the key path that caused it (`service[0].origins[1]`), so
+//! `strata check-config` can point an operator at the line to fix. Parsing goes through
+//! `serde_path_to_error`; checks serde cannot express live in [`NodeConfig::validate`].
+
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use units::{ByteSize, Seconds};
+
+/// A configuration error and the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub listen: ListenSection,
+    #[serde(default)]
+    pub cache: CacheSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Names this node in `Cache-Status`, `Via` and `CDN-Loop`.
+    #[serde(default = "default_node_name")]
+    pub name: String,
+}
+
+fn default_node_name() -> String {
+    "strata".to_string()
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: default_node_name(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Plain HTTP listeners (HTTP/1.1 and h2c with prior knowledge).
+    #[serde(default = "default_http_listen")]
+    pub http: Vec<SocketAddr>,
+    /// Admin listener (`/metrics`, `/healthz`); off when absent.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+}
+
+fn default_http_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        Self {
+            http: default_http_listen(),
+            admin: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Memory tier capacity.
+    #[serde(default = "default_cache_size")]
+    pub size: ByteSize,
+    /// Larger responses are streamed through without being stored.
+    #[serde(default = "default_max_object_size")]
+    pub max_object_size: ByteSize,
+    /// Heuristic freshness: this fraction of the time since `Last-Modified`.
+    #[serde(default = "default_heuristic_fraction")]
+    pub heuristic_fraction: f64,
+    /// Cap on heuristic freshness.
+    #[serde(default = "default_heuristic_max")]
+    pub heuristic_max: Seconds,
+}
+
+fn default_cache_size() -> ByteSize {
+    ByteSize(512 << 20)
+}
+fn default_max_object_size() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_heuristic_fraction() -> f64 {
+    0.1
+}
+fn default_heuristic_max() -> Seconds {
+    Seconds(Duration::from_secs(86_400))
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            size: default_cache_size(),
+            max_object_size: default_max_object_size(),
+            heuristic_fraction: default_heuristic_fraction(),
+            heuristic_max: default_heuristic_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Bytes of request head an HTTP/1 client may send (431 past it).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    /// Number of request header fields (431 past it).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Request-target length (414 past it).
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: usize,
+    /// Time a client has to send its request head.
+    #[serde(default = "default_client_header_timeout")]
+    pub client_header_timeout: Seconds,
+    #[serde(default = "default_connect_timeout")]
+    pub upstream_connect_timeout: Seconds,
+    /// From request sent to response head received.
+    #[serde(default = "default_first_byte_timeout")]
+    pub upstream_first_byte_timeout: Seconds,
+    /// Longest silence between two pieces of an upstream body.
+    #[serde(default = "default_idle_timeout")]
+    pub upstream_idle_timeout: Seconds,
+}
+
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize(32 << 10)
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_uri_length() -> usize {
+    8192
+}
+fn default_client_header_timeout() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+fn default_connect_timeout() -> Seconds {
+    Seconds(Duration::from_secs(5))
+}
+fn default_first_byte_timeout() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+fn default_idle_timeout() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_uri_length: default_max_uri_length(),
+            client_header_timeout: default_client_header_timeout(),
+            upstream_connect_timeout: default_connect_timeout(),
+            upstream_first_byte_timeout: default_first_byte_timeout(),
+            upstream_idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `"stdout"`, `"off"`, or a file path.
+    #[serde(default = "default_access_log")]
+    pub access: String,
+}
+
+fn default_access_log() -> String {
+    "stdout".to_string()
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            access: default_access_log(),
+        }
+    }
+}
+
+impl LogSection {
+    pub fn target(&self) -> AccessLogTarget {
+        match self.access.as_str() {
+            "off" | "" => AccessLogTarget::Off,
+            "stdout" | "-" => AccessLogTarget::Stdout,
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        }
+    }
+}
+
+/// A service: the host names it answers for, where its content comes from, and how it is
+/// cached.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Exact names, `*.example.com` wildcards, or `*` for any host.
+    pub hosts: Vec<String>,
+    /// Origin base URLs (`http://host:port`), tried in order.
+    pub origins: Vec<String>,
+    /// `Host` sent upstream; the client's when absent.
+    #[serde(default)]
+    pub origin_host: Option<String>,
+    /// Query parameters left out of the cache key (`utm_*`).
+    #[serde(default)]
+    pub strip_query: Vec<String>,
+    /// Lifetime for 404/410 that carry no freshness.
+    #[serde(default)]
+    pub negative_ttl: Option<Seconds>,
+    /// Lifetime for 500/502/503/504 that carry no freshness.
+    #[serde(default)]
+    pub negative_ttl_5xx: Option<Seconds>,
+    /// Store responses that carry `Set-Cookie`.
+    #[serde(default)]
+    pub cache_set_cookie: bool,
+    /// Serve stale this long past expiry while revalidating (RFC 5861 default).
+    #[serde(default)]
+    pub stale_while_revalidate: Option<Seconds>,
+    /// Serve stale this long past expiry when upstream fails (RFC 5861 default).
+    #[serde(default)]
+    pub stale_if_error: Option<Seconds>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// A per-path rule. The first rule whose prefix matches the path applies.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Path prefix (`/api/`).
+    pub path: String,
+    /// Overrides the origin's freshness lifetime.
+    #[serde(default)]
+    pub ttl: Option<Seconds>,
+    /// Added to the service's strip list.
+    #[serde(default)]
+    pub strip_query: Vec<String>,
+    /// Leave the query out of the key entirely.
+    #[serde(default)]
+    pub ignore_query: bool,
+    /// Never use the cache for these paths.
+    #[serde(default)]
+    pub bypass: bool,
+}
+
+// === impl NodeConfig ===
+
+impl NodeConfig {
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            ConfigError::new("(document)", e.to_string().trim().replace('\n', " "))
+        })?;
+        let config: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // toml's message repeats position details on several lines; keep the first.
+            let msg = inner.message().lines().next().unwrap_or("invalid value").to_string();
+            ConfigError::new(if path == "." { "(document)".into() } else { path }, msg)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Self::from_toml(&text)
+    }
+
+    /// A one-origin, any-host configuration, as `strata edge --origin URL` builds.
+    pub fn single_origin(origin: &str) -> Self {
+        Self {
+            node: NodeSection::default(),
+            listen: ListenSection::default(),
+            cache: CacheSection::default(),
+            limits: LimitsSection::default(),
+            log: LogSection::default(),
+            services: vec![ServiceConfig {
+                name: "default".into(),
+                hosts: vec!["*".into()],
+                origins: vec![origin.to_string()],
+                origin_host: None,
+                strip_query: Vec::new(),
+                negative_ttl: None,
+                negative_ttl_5xx: None,
+                cache_set_cookie: false,
+                stale_while_revalidate: None,
+                stale_if_error: None,
+                rules: Vec::new(),
+            }],
+        }
+    }
+
+    /// Checks serde cannot express. Each error names its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_token(&self.node.name) {
+            return Err(ConfigError::new(
+                "node.name",
+                "must be a non-empty token (letters, digits, '-', '_', '.')",
+            ));
+        }
+        if self.listen.http.is_empty() {
+            return Err(ConfigError::new("listen.http", "at least one listener is required"));
+        }
+        if self.cache.size.0 < 1 << 20 {
+            return Err(ConfigError::new("cache.size", "must be at least 1MiB"));
+        }
+        if self.cache.max_object_size.0 == 0 || self.cache.max_object_size.0 > self.cache.size.0 {
+            return Err(ConfigError::new(
+                "cache.max_object_size",
+                "must be more than 0 and at most cache.size",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
+            return Err(ConfigError::new("cache.heuristic_fraction", "must be between 0 and 1"));
+        }
+        if self.limits.max_header_bytes.0 < 8192 {
+            return Err(ConfigError::new("limits.max_header_bytes", "must be at least 8KiB"));
+        }
+        if self.limits.max_headers == 0 {
+            return Err(ConfigError::new("limits.max_headers", "must be at least 1"));
+        }
+        if self.limits.max_uri_length < 16 {
+            return Err(ConfigError::new("limits.max_uri_length", "must be at least 16"));
+        }
+        if self.services.is_empty() {
+            return Err(ConfigError::new("service", "at least one [[service]] is required"));
+        }
+        let mut seen_hosts: Vec<(String, usize)> = Vec::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = |key: &str| format!("service[{i}].{key}");
+            if s.name.trim().is_empty() {
+                return Err(ConfigError::new(at("name"), "must not be empty"));
+            }
+            if s.hosts.is_empty() {
+                return Err(ConfigError::new(at("hosts"), "at least one host name is required"));
+            }
+            for (h, host) in s.hosts.iter().enumerate() {
+                let host = host.to_ascii_lowercase();
+                if !valid_host_pattern(&host) {
+                    return Err(ConfigError::new(
+                        format!("service[{i}].hosts[{h}]"),
+                        format!("'{host}' is not a host name, '*.domain' or '*'"),
+                    ));
+                }
+                if let Some((_, other)) = seen_hosts.iter().find(|(seen, _)| *seen == host) {
+                    return Err(ConfigError::new(
+                        format!("service[{i}].hosts[{h}]"),
+                        format!("'{host}' is already served by service[{other}]"),
+                    ));
+                }
+                seen_hosts.push((host, i));
+            }
+            if s.origins.is_empty() {
+                return Err(ConfigError::new(at("origins"), "at least one origin is required"));
+            }
+            for (o, origin) in s.origins.iter().enumerate() {
+                if let Err(why) = crate::upstream::Origin::parse(origin) {
+                    return Err(ConfigError::new(format!("service[{i}].origins[{o}]"), why));
+                }
+            }
+            if let Some(h) = &s.origin_host {
+                if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                    return Err(ConfigError::new(at("origin_host"), "not a valid Host value"));
+                }
+            }
+            for (p, pattern) in s.strip_query.iter().enumerate() {
+                check_strip_pattern(pattern, || format!("service[{i}].strip_query[{p}]"))?;
+            }
+            for (r, rule) in s.rules.iter().enumerate() {
+                if !rule.path.starts_with('/') {
+                    return Err(ConfigError::new(
+                        format!("service[{i}].rule[{r}].path"),
+                        "must start with '/'",
+                    ));
+                }
+                for (p, pattern) in rule.strip_query.iter().enumerate() {
+                    check_strip_pattern(pattern, || {
+                        format!("service[{i}].rule[{r}].strip_query[{p}]")
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_strip_pattern(pattern: &str, path: impl Fn() -> String) -> Result<(), ConfigError> {
+    let name = pattern.strip_suffix('*').unwrap_or(pattern);
+    if name.is_empty() || name.contains(['*', '&', '=', ' ']) {
+        return Err(ConfigError::new(
+            path(),
+            format!("'{pattern}' is not a parameter name or 'prefix*'"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn valid_host_pattern(h: &str) -> bool {
+    if h == "*" {
+        return true;
+    }
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [node]
+        name = "edge-1"
+        [listen]
+        http = ["127.0.0.1:0"]
+        admin = "127.0.0.1:0"
+        [cache]
+        size = "64MiB"
+        max_object_size = "8MiB"
+        [[service]]
+        name = "site"
+        hosts = ["example.com", "*.example.org"]
+        origins = ["http://127.0.0.1:9000"]
+        strip_query = ["utm_*"]
+        negative_ttl = "10s"
+          [[service.rule]]
+          path = "/api/"
+          bypass = true
+    "#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = NodeConfig::from_toml(GOOD).unwrap();
+        assert_eq!(c.cache.size.0, 64 << 20);
+        assert_eq!(c.services[0].negative_ttl, Some(Seconds(Duration::from_secs(10))));
+        assert!(c.services[0].rules[0].bypass);
+    }
+
+    #[test]
+    fn error_names_the_key_path_of_a_bad_value() {
+        let bad = GOOD.replace("negative_ttl = \"10s\"", "negative_ttl = \"ten\"");
+        let e = NodeConfig::from_toml(&bad).unwrap_err();
+        assert_eq!(e.path, "service[0].negative_ttl");
+    }
+
+    #[test]
+    fn error_names_the_key_path_of_an_unknown_key() {
+        let bad = GOOD.replace("bypass = true", "bypass = true\nbypas = false");
+        let e = NodeConfig::from_toml(&bad).unwrap_err();
+        assert_eq!(e.path, "service[0].rule[0]");
+        assert!(e.message.contains("bypas"), "{e}");
+    }
+
+    #[test]
+    fn error_names_the_key_path_of_a_bad_origin() {
+        let bad = GOOD.replace("http://127.0.0.1:9000", "ftp://x");
+        let e = NodeConfig::from_toml(&bad).unwrap_err();
+        assert_eq!(e.path, "service[0].origins[0]");
+    }
+
+    #[test]
+    fn duplicate_host_is_rejected() {
+        let bad = format!("{GOOD}\n[[service]]\nname = \"b\"\nhosts = [\"example.com\"]\norigins = [\"http://127.0.0.1:1\"]\n");
+        let e = NodeConfig::from_toml(&bad).unwrap_err();
+        assert_eq!(e.path, "service[1].hosts[0]");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let e = NodeConfig::from_toml("[node\nname=").unwrap_err();
+        assert_eq!(e.path, "(document)");
+    }
+
+    #[test]
+    fn max_object_size_must_fit_in_cache() {
+        let bad = GOOD.replace("max_object_size = \"8MiB\"", "max_object_size = \"1GiB\"");
+        assert_eq!(NodeConfig::from_toml(&bad).unwrap_err().path, "cache.max_object_size");
+    }
+}

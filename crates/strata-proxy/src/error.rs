@@ -1,0 +1,74 @@
+//! Errors on the request path, and the one place they become responses.
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request-target too long")]
+    UriTooLong,
+    #[error("no service for this host")]
+    UnknownHost,
+    #[error("request loop detected")]
+    Loop,
+    #[error("not in cache and only-if-cached was requested")]
+    OnlyIfCached,
+    #[error("upstream: {0}")]
+    Upstream(UpstreamError),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::Loop => StatusCode::LOOP_DETECTED,
+            ProxyError::OnlyIfCached => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `Cache-Status` `detail` for this error.
+    pub fn detail(&self) -> String {
+        match self {
+            ProxyError::BadRequest(why) => format!("bad-request: {why}"),
+            ProxyError::UriTooLong => "uri-too-long".into(),
+            ProxyError::UnknownHost => "unknown-host".into(),
+            ProxyError::Loop => "loop-detected".into(),
+            ProxyError::OnlyIfCached => "only-if-cached".into(),
+            ProxyError::Upstream(e) => e.to_string(),
+        }
+    }
+
+    /// A short plain-text response. Headers common to every response (`Cache-Status`,
+    /// `Via`) are added by the caller.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!("{} {}: {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""), self);
+        let mut resp = Response::new(ProxyBody::full(text.clone()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_504_and_failures_502() {
+        assert_eq!(ProxyError::Upstream(UpstreamError::FirstByteTimeout).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(ProxyError::Upstream(UpstreamError::ConnectFailed).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(ProxyError::Loop.status().as_u16(), 508);
+    }
+}

@@ -1,0 +1,62 @@
+//! A cache fill: the task that copies an upstream body into a [`ChunkedBody`] and stores
+//! the object when it is complete.
+//!
+//! The fill runs on its own task, not on the client's: a client that goes away does not
+//! abort it, and every reader (the first client now, coalesced waiters later) streams from
+//! the same chunks as they arrive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use strata_http_cache::CacheKey;
+use strata_storage::{ChunkedBody, Storage, StoredObject};
+
+use crate::body::IdleTimeout;
+
+/// How far the writer may run ahead of the slowest reader once a body is too large to keep.
+const STREAM_WINDOW: u64 = 4 << 20;
+
+pub struct Fill {
+    pub key: CacheKey,
+    pub object: Arc<StoredObject>,
+    pub storage: Arc<dyn Storage>,
+    pub max_object_size: u64,
+    pub idle: Duration,
+}
+
+impl Fill {
+    pub async fn run(self, upstream: Incoming) {
+        let body: &Arc<ChunkedBody> = &self.object.body;
+        let mut upstream = IdleTimeout::new(upstream, self.idle);
+        let mut size: u64 = 0;
+        let mut storing = true;
+        while let Some(frame) = upstream.frame().await {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(key = %self.key, error = %e, "fill aborted by upstream");
+                    body.abandon("upstream body failed");
+                    return;
+                }
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            size += data.len() as u64;
+            if storing && size > self.max_object_size {
+                // Too large to keep: serve the readers we have, hold only a window.
+                storing = false;
+                body.stream_only();
+            }
+            body.push(data);
+            if !storing && !body.wait_for_readers(STREAM_WINDOW).await {
+                body.abandon("no reader left for an uncacheable body");
+                return;
+            }
+        }
+        body.finish();
+        if storing {
+            self.storage.insert(&self.key, Arc::clone(&self.object));
+        }
+    }
+}

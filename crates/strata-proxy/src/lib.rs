@@ -1,0 +1,99 @@
+//! Strata's data plane: one node's listeners, request path, cache and upstreams.
+//!
+//! [`Node::start`] binds everything a [`config::NodeConfig`] asks for and returns a handle
+//! with the bound addresses (tests bind port 0) and a graceful shutdown.
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod fill;
+pub mod forward;
+pub mod metrics;
+pub mod proxy;
+pub mod respond;
+pub mod server;
+pub mod service;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use strata_storage::MemoryStorage;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::access_log::AccessLog;
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A running node.
+pub struct Node {
+    pub http_addrs: Vec<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Node {
+    pub async fn start(config: &NodeConfig) -> Result<Self, StartError> {
+        config.validate().map_err(|e| StartError::Config(e.to_string()))?;
+        let access_log = AccessLog::start(&config.log.target()).await.map_err(StartError::AccessLog)?;
+        let storage = Arc::new(MemoryStorage::new(config.cache.size.0, 16 * 1024));
+        let metrics = Arc::new(Metrics::new());
+        let proxy = Arc::new(Proxy::new(config, storage, metrics, access_log).map_err(StartError::Config)?);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let builder = Arc::new(server::connection_builder(&config.limits));
+        let mut tasks = JoinSet::new();
+
+        let mut http_addrs = Vec::new();
+        for addr in &config.listen.http {
+            let listener = bind(*addr).await?;
+            http_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr: *addr, source })?);
+            let proxy = Arc::clone(&proxy);
+            let handler = move |req, peer| Arc::clone(&proxy).handle(req, peer);
+            tasks.spawn(server::serve(listener, Arc::clone(&builder), handler, shutdown_rx.clone()));
+        }
+        let admin_addr = match config.listen.admin {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                let proxy = Arc::clone(&proxy);
+                let handler = move |req, _peer| admin::handle(Arc::clone(&proxy), req);
+                tasks.spawn(server::serve(listener, Arc::clone(&builder), handler, shutdown_rx.clone()));
+                Some(bound)
+            }
+            None => None,
+        };
+        Ok(Self { http_addrs, admin_addr, proxy, shutdown, tasks })
+    }
+
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// Stops accepting, lets open exchanges finish (bounded), and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}

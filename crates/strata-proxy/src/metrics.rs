@@ -1,0 +1,120 @@
+//! Prometheus metrics, served by the admin listener at `/metrics` (OpenMetrics text).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use strata_storage::StorageStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    /// `hit`, `uri-miss`, `vary-miss`, `stale`, `request`, `bypass`, `method`, `none`.
+    pub cache_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `ok`, or the upstream error kind.
+    pub outcome: String,
+}
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<CacheLabel, Counter>,
+    response_bytes: Counter,
+    origin_requests: Family<OutcomeLabel, Counter>,
+    request_duration: Family<CacheLabel, Histogram>,
+    origin_first_byte: Histogram,
+    cache_bytes: Gauge,
+    cache_capacity: Gauge,
+    cache_keys: Gauge,
+    cache_evictions: Counter,
+    evictions_seen: AtomicU64,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("strata");
+        let requests = Family::<CacheLabel, Counter>::default();
+        registry.register("requests", "Client requests by cache status", requests.clone());
+        let response_bytes = Counter::default();
+        registry.register("response_bytes", "Body bytes sent to clients", response_bytes.clone());
+        let origin_requests = Family::<OutcomeLabel, Counter>::default();
+        registry.register("origin_requests", "Requests sent to origins by outcome", origin_requests.clone());
+        let request_duration = Family::<CacheLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("request_duration_seconds", "Time to response head, by cache status", request_duration.clone());
+        let origin_first_byte = latency_histogram();
+        registry.register("origin_first_byte_seconds", "Time from upstream request to response head", origin_first_byte.clone());
+        let cache_bytes = Gauge::default();
+        registry.register("cache_bytes", "Bytes held by the memory tier", cache_bytes.clone());
+        let cache_capacity = Gauge::default();
+        registry.register("cache_capacity_bytes", "Capacity of the memory tier", cache_capacity.clone());
+        let cache_keys = Gauge::default();
+        registry.register("cache_objects", "Primary keys held by the memory tier", cache_keys.clone());
+        let cache_evictions = Counter::default();
+        registry.register("cache_evictions", "Objects evicted from the memory tier", cache_evictions.clone());
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            response_bytes,
+            origin_requests,
+            request_duration,
+            origin_first_byte,
+            cache_bytes,
+            cache_capacity,
+            cache_keys,
+            cache_evictions,
+            evictions_seen: AtomicU64::new(0),
+        }
+    }
+
+    pub fn request(&self, cache_status: &str, head_latency: Duration) {
+        let label = CacheLabel { cache_status: cache_status.to_string() };
+        self.requests.get_or_create(&label).inc();
+        self.request_duration.get_or_create(&label).observe(head_latency.as_secs_f64());
+    }
+
+    pub fn response_bytes(&self, n: u64) {
+        self.response_bytes.inc_by(n);
+    }
+
+    pub fn origin_request(&self, outcome: &str, first_byte: Option<Duration>) {
+        self.origin_requests.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+        if let Some(d) = first_byte {
+            self.origin_first_byte.observe(d.as_secs_f64());
+        }
+    }
+
+    /// Renders the registry, refreshing storage figures first.
+    pub fn render(&self, stats: StorageStats) -> String {
+        self.cache_bytes.set(stats.bytes as i64);
+        self.cache_capacity.set(stats.capacity as i64);
+        self.cache_keys.set(stats.keys as i64);
+        let before = self.evictions_seen.swap(stats.evictions, Ordering::Relaxed);
+        self.cache_evictions.inc_by(stats.evictions.saturating_sub(before));
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

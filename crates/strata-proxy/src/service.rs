@@ -1,0 +1,175 @@
+//! Services: which configuration applies to a request (by `Host`), and which path rule.
+
+use std::time::Duration;
+
+use strata_http_cache::freshness::HeuristicConfig;
+use strata_http_cache::{KeyRules, PolicyConfig};
+
+use crate::config::{NodeConfig, RuleConfig, ServiceConfig};
+use crate::upstream::Origin;
+
+/// A service ready for the request path.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub origins: Vec<Origin>,
+    pub origin_host: Option<String>,
+    pub stale_while_revalidate: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+    base_key: KeyRules,
+    base_policy: PolicyConfig,
+    rules: Vec<RuleConfig>,
+}
+
+/// What applies to one request path of a service.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub key_rules: KeyRules,
+    pub policy: PolicyConfig,
+    pub bypass: bool,
+}
+
+impl Service {
+    fn from_config(c: &ServiceConfig, heuristic: HeuristicConfig) -> Result<Self, String> {
+        let origins = c.origins.iter().map(|o| Origin::parse(o)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            name: c.name.clone(),
+            origins,
+            origin_host: c.origin_host.clone(),
+            stale_while_revalidate: c.stale_while_revalidate.map(|s| s.0),
+            stale_if_error: c.stale_if_error.map(|s| s.0),
+            base_key: KeyRules { strip_query: c.strip_query.clone(), ignore_query: false },
+            base_policy: PolicyConfig {
+                heuristic,
+                negative_ttl: c.negative_ttl.map(|s| s.0),
+                negative_ttl_5xx: c.negative_ttl_5xx.map(|s| s.0),
+                ttl_override: None,
+                cache_set_cookie: c.cache_set_cookie,
+            },
+            rules: c.rules.clone(),
+        })
+    }
+
+    /// The first rule whose prefix matches `path` shapes key and policy.
+    pub fn resolve(&self, path: &str) -> Resolved {
+        let mut key_rules = self.base_key.clone();
+        let mut policy = self.base_policy.clone();
+        let mut bypass = false;
+        if let Some(rule) = self.rules.iter().find(|r| path.starts_with(&r.path)) {
+            key_rules.strip_query.extend(rule.strip_query.iter().cloned());
+            key_rules.ignore_query = rule.ignore_query;
+            policy.ttl_override = rule.ttl.map(|s| s.0);
+            bypass = rule.bypass;
+        }
+        Resolved { key_rules, policy, bypass }
+    }
+}
+
+/// Host name → service.
+#[derive(Debug)]
+pub struct Services {
+    exact: Vec<(String, usize)>,
+    wildcard: Vec<(String, usize)>,
+    any: Option<usize>,
+    services: Vec<Service>,
+}
+
+impl Services {
+    pub fn from_config(config: &NodeConfig) -> Result<Self, String> {
+        let heuristic = HeuristicConfig {
+            fraction: config.cache.heuristic_fraction,
+            max: config.cache.heuristic_max.0,
+        };
+        let mut out = Services { exact: Vec::new(), wildcard: Vec::new(), any: None, services: Vec::new() };
+        for (i, s) in config.services.iter().enumerate() {
+            out.services.push(Service::from_config(s, heuristic)?);
+            for host in &s.hosts {
+                let host = host.to_ascii_lowercase();
+                if host == "*" {
+                    out.any = Some(i);
+                } else if let Some(suffix) = host.strip_prefix('*') {
+                    out.wildcard.push((suffix.to_string(), i));
+                } else {
+                    out.exact.push((host, i));
+                }
+            }
+        }
+        // Longest wildcard suffix first: `*.a.example.com` beats `*.example.com`.
+        out.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Ok(out)
+    }
+
+    /// The service for a `Host` (port ignored).
+    pub fn for_host(&self, host: &str) -> Option<&Service> {
+        let name = strip_port(host).to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
+        let idx = self
+            .exact
+            .iter()
+            .find(|(h, _)| h == name)
+            .or_else(|| self.wildcard.iter().find(|(suffix, _)| name.ends_with(suffix.as_str()) && name.len() > suffix.len()))
+            .map(|(_, i)| *i)
+            .or(self.any)?;
+        self.services.get(idx)
+    }
+}
+
+/// A host without its port (`[::1]:80` → `[::1]`).
+pub(crate) fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn services() -> Services {
+        let c = NodeConfig::from_toml(
+            r#"
+            [[service]]
+            name = "a"
+            hosts = ["a.example.com"]
+            origins = ["http://127.0.0.1:1"]
+            [[service]]
+            name = "wild"
+            hosts = ["*.example.com"]
+            origins = ["http://127.0.0.1:2"]
+            strip_query = ["utm_*"]
+              [[service.rule]]
+              path = "/api/"
+              bypass = true
+              [[service.rule]]
+              path = "/static/"
+              ttl = "1h"
+              ignore_query = true
+            "#,
+        )
+        .unwrap();
+        Services::from_config(&c).unwrap()
+    }
+
+    #[test]
+    fn exact_then_wildcard_then_none() {
+        let s = services();
+        assert_eq!(s.for_host("A.example.com:8080").unwrap().name, "a");
+        assert_eq!(s.for_host("b.example.com").unwrap().name, "wild");
+        assert!(s.for_host("example.com").is_none());
+        assert!(s.for_host("other.org").is_none());
+    }
+
+    #[test]
+    fn first_matching_rule_applies() {
+        let s = services();
+        let svc = s.for_host("x.example.com").unwrap();
+        assert!(svc.resolve("/api/v1").bypass);
+        let r = svc.resolve("/static/app.js");
+        assert_eq!(r.policy.ttl_override, Some(Duration::from_secs(3600)));
+        assert!(r.key_rules.ignore_query);
+        assert_eq!(r.key_rules.strip_query, vec!["utm_*".to_string()]);
+        assert!(!svc.resolve("/other").bypass);
+    }
+}

@@ -1,0 +1,395 @@
+//! A body stored as the chunks it arrived in, readable while it is being written.
+//!
+//! Chunks are kept exactly as upstream delivered them (`Bytes`, no copy). A cumulative
+//! offset index lets a reader start at any byte with a binary search, so a `Range` is served
+//! from the chunks it touches. Writers append; readers wait on a `watch` channel that ticks
+//! on every append and on completion.
+//!
+//! A body that turns out too large to keep (no `Content-Length`, then past the object size
+//! limit) switches to *streaming only*: chunks every live reader has passed are released,
+//! and the writer waits for the slowest reader ([`ChunkedBody::wait_for_readers`]) so memory
+//! stays bounded by a window instead of by the object size.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::{watch, Notify};
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::Stream;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the fill was abandoned: {0}")]
+    Abandoned(&'static str),
+    #[error("the requested bytes were already released (streaming-only body)")]
+    Released,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    chunks: Vec<Bytes>,
+    /// `ends[i]` = total bytes through chunk `i`.
+    ends: Vec<u64>,
+    len: u64,
+    finished: bool,
+    error: Option<BodyError>,
+    /// Streaming-only: chunks before `released` have been dropped.
+    streaming_only: bool,
+    released: usize,
+    /// Positions of live readers, by reader id.
+    readers: HashMap<u64, u64>,
+    next_reader: u64,
+}
+
+impl State {
+    fn min_reader_pos(&self) -> Option<u64> {
+        self.readers.values().copied().min()
+    }
+
+    /// Drops chunks every live reader has passed.
+    fn release_consumed(&mut self) {
+        let floor = self.min_reader_pos().unwrap_or(self.len);
+        while self.released < self.chunks.len() && self.ends[self.released] <= floor {
+            self.chunks[self.released] = Bytes::new();
+            self.released += 1;
+        }
+    }
+}
+
+/// A shared, append-only body.
+#[derive(Debug)]
+pub struct ChunkedBody {
+    state: Mutex<State>,
+    ticks: watch::Sender<u64>,
+    consumed: Notify,
+}
+
+// === impl ChunkedBody ===
+
+impl ChunkedBody {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            ticks: watch::Sender::new(0),
+            consumed: Notify::new(),
+        })
+    }
+
+    /// A complete body from one buffer (synthetic answers, tests).
+    pub fn complete(data: Bytes) -> Arc<Self> {
+        let body = Self::new();
+        body.push(data);
+        body.finish();
+        body
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update under this lock is a single push or flag, so a panic elsewhere
+        // cannot leave it half-done; a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tick(&self) {
+        self.ticks.send_modify(|t| *t = t.wrapping_add(1));
+    }
+
+    pub fn push(&self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        {
+            let mut s = self.lock();
+            if s.finished || s.error.is_some() {
+                return;
+            }
+            s.len += chunk.len() as u64;
+            let end = s.len;
+            s.ends.push(end);
+            s.chunks.push(chunk);
+        }
+        self.tick();
+    }
+
+    pub fn finish(&self) {
+        self.lock().finished = true;
+        self.tick();
+    }
+
+    /// Ends the body with an error: readers that reach the end see it.
+    pub fn abandon(&self, why: &'static str) {
+        {
+            let mut s = self.lock();
+            if s.finished {
+                return;
+            }
+            s.error = Some(BodyError::Abandoned(why));
+        }
+        self.tick();
+    }
+
+    /// Stops keeping the whole body: from now on only what readers still need is held.
+    pub fn stream_only(&self) {
+        let mut s = self.lock();
+        s.streaming_only = true;
+        s.release_consumed();
+    }
+
+    /// Writer side of streaming-only mode: waits until the slowest reader is within
+    /// `window` bytes of the end. Returns false when no reader is left.
+    pub async fn wait_for_readers(&self, window: u64) -> bool {
+        loop {
+            let notified = self.consumed.notified();
+            tokio::pin!(notified);
+            // Register before looking, so a read that lands in between wakes us.
+            notified.as_mut().enable();
+            {
+                let s = self.lock();
+                match s.min_reader_pos() {
+                    None => return false,
+                    Some(p) if s.len - p.min(s.len) <= window => return true,
+                    Some(_) => {}
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.lock().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
+    pub fn is_streaming_only(&self) -> bool {
+        self.lock().streaming_only
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.lock().chunks.len()
+    }
+
+    pub fn reader_count(&self) -> usize {
+        self.lock().readers.len()
+    }
+
+    /// A reader of `[start, end]` (inclusive); `None` reads to the end of the body.
+    pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> BodyReader {
+        let id = {
+            let mut s = self.lock();
+            let id = s.next_reader;
+            s.next_reader += 1;
+            s.readers.insert(id, start);
+            id
+        };
+        BodyReader {
+            body: Arc::clone(self),
+            ticks: WatchStream::new(self.ticks.subscribe()),
+            id,
+            pos: start,
+            end_exclusive: end.map(|e| e.saturating_add(1)),
+        }
+    }
+
+    /// The slice at `pos`, or what the reader must do instead.
+    fn step(&self, id: u64, pos: u64, end_exclusive: Option<u64>) -> Step {
+        let mut s = self.lock();
+        if end_exclusive.is_some_and(|e| pos >= e) {
+            return Step::Done;
+        }
+        if pos < s.len {
+            // First chunk whose end is past `pos`.
+            let i = s.ends.partition_point(|&e| e <= pos);
+            if i < s.released {
+                return Step::Error(BodyError::Released);
+            }
+            let chunk_start = s.ends[i] - s.chunks[i].len() as u64;
+            let from = (pos - chunk_start) as usize;
+            let mut to = s.chunks[i].len();
+            if let Some(e) = end_exclusive {
+                to = to.min((e - chunk_start) as usize);
+            }
+            let data = s.chunks[i].slice(from..to);
+            let new_pos = pos + data.len() as u64;
+            s.readers.insert(id, new_pos);
+            if s.streaming_only {
+                s.release_consumed();
+                self.consumed.notify_waiters();
+            }
+            return Step::Data(data);
+        }
+        if let Some(err) = &s.error {
+            return Step::Error(err.clone());
+        }
+        if s.finished {
+            return Step::Done;
+        }
+        Step::Wait
+    }
+
+    fn drop_reader(&self, id: u64) {
+        let mut s = self.lock();
+        s.readers.remove(&id);
+        if s.streaming_only {
+            s.release_consumed();
+        }
+        drop(s);
+        self.consumed.notify_waiters();
+    }
+}
+
+enum Step {
+    Data(Bytes),
+    Wait,
+    Done,
+    Error(BodyError),
+}
+
+/// Reads a [`ChunkedBody`] from a position, waiting for the writer when it catches up.
+pub struct BodyReader {
+    body: Arc<ChunkedBody>,
+    ticks: WatchStream<u64>,
+    id: u64,
+    pos: u64,
+    end_exclusive: Option<u64>,
+}
+
+// === impl BodyReader ===
+
+impl BodyReader {
+    /// Polls for the next piece of the body; `None` at the end.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            match self.body.step(self.id, self.pos, self.end_exclusive) {
+                Step::Data(b) => {
+                    self.pos += b.len() as u64;
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                Step::Done => return Poll::Ready(None),
+                Step::Error(e) => return Poll::Ready(Some(Err(e))),
+                // The watch stream yields once per change it has not shown us yet, so a
+                // chunk pushed after `step` looked makes this ready and we look again.
+                Step::Wait => match Pin::new(&mut self.ticks).poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(_)) => continue,
+                    Poll::Ready(None) => {
+                        return Poll::Ready(Some(Err(BodyError::Abandoned("writer dropped"))))
+                    }
+                },
+            }
+        }
+    }
+
+    /// The next piece of the body; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, BodyError>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        self.body.drop_reader(self.id);
+    }
+}
+
+impl std::fmt::Debug for BodyReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyReader").field("pos", &self.pos).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(mut r: BodyReader) -> Result<Vec<u8>, BodyError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = r.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    fn body_of(parts: &[&'static [u8]]) -> Arc<ChunkedBody> {
+        let b = ChunkedBody::new();
+        for p in parts {
+            b.push(Bytes::from_static(p));
+        }
+        b.finish();
+        b
+    }
+
+    #[tokio::test]
+    async fn reads_whole_body_across_chunks() {
+        let b = body_of(&[b"hello ", b"chunked ", b"world"]);
+        assert_eq!(read_all(b.reader(0, None)).await.unwrap(), b"hello chunked world");
+        assert_eq!(b.chunk_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn range_touches_only_the_chunks_it_covers() {
+        let b = body_of(&[b"0123", b"4567", b"89ab"]);
+        assert_eq!(read_all(b.reader(3, Some(8))).await.unwrap(), b"345678");
+        assert_eq!(read_all(b.reader(11, Some(11))).await.unwrap(), b"b");
+        assert_eq!(read_all(b.reader(4, Some(7))).await.unwrap(), b"4567");
+    }
+
+    #[tokio::test]
+    async fn reader_sees_bytes_while_they_are_written() {
+        let b = ChunkedBody::new();
+        let mut r = b.reader(0, None);
+        b.push(Bytes::from_static(b"first"));
+        assert_eq!(r.next().await.unwrap().unwrap(), "first");
+        let writer = Arc::clone(&b);
+        let handle = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            writer.push(Bytes::from_static(b"second"));
+            writer.finish();
+        });
+        assert_eq!(r.next().await.unwrap().unwrap(), "second");
+        assert!(r.next().await.is_none());
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn abandoned_body_fails_waiting_readers() {
+        let b = ChunkedBody::new();
+        let r = b.reader(0, None);
+        b.push(Bytes::from_static(b"x"));
+        b.abandon("too large");
+        assert_eq!(read_all(r).await, Err(BodyError::Abandoned("too large")));
+    }
+
+    #[tokio::test]
+    async fn streaming_only_releases_consumed_chunks_and_waits_for_readers() {
+        let b = ChunkedBody::new();
+        let mut r = b.reader(0, None);
+        b.stream_only();
+        b.push(Bytes::from_static(b"aaaa"));
+        b.push(Bytes::from_static(b"bbbb"));
+        // The reader is 8 bytes behind: a 4-byte window must wait.
+        let writer = Arc::clone(&b);
+        let waiter = tokio::spawn(async move { writer.wait_for_readers(4).await });
+        assert_eq!(r.next().await.unwrap().unwrap(), "aaaa");
+        assert!(waiter.await.unwrap());
+        // The first chunk is released; a new reader from 0 cannot get it.
+        let mut late = b.reader(0, None);
+        assert_eq!(late.next().await, Some(Err(BodyError::Released)));
+        drop(late);
+        drop(r);
+        assert!(!b.wait_for_readers(0).await, "no reader left");
+    }
+}

@@ -1,0 +1,53 @@
+//! Strata's object store.
+//!
+//! - [`body::ChunkedBody`]: a body kept as the chunks it arrived in, readable while it is
+//!   still being written (read-while-write) and sliceable for `Range` without copying.
+//! - [`object::StoredObject`] / [`object::Variants`]: one response and the `Vary` variants
+//!   stored under a primary key.
+//! - [`Storage`]: the small trait every tier implements; [`memory::MemoryStorage`] is the
+//!   byte-bounded memory tier and also the fake used in tests.
+//!
+//! The trait keeps lookups synchronous (an index lookup) and body reads asynchronous, so a
+//! disk tier fits beside memory: its index lives in memory, its chunks come from files.
+
+pub mod body;
+pub mod memory;
+pub mod object;
+
+use std::sync::Arc;
+
+use strata_http_cache::CacheKey;
+
+pub use body::{BodyError, BodyReader, ChunkedBody};
+pub use memory::MemoryStorage;
+pub use object::{StoredObject, Variants};
+
+/// Counters a tier reports for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Bytes accounted against the capacity.
+    pub bytes: u64,
+    pub capacity: u64,
+    /// Primary keys held.
+    pub keys: u64,
+    pub evictions: u64,
+}
+
+/// A cache tier.
+pub trait Storage: Send + Sync + 'static {
+    /// The variants stored under a primary key.
+    fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>>;
+
+    /// Stores a complete object, replacing the variant with the same `Vary` selection.
+    /// Returns false when the tier declined it (too large).
+    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool;
+
+    /// Replaces one stored variant with a refreshed copy (after a 304), if it is still
+    /// there.
+    fn replace(&self, key: &CacheKey, old: &Arc<StoredObject>, new: Arc<StoredObject>);
+
+    /// Removes every variant under a key. Returns whether anything was removed.
+    fn remove(&self, key: &CacheKey) -> bool;
+
+    fn stats(&self) -> StorageStats;
+}
