@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use units::{ByteSize, Seconds};
+pub use units::{parse_size, ByteSize, Seconds};
 
 /// A configuration error and the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,194 @@
+//! Command line: `strata edge`, `strata check-config`, `strata demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::demo;
+use strata_proxy::config::{parse_size, ConfigError, NodeConfig};
+use strata_proxy::Node;
+
+/// Exit code for invalid configuration or arguments.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: a self-hostable CDN in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a caching edge node.
+    Edge(EdgeArgs),
+    /// Validate a configuration file; exits 2 and names the failing key when invalid.
+    CheckConfig {
+        file: PathBuf,
+    },
+    /// Run a self-contained demo: a sample origin behind an edge node, in one process.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    /// TOML configuration file. Flags below override its values.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address for HTTP (repeatable).
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Origin URL for every host (no config file needed), e.g. http://127.0.0.1:9000.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Admin listen address (/metrics, /healthz).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Memory cache capacity, e.g. 512MiB.
+    #[arg(long)]
+    cache_size: Option<String>,
+    /// Node name used in Cache-Status, Via and CDN-Loop.
+    #[arg(long)]
+    name: Option<String>,
+    /// Access log: stdout, off, or a file path.
+    #[arg(long)]
+    access_log: Option<String>,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::CheckConfig { file } => match NodeConfig::from_file(&file) {
+            Ok(c) => {
+                println!("{}: ok ({} service(s))", file.display(), c.services.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        Command::Edge(args) => {
+            let config = match edge_config(args) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            runtime_then(|| async move { run_edge(config).await })
+        }
+        Command::Demo(args) => runtime_then(|| demo::run(args)),
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("error: invalid configuration: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn runtime_then<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds the node configuration from a file and/or flags.
+fn edge_config(args: EdgeArgs) -> Result<NodeConfig, ConfigError> {
+    let flag_error = |key: &str, message: String| ConfigError { path: key.to_string(), message };
+    let mut config = match (&args.config, &args.origin) {
+        (Some(path), _) => NodeConfig::from_file(path)?,
+        (None, Some(origin)) => NodeConfig::single_origin(origin),
+        (None, None) => {
+            return Err(flag_error("--origin", "either --config FILE or --origin URL is required".into()))
+        }
+    };
+    if args.config.is_some() {
+        if let Some(origin) = &args.origin {
+            for s in &mut config.services {
+                s.origins = vec![origin.clone()];
+            }
+        }
+    }
+    if !args.listen.is_empty() {
+        config.listen.http = args.listen;
+    }
+    if let Some(admin) = args.admin {
+        config.listen.admin = Some(admin);
+    }
+    if let Some(size) = args.cache_size {
+        config.cache.size = parse_size(&size).map_err(|m| flag_error("--cache-size", m))?;
+        config.cache.max_object_size.0 = config.cache.max_object_size.0.min(config.cache.size.0);
+    }
+    if let Some(name) = args.name {
+        config.node.name = name;
+    }
+    if let Some(log) = args.access_log {
+        config.log.access = log;
+    }
+    config.validate().map_err(|e| {
+        // Flag-provided values are named by their flag.
+        match e.path.as_str() {
+            "service[0].origins[0]" if args.origin.is_some() => flag_error("--origin", e.message),
+            "cache.size" => flag_error("--cache-size", e.message),
+            "node.name" => flag_error("--name", e.message),
+            _ => e,
+        }
+    })?;
+    Ok(config)
+}
+
+async fn run_edge(config: NodeConfig) -> anyhow::Result<()> {
+    let node = Node::start(&config).await?;
+    for addr in &node.http_addrs {
+        tracing::info!(%addr, "edge listening (HTTP/1.1, h2c)");
+    }
+    if let Some(addr) = node.admin_addr {
+        tracing::info!(%addr, "admin listening (/metrics, /healthz)");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,109 @@
+//! The demo's sample origin: static objects of several sizes, a slowly changing JSON
+//! endpoint, a `Vary` example, and a page with tagged assets.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED, VARY};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct SampleOrigin {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl SampleOrigin {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// The line tests wait for before they send requests.
+pub fn ready_line(edge: SocketAddr) -> String {
+    format!("ready: edge http://{edge}")
+}
+
+pub async fn start() -> std::io::Result<SampleOrigin> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let (stop, mut stopped) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service_fn(handle))
+                            .await;
+                    });
+                }
+                _ = &mut stopped => break,
+            }
+        }
+    });
+    Ok(SampleOrigin { addr, stop, task })
+}
+
+async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let resp = match req.uri().path() {
+        "/" => page(),
+        "/static/small.txt" => static_object(vec![b'a'; 1024], "text/plain", started),
+        "/static/medium.bin" => static_object(vec![b'm'; 64 * 1024], "application/octet-stream", started),
+        "/static/large.bin" => static_object(vec![b'L'; 1024 * 1024], "application/octet-stream", started),
+        "/api/time" => {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            let body = format!("{{\"unix\":{},\"note\":\"cached for 2s\"}}\n", now.as_secs());
+            with(StatusCode::OK, body.into_bytes(), &[(CACHE_CONTROL, "max-age=2"), (CONTENT_TYPE, "application/json")])
+        }
+        "/api/nocache" => with(StatusCode::OK, b"never cached (bypass rule)\n".to_vec(), &[(CONTENT_TYPE, "text/plain")]),
+        "/hello" => {
+            let fr = req.headers().get("accept-language").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("fr"));
+            let text = if fr { "Bonjour\n" } else { "Hello\n" };
+            with(StatusCode::OK, text.as_bytes().to_vec(), &[(CACHE_CONTROL, "max-age=60"), (VARY, "Accept-Language"), (CONTENT_TYPE, "text/plain")])
+        }
+        _ => with(StatusCode::NOT_FOUND, b"not found\n".to_vec(), &[(CONTENT_TYPE, "text/plain")]),
+    };
+    Ok(resp)
+}
+
+fn page() -> Response<Full<Bytes>> {
+    let html = "<!doctype html><title>Strata demo</title>\n<link rel=stylesheet href=/static/small.txt>\n<img src=/static/medium.bin>\n";
+    let mut r = with(StatusCode::OK, html.as_bytes().to_vec(), &[(CACHE_CONTROL, "max-age=30"), (CONTENT_TYPE, "text/html")]);
+    r.headers_mut().insert("surrogate-key", HeaderValue::from_static("page home"));
+    r
+}
+
+fn static_object(body: Vec<u8>, content_type: &'static str, modified: SystemTime) -> Response<Full<Bytes>> {
+    let etag = format!("\"{}-{}\"", content_type.len(), body.len());
+    let mut r = with(StatusCode::OK, body, &[(CACHE_CONTROL, "public, max-age=3600"), (CONTENT_TYPE, content_type)]);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        r.headers_mut().insert(ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+        r.headers_mut().insert(LAST_MODIFIED, v);
+    }
+    r.headers_mut().insert("surrogate-key", HeaderValue::from_static("static"));
+    r
+}
+
+fn with(status: StatusCode, body: Vec<u8>, headers: &[(http::HeaderName, &'static str)]) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    for (k, v) in headers {
+        r.headers_mut().insert(k.clone(), HeaderValue::from_static(v));
+    }
+    r
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: real origin servers and the real proxy on 127.0.0.1:0, over sockets.
+//! Protocol tests are named after the RFC section whose rule they check.
+
+mod support;
+
+mod rfc9111_storing;
+mod rfc9111_freshness;
+mod rfc9111_validation;
