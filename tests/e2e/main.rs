@@ -3,6 +3,11 @@
 
 mod support;
 
-mod rfc9111_storing;
+mod cli;
+mod headers;
+mod limits;
+mod operations;
 mod rfc9111_freshness;
+mod rfc9111_storing;
 mod rfc9111_validation;
+mod streaming;

@@ -9,7 +9,11 @@ async fn rfc9111_3_cacheable_response_is_stored_and_hit() {
     let (origin, edge) = edge_for(|| Reply::ok("hello").cc("max-age=60")).await;
     let first = edge.get("/a").send().await;
     assert_eq!(first.text(), "hello");
-    assert!(first.cache_status().contains("fwd=uri-miss"), "{}", first.cache_status());
+    assert!(
+        first.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        first.cache_status()
+    );
     assert!(first.cache_status().contains("stored"));
     let second = edge.get("/a").send().await;
     assert!(second.is_hit(), "{}", second.cache_status());
@@ -23,7 +27,11 @@ async fn rfc9111_5_2_2_5_no_store_response_is_not_stored() {
     edge.get("/a").send().await;
     let second = edge.get("/a").send().await;
     assert!(!second.is_hit());
-    assert!(second.cache_status().contains("detail=no-store"), "{}", second.cache_status());
+    assert!(
+        second.cache_status().contains("detail=no-store"),
+        "{}",
+        second.cache_status()
+    );
     assert_eq!(origin.count(), 2);
 }
 
@@ -37,9 +45,18 @@ async fn rfc9111_5_2_2_7_private_response_is_not_stored_by_shared_cache() {
 
 #[tokio::test]
 async fn rfc9111_5_2_2_7_qualified_private_fields_are_not_stored() {
-    let (origin, edge) = edge_for(|| Reply::ok("x").cc("private=\"x-user\", max-age=60").header("x-user", "alice")).await;
+    let (origin, edge) = edge_for(|| {
+        Reply::ok("x")
+            .cc("private=\"x-user\", max-age=60")
+            .header("x-user", "alice")
+    })
+    .await;
     let first = edge.get("/a").send().await;
-    assert_eq!(first.header("x-user"), Some("alice"), "the first client still gets it");
+    assert_eq!(
+        first.header("x-user"),
+        Some("alice"),
+        "the first client still gets it"
+    );
     let second = edge.get("/a").send().await;
     assert!(second.is_hit());
     assert_eq!(second.header("x-user"), None);
@@ -49,31 +66,58 @@ async fn rfc9111_5_2_2_7_qualified_private_fields_are_not_stored() {
 #[tokio::test]
 async fn rfc9111_3_5_authorization_response_not_stored_without_permission() {
     let (origin, edge) = edge_for(|| Reply::ok("x").cc("max-age=60")).await;
-    edge.get("/a").header("authorization", "Bearer t").send().await;
-    let second = edge.get("/a").header("authorization", "Bearer t").send().await;
-    assert!(second.cache_status().contains("detail=authorization"), "{}", second.cache_status());
+    edge.get("/a")
+        .header("authorization", "Bearer t")
+        .send()
+        .await;
+    let second = edge
+        .get("/a")
+        .header("authorization", "Bearer t")
+        .send()
+        .await;
+    assert!(
+        second.cache_status().contains("detail=authorization"),
+        "{}",
+        second.cache_status()
+    );
     assert_eq!(origin.count(), 2);
 }
 
 #[tokio::test]
 async fn rfc9111_3_5_authorization_response_stored_with_s_maxage() {
     let (origin, edge) = edge_for(|| Reply::ok("x").cc("s-maxage=60")).await;
-    edge.get("/a").header("authorization", "Bearer t").send().await;
-    assert!(edge.get("/a").header("authorization", "Bearer t").send().await.is_hit());
+    edge.get("/a")
+        .header("authorization", "Bearer t")
+        .send()
+        .await;
+    assert!(edge
+        .get("/a")
+        .header("authorization", "Bearer t")
+        .send()
+        .await
+        .is_hit());
     assert_eq!(origin.count(), 1);
 }
 
 #[tokio::test]
 async fn rfc9111_5_2_1_5_request_no_store_prevents_storing() {
     let (origin, edge) = edge_for(|| Reply::ok("x").cc("max-age=60")).await;
-    edge.get("/a").header("cache-control", "no-store").send().await;
+    edge.get("/a")
+        .header("cache-control", "no-store")
+        .send()
+        .await;
     edge.get("/a").send().await;
     assert_eq!(origin.count(), 2);
 }
 
 #[tokio::test]
 async fn rfc9110_15_1_non_heuristic_status_without_freshness_is_not_stored() {
-    let (origin, edge) = edge_for(|| Reply::status(302).header("location", "/b").header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")).await;
+    let (origin, edge) = edge_for(|| {
+        Reply::status(302)
+            .header("location", "/b")
+            .header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+    })
+    .await;
     edge.get("/a").send().await;
     edge.get("/a").send().await;
     assert_eq!(origin.count(), 2);
@@ -81,7 +125,8 @@ async fn rfc9110_15_1_non_heuristic_status_without_freshness_is_not_stored() {
 
 #[tokio::test]
 async fn rfc9110_15_1_explicitly_fresh_redirect_is_stored() {
-    let (origin, edge) = edge_for(|| Reply::status(302).header("location", "/b").cc("max-age=60")).await;
+    let (origin, edge) =
+        edge_for(|| Reply::status(302).header("location", "/b").cc("max-age=60")).await;
     edge.get("/a").send().await;
     let second = edge.get("/a").send().await;
     assert_eq!(second.status, 302);
@@ -93,7 +138,11 @@ async fn rfc9110_15_1_explicitly_fresh_redirect_is_stored() {
 async fn negative_caching_stores_404_for_configured_ttl() {
     let origin = TestOrigin::fixed(|| Reply::status(404).body("nope")).await;
     let edge = EdgeBuilder::new(&origin.url())
-        .config(|c| c.services[0].negative_ttl = Some(strata_proxy::config::Seconds(std::time::Duration::from_secs(30))))
+        .config(|c| {
+            c.services[0].negative_ttl = Some(strata_proxy::config::Seconds(
+                std::time::Duration::from_secs(30),
+            ))
+        })
         .start()
         .await;
     edge.get("/missing").send().await;
@@ -114,7 +163,8 @@ async fn negative_caching_is_off_for_5xx_by_default() {
 
 #[tokio::test]
 async fn set_cookie_response_is_not_stored_by_default() {
-    let (origin, edge) = edge_for(|| Reply::ok("x").cc("max-age=60").header("set-cookie", "s=1")).await;
+    let (origin, edge) =
+        edge_for(|| Reply::ok("x").cc("max-age=60").header("set-cookie", "s=1")).await;
     edge.get("/a").send().await;
     let second = edge.get("/a").send().await;
     assert!(second.cache_status().contains("detail=set-cookie"));
@@ -125,28 +175,69 @@ async fn set_cookie_response_is_not_stored_by_default() {
 async fn rfc9111_4_1_vary_stores_a_variant_per_selected_header() {
     let origin = TestOrigin::start(|req, _| {
         let lang = req.header("accept-language").unwrap_or("none").to_string();
-        Reply::ok(lang).cc("max-age=60").header("vary", "Accept-Language")
+        Reply::ok(lang)
+            .cc("max-age=60")
+            .header("vary", "Accept-Language")
     })
     .await;
     let edge = EdgeBuilder::new(&origin.url()).start().await;
-    assert_eq!(edge.get("/a").header("accept-language", "en").send().await.text(), "en");
+    assert_eq!(
+        edge.get("/a")
+            .header("accept-language", "en")
+            .send()
+            .await
+            .text(),
+        "en"
+    );
     let fr = edge.get("/a").header("accept-language", "fr").send().await;
     assert_eq!(fr.text(), "fr");
-    assert!(fr.cache_status().contains("fwd=vary-miss"), "{}", fr.cache_status());
+    assert!(
+        fr.cache_status().contains("fwd=vary-miss"),
+        "{}",
+        fr.cache_status()
+    );
     let en = edge.get("/a").header("accept-language", "en").send().await;
     assert!(en.is_hit());
     assert_eq!(en.text(), "en");
-    assert!(edge.get("/a").header("accept-language", "fr").send().await.is_hit());
+    assert!(edge
+        .get("/a")
+        .header("accept-language", "fr")
+        .send()
+        .await
+        .is_hit());
     assert_eq!(origin.count(), 2);
 }
 
 #[tokio::test]
 async fn rfc9111_4_1_vary_matches_normalised_accept_encoding() {
-    let (origin, edge) = edge_for(|| Reply::ok("x").cc("max-age=60").header("vary", "accept-encoding")).await;
-    edge.get("/a").header("accept-encoding", "gzip, br").send().await;
-    assert!(edge.get("/a").header("accept-encoding", "br,gzip").send().await.is_hit());
-    assert!(edge.get("/a").header("accept-encoding", "GZIP;q=1.0, br, identity;q=0").send().await.is_hit());
-    assert!(!edge.get("/a").header("accept-encoding", "gzip").send().await.is_hit());
+    let (origin, edge) = edge_for(|| {
+        Reply::ok("x")
+            .cc("max-age=60")
+            .header("vary", "accept-encoding")
+    })
+    .await;
+    edge.get("/a")
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await;
+    assert!(edge
+        .get("/a")
+        .header("accept-encoding", "br,gzip")
+        .send()
+        .await
+        .is_hit());
+    assert!(edge
+        .get("/a")
+        .header("accept-encoding", "GZIP;q=1.0, br, identity;q=0")
+        .send()
+        .await
+        .is_hit());
+    assert!(!edge
+        .get("/a")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .is_hit());
     assert_eq!(origin.count(), 2);
 }
 
@@ -162,15 +253,27 @@ async fn rfc9111_4_1_vary_star_is_never_reused() {
 #[tokio::test]
 async fn rfc9111_4_4_successful_unsafe_method_invalidates_target_uri() {
     let origin = TestOrigin::start(|req, n| {
-        if req.method == Method::POST { Reply::status(204) } else { Reply::ok(format!("v{n}")).cc("max-age=600") }
+        if req.method == Method::POST {
+            Reply::status(204)
+        } else {
+            Reply::ok(format!("v{n}")).cc("max-age=600")
+        }
     })
     .await;
     let edge = EdgeBuilder::new(&origin.url()).start().await;
     assert_eq!(edge.get("/doc").send().await.text(), "v1");
     assert!(edge.get("/doc").send().await.is_hit());
-    let post = edge.request(Method::POST, "/doc").body("update").send().await;
+    let post = edge
+        .request(Method::POST, "/doc")
+        .body("update")
+        .send()
+        .await;
     assert_eq!(post.status, 204);
-    assert!(post.cache_status().contains("fwd=method"), "{}", post.cache_status());
+    assert!(
+        post.cache_status().contains("fwd=method"),
+        "{}",
+        post.cache_status()
+    );
     assert_eq!(origin.last().body, "update");
     let after = edge.get("/doc").send().await;
     assert!(!after.is_hit());
@@ -181,7 +284,9 @@ async fn rfc9111_4_4_successful_unsafe_method_invalidates_target_uri() {
 async fn rfc9111_4_4_unsafe_method_invalidates_same_host_location() {
     let origin = TestOrigin::start(|req, n| {
         if req.method == Method::PUT {
-            Reply::status(201).header("location", "/other").header("content-location", "http://elsewhere.test/x")
+            Reply::status(201)
+                .header("location", "/other")
+                .header("content-location", "http://elsewhere.test/x")
         } else {
             Reply::ok(format!("v{n}")).cc("max-age=600")
         }
@@ -197,7 +302,11 @@ async fn rfc9111_4_4_unsafe_method_invalidates_same_host_location() {
 #[tokio::test]
 async fn rfc9111_4_4_failed_unsafe_method_does_not_invalidate() {
     let origin = TestOrigin::start(|req, n| {
-        if req.method == Method::DELETE { Reply::status(500) } else { Reply::ok(format!("v{n}")).cc("max-age=600") }
+        if req.method == Method::DELETE {
+            Reply::status(500)
+        } else {
+            Reply::ok(format!("v{n}")).cc("max-age=600")
+        }
     })
     .await;
     let edge = EdgeBuilder::new(&origin.url()).start().await;
@@ -215,7 +324,11 @@ async fn cache_key_normalises_query_and_strips_configured_parameters() {
         .await;
     edge.get("/p?b=2&a=1&utm_source=x").send().await;
     assert!(edge.get("/p?a=1&b=2").send().await.is_hit());
-    assert!(edge.get("/p?a=1&session=zz&b=2&utm_medium=y").send().await.is_hit());
+    assert!(edge
+        .get("/p?a=1&session=zz&b=2&utm_medium=y")
+        .send()
+        .await
+        .is_hit());
     assert!(!edge.get("/p?a=1&b=3").send().await.is_hit());
     assert_eq!(origin.count(), 2);
     // The origin still receives the query as the client sent it.
@@ -226,7 +339,17 @@ async fn cache_key_normalises_query_and_strips_configured_parameters() {
 async fn host_is_part_of_the_cache_key() {
     let (origin, edge) = edge_for(|| Reply::ok("x").cc("max-age=60")).await;
     edge.get("/a").header("host", "one.test").send().await;
-    assert!(!edge.get("/a").header("host", "two.test").send().await.is_hit());
-    assert!(edge.get("/a").header("host", "ONE.test").send().await.is_hit());
+    assert!(!edge
+        .get("/a")
+        .header("host", "two.test")
+        .send()
+        .await
+        .is_hit());
+    assert!(edge
+        .get("/a")
+        .header("host", "ONE.test")
+        .send()
+        .await
+        .is_hit());
     assert_eq!(origin.count(), 2);
 }

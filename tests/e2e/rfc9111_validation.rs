@@ -1,6 +1,6 @@
 //! RFC 9111 §4.3 (validation), RFC 9110 §13 (conditional requests), §14 (ranges), HEAD.
 
-use crate::support::{edge_for, Reply, TestOrigin, EdgeBuilder};
+use crate::support::{edge_for, EdgeBuilder, Reply, TestOrigin};
 
 #[tokio::test]
 async fn rfc9111_4_3_1_expired_entry_is_revalidated_with_its_validators() {
@@ -8,7 +8,10 @@ async fn rfc9111_4_3_1_expired_entry_is_revalidated_with_its_validators() {
         if req.header("if-none-match") == Some("\"v1\"") {
             Reply::status(304).header("etag", "\"v1\"")
         } else {
-            Reply::ok("body").cc("max-age=0").header("etag", "\"v1\"").header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+            Reply::ok("body")
+                .cc("max-age=0")
+                .header("etag", "\"v1\"")
+                .header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")
         }
     })
     .await;
@@ -17,20 +20,37 @@ async fn rfc9111_4_3_1_expired_entry_is_revalidated_with_its_validators() {
     let second = edge.get("/a").send().await;
     assert_eq!(second.status, 200);
     assert_eq!(second.text(), "body");
-    assert!(second.cache_status().contains("fwd=stale"), "{}", second.cache_status());
-    assert!(second.cache_status().contains("fwd-status=304"), "{}", second.cache_status());
+    assert!(
+        second.cache_status().contains("fwd=stale"),
+        "{}",
+        second.cache_status()
+    );
+    assert!(
+        second.cache_status().contains("fwd-status=304"),
+        "{}",
+        second.cache_status()
+    );
     let seen = origin.last();
     assert_eq!(seen.header("if-none-match"), Some("\"v1\""));
-    assert_eq!(seen.header("if-modified-since"), Some("Mon, 01 Jan 2024 00:00:00 GMT"));
+    assert_eq!(
+        seen.header("if-modified-since"),
+        Some("Mon, 01 Jan 2024 00:00:00 GMT")
+    );
 }
 
 #[tokio::test]
 async fn rfc9111_4_3_4_not_modified_refreshes_stored_headers_and_freshness() {
     let origin = TestOrigin::start(|req, _| {
         if req.header("if-none-match").is_some() {
-            Reply::status(304).header("etag", "\"v1\"").cc("max-age=60").header("x-version", "2")
+            Reply::status(304)
+                .header("etag", "\"v1\"")
+                .cc("max-age=60")
+                .header("x-version", "2")
         } else {
-            Reply::ok("body").cc("max-age=0").header("etag", "\"v1\"").header("x-version", "1")
+            Reply::ok("body")
+                .cc("max-age=0")
+                .header("etag", "\"v1\"")
+                .header("x-version", "1")
         }
     })
     .await;
@@ -52,7 +72,9 @@ async fn rfc9111_4_3_4_not_modified_with_other_strong_validator_is_not_applied()
         if req.header("if-none-match").is_some() && n == 2 {
             Reply::status(304).header("etag", "\"other\"")
         } else {
-            Reply::ok(format!("body{n}")).cc("max-age=0").header("etag", "\"v1\"")
+            Reply::ok(format!("body{n}"))
+                .cc("max-age=0")
+                .header("etag", "\"v1\"")
         }
     })
     .await;
@@ -65,7 +87,12 @@ async fn rfc9111_4_3_4_not_modified_with_other_strong_validator_is_not_applied()
 
 #[tokio::test]
 async fn rfc9111_4_3_3_changed_representation_replaces_stored_one() {
-    let origin = TestOrigin::start(|_, n| Reply::ok(format!("v{n}")).cc("max-age=0").header("etag", &format!("\"{n}\""))).await;
+    let origin = TestOrigin::start(|_, n| {
+        Reply::ok(format!("v{n}"))
+            .cc("max-age=0")
+            .header("etag", &format!("\"{n}\""))
+    })
+    .await;
     let edge = EdgeBuilder::new(&origin.url()).start().await;
     assert_eq!(edge.get("/a").send().await.text(), "v1");
     let r = edge.get("/a").send().await;
@@ -88,40 +115,77 @@ async fn rfc9111_5_2_2_4_no_cache_response_is_validated_every_time() {
         assert_eq!(edge.get("/a").send().await.text(), "b");
     }
     assert_eq!(origin.count(), 3);
-    assert!(origin.seen()[1..].iter().all(|s| s.header("if-none-match") == Some("\"v\"")));
+    assert!(origin.seen()[1..]
+        .iter()
+        .all(|s| s.header("if-none-match") == Some("\"v\"")));
 }
 
 #[tokio::test]
 async fn rfc9110_13_1_2_client_if_none_match_answered_304_from_cache() {
-    let (origin, edge) = edge_for(|| Reply::ok("body").cc("max-age=60").header("etag", "W/\"abc\"")).await;
+    let (origin, edge) = edge_for(|| {
+        Reply::ok("body")
+            .cc("max-age=60")
+            .header("etag", "W/\"abc\"")
+    })
+    .await;
     edge.get("/a").send().await;
-    let r = edge.get("/a").header("if-none-match", "\"abc\"").send().await;
+    let r = edge
+        .get("/a")
+        .header("if-none-match", "\"abc\"")
+        .send()
+        .await;
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
     assert_eq!(r.header("etag"), Some("W/\"abc\""));
     assert!(r.is_hit());
-    let r = edge.get("/a").header("if-none-match", "\"zzz\"").send().await;
+    let r = edge
+        .get("/a")
+        .header("if-none-match", "\"zzz\"")
+        .send()
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(origin.count(), 1);
 }
 
 #[tokio::test]
 async fn rfc9110_13_1_3_client_if_modified_since_answered_304_from_cache() {
-    let (origin, edge) = edge_for(|| Reply::ok("body").cc("max-age=60").header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")).await;
+    let (origin, edge) = edge_for(|| {
+        Reply::ok("body")
+            .cc("max-age=60")
+            .header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+    })
+    .await;
     edge.get("/a").send().await;
-    let r = edge.get("/a").header("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT").send().await;
+    let r = edge
+        .get("/a")
+        .header("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT")
+        .send()
+        .await;
     assert_eq!(r.status, 304);
-    let r = edge.get("/a").header("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT").send().await;
+    let r = edge
+        .get("/a")
+        .header("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")
+        .send()
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(origin.count(), 1);
 }
 
 #[tokio::test]
 async fn rfc9110_13_1_2_client_conditional_on_a_miss_is_not_forwarded() {
-    let (origin, edge) = edge_for(|| Reply::ok("body").cc("max-age=60").header("etag", "\"abc\"")).await;
-    let r = edge.get("/a").header("if-none-match", "\"abc\"").send().await;
+    let (origin, edge) =
+        edge_for(|| Reply::ok("body").cc("max-age=60").header("etag", "\"abc\"")).await;
+    let r = edge
+        .get("/a")
+        .header("if-none-match", "\"abc\"")
+        .send()
+        .await;
     assert_eq!(r.status, 304, "answered from the object we just fetched");
-    assert_eq!(origin.last().header("if-none-match"), None, "the fill fetched the full object");
+    assert_eq!(
+        origin.last().header("if-none-match"),
+        None,
+        "the fill fetched the full object"
+    );
     assert!(edge.get("/a").send().await.is_hit());
 }
 
@@ -142,7 +206,8 @@ async fn rfc9110_9_3_2_head_miss_fills_the_cache_for_get() {
     let r = edge.head("/a").send().await;
     assert_eq!(r.header("content-length"), Some("10"));
     assert_eq!(origin.last().method, http::Method::GET);
-    edge.eventually("fill stored", || edge.proxy().storage().stats().keys == 1).await;
+    edge.eventually("fill stored", || edge.proxy().storage().stats().keys == 1)
+        .await;
     let r = edge.get("/a").send().await;
     assert!(r.is_hit());
     assert_eq!(r.text(), "0123456789");
@@ -170,7 +235,8 @@ async fn rfc9110_14_2_range_on_a_miss_fetches_the_whole_object() {
     assert_eq!(r.status, 206);
     assert_eq!(r.text(), "01");
     assert_eq!(origin.last().header("range"), None);
-    edge.eventually("fill stored", || edge.proxy().storage().stats().keys == 1).await;
+    edge.eventually("fill stored", || edge.proxy().storage().stats().keys == 1)
+        .await;
     assert_eq!(edge.get("/a").send().await.text(), "0123456789");
 }
 
@@ -185,11 +251,26 @@ async fn rfc9110_15_5_17_unsatisfiable_range_is_416() {
 
 #[tokio::test]
 async fn rfc9110_13_1_5_if_range_mismatch_gets_the_whole_object() {
-    let (_origin, edge) = edge_for(|| Reply::ok("0123456789").cc("max-age=60").header("etag", "\"v1\"")).await;
+    let (_origin, edge) = edge_for(|| {
+        Reply::ok("0123456789")
+            .cc("max-age=60")
+            .header("etag", "\"v1\"")
+    })
+    .await;
     edge.get("/a").send().await;
-    let r = edge.get("/a").header("range", "bytes=0-1").header("if-range", "\"v0\"").send().await;
+    let r = edge
+        .get("/a")
+        .header("range", "bytes=0-1")
+        .header("if-range", "\"v0\"")
+        .send()
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 10);
-    let r = edge.get("/a").header("range", "bytes=0-1").header("if-range", "\"v1\"").send().await;
+    let r = edge
+        .get("/a")
+        .header("range", "bytes=0-1")
+        .header("if-range", "\"v1\"")
+        .send()
+        .await;
     assert_eq!(r.status, 206);
 }

@@ -240,14 +240,9 @@ impl RequestCacheControl {
             let v = d.value.as_deref();
             match d.name.as_str() {
                 "max-age" => delta_directive(&mut cc.max_age, v),
-                "max-stale" => {
-                    if cc.max_stale.is_none() {
-                        cc.max_stale = Some(match v {
-                            None => None,
-                            // An invalid value cannot widen what the client accepts.
-                            Some(s) => Some(parse_delta_seconds(s).unwrap_or(0)),
-                        });
-                    }
+                "max-stale" if cc.max_stale.is_none() => {
+                    // An invalid value cannot widen what the client accepts.
+                    cc.max_stale = Some(v.map(|s| parse_delta_seconds(s).unwrap_or(0)));
                 }
                 "min-fresh" => delta_directive(&mut cc.min_fresh, v),
                 "no-cache" => cc.no_cache = true,
@@ -272,7 +267,10 @@ mod tests {
 
     fn resp(v: &str) -> ResponseCacheControl {
         let mut h = HeaderMap::new();
-        h.append(http::header::CACHE_CONTROL, HeaderValue::from_str(v).unwrap());
+        h.append(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_str(v).unwrap(),
+        );
         ResponseCacheControl::from_headers(&h)
     }
 
@@ -320,8 +318,14 @@ mod tests {
     #[test]
     fn rfc9110_5_3_multiple_field_lines_are_one_list() {
         let mut h = HeaderMap::new();
-        h.append(http::header::CACHE_CONTROL, HeaderValue::from_static("public"));
-        h.append(http::header::CACHE_CONTROL, HeaderValue::from_static("s-maxage=7"));
+        h.append(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("public"),
+        );
+        h.append(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("s-maxage=7"),
+        );
         let cc = ResponseCacheControl::from_headers(&h);
         assert!(cc.public);
         assert_eq!(cc.s_maxage, Some(7));
@@ -340,17 +344,29 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
         assert!(RequestCacheControl::from_headers(&h).no_cache);
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=5"),
+        );
         assert!(!RequestCacheControl::from_headers(&h).no_cache);
     }
 
     #[test]
     fn rfc9111_5_2_1_2_max_stale_without_value_accepts_any() {
         let mut h = HeaderMap::new();
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-stale"));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-stale"),
+        );
         assert_eq!(RequestCacheControl::from_headers(&h).max_stale, Some(None));
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-stale=30"));
-        assert_eq!(RequestCacheControl::from_headers(&h).max_stale, Some(Some(30)));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-stale=30"),
+        );
+        assert_eq!(
+            RequestCacheControl::from_headers(&h).max_stale,
+            Some(Some(30))
+        );
     }
 
     #[test]

@@ -106,8 +106,12 @@ impl fmt::Display for CacheStatus {
 
 /// sf-token when the text is one (RFC 9651 §3.3.4), else sf-string with escapes.
 fn write_token_or_string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    let is_token = s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b));
+    let is_token = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b));
     if is_token {
         return f.write_str(s);
     }
@@ -140,7 +144,10 @@ mod tests {
         s.fwd_status = Some(200);
         s.stored = true;
         s.ttl = Some(60);
-        assert_eq!(s.to_string(), "edge; fwd=uri-miss; fwd-status=200; ttl=60; stored");
+        assert_eq!(
+            s.to_string(),
+            "edge; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+        );
     }
 
     #[test]
@@ -148,7 +155,10 @@ mod tests {
         let mut s = CacheStatus::new("edge 1");
         s.fwd = Some(Fwd::Miss);
         s.detail = Some("upstream \"timeout\"".into());
-        assert_eq!(s.to_string(), "\"edge 1\"; fwd=miss; detail=\"upstream \\\"timeout\\\"\"");
+        assert_eq!(
+            s.to_string(),
+            "\"edge 1\"; fwd=miss; detail=\"upstream \\\"timeout\\\"\""
+        );
         // The output is a valid Structured Field List.
         let list: Result<sfv::List, _> = sfv::Parser::new(&s.to_string()).parse();
         assert!(list.is_ok());

@@ -52,8 +52,15 @@ pub enum Precondition {
 }
 
 /// Evaluates preconditions in the order of RFC 9110 §13.2.2 against a stored 2xx response.
-pub fn evaluate_preconditions(method: &Method, request: &HeaderMap, stored: &HeaderMap) -> Precondition {
-    let etag = stored.get(ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
+pub fn evaluate_preconditions(
+    method: &Method,
+    request: &HeaderMap,
+    stored: &HeaderMap,
+) -> Precondition {
+    let etag = stored
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .and_then(EntityTag::parse);
     let last_modified = header_date(stored, LAST_MODIFIED);
 
     if let Some(list) = header_str(request, &IF_MATCH) {
@@ -71,7 +78,11 @@ pub fn evaluate_preconditions(method: &Method, request: &HeaderMap, stored: &Hea
     if let Some(list) = header_str(request, &IF_NONE_MATCH) {
         // §13.1.2: weak comparison.
         if list_matches(&list, etag.as_ref(), |a, b| a.weak_eq(b)) {
-            return if safe { Precondition::NotModified } else { Precondition::Failed };
+            return if safe {
+                Precondition::NotModified
+            } else {
+                Precondition::Failed
+            };
         }
     } else if safe {
         if let (Some(ims), Some(lm)) = (header_date(request, IF_MODIFIED_SINCE), last_modified) {
@@ -85,11 +96,19 @@ pub fn evaluate_preconditions(method: &Method, request: &HeaderMap, stored: &Hea
 
 /// A list field's lines joined into one list (RFC 9110 §5.3); `None` when absent.
 fn header_str(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let lines: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let lines: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     (!lines.is_empty()).then(|| lines.join(", "))
 }
 
-fn list_matches(list: &str, etag: Option<&EntityTag<'_>>, eq: fn(&EntityTag<'_>, &EntityTag<'_>) -> bool) -> bool {
+fn list_matches(
+    list: &str,
+    etag: Option<&EntityTag<'_>>,
+    eq: fn(&EntityTag<'_>, &EntityTag<'_>) -> bool,
+) -> bool {
     if list.trim() == "*" {
         return etag.is_some();
     }
@@ -119,7 +138,15 @@ fn split_etags(list: &str) -> impl Iterator<Item = &str> {
 /// Fields a 304 must carry when the 200 would have (RFC 9110 §15.4.5).
 pub fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for name in [CACHE_CONTROL, CONTENT_LOCATION, DATE, ETAG, EXPIRES, VARY, LAST_MODIFIED] {
+    for name in [
+        CACHE_CONTROL,
+        CONTENT_LOCATION,
+        DATE,
+        ETAG,
+        EXPIRES,
+        VARY,
+        LAST_MODIFIED,
+    ] {
         for v in stored.get_all(&name) {
             out.append(name.clone(), v.clone());
         }
@@ -143,13 +170,22 @@ pub fn validation_headers(stored: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> 
 /// the 304 must equal the stored one; otherwise the stored one is selected when it is the
 /// response we asked about.
 pub fn not_modified_selects(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
-    let new = not_modified.get(ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
-    let old = stored.get(ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
+    let new = not_modified
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .and_then(EntityTag::parse);
+    let old = stored
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .and_then(EntityTag::parse);
     match (new, old) {
         (Some(new), Some(old)) if !new.weak => new.strong_eq(&old),
         (Some(new), Some(old)) => new.weak_eq(&old),
         (Some(_), None) => false,
-        (None, _) => match (header_date(not_modified, LAST_MODIFIED), header_date(stored, LAST_MODIFIED)) {
+        (None, _) => match (
+            header_date(not_modified, LAST_MODIFIED),
+            header_date(stored, LAST_MODIFIED),
+        ) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         },
@@ -161,7 +197,10 @@ pub fn not_modified_selects(stored: &HeaderMap, not_modified: &HeaderMap) -> boo
 pub fn refresh_headers(stored: &mut HeaderMap, not_modified: &HeaderMap) {
     let mut replaced: Vec<HeaderName> = Vec::new();
     for (name, value) in not_modified {
-        if *name == CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING || name == http::header::CONTENT_ENCODING {
+        if *name == CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::CONTENT_ENCODING
+        {
             continue;
         }
         if !replaced.contains(name) {
@@ -184,7 +223,10 @@ mod tests {
     fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -195,22 +237,37 @@ mod tests {
     fn rfc9110_13_1_2_if_none_match_uses_weak_comparison() {
         let stored = hm(&[("etag", "W/\"v1\"")]);
         let req = hm(&[("if-none-match", "\"x\", \"v1\"")]);
-        assert_eq!(evaluate_preconditions(&Method::GET, &req, &stored), Precondition::NotModified);
+        assert_eq!(
+            evaluate_preconditions(&Method::GET, &req, &stored),
+            Precondition::NotModified
+        );
         let req = hm(&[("if-none-match", "\"v2\"")]);
-        assert_eq!(evaluate_preconditions(&Method::GET, &req, &stored), Precondition::Proceed);
+        assert_eq!(
+            evaluate_preconditions(&Method::GET, &req, &stored),
+            Precondition::Proceed
+        );
     }
 
     #[test]
     fn rfc9110_13_1_2_if_none_match_star() {
         let stored = hm(&[("etag", "\"v1\"")]);
-        assert_eq!(evaluate_preconditions(&Method::HEAD, &hm(&[("if-none-match", "*")]), &stored), Precondition::NotModified);
+        assert_eq!(
+            evaluate_preconditions(&Method::HEAD, &hm(&[("if-none-match", "*")]), &stored),
+            Precondition::NotModified
+        );
     }
 
     #[test]
     fn rfc9110_13_1_3_if_modified_since_ignored_when_if_none_match_present() {
         let stored = hm(&[("etag", "\"v1\""), ("last-modified", LM)]);
-        let req = hm(&[("if-none-match", "\"v2\""), ("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT")]);
-        assert_eq!(evaluate_preconditions(&Method::GET, &req, &stored), Precondition::Proceed);
+        let req = hm(&[
+            ("if-none-match", "\"v2\""),
+            ("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT"),
+        ]);
+        assert_eq!(
+            evaluate_preconditions(&Method::GET, &req, &stored),
+            Precondition::Proceed
+        );
     }
 
     #[test]
@@ -218,23 +275,54 @@ mod tests {
         let stored = hm(&[("last-modified", LM)]);
         let later = hm(&[("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT")]);
         let earlier = hm(&[("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")]);
-        assert_eq!(evaluate_preconditions(&Method::GET, &later, &stored), Precondition::NotModified);
-        assert_eq!(evaluate_preconditions(&Method::GET, &earlier, &stored), Precondition::Proceed);
-        assert_eq!(evaluate_preconditions(&Method::GET, &hm(&[("if-modified-since", "garbage")]), &stored), Precondition::Proceed);
+        assert_eq!(
+            evaluate_preconditions(&Method::GET, &later, &stored),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate_preconditions(&Method::GET, &earlier, &stored),
+            Precondition::Proceed
+        );
+        assert_eq!(
+            evaluate_preconditions(
+                &Method::GET,
+                &hm(&[("if-modified-since", "garbage")]),
+                &stored
+            ),
+            Precondition::Proceed
+        );
     }
 
     #[test]
     fn rfc9110_13_1_1_if_match_uses_strong_comparison() {
         let stored = hm(&[("etag", "W/\"v1\"")]);
-        assert_eq!(evaluate_preconditions(&Method::GET, &hm(&[("if-match", "W/\"v1\"")]), &stored), Precondition::Failed);
+        assert_eq!(
+            evaluate_preconditions(&Method::GET, &hm(&[("if-match", "W/\"v1\"")]), &stored),
+            Precondition::Failed
+        );
         let stored = hm(&[("etag", "\"v1\"")]);
-        assert_eq!(evaluate_preconditions(&Method::GET, &hm(&[("if-match", "\"v1\"")]), &stored), Precondition::Proceed);
+        assert_eq!(
+            evaluate_preconditions(&Method::GET, &hm(&[("if-match", "\"v1\"")]), &stored),
+            Precondition::Proceed
+        );
     }
 
     #[test]
     fn rfc9111_3_2_refresh_replaces_fields_but_not_content_length() {
-        let mut stored = hm(&[("content-length", "10"), ("cache-control", "max-age=1"), ("x-a", "1"), ("x-a", "2")]);
-        refresh_headers(&mut stored, &hm(&[("cache-control", "max-age=60"), ("content-length", "0"), ("x-a", "3")]));
+        let mut stored = hm(&[
+            ("content-length", "10"),
+            ("cache-control", "max-age=1"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+        ]);
+        refresh_headers(
+            &mut stored,
+            &hm(&[
+                ("cache-control", "max-age=60"),
+                ("content-length", "0"),
+                ("x-a", "3"),
+            ]),
+        );
         assert_eq!(stored["content-length"], "10");
         assert_eq!(stored["cache-control"], "max-age=60");
         assert_eq!(stored.get_all("x-a").iter().count(), 1);
@@ -250,7 +338,11 @@ mod tests {
 
     #[test]
     fn rfc9110_15_4_5_not_modified_carries_validators_and_cache_fields() {
-        let stored = hm(&[("etag", "\"v1\""), ("cache-control", "max-age=5"), ("content-type", "text/plain")]);
+        let stored = hm(&[
+            ("etag", "\"v1\""),
+            ("cache-control", "max-age=5"),
+            ("content-type", "text/plain"),
+        ]);
         let h = not_modified_headers(&stored);
         assert!(h.contains_key("etag") && h.contains_key("cache-control"));
         assert!(!h.contains_key("content-type"));

@@ -133,10 +133,7 @@ pub fn freshness_lifetime(
 /// The corrected initial age of a response when it was received (§4.2.3).
 pub fn corrected_initial_age(headers: &HeaderMap, times: ResponseTimes) -> Duration {
     let date = header_date(headers, DATE).unwrap_or(times.response_time);
-    let apparent_age = times
-        .response_time
-        .duration_since(date)
-        .unwrap_or_default();
+    let apparent_age = times.response_time.duration_since(date).unwrap_or_default();
     let response_delay = times
         .response_time
         .duration_since(times.request_time)
@@ -248,7 +245,10 @@ mod tests {
     #[test]
     fn rfc9111_4_2_3_age_calculation() {
         // Sent at 0, received at 2 with Age: 10 and a Date 1s in the past.
-        let h = headers(&[("age", "10".into()), ("date", httpdate::fmt_http_date(t(1)))]);
+        let h = headers(&[
+            ("age", "10".into()),
+            ("date", httpdate::fmt_http_date(t(1))),
+        ]);
         let times = ResponseTimes {
             request_time: t(0),
             response_time: t(2),

@@ -21,7 +21,9 @@ pub struct KeyRules {
 impl KeyRules {
     fn strips(&self, name: &str) -> bool {
         self.strip_query.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix),
+            Some(prefix) => {
+                name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+            }
             None => name.eq_ignore_ascii_case(p),
         })
     }
@@ -36,7 +38,13 @@ pub struct CacheKey {
 
 impl CacheKey {
     /// `host` may carry a port; it is lower-cased, and the scheme's default port dropped.
-    pub fn new(scheme: &str, host: &str, path: &str, query: Option<&str>, rules: &KeyRules) -> Self {
+    pub fn new(
+        scheme: &str,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        rules: &KeyRules,
+    ) -> Self {
         let scheme = scheme.to_ascii_lowercase();
         let mut host = host.to_ascii_lowercase();
         let default_port = if scheme == "https" { ":443" } else { ":80" };
@@ -109,20 +117,35 @@ mod tests {
     use super::*;
 
     fn rules(strip: &[&str]) -> KeyRules {
-        KeyRules { strip_query: strip.iter().map(|s| s.to_string()).collect(), ignore_query: false }
+        KeyRules {
+            strip_query: strip.iter().map(|s| s.to_string()).collect(),
+            ignore_query: false,
+        }
     }
 
     #[test]
     fn query_is_sorted_and_stripped() {
-        let k = CacheKey::new("http", "Example.COM:80", "/a", Some("b=2&utm_source=x&a=1&&UTM_medium=y&sid=3"), &rules(&["utm_*", "sid"]));
+        let k = CacheKey::new(
+            "http",
+            "Example.COM:80",
+            "/a",
+            Some("b=2&utm_source=x&a=1&&UTM_medium=y&sid=3"),
+            &rules(&["utm_*", "sid"]),
+        );
         assert_eq!(k.as_str(), "http://example.com/a?a=1&b=2");
     }
 
     #[test]
     fn equivalent_urls_share_a_key() {
         let r = rules(&[]);
-        assert_eq!(CacheKey::new("http", "h", "/x", Some("b=1&a=2"), &r), CacheKey::new("http", "H", "/x", Some("a=2&b=1"), &r));
-        assert_ne!(CacheKey::new("http", "h", "/x", None, &r), CacheKey::new("https", "h", "/x", None, &r));
+        assert_eq!(
+            CacheKey::new("http", "h", "/x", Some("b=1&a=2"), &r),
+            CacheKey::new("http", "H", "/x", Some("a=2&b=1"), &r)
+        );
+        assert_ne!(
+            CacheKey::new("http", "h", "/x", None, &r),
+            CacheKey::new("https", "h", "/x", None, &r)
+        );
     }
 
     #[test]
@@ -134,7 +157,13 @@ mod tests {
     #[test]
     fn empty_value_and_bare_name_are_kept_apart() {
         let r = rules(&[]);
-        assert_eq!(CacheKey::new("http", "h", "/", Some("a="), &r).as_str(), "http://h/?a=");
-        assert_eq!(CacheKey::new("http", "h", "/", Some("a"), &r).as_str(), "http://h/?a");
+        assert_eq!(
+            CacheKey::new("http", "h", "/", Some("a="), &r).as_str(),
+            "http://h/?a="
+        );
+        assert_eq!(
+            CacheKey::new("http", "h", "/", Some("a"), &r).as_str(),
+            "http://h/?a"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::vary::{vary_of, Vary};
 
 /// Operator settings that shape storage decisions, resolved per request from the service and
 /// its matching path rule.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicyConfig {
     pub heuristic: HeuristicConfig,
     /// Lifetime for 404/410 answers that carry no freshness of their own.
@@ -27,18 +27,6 @@ pub struct PolicyConfig {
     pub ttl_override: Option<Duration>,
     /// Store responses that set cookies. Off by default: a cookie is usually per user.
     pub cache_set_cookie: bool,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            heuristic: HeuristicConfig::default(),
-            negative_ttl: None,
-            negative_ttl_5xx: None,
-            ttl_override: None,
-            cache_set_cookie: false,
-        }
-    }
 }
 
 /// Why a response was not stored; the text goes into `Cache-Status: detail`.
@@ -170,23 +158,22 @@ impl CachePolicy {
                 };
             }
         }
-        if let Some(ttl) = config.ttl_override {
-            freshness = Freshness {
-                lifetime: ttl,
-                source: FreshnessSource::Override,
-            };
-        }
         // §3: without explicit freshness, `public`, or a heuristically cacheable status,
         // the response may not be stored.
         let allowed = explicit
             || cc.public
             || heuristically_cacheable(status)
-            || matches!(
-                freshness.source,
-                FreshnessSource::Negative | FreshnessSource::Override
-            );
+            || freshness.source == FreshnessSource::Negative;
         if !allowed {
             return Err(NotStorable::Status);
+        }
+        // A TTL override changes how long, never whether: a 503 stays uncached unless
+        // negative caching of 5xx is configured.
+        if let Some(ttl) = config.ttl_override {
+            freshness = Freshness {
+                lifetime: ttl,
+                source: FreshnessSource::Override,
+            };
         }
         let has_validators =
             response_headers.contains_key(ETAG) || response_headers.contains_key(LAST_MODIFIED);
@@ -319,7 +306,11 @@ mod tests {
         }
     }
 
-    fn policy(req: &[(&str, &str)], status: u16, resp: &[(&str, &str)]) -> Result<CachePolicy, NotStorable> {
+    fn policy(
+        req: &[(&str, &str)],
+        status: u16,
+        resp: &[(&str, &str)],
+    ) -> Result<CachePolicy, NotStorable> {
         CachePolicy::for_response(
             &Method::GET,
             &hm(req),
@@ -332,41 +323,74 @@ mod tests {
 
     #[test]
     fn rfc9111_3_no_store_is_not_stored() {
-        assert_eq!(policy(&[], 200, &[("cache-control", "no-store, max-age=60")]), Err(NotStorable::NoStore));
+        assert_eq!(
+            policy(&[], 200, &[("cache-control", "no-store, max-age=60")]),
+            Err(NotStorable::NoStore)
+        );
     }
 
     #[test]
     fn rfc9111_5_2_1_5_request_no_store_is_not_stored() {
         assert_eq!(
-            policy(&[("cache-control", "no-store")], 200, &[("cache-control", "max-age=60")]),
+            policy(
+                &[("cache-control", "no-store")],
+                200,
+                &[("cache-control", "max-age=60")]
+            ),
             Err(NotStorable::RequestNoStore)
         );
     }
 
     #[test]
     fn rfc9111_5_2_2_7_private_is_not_stored_by_shared_cache() {
-        assert_eq!(policy(&[], 200, &[("cache-control", "private, max-age=60")]), Err(NotStorable::Private));
-        let p = policy(&[], 200, &[("cache-control", "private=\"x-user\", max-age=60")]).unwrap();
+        assert_eq!(
+            policy(&[], 200, &[("cache-control", "private, max-age=60")]),
+            Err(NotStorable::Private)
+        );
+        let p = policy(
+            &[],
+            200,
+            &[("cache-control", "private=\"x-user\", max-age=60")],
+        )
+        .unwrap();
         assert_eq!(p.private_fields, vec![HeaderName::from_static("x-user")]);
     }
 
     #[test]
     fn rfc9111_3_5_authorization_requires_explicit_permission() {
         let auth = [("authorization", "Bearer x")];
-        assert_eq!(policy(&auth, 200, &[("cache-control", "max-age=60")]), Err(NotStorable::Authorization));
+        assert_eq!(
+            policy(&auth, 200, &[("cache-control", "max-age=60")]),
+            Err(NotStorable::Authorization)
+        );
         assert!(policy(&auth, 200, &[("cache-control", "s-maxage=60")]).is_ok());
         assert!(policy(&auth, 200, &[("cache-control", "public, max-age=60")]).is_ok());
-        assert!(policy(&auth, 200, &[("cache-control", "must-revalidate, max-age=60")]).is_ok());
+        assert!(policy(
+            &auth,
+            200,
+            &[("cache-control", "must-revalidate, max-age=60")]
+        )
+        .is_ok());
     }
 
     #[test]
     fn rfc9111_4_1_vary_star_is_never_reused() {
-        assert_eq!(policy(&[], 200, &[("cache-control", "max-age=60"), ("vary", "*")]), Err(NotStorable::VaryStar));
+        assert_eq!(
+            policy(&[], 200, &[("cache-control", "max-age=60"), ("vary", "*")]),
+            Err(NotStorable::VaryStar)
+        );
     }
 
     #[test]
     fn rfc9110_15_1_non_heuristic_status_needs_explicit_freshness() {
-        assert_eq!(policy(&[], 302, &[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]), Err(NotStorable::Status));
+        assert_eq!(
+            policy(
+                &[],
+                302,
+                &[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]
+            ),
+            Err(NotStorable::Status)
+        );
         assert!(policy(&[], 302, &[("cache-control", "max-age=5")]).is_ok());
     }
 
@@ -375,7 +399,11 @@ mod tests {
         let p = policy(
             &[],
             200,
-            &[("cache-control", "no-store"), ("expires", "0"), ("cdn-cache-control", "max-age=120")],
+            &[
+                ("cache-control", "no-store"),
+                ("expires", "0"),
+                ("cdn-cache-control", "max-age=120"),
+            ],
         )
         .unwrap();
         assert!(p.targeted);
@@ -390,7 +418,14 @@ mod tests {
             ..Default::default()
         };
         let p = |status| {
-            CachePolicy::for_response(&Method::GET, &HeaderMap::new(), StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), times(), &config)
+            CachePolicy::for_response(
+                &Method::GET,
+                &HeaderMap::new(),
+                StatusCode::from_u16(status).unwrap(),
+                &HeaderMap::new(),
+                times(),
+                &config,
+            )
         };
         assert_eq!(p(404).unwrap().freshness.lifetime, Duration::from_secs(10));
         assert_eq!(p(503).unwrap().freshness.lifetime, Duration::from_secs(2));
@@ -399,14 +434,25 @@ mod tests {
 
     #[test]
     fn rfc9111_5_2_2_4_no_cache_always_revalidates() {
-        let p = policy(&[], 200, &[("cache-control", "no-cache, max-age=60"), ("etag", "\"a\"")]).unwrap();
-        assert_eq!(p.evaluate(&RequestCacheControl::default(), t(1), None), Decision::Revalidate);
+        let p = policy(
+            &[],
+            200,
+            &[("cache-control", "no-cache, max-age=60"), ("etag", "\"a\"")],
+        )
+        .unwrap();
+        assert_eq!(
+            p.evaluate(&RequestCacheControl::default(), t(1), None),
+            Decision::Revalidate
+        );
     }
 
     #[test]
     fn rfc9111_5_2_1_1_request_max_age() {
         let p = policy(&[], 200, &[("cache-control", "max-age=60")]).unwrap();
-        let req = RequestCacheControl { max_age: Some(5), ..Default::default() };
+        let req = RequestCacheControl {
+            max_age: Some(5),
+            ..Default::default()
+        };
         assert_eq!(p.evaluate(&req, t(3), None), Decision::Fresh);
         assert_eq!(p.evaluate(&req, t(10), None), Decision::Revalidate);
     }
@@ -414,7 +460,10 @@ mod tests {
     #[test]
     fn rfc9111_5_2_1_3_request_min_fresh() {
         let p = policy(&[], 200, &[("cache-control", "max-age=60")]).unwrap();
-        let req = RequestCacheControl { min_fresh: Some(30), ..Default::default() };
+        let req = RequestCacheControl {
+            min_fresh: Some(30),
+            ..Default::default()
+        };
         assert_eq!(p.evaluate(&req, t(20), None), Decision::Fresh);
         assert_eq!(p.evaluate(&req, t(40), None), Decision::Revalidate);
     }
@@ -422,15 +471,29 @@ mod tests {
     #[test]
     fn rfc9111_5_2_1_2_request_max_stale() {
         let p = policy(&[], 200, &[("cache-control", "max-age=10")]).unwrap();
-        let req = RequestCacheControl { max_stale: Some(Some(5)), ..Default::default() };
+        let req = RequestCacheControl {
+            max_stale: Some(Some(5)),
+            ..Default::default()
+        };
         assert_eq!(p.evaluate(&req, t(13), None), Decision::StaleAccepted);
         assert_eq!(p.evaluate(&req, t(20), None), Decision::Revalidate);
     }
 
     #[test]
     fn rfc9111_5_2_2_2_must_revalidate_forbids_stale() {
-        let p = policy(&[], 200, &[("cache-control", "max-age=10, must-revalidate, stale-while-revalidate=60")]).unwrap();
-        let req = RequestCacheControl { max_stale: Some(None), ..Default::default() };
+        let p = policy(
+            &[],
+            200,
+            &[(
+                "cache-control",
+                "max-age=10, must-revalidate, stale-while-revalidate=60",
+            )],
+        )
+        .unwrap();
+        let req = RequestCacheControl {
+            max_stale: Some(None),
+            ..Default::default()
+        };
         assert_eq!(p.evaluate(&req, t(20), None), Decision::Revalidate);
         assert!(!p.stale_if_error(t(20), Some(Duration::from_secs(100))));
     }
@@ -439,22 +502,38 @@ mod tests {
     fn rfc9111_5_2_2_8_proxy_revalidate_and_s_maxage_forbid_stale_for_shared_cache() {
         for cc in ["max-age=10, proxy-revalidate", "s-maxage=10"] {
             let p = policy(&[], 200, &[("cache-control", cc)]).unwrap();
-            let req = RequestCacheControl { max_stale: Some(None), ..Default::default() };
+            let req = RequestCacheControl {
+                max_stale: Some(None),
+                ..Default::default()
+            };
             assert_eq!(p.evaluate(&req, t(20), None), Decision::Revalidate, "{cc}");
         }
     }
 
     #[test]
     fn rfc5861_3_stale_while_revalidate_window() {
-        let p = policy(&[], 200, &[("cache-control", "max-age=10, stale-while-revalidate=30")]).unwrap();
+        let p = policy(
+            &[],
+            200,
+            &[("cache-control", "max-age=10, stale-while-revalidate=30")],
+        )
+        .unwrap();
         let req = RequestCacheControl::default();
-        assert_eq!(p.evaluate(&req, t(20), None), Decision::StaleWhileRevalidate);
+        assert_eq!(
+            p.evaluate(&req, t(20), None),
+            Decision::StaleWhileRevalidate
+        );
         assert_eq!(p.evaluate(&req, t(50), None), Decision::Revalidate);
     }
 
     #[test]
     fn rfc5861_4_stale_if_error_window() {
-        let p = policy(&[], 200, &[("cache-control", "max-age=10, stale-if-error=30")]).unwrap();
+        let p = policy(
+            &[],
+            200,
+            &[("cache-control", "max-age=10, stale-if-error=30")],
+        )
+        .unwrap();
         assert!(p.stale_if_error(t(30), None));
         assert!(!p.stale_if_error(t(50), None));
         assert!(p.stale_if_error(t(50), Some(Duration::from_secs(100))));
@@ -462,13 +541,48 @@ mod tests {
 
     #[test]
     fn ttl_override_replaces_origin_lifetime() {
-        let config = PolicyConfig { ttl_override: Some(Duration::from_secs(300)), ..Default::default() };
-        let p = CachePolicy::for_response(&Method::GET, &HeaderMap::new(), StatusCode::OK, &hm(&[("cache-control", "max-age=1")]), times(), &config).unwrap();
+        let config = PolicyConfig {
+            ttl_override: Some(Duration::from_secs(300)),
+            ..Default::default()
+        };
+        let p = CachePolicy::for_response(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &hm(&[("cache-control", "max-age=1")]),
+            times(),
+            &config,
+        )
+        .unwrap();
         assert_eq!(p.freshness.lifetime, Duration::from_secs(300));
     }
 
     #[test]
+    fn ttl_override_does_not_make_errors_storable() {
+        let config = PolicyConfig {
+            ttl_override: Some(Duration::from_secs(300)),
+            ..Default::default()
+        };
+        let p = CachePolicy::for_response(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            &HeaderMap::new(),
+            times(),
+            &config,
+        );
+        assert_eq!(p, Err(NotStorable::Status));
+    }
+
+    #[test]
     fn set_cookie_is_not_stored_by_default() {
-        assert_eq!(policy(&[], 200, &[("cache-control", "max-age=60"), ("set-cookie", "a=b")]), Err(NotStorable::SetCookie));
+        assert_eq!(
+            policy(
+                &[],
+                200,
+                &[("cache-control", "max-age=60"), ("set-cookie", "a=b")]
+            ),
+            Err(NotStorable::SetCookie)
+        );
     }
 }

@@ -52,17 +52,24 @@ pub fn parse_range(value: &str, len: u64) -> RangeOutcome {
         return RangeOutcome::Full;
     };
     let digits = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
     };
     match (first.trim(), last.trim()) {
         ("", suffix) => match digits(suffix) {
             None => RangeOutcome::Full,
             Some(0) => RangeOutcome::Unsatisfiable,
             Some(_) if len == 0 => RangeOutcome::Unsatisfiable,
-            Some(n) => RangeOutcome::Partial(ByteRange { start: len.saturating_sub(n), end: len - 1 }),
+            Some(n) => RangeOutcome::Partial(ByteRange {
+                start: len.saturating_sub(n),
+                end: len - 1,
+            }),
         },
         (first, last) => {
-            let Some(start) = digits(first) else { return RangeOutcome::Full };
+            let Some(start) = digits(first) else {
+                return RangeOutcome::Full;
+            };
             let end = if last.is_empty() {
                 u64::MAX
             } else {
@@ -74,7 +81,10 @@ pub fn parse_range(value: &str, len: u64) -> RangeOutcome {
             if start >= len {
                 return RangeOutcome::Unsatisfiable;
             }
-            RangeOutcome::Partial(ByteRange { start, end: end.min(len - 1) })
+            RangeOutcome::Partial(ByteRange {
+                start,
+                end: end.min(len - 1),
+            })
         }
     }
 }
@@ -92,7 +102,10 @@ pub fn if_range_allows(request: &HeaderMap, stored: &HeaderMap) -> bool {
             .and_then(EntityTag::parse)
             .is_some_and(|stored| tag.strong_eq(&stored));
     }
-    match (httpdate::parse_http_date(value.trim()).ok(), header_date(stored, LAST_MODIFIED)) {
+    match (
+        httpdate::parse_http_date(value.trim()).ok(),
+        header_date(stored, LAST_MODIFIED),
+    ) {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
@@ -104,17 +117,42 @@ mod tests {
 
     #[test]
     fn rfc9110_14_1_2_first_last_and_open_and_suffix() {
-        assert_eq!(parse_range("bytes=0-9", 100), RangeOutcome::Partial(ByteRange { start: 0, end: 9 }));
-        assert_eq!(parse_range("bytes=90-", 100), RangeOutcome::Partial(ByteRange { start: 90, end: 99 }));
-        assert_eq!(parse_range("bytes=-10", 100), RangeOutcome::Partial(ByteRange { start: 90, end: 99 }));
-        assert_eq!(parse_range("bytes=-1000", 100), RangeOutcome::Partial(ByteRange { start: 0, end: 99 }));
-        assert_eq!(parse_range("bytes=50-1000", 100), RangeOutcome::Partial(ByteRange { start: 50, end: 99 }));
-        assert_eq!(parse_range("BYTES=0-0", 100), RangeOutcome::Partial(ByteRange { start: 0, end: 0 }));
+        assert_eq!(
+            parse_range("bytes=0-9", 100),
+            RangeOutcome::Partial(ByteRange { start: 0, end: 9 })
+        );
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            RangeOutcome::Partial(ByteRange { start: 90, end: 99 })
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100),
+            RangeOutcome::Partial(ByteRange { start: 90, end: 99 })
+        );
+        assert_eq!(
+            parse_range("bytes=-1000", 100),
+            RangeOutcome::Partial(ByteRange { start: 0, end: 99 })
+        );
+        assert_eq!(
+            parse_range("bytes=50-1000", 100),
+            RangeOutcome::Partial(ByteRange { start: 50, end: 99 })
+        );
+        assert_eq!(
+            parse_range("BYTES=0-0", 100),
+            RangeOutcome::Partial(ByteRange { start: 0, end: 0 })
+        );
     }
 
     #[test]
     fn rfc9110_14_2_invalid_range_is_ignored() {
-        for v in ["bytes=9-1", "bytes=a-b", "items=0-1", "bytes=", "bytes=-", "bytes=1"] {
+        for v in [
+            "bytes=9-1",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=",
+            "bytes=-",
+            "bytes=1",
+        ] {
             assert_eq!(parse_range(v, 100), RangeOutcome::Full, "{v}");
         }
     }

@@ -82,14 +82,11 @@ fn surrogate_control(headers: &HeaderMap) -> Option<ResponseCacheControl> {
     for d in &directives {
         let value = d.value.as_deref().map(|v| v.split(';').next().unwrap_or(v));
         match d.name.as_str() {
-            "max-age" => {
-                if cc.max_age.is_none() {
-                    // `600+30`: the part after `+` is a stale allowance we do not use.
-                    let digits = value.and_then(|v| v.split('+').next()).unwrap_or("");
-                    cc.max_age = Some(
-                        crate::cache_control::parse_delta_seconds(digits.trim()).unwrap_or(0),
-                    );
-                }
+            "max-age" if cc.max_age.is_none() => {
+                // `600+30`: the part after `+` is a stale allowance we do not use.
+                let digits = value.and_then(|v| v.split('+').next()).unwrap_or("");
+                cc.max_age =
+                    Some(crate::cache_control::parse_delta_seconds(digits.trim()).unwrap_or(0));
             }
             "no-store" => cc.no_store = true,
             "no-store-remote" => cc.no_store = true,
@@ -114,8 +111,8 @@ mod tests {
 
     #[test]
     fn rfc9213_2_1_dictionary_syntax() {
-        let cc = targeted_cache_control(&h(&[(&CDN_CACHE_CONTROL, "max-age=600, no-cache")]))
-            .unwrap();
+        let cc =
+            targeted_cache_control(&h(&[(&CDN_CACHE_CONTROL, "max-age=600, no-cache")])).unwrap();
         assert_eq!(cc.max_age, Some(600));
         assert!(cc.no_cache);
     }

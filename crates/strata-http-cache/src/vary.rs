@@ -117,7 +117,10 @@ mod tests {
     fn req(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -129,8 +132,17 @@ mod tests {
 
     #[test]
     fn rfc9111_4_1_field_names_are_case_insensitive_and_combined() {
-        let v = vary_of(&req(&[("vary", "Accept-Encoding"), ("vary", "accept-language, ACCEPT-ENCODING")]));
-        assert_eq!(v, Vary::Fields(vec![ACCEPT_ENCODING, HeaderName::from_static("accept-language")]));
+        let v = vary_of(&req(&[
+            ("vary", "Accept-Encoding"),
+            ("vary", "accept-language, ACCEPT-ENCODING"),
+        ]));
+        assert_eq!(
+            v,
+            Vary::Fields(vec![
+                ACCEPT_ENCODING,
+                HeaderName::from_static("accept-language")
+            ])
+        );
     }
 
     #[test]
@@ -146,7 +158,10 @@ mod tests {
         let vary = Vary::Fields(vec![ACCEPT_ENCODING]);
         let key = VariantKey::for_request(&vary, &req(&[("accept-encoding", "gzip, br")]));
         assert!(key.matches(&req(&[("accept-encoding", "br,GZIP;q=1.0")])));
-        assert!(key.matches(&req(&[("accept-encoding", "br"), ("accept-encoding", "gzip, identity;q=0")])));
+        assert!(key.matches(&req(&[
+            ("accept-encoding", "br"),
+            ("accept-encoding", "gzip, identity;q=0")
+        ])));
         assert!(!key.matches(&req(&[("accept-encoding", "gzip")])));
     }
 

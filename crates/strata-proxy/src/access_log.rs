@@ -37,7 +37,10 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn off() -> Self {
-        Self { tx: None, dropped: Arc::new(AtomicU64::new(0)) }
+        Self {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Starts the writer task for a target.
@@ -49,7 +52,10 @@ impl AccessLog {
         };
         let (tx, rx) = mpsc::channel(16_384);
         tokio::spawn(write_lines(rx, writer));
-        Ok(Self { tx: Some(tx), dropped: Arc::new(AtomicU64::new(0)) })
+        Ok(Self {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -70,10 +76,17 @@ impl AccessLog {
 }
 
 async fn open_append(path: PathBuf) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new().create(true).append(true).open(path).await
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
 }
 
-async fn write_lines(mut rx: mpsc::Receiver<AccessRecord>, mut out: Box<dyn AsyncWrite + Send + Unpin>) {
+async fn write_lines(
+    mut rx: mpsc::Receiver<AccessRecord>,
+    mut out: Box<dyn AsyncWrite + Send + Unpin>,
+) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
         buf.clear();
@@ -83,7 +96,11 @@ async fn write_lines(mut rx: mpsc::Receiver<AccessRecord>, mut out: Box<dyn Asyn
             if serde_json::to_writer(&mut buf, &record).is_ok() {
                 buf.push(b'\n');
             }
-            next = if buf.len() < 60 * 1024 { rx.try_recv().ok() } else { None };
+            next = if buf.len() < 60 * 1024 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
         if out.write_all(&buf).await.is_err() || out.flush().await.is_err() {
             tracing::warn!("access log write failed; logging stops");

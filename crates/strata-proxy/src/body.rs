@@ -24,7 +24,10 @@ pub enum ProxyBody {
     Empty,
     Full(Option<Bytes>),
     /// From the cache (or a fill in progress), possibly a byte range of it.
-    Cached { reader: BodyReader, remaining: Option<u64> },
+    Cached {
+        reader: BodyReader,
+        remaining: Option<u64>,
+    },
     /// Straight from upstream, for responses we do not store.
     Upstream(IdleTimeout<Incoming>),
 }
@@ -39,7 +42,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -70,8 +76,12 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            ProxyBody::Cached { remaining: Some(r), .. } => SizeHint::with_exact(*r),
-            ProxyBody::Cached { remaining: None, .. } => SizeHint::default(),
+            ProxyBody::Cached {
+                remaining: Some(r), ..
+            } => SizeHint::with_exact(*r),
+            ProxyBody::Cached {
+                remaining: None, ..
+            } => SizeHint::default(),
             ProxyBody::Upstream(b) => b.inner.size_hint(),
         }
     }
@@ -86,7 +96,11 @@ pub struct IdleTimeout<B> {
 
 impl<B> IdleTimeout<B> {
     pub fn new(inner: B, idle: Duration) -> Self {
-        Self { inner, idle, sleep: Box::pin(tokio::time::sleep(idle)) }
+        Self {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+        }
     }
 }
 
@@ -98,7 +112,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -122,7 +139,6 @@ where
     }
 }
 
-
 /// The body handed to hyper: counts bytes and, when the exchange ends (completed or cut
 /// off), writes the access log line and byte metrics.
 pub struct ClientBody {
@@ -139,8 +155,23 @@ struct Completion {
 }
 
 impl ProxyBody {
-    pub fn logged(self, record: AccessRecord, started: std::time::Instant, log: AccessLog, metrics: Arc<Metrics>) -> ClientBody {
-        ClientBody { inner: self, done: Some(Completion { record, started, bytes: 0, log, metrics }) }
+    pub fn logged(
+        self,
+        record: AccessRecord,
+        started: std::time::Instant,
+        log: AccessLog,
+        metrics: Arc<Metrics>,
+    ) -> ClientBody {
+        ClientBody {
+            inner: self,
+            done: Some(Completion {
+                record,
+                started,
+                bytes: 0,
+                log,
+                metrics,
+            }),
+        }
     }
 }
 
@@ -148,7 +179,10 @@ impl Body for ClientBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {

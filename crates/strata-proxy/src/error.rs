@@ -51,11 +51,19 @@ impl ProxyError {
     /// `Via`) are added by the caller.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
-        let text = format!("{} {}: {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""), self);
+        let text = format!(
+            "{} {}: {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self
+        );
         let mut resp = Response::new(ProxyBody::full(text.clone()));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         h.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
         resp
     }
@@ -67,8 +75,14 @@ mod tests {
 
     #[test]
     fn timeouts_are_504_and_failures_502() {
-        assert_eq!(ProxyError::Upstream(UpstreamError::FirstByteTimeout).status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(ProxyError::Upstream(UpstreamError::ConnectFailed).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ProxyError::Upstream(UpstreamError::FirstByteTimeout).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::Upstream(UpstreamError::ConnectFailed).status(),
+            StatusCode::BAD_GATEWAY
+        );
         assert_eq!(ProxyError::Loop.status().as_u16(), 508);
     }
 }

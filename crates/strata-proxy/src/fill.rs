@@ -41,7 +41,9 @@ impl Fill {
                     return;
                 }
             };
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             size += data.len() as u64;
             if storing && size > self.max_object_size {
                 // Too large to keep: serve the readers we have, hold only a window.
@@ -54,9 +56,11 @@ impl Fill {
                 return;
             }
         }
-        body.finish();
+        // Store before announcing the end, so whoever sees the body finish also finds the
+        // object in the cache.
         if storing {
             self.storage.insert(&self.key, Arc::clone(&self.object));
         }
+        body.finish();
     }
 }

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VIA,
+    HeaderMap, HeaderName, HeaderValue, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, RANGE, VIA,
 };
 use http::{Method, Request, Version};
 use strata_http_cache::hop_by_hop::strip_hop_by_hop;
@@ -36,7 +36,9 @@ pub enum Purpose<'a> {
     Pass,
     /// Fetch the full object for the cache: client conditionals and `Range` removed, and
     /// our own validators added when revalidating.
-    Fill { validators: &'a [(HeaderName, HeaderValue)] },
+    Fill {
+        validators: &'a [(HeaderName, HeaderValue)],
+    },
 }
 
 /// The request to send to `origin` for a client request.
@@ -59,7 +61,14 @@ pub fn upstream_request(
     let mut headers = client_headers.clone();
     strip_hop_by_hop(&mut headers);
     if let Purpose::Fill { validators } = purpose {
-        for name in [IF_MATCH, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE, IF_RANGE, RANGE] {
+        for name in [
+            IF_MATCH,
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+        ] {
             headers.remove(name);
         }
         for (name, value) in validators {
@@ -125,8 +134,23 @@ mod tests {
         client.insert("connection", HeaderValue::from_static("close"));
         client.insert(RANGE, HeaderValue::from_static("bytes=0-1"));
         let origin = Origin::parse("http://127.0.0.1:1").unwrap();
-        let body = http_body_util::BodyExt::boxed(http_body_util::Empty::new().map_err(|n: std::convert::Infallible| match n {}));
-        let req = upstream_request(Method::GET, "/x", &client, "example.com", None, "10.0.0.1:5".parse().unwrap(), "edge-1", &origin, Purpose::Fill { validators: &[] }, body).unwrap();
+        use http_body_util::BodyExt;
+        let body = http_body_util::Empty::new()
+            .map_err(|n: std::convert::Infallible| match n {})
+            .boxed();
+        let req = upstream_request(
+            Method::GET,
+            "/x",
+            &client,
+            "example.com",
+            None,
+            "10.0.0.1:5".parse().unwrap(),
+            "edge-1",
+            &origin,
+            Purpose::Fill { validators: &[] },
+            body,
+        )
+        .unwrap();
         assert_eq!(req.headers()[CDN_LOOP], "other, edge-1");
         assert_eq!(req.headers()[VIA], "1.1 edge-1");
         assert_eq!(req.headers()[HOST], "example.com");

@@ -34,7 +34,10 @@ use crate::proxy::Proxy;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
     #[error("invalid configuration: {0}")]
@@ -52,11 +55,16 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: &NodeConfig) -> Result<Self, StartError> {
-        config.validate().map_err(|e| StartError::Config(e.to_string()))?;
-        let access_log = AccessLog::start(&config.log.target()).await.map_err(StartError::AccessLog)?;
-        let storage = Arc::new(MemoryStorage::new(config.cache.size.0, 16 * 1024));
+        config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let access_log = AccessLog::start(&config.log.target())
+            .await
+            .map_err(StartError::AccessLog)?;
+        let storage = Arc::new(MemoryStorage::new(config.cache.size.0));
         let metrics = Arc::new(Metrics::new());
-        let proxy = Arc::new(Proxy::new(config, storage, metrics, access_log).map_err(StartError::Config)?);
+        let proxy =
+            Arc::new(Proxy::new(config, storage, metrics, access_log).map_err(StartError::Config)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let builder = Arc::new(server::connection_builder(&config.limits));
         let mut tasks = JoinSet::new();
@@ -64,23 +72,44 @@ impl Node {
         let mut http_addrs = Vec::new();
         for addr in &config.listen.http {
             let listener = bind(*addr).await?;
-            http_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr: *addr, source })?);
+            http_addrs.push(listener.local_addr().map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?);
             let proxy = Arc::clone(&proxy);
             let handler = move |req, peer| Arc::clone(&proxy).handle(req, peer);
-            tasks.spawn(server::serve(listener, Arc::clone(&builder), handler, shutdown_rx.clone()));
+            tasks.spawn(server::serve(
+                listener,
+                Arc::clone(&builder),
+                handler,
+                shutdown_rx.clone(),
+            ));
         }
         let admin_addr = match config.listen.admin {
             Some(addr) => {
                 let listener = bind(addr).await?;
-                let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
                 let proxy = Arc::clone(&proxy);
                 let handler = move |req, _peer| admin::handle(Arc::clone(&proxy), req);
-                tasks.spawn(server::serve(listener, Arc::clone(&builder), handler, shutdown_rx.clone()));
+                tasks.spawn(server::serve(
+                    listener,
+                    Arc::clone(&builder),
+                    handler,
+                    shutdown_rx.clone(),
+                ));
                 Some(bound)
             }
             None => None,
         };
-        Ok(Self { http_addrs, admin_addr, proxy, shutdown, tasks })
+        Ok(Self {
+            http_addrs,
+            admin_addr,
+            proxy,
+            shutdown,
+            tasks,
+        })
     }
 
     pub fn proxy(&self) -> &Arc<Proxy> {
@@ -95,5 +124,7 @@ impl Node {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }

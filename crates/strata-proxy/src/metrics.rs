@@ -49,23 +49,61 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("strata");
         let requests = Family::<CacheLabel, Counter>::default();
-        registry.register("requests", "Client requests by cache status", requests.clone());
+        registry.register(
+            "requests",
+            "Client requests by cache status",
+            requests.clone(),
+        );
         let response_bytes = Counter::default();
-        registry.register("response_bytes", "Body bytes sent to clients", response_bytes.clone());
+        registry.register(
+            "response_bytes",
+            "Body bytes sent to clients",
+            response_bytes.clone(),
+        );
         let origin_requests = Family::<OutcomeLabel, Counter>::default();
-        registry.register("origin_requests", "Requests sent to origins by outcome", origin_requests.clone());
-        let request_duration = Family::<CacheLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("request_duration_seconds", "Time to response head, by cache status", request_duration.clone());
+        registry.register(
+            "origin_requests",
+            "Requests sent to origins by outcome",
+            origin_requests.clone(),
+        );
+        let request_duration = Family::<CacheLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to response head, by cache status",
+            request_duration.clone(),
+        );
         let origin_first_byte = latency_histogram();
-        registry.register("origin_first_byte_seconds", "Time from upstream request to response head", origin_first_byte.clone());
+        registry.register(
+            "origin_first_byte_seconds",
+            "Time from upstream request to response head",
+            origin_first_byte.clone(),
+        );
         let cache_bytes = Gauge::default();
-        registry.register("cache_bytes", "Bytes held by the memory tier", cache_bytes.clone());
+        registry.register(
+            "cache_bytes",
+            "Bytes held by the memory tier",
+            cache_bytes.clone(),
+        );
         let cache_capacity = Gauge::default();
-        registry.register("cache_capacity_bytes", "Capacity of the memory tier", cache_capacity.clone());
+        registry.register(
+            "cache_capacity_bytes",
+            "Capacity of the memory tier",
+            cache_capacity.clone(),
+        );
         let cache_keys = Gauge::default();
-        registry.register("cache_objects", "Primary keys held by the memory tier", cache_keys.clone());
+        registry.register(
+            "cache_objects",
+            "Primary keys held by the memory tier",
+            cache_keys.clone(),
+        );
         let cache_evictions = Counter::default();
-        registry.register("cache_evictions", "Objects evicted from the memory tier", cache_evictions.clone());
+        registry.register(
+            "cache_evictions",
+            "Objects evicted from the memory tier",
+            cache_evictions.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -82,9 +120,13 @@ impl Metrics {
     }
 
     pub fn request(&self, cache_status: &str, head_latency: Duration) {
-        let label = CacheLabel { cache_status: cache_status.to_string() };
+        let label = CacheLabel {
+            cache_status: cache_status.to_string(),
+        };
         self.requests.get_or_create(&label).inc();
-        self.request_duration.get_or_create(&label).observe(head_latency.as_secs_f64());
+        self.request_duration
+            .get_or_create(&label)
+            .observe(head_latency.as_secs_f64());
     }
 
     pub fn response_bytes(&self, n: u64) {
@@ -92,7 +134,11 @@ impl Metrics {
     }
 
     pub fn origin_request(&self, outcome: &str, first_byte: Option<Duration>) {
-        self.origin_requests.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+        self.origin_requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
         if let Some(d) = first_byte {
             self.origin_first_byte.observe(d.as_secs_f64());
         }
@@ -104,7 +150,8 @@ impl Metrics {
         self.cache_capacity.set(stats.capacity as i64);
         self.cache_keys.set(stats.keys as i64);
         let before = self.evictions_seen.swap(stats.evictions, Ordering::Relaxed);
-        self.cache_evictions.inc_by(stats.evictions.saturating_sub(before));
+        self.cache_evictions
+            .inc_by(stats.evictions.saturating_sub(before));
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing into a String cannot fail.

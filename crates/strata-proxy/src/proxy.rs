@@ -67,7 +67,10 @@ enum Fetched {
     /// A 304 refreshed the stored object.
     Refreshed(Arc<StoredObject>),
     /// A storable response; its fill is running.
-    Filling { object: Arc<StoredObject>, headers: HeaderMap },
+    Filling {
+        object: Arc<StoredObject>,
+        headers: HeaderMap,
+    },
     /// Not storable: stream it through.
     Pass(Response<Incoming>),
 }
@@ -107,13 +110,20 @@ impl Proxy {
     }
 
     /// Handles one client request. Never fails: errors become responses here.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Result<Response<ClientBody>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ClientBody>, Infallible> {
         let started = Instant::now();
         let arrived = SystemTime::now();
         let method = req.method().clone();
         let host = request_host(&req).unwrap_or_default();
         let path = req.uri().path().to_string();
-        let mut ctx = Ctx { status: CacheStatus::new(&self.node), upstream: None };
+        let mut ctx = Ctx {
+            status: CacheStatus::new(&self.node),
+            upstream: None,
+        };
 
         let mut resp = match Arc::clone(&self).process(req, client, &mut ctx).await {
             Ok(resp) => resp,
@@ -145,10 +155,23 @@ impl Proxy {
             duration_ms: 0.0,
             upstream: ctx.upstream,
         };
-        Ok(resp.map(|body| ProxyBody::logged(body, record, started, self.access_log.clone(), Arc::clone(&self.metrics))))
+        Ok(resp.map(|body| {
+            ProxyBody::logged(
+                body,
+                record,
+                started,
+                self.access_log.clone(),
+                Arc::clone(&self.metrics),
+            )
+        }))
     }
 
-    async fn process(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr, ctx: &mut Ctx) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn process(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         // === parse ===
         let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if uri_len > self.max_uri_length {
@@ -160,15 +183,24 @@ impl Proxy {
         }
 
         // === service ===
-        let service = self.services.for_host(&host).ok_or(ProxyError::UnknownHost)?;
+        let service = self
+            .services
+            .for_host(&host)
+            .ok_or(ProxyError::UnknownHost)?;
         let path = req.uri().path().to_string();
         let resolved = service.resolve(&path);
         let (parts, body) = req.into_parts();
 
         let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
         if !cacheable_method || resolved.bypass {
-            ctx.status.fwd = Some(if resolved.bypass && cacheable_method { Fwd::Bypass } else { Fwd::Method });
-            return self.pass(service, parts, body.boxed(), &host, client, ctx).await;
+            ctx.status.fwd = Some(if resolved.bypass && cacheable_method {
+                Fwd::Bypass
+            } else {
+                Fwd::Method
+            });
+            return self
+                .pass(service, parts, body.boxed(), &host, client, ctx)
+                .await;
         }
 
         // === cache key and lookup ===
@@ -190,7 +222,10 @@ impl Proxy {
         };
 
         if let Some(obj) = stored {
-            match obj.policy.evaluate(&req_cc, now, service.stale_while_revalidate) {
+            match obj
+                .policy
+                .evaluate(&req_cc, now, service.stale_while_revalidate)
+            {
                 Decision::Fresh | Decision::StaleAccepted => {
                     return Ok(self.hit(&obj, &parts, now, ctx));
                 }
@@ -203,20 +238,35 @@ impl Proxy {
                     if req_cc.only_if_cached {
                         return Err(ProxyError::OnlyIfCached);
                     }
-                    let by_request = req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some();
-                    ctx.status.fwd = Some(if by_request && obj.policy.is_fresh(now) { Fwd::Request } else { Fwd::Stale });
-                    return self.validate(service, &resolved, &parts, &host, client, &key, obj, ctx).await;
+                    let by_request =
+                        req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some();
+                    ctx.status.fwd = Some(if by_request && obj.policy.is_fresh(now) {
+                        Fwd::Request
+                    } else {
+                        Fwd::Stale
+                    });
+                    return self
+                        .validate(service, &resolved, &parts, &host, client, &key, obj, ctx)
+                        .await;
                 }
             }
         }
         if req_cc.only_if_cached {
             return Err(ProxyError::OnlyIfCached);
         }
-        let fetched = self.fetch(service, &resolved, &parts, &host, client, &key, None, ctx).await?;
+        let fetched = self
+            .fetch(service, &resolved, &parts, &host, client, &key, None, ctx)
+            .await?;
         Ok(self.respond_fetched(fetched, &parts, ctx))
     }
 
-    fn hit(&self, obj: &Arc<StoredObject>, parts: &Parts, now: SystemTime, ctx: &mut Ctx) -> Response<ProxyBody> {
+    fn hit(
+        &self,
+        obj: &Arc<StoredObject>,
+        parts: &Parts,
+        now: SystemTime,
+        ctx: &mut Ctx,
+    ) -> Response<ProxyBody> {
         ctx.status.hit = true;
         ctx.status.fwd = None;
         ctx.status.ttl = Some(obj.policy.ttl(now));
@@ -237,11 +287,15 @@ impl Proxy {
         obj: Arc<StoredObject>,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let result = self.fetch(service, resolved, parts, host, client, key, Some(&obj), ctx).await;
+        let result = self
+            .fetch(service, resolved, parts, host, client, key, Some(&obj), ctx)
+            .await;
         let now = SystemTime::now();
         let upstream_failed = match &result {
             Err(ProxyError::Upstream(e)) => Some(e.to_string()),
-            Ok(Fetched::Pass(resp)) if resp.status().is_server_error() => Some(format!("upstream-{}", resp.status().as_u16())),
+            Ok(Fetched::Pass(resp)) if resp.status().is_server_error() => {
+                Some(format!("upstream-{}", resp.status().as_u16()))
+            }
             _ => None,
         };
         if let Some(why) = upstream_failed {
@@ -249,13 +303,24 @@ impl Proxy {
                 ctx.status.detail = Some(format!("stale-if-error: {why}"));
                 ctx.status.ttl = Some(obj.policy.ttl(now));
                 ctx.status.stored = false;
-                return Ok(respond::from_object(&obj, None, &parts.method, &parts.headers, now));
+                return Ok(respond::from_object(
+                    &obj,
+                    None,
+                    &parts.method,
+                    &parts.headers,
+                    now,
+                ));
             }
         }
         Ok(self.respond_fetched(result?, parts, ctx))
     }
 
-    fn respond_fetched(&self, fetched: Fetched, parts: &Parts, ctx: &mut Ctx) -> Response<ProxyBody> {
+    fn respond_fetched(
+        &self,
+        fetched: Fetched,
+        parts: &Parts,
+        ctx: &mut Ctx,
+    ) -> Response<ProxyBody> {
         let now = SystemTime::now();
         match fetched {
             Fetched::Refreshed(obj) => {
@@ -293,7 +358,9 @@ impl Proxy {
         stored: Option<&Arc<StoredObject>>,
         ctx: &mut Ctx,
     ) -> Result<Fetched, ProxyError> {
-        let validators = stored.map(|o| validation_headers(&o.headers)).unwrap_or_default();
+        let validators = stored
+            .map(|o| validation_headers(&o.headers))
+            .unwrap_or_default();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let request_time = SystemTime::now();
         // A HEAD miss is fetched as GET so the object can be stored (as nginx and Varnish do).
@@ -308,14 +375,19 @@ impl Proxy {
                     client,
                     &self.node,
                     origin,
-                    Purpose::Fill { validators: &validators },
+                    Purpose::Fill {
+                        validators: &validators,
+                    },
                     empty_body(),
                 )
             })
             .await?;
         ctx.upstream = Some(origin);
         let response_time = SystemTime::now();
-        let times = ResponseTimes { request_time, response_time };
+        let times = ResponseTimes {
+            request_time,
+            response_time,
+        };
         ctx.status.fwd_status = Some(resp.status().as_u16());
 
         if resp.status() == StatusCode::NOT_MODIFIED {
@@ -324,7 +396,14 @@ impl Proxy {
                 let mut fresh = resp.headers().clone();
                 forward::clean_upstream_headers(&mut fresh);
                 refresh_headers(&mut headers, &fresh);
-                match CachePolicy::for_response(&Method::GET, &parts.headers, old.status, &headers, times, &resolved.policy) {
+                match CachePolicy::for_response(
+                    &Method::GET,
+                    &parts.headers,
+                    old.status,
+                    &headers,
+                    times,
+                    &resolved.policy,
+                ) {
                     Ok(policy) => {
                         let refreshed = Arc::new(old.refreshed(headers, policy, response_time));
                         self.storage.replace(key, old, Arc::clone(&refreshed));
@@ -335,7 +414,8 @@ impl Proxy {
                         // Still valid for this request, but no longer storable.
                         self.storage.remove(key);
                         ctx.status.detail = Some(reason.detail().into());
-                        let once = Arc::new(old.refreshed(headers, old.policy.clone(), response_time));
+                        let once =
+                            Arc::new(old.refreshed(headers, old.policy.clone(), response_time));
                         return Ok(Fetched::Refreshed(once));
                     }
                 }
@@ -346,7 +426,14 @@ impl Proxy {
 
         let (mut head, body) = resp.into_parts();
         forward::clean_upstream_headers(&mut head.headers);
-        let policy = CachePolicy::for_response(&Method::GET, &parts.headers, head.status, &head.headers, times, &resolved.policy);
+        let policy = CachePolicy::for_response(
+            &Method::GET,
+            &parts.headers,
+            head.status,
+            &head.headers,
+            times,
+            &resolved.policy,
+        );
         let declared_len = head
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -381,7 +468,10 @@ impl Proxy {
                 };
                 tokio::spawn(fill.run(body));
                 ctx.status.stored = true;
-                Ok(Fetched::Filling { object, headers: head.headers })
+                Ok(Fetched::Filling {
+                    object,
+                    headers: head.headers,
+                })
             }
             Err(detail) => {
                 ctx.status.detail = Some(detail.to_string());
@@ -411,7 +501,10 @@ impl Proxy {
                 }
                 Err(e) => {
                     self.metrics.origin_request(&e.to_string(), None);
-                    let retry = matches!(e, UpstreamError::ConnectFailed | UpstreamError::ConnectTimeout);
+                    let retry = matches!(
+                        e,
+                        UpstreamError::ConnectFailed | UpstreamError::ConnectTimeout
+                    );
                     last = e;
                     if !retry {
                         break;
@@ -434,8 +527,15 @@ impl Proxy {
         client: SocketAddr,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
-        let origin = service.origins.first().ok_or(ProxyError::Upstream(UpstreamError::ConnectFailed))?;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let origin = service
+            .origins
+            .first()
+            .ok_or(ProxyError::Upstream(UpstreamError::ConnectFailed))?;
         let req = forward::upstream_request(
             parts.method.clone(),
             &path_and_query,
@@ -462,14 +562,19 @@ impl Proxy {
         };
         ctx.upstream = Some(origin.authority.to_string());
         ctx.status.fwd_status = Some(resp.status().as_u16());
-        let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        let unsafe_method = !matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
         if unsafe_method && (resp.status().is_success() || resp.status().is_redirection()) {
             self.invalidate_uri(service, host, &parts.uri);
             for name in [LOCATION, CONTENT_LOCATION] {
                 if let Some(target) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
                     if let Ok(uri) = target.parse::<Uri>() {
                         // Only same-origin targets (§4.4): relative, or our host.
-                        if uri.host().is_none_or(|h| h.eq_ignore_ascii_case(crate::service::strip_port(host))) {
+                        if uri.host().is_none_or(|h| {
+                            h.eq_ignore_ascii_case(crate::service::strip_port(host))
+                        }) {
                             self.invalidate_uri(service, host, &uri);
                         }
                     }
@@ -516,19 +621,46 @@ impl Proxy {
         let key = key.clone();
         let obj = Arc::clone(obj);
         tokio::spawn(async move {
-            if let Some(service) = this.services.for_host(&host).filter(|s| s.name == service_name) {
-                let mut ctx = Ctx { status: CacheStatus::new(&this.node), upstream: None };
-                if let Ok(Fetched::Pass(resp)) = this.fetch(service, &resolved, &parts, &host, client, &key, Some(&obj), &mut ctx).await {
-                    drop(resp);
+            if let Some(service) = this
+                .services
+                .for_host(&host)
+                .filter(|s| s.name == service_name)
+            {
+                let mut ctx = Ctx {
+                    status: CacheStatus::new(&this.node),
+                    upstream: None,
+                };
+                let fetched = this
+                    .fetch(
+                        service,
+                        &resolved,
+                        &parts,
+                        &host,
+                        client,
+                        &key,
+                        Some(&obj),
+                        &mut ctx,
+                    )
+                    .await;
+                if let Ok(Fetched::Filling { object, .. }) = fetched {
+                    // Stay registered until the new copy is stored, so requests arriving
+                    // meanwhile do not launch a second revalidation.
+                    let mut reader = object.body.reader(0, None);
+                    while let Some(Ok(_)) = reader.next().await {}
                 }
             }
-            this.revalidating.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            this.revalidating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         });
     }
 }
 
 fn empty_body() -> UpstreamBody {
-    Empty::new().map_err(|never: Infallible| match never {}).boxed()
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` field.

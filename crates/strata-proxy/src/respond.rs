@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{HeaderMap, HeaderValue, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use http::header::{
+    HeaderMap, HeaderValue, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_RANGE, RANGE,
+};
 use http::{Method, Response, StatusCode};
 use strata_http_cache::conditional::{evaluate_preconditions, not_modified_headers, Precondition};
 use strata_http_cache::range::{if_range_allows, parse_range, RangeOutcome};
@@ -58,7 +60,9 @@ pub fn from_object(
         if let Some(total) = total {
             headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             let range = request.get(RANGE).and_then(|v| v.to_str().ok());
-            if let Some(range) = range.filter(|_| *method == Method::GET && if_range_allows(request, &object.headers)) {
+            if let Some(range) = range
+                .filter(|_| *method == Method::GET && if_range_allows(request, &object.headers))
+            {
                 match parse_range(range, total) {
                     RangeOutcome::Full => {}
                     RangeOutcome::Partial(r) => {
@@ -92,7 +96,10 @@ pub fn from_object(
     let body = if head || object.status == StatusCode::NO_CONTENT {
         ProxyBody::Empty
     } else {
-        ProxyBody::Cached { reader: object.body.reader(0, None), remaining: total }
+        ProxyBody::Cached {
+            reader: object.body.reader(0, None),
+            remaining: total,
+        }
     };
     build(object.status, headers, body)
 }

@@ -31,14 +31,21 @@ pub struct Resolved {
 
 impl Service {
     fn from_config(c: &ServiceConfig, heuristic: HeuristicConfig) -> Result<Self, String> {
-        let origins = c.origins.iter().map(|o| Origin::parse(o)).collect::<Result<Vec<_>, _>>()?;
+        let origins = c
+            .origins
+            .iter()
+            .map(|o| Origin::parse(o))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             name: c.name.clone(),
             origins,
             origin_host: c.origin_host.clone(),
             stale_while_revalidate: c.stale_while_revalidate.map(|s| s.0),
             stale_if_error: c.stale_if_error.map(|s| s.0),
-            base_key: KeyRules { strip_query: c.strip_query.clone(), ignore_query: false },
+            base_key: KeyRules {
+                strip_query: c.strip_query.clone(),
+                ignore_query: false,
+            },
             base_policy: PolicyConfig {
                 heuristic,
                 negative_ttl: c.negative_ttl.map(|s| s.0),
@@ -56,12 +63,18 @@ impl Service {
         let mut policy = self.base_policy.clone();
         let mut bypass = false;
         if let Some(rule) = self.rules.iter().find(|r| path.starts_with(&r.path)) {
-            key_rules.strip_query.extend(rule.strip_query.iter().cloned());
+            key_rules
+                .strip_query
+                .extend(rule.strip_query.iter().cloned());
             key_rules.ignore_query = rule.ignore_query;
             policy.ttl_override = rule.ttl.map(|s| s.0);
             bypass = rule.bypass;
         }
-        Resolved { key_rules, policy, bypass }
+        Resolved {
+            key_rules,
+            policy,
+            bypass,
+        }
     }
 }
 
@@ -80,7 +93,12 @@ impl Services {
             fraction: config.cache.heuristic_fraction,
             max: config.cache.heuristic_max.0,
         };
-        let mut out = Services { exact: Vec::new(), wildcard: Vec::new(), any: None, services: Vec::new() };
+        let mut out = Services {
+            exact: Vec::new(),
+            wildcard: Vec::new(),
+            any: None,
+            services: Vec::new(),
+        };
         for (i, s) in config.services.iter().enumerate() {
             out.services.push(Service::from_config(s, heuristic)?);
             for host in &s.hosts {
@@ -95,7 +113,7 @@ impl Services {
             }
         }
         // Longest wildcard suffix first: `*.a.example.com` beats `*.example.com`.
-        out.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        out.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         Ok(out)
     }
 
@@ -107,7 +125,11 @@ impl Services {
             .exact
             .iter()
             .find(|(h, _)| h == name)
-            .or_else(|| self.wildcard.iter().find(|(suffix, _)| name.ends_with(suffix.as_str()) && name.len() > suffix.len()))
+            .or_else(|| {
+                self.wildcard.iter().find(|(suffix, _)| {
+                    name.ends_with(suffix.as_str()) && name.len() > suffix.len()
+                })
+            })
             .map(|(_, i)| *i)
             .or(self.any)?;
         self.services.get(idx)
@@ -118,9 +140,17 @@ impl Services {
 pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
-    host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+    host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    })
 }
 
 #[cfg(test)]

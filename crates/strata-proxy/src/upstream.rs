@@ -29,13 +29,21 @@ impl Origin {
     /// Parses `http://host[:port]`. HTTPS origins need the TLS connector (not built yet).
     pub fn parse(s: &str) -> Result<Self, String> {
         let uri: Uri = s.parse().map_err(|e| format!("'{s}' is not a URL: {e}"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| format!("'{s}' has no scheme"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("'{s}' has no scheme"))?;
         if scheme != Scheme::HTTP {
             return Err(format!("'{s}': only http:// origins are supported so far"));
         }
-        let authority = uri.authority().cloned().ok_or_else(|| format!("'{s}' has no host"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("'{s}' has no host"))?;
         if uri.path() != "/" && !uri.path().is_empty() {
-            return Err(format!("'{s}': an origin is a scheme and host, without a path"));
+            return Err(format!(
+                "'{s}': an origin is a scheme and host, without a path"
+            ));
         }
         Ok(Self { scheme, authority })
     }
@@ -71,7 +79,9 @@ impl UpstreamError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            UpstreamError::ConnectTimeout | UpstreamError::FirstByteTimeout | UpstreamError::IdleTimeout
+            UpstreamError::ConnectTimeout
+                | UpstreamError::FirstByteTimeout
+                | UpstreamError::IdleTimeout
         )
     }
 }
@@ -118,7 +128,11 @@ impl UpstreamClient {
                     .map(|s| s.to_string().contains("timed out"))
                     .unwrap_or(false);
                 tracing::debug!(error = %e, "upstream connect failed");
-                Err(if timed_out { UpstreamError::ConnectTimeout } else { UpstreamError::ConnectFailed })
+                Err(if timed_out {
+                    UpstreamError::ConnectTimeout
+                } else {
+                    UpstreamError::ConnectFailed
+                })
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "upstream request failed");
@@ -136,7 +150,10 @@ mod tests {
     fn origin_parsing() {
         let o = Origin::parse("http://127.0.0.1:9000").unwrap();
         assert_eq!(o.authority.as_str(), "127.0.0.1:9000");
-        assert_eq!(o.uri_for("/a?b=1").unwrap().to_string(), "http://127.0.0.1:9000/a?b=1");
+        assert_eq!(
+            o.uri_for("/a?b=1").unwrap().to_string(),
+            "http://127.0.0.1:9000/a?b=1"
+        );
         assert!(Origin::parse("ftp://x").is_err());
         assert!(Origin::parse("http://x/path").is_err());
         assert!(Origin::parse("not a url").is_err());

@@ -307,7 +307,9 @@ impl Drop for BodyReader {
 
 impl std::fmt::Debug for BodyReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BodyReader").field("pos", &self.pos).finish()
+        f.debug_struct("BodyReader")
+            .field("pos", &self.pos)
+            .finish()
     }
 }
 
@@ -335,7 +337,10 @@ mod tests {
     #[tokio::test]
     async fn reads_whole_body_across_chunks() {
         let b = body_of(&[b"hello ", b"chunked ", b"world"]);
-        assert_eq!(read_all(b.reader(0, None)).await.unwrap(), b"hello chunked world");
+        assert_eq!(
+            read_all(b.reader(0, None)).await.unwrap(),
+            b"hello chunked world"
+        );
         assert_eq!(b.chunk_count(), 3);
     }
 

@@ -14,7 +14,11 @@ use strata_proxy::Node;
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Strata: a self-hostable CDN in one binary")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a self-hostable CDN in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,9 +29,7 @@ enum Command {
     /// Run a caching edge node.
     Edge(EdgeArgs),
     /// Validate a configuration file; exits 2 and names the failing key when invalid.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// Run a self-contained demo: a sample origin behind an edge node, in one process.
     Demo(demo::DemoArgs),
 }
@@ -87,7 +89,12 @@ fn config_error(e: &ConfigError) -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn runtime_then<F, Fut>(f: F) -> ExitCode
@@ -95,7 +102,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -113,12 +123,18 @@ where
 
 /// Builds the node configuration from a file and/or flags.
 fn edge_config(args: EdgeArgs) -> Result<NodeConfig, ConfigError> {
-    let flag_error = |key: &str, message: String| ConfigError { path: key.to_string(), message };
+    let flag_error = |key: &str, message: String| ConfigError {
+        path: key.to_string(),
+        message,
+    };
     let mut config = match (&args.config, &args.origin) {
         (Some(path), _) => NodeConfig::from_file(path)?,
         (None, Some(origin)) => NodeConfig::single_origin(origin),
         (None, None) => {
-            return Err(flag_error("--origin", "either --config FILE or --origin URL is required".into()))
+            return Err(flag_error(
+                "--origin",
+                "either --config FILE or --origin URL is required".into(),
+            ))
         }
     };
     if args.config.is_some() {
@@ -175,13 +191,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -46,7 +46,13 @@ impl EdgeBuilder {
         let node = Node::start(&self.config).await.expect("edge starts");
         let addr = node.http_addrs[0];
         let admin = node.admin_addr.expect("admin addr");
-        Edge { node: Some(node), addr, admin, client: client(false), h2: client(true) }
+        Edge {
+            node: Some(node),
+            addr,
+            admin,
+            client: client(false),
+            h2: client(true),
+        }
     }
 }
 
@@ -135,7 +141,12 @@ impl<'a> Req<'a> {
             .expect("body within 30s")
             .expect("body")
             .to_bytes();
-        Got { status: parts.status, version: parts.version, headers: parts.headers, body }
+        Got {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        }
     }
 
     /// Sends and returns as soon as the head arrives (the body streams).
@@ -143,7 +154,10 @@ impl<'a> Req<'a> {
         let mut req = Request::builder()
             .method(self.method)
             .uri(format!("http://{}{}", self.edge.addr, self.path));
-        let has_host = self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
+        let has_host = self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"));
         if !has_host && !self.h2 {
             req = req.header("host", "example.com");
         }
@@ -151,7 +165,11 @@ impl<'a> Req<'a> {
             req = req.header(k.as_str(), v.as_str());
         }
         let req = req.body(Full::new(self.body)).expect("request");
-        let client = if self.h2 { &self.edge.h2 } else { &self.edge.client };
+        let client = if self.h2 {
+            &self.edge.h2
+        } else {
+            &self.edge.client
+        };
         tokio::time::timeout(Duration::from_secs(30), client.request(req))
             .await
             .expect("response within 30s")
@@ -169,7 +187,14 @@ impl Edge {
     }
 
     pub fn request(&self, method: Method, path: &str) -> Req<'_> {
-        Req { edge: self, method, path: path.to_string(), headers: Vec::new(), body: Bytes::new(), h2: false }
+        Req {
+            edge: self,
+            method,
+            path: path.to_string(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            h2: false,
+        }
     }
 
     /// GET on the admin listener.
@@ -180,7 +205,12 @@ impl Edge {
         let resp = self.client.request(req).await.expect("admin response");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
-        Got { status: parts.status, version: parts.version, headers: parts.headers, body }
+        Got {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        }
     }
 
     /// Waits (bounded) until `cond` holds, polling; for effects that land on another task.

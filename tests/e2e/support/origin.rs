@@ -109,6 +109,8 @@ pub struct TestOrigin {
     count: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+    /// Per-connection tasks, aborted with the origin so kept-alive connections die too.
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl TestOrigin {
@@ -120,11 +122,15 @@ impl TestOrigin {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let (c, s) = (Arc::clone(&count), Arc::clone(&seen));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let conns_in = Arc::clone(&conns);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (c, s, h) = (Arc::clone(&c), Arc::clone(&s), Arc::clone(&handler));
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (c, s, h) = (Arc::clone(&c), Arc::clone(&s), Arc::clone(&h));
                         async move { Ok::<_, Infallible>(answer(req, &c, &s, &*h).await) }
@@ -133,9 +139,19 @@ impl TestOrigin {
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
+                conns_in
+                    .lock()
+                    .expect("conns lock")
+                    .push(conn.abort_handle());
             }
         });
-        Self { addr, count, seen, task }
+        Self {
+            addr,
+            count,
+            seen,
+            task,
+            conns,
+        }
     }
 
     /// A fixed reply for every request.
@@ -164,15 +180,31 @@ impl TestOrigin {
 impl Drop for TestOrigin {
     fn drop(&mut self) {
         self.task.abort();
+        for c in self.conns.lock().expect("conns lock").drain(..) {
+            c.abort();
+        }
     }
 }
 
-async fn answer(req: Request<Incoming>, count: &AtomicUsize, seen: &Mutex<Vec<Seen>>, handler: &Handler) -> Response<PieceBody> {
+async fn answer(
+    req: Request<Incoming>,
+    count: &AtomicUsize,
+    seen: &Mutex<Vec<Seen>>,
+    handler: &Handler,
+) -> Response<PieceBody> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let request = Seen {
         method: parts.method,
-        path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         headers: parts.headers,
         body,
     };
@@ -233,7 +265,10 @@ impl Body for PieceBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 

@@ -292,15 +292,26 @@ pub struct RuleConfig {
 
 impl NodeConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| {
-            ConfigError::new("(document)", e.to_string().trim().replace('\n', " "))
-        })?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(document)", e.to_string().trim().replace('\n', " ")))?;
         let config: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             // toml's message repeats position details on several lines; keep the first.
-            let msg = inner.message().lines().next().unwrap_or("invalid value").to_string();
-            ConfigError::new(if path == "." { "(document)".into() } else { path }, msg)
+            let msg = inner
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid value")
+                .to_string();
+            ConfigError::new(
+                if path == "." {
+                    "(document)".into()
+                } else {
+                    path
+                },
+                msg,
+            )
         })?;
         config.validate()?;
         Ok(config)
@@ -345,7 +356,10 @@ impl NodeConfig {
             ));
         }
         if self.listen.http.is_empty() {
-            return Err(ConfigError::new("listen.http", "at least one listener is required"));
+            return Err(ConfigError::new(
+                "listen.http",
+                "at least one listener is required",
+            ));
         }
         if self.cache.size.0 < 1 << 20 {
             return Err(ConfigError::new("cache.size", "must be at least 1MiB"));
@@ -356,20 +370,38 @@ impl NodeConfig {
                 "must be more than 0 and at most cache.size",
             ));
         }
+        if self.cache.max_object_size.0 > 4 << 30 {
+            return Err(ConfigError::new(
+                "cache.max_object_size",
+                "must be at most 4GiB for the memory tier",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
-            return Err(ConfigError::new("cache.heuristic_fraction", "must be between 0 and 1"));
+            return Err(ConfigError::new(
+                "cache.heuristic_fraction",
+                "must be between 0 and 1",
+            ));
         }
         if self.limits.max_header_bytes.0 < 8192 {
-            return Err(ConfigError::new("limits.max_header_bytes", "must be at least 8KiB"));
+            return Err(ConfigError::new(
+                "limits.max_header_bytes",
+                "must be at least 8KiB",
+            ));
         }
         if self.limits.max_headers == 0 {
             return Err(ConfigError::new("limits.max_headers", "must be at least 1"));
         }
         if self.limits.max_uri_length < 16 {
-            return Err(ConfigError::new("limits.max_uri_length", "must be at least 16"));
+            return Err(ConfigError::new(
+                "limits.max_uri_length",
+                "must be at least 16",
+            ));
         }
         if self.services.is_empty() {
-            return Err(ConfigError::new("service", "at least one [[service]] is required"));
+            return Err(ConfigError::new(
+                "service",
+                "at least one [[service]] is required",
+            ));
         }
         let mut seen_hosts: Vec<(String, usize)> = Vec::new();
         for (i, s) in self.services.iter().enumerate() {
@@ -378,7 +410,10 @@ impl NodeConfig {
                 return Err(ConfigError::new(at("name"), "must not be empty"));
             }
             if s.hosts.is_empty() {
-                return Err(ConfigError::new(at("hosts"), "at least one host name is required"));
+                return Err(ConfigError::new(
+                    at("hosts"),
+                    "at least one host name is required",
+                ));
             }
             for (h, host) in s.hosts.iter().enumerate() {
                 let host = host.to_ascii_lowercase();
@@ -397,7 +432,10 @@ impl NodeConfig {
                 seen_hosts.push((host, i));
             }
             if s.origins.is_empty() {
-                return Err(ConfigError::new(at("origins"), "at least one origin is required"));
+                return Err(ConfigError::new(
+                    at("origins"),
+                    "at least one origin is required",
+                ));
             }
             for (o, origin) in s.origins.iter().enumerate() {
                 if let Err(why) = crate::upstream::Origin::parse(origin) {
@@ -406,7 +444,10 @@ impl NodeConfig {
             }
             if let Some(h) = &s.origin_host {
                 if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
-                    return Err(ConfigError::new(at("origin_host"), "not a valid Host value"));
+                    return Err(ConfigError::new(
+                        at("origin_host"),
+                        "not a valid Host value",
+                    ));
                 }
             }
             for (p, pattern) in s.strip_query.iter().enumerate() {
@@ -456,7 +497,9 @@ fn valid_host_pattern(h: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -488,7 +531,10 @@ mod tests {
     fn parses_a_full_config() {
         let c = NodeConfig::from_toml(GOOD).unwrap();
         assert_eq!(c.cache.size.0, 64 << 20);
-        assert_eq!(c.services[0].negative_ttl, Some(Seconds(Duration::from_secs(10))));
+        assert_eq!(
+            c.services[0].negative_ttl,
+            Some(Seconds(Duration::from_secs(10)))
+        );
         assert!(c.services[0].rules[0].bypass);
     }
 
@@ -503,7 +549,7 @@ mod tests {
     fn error_names_the_key_path_of_an_unknown_key() {
         let bad = GOOD.replace("bypass = true", "bypass = true\nbypas = false");
         let e = NodeConfig::from_toml(&bad).unwrap_err();
-        assert_eq!(e.path, "service[0].rule[0]");
+        assert_eq!(e.path, "service[0].rule[0].bypas");
         assert!(e.message.contains("bypas"), "{e}");
     }
 
@@ -530,6 +576,9 @@ mod tests {
     #[test]
     fn max_object_size_must_fit_in_cache() {
         let bad = GOOD.replace("max_object_size = \"8MiB\"", "max_object_size = \"1GiB\"");
-        assert_eq!(NodeConfig::from_toml(&bad).unwrap_err().path, "cache.max_object_size");
+        assert_eq!(
+            NodeConfig::from_toml(&bad).unwrap_err().path,
+            "cache.max_object_size"
+        );
     }
 }

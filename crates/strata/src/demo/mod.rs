@@ -30,7 +30,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.node.name = "demo-edge".into();
     config.listen.http = vec![args.listen];
     config.listen.admin = Some(args.admin);
-    config.log.access = if args.access_log { "stdout".into() } else { "off".into() };
+    config.log.access = if args.access_log {
+        "stdout".into()
+    } else {
+        "off".into()
+    };
     let service = &mut config.services[0];
     service.strip_query = vec!["utm_*".into()];
     service.negative_ttl = Some(Seconds(std::time::Duration::from_secs(10)));

@@ -61,49 +61,107 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     let resp = match req.uri().path() {
         "/" => page(),
         "/static/small.txt" => static_object(vec![b'a'; 1024], "text/plain", started),
-        "/static/medium.bin" => static_object(vec![b'm'; 64 * 1024], "application/octet-stream", started),
-        "/static/large.bin" => static_object(vec![b'L'; 1024 * 1024], "application/octet-stream", started),
+        "/static/medium.bin" => {
+            static_object(vec![b'm'; 64 * 1024], "application/octet-stream", started)
+        }
+        "/static/large.bin" => {
+            static_object(vec![b'L'; 1024 * 1024], "application/octet-stream", started)
+        }
         "/api/time" => {
-            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-            let body = format!("{{\"unix\":{},\"note\":\"cached for 2s\"}}\n", now.as_secs());
-            with(StatusCode::OK, body.into_bytes(), &[(CACHE_CONTROL, "max-age=2"), (CONTENT_TYPE, "application/json")])
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let body = format!(
+                "{{\"unix\":{},\"note\":\"cached for 2s\"}}\n",
+                now.as_secs()
+            );
+            with(
+                StatusCode::OK,
+                body.into_bytes(),
+                &[
+                    (CACHE_CONTROL, "max-age=2"),
+                    (CONTENT_TYPE, "application/json"),
+                ],
+            )
         }
-        "/api/nocache" => with(StatusCode::OK, b"never cached (bypass rule)\n".to_vec(), &[(CONTENT_TYPE, "text/plain")]),
+        "/api/nocache" => with(
+            StatusCode::OK,
+            b"never cached (bypass rule)\n".to_vec(),
+            &[(CONTENT_TYPE, "text/plain")],
+        ),
         "/hello" => {
-            let fr = req.headers().get("accept-language").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("fr"));
+            let fr = req
+                .headers()
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("fr"));
             let text = if fr { "Bonjour\n" } else { "Hello\n" };
-            with(StatusCode::OK, text.as_bytes().to_vec(), &[(CACHE_CONTROL, "max-age=60"), (VARY, "Accept-Language"), (CONTENT_TYPE, "text/plain")])
+            with(
+                StatusCode::OK,
+                text.as_bytes().to_vec(),
+                &[
+                    (CACHE_CONTROL, "max-age=60"),
+                    (VARY, "Accept-Language"),
+                    (CONTENT_TYPE, "text/plain"),
+                ],
+            )
         }
-        _ => with(StatusCode::NOT_FOUND, b"not found\n".to_vec(), &[(CONTENT_TYPE, "text/plain")]),
+        _ => with(
+            StatusCode::NOT_FOUND,
+            b"not found\n".to_vec(),
+            &[(CONTENT_TYPE, "text/plain")],
+        ),
     };
     Ok(resp)
 }
 
 fn page() -> Response<Full<Bytes>> {
     let html = "<!doctype html><title>Strata demo</title>\n<link rel=stylesheet href=/static/small.txt>\n<img src=/static/medium.bin>\n";
-    let mut r = with(StatusCode::OK, html.as_bytes().to_vec(), &[(CACHE_CONTROL, "max-age=30"), (CONTENT_TYPE, "text/html")]);
-    r.headers_mut().insert("surrogate-key", HeaderValue::from_static("page home"));
+    let mut r = with(
+        StatusCode::OK,
+        html.as_bytes().to_vec(),
+        &[(CACHE_CONTROL, "max-age=30"), (CONTENT_TYPE, "text/html")],
+    );
+    r.headers_mut()
+        .insert("surrogate-key", HeaderValue::from_static("page home"));
     r
 }
 
-fn static_object(body: Vec<u8>, content_type: &'static str, modified: SystemTime) -> Response<Full<Bytes>> {
+fn static_object(
+    body: Vec<u8>,
+    content_type: &'static str,
+    modified: SystemTime,
+) -> Response<Full<Bytes>> {
     let etag = format!("\"{}-{}\"", content_type.len(), body.len());
-    let mut r = with(StatusCode::OK, body, &[(CACHE_CONTROL, "public, max-age=3600"), (CONTENT_TYPE, content_type)]);
+    let mut r = with(
+        StatusCode::OK,
+        body,
+        &[
+            (CACHE_CONTROL, "public, max-age=3600"),
+            (CONTENT_TYPE, content_type),
+        ],
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert(ETAG, v);
     }
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
         r.headers_mut().insert(LAST_MODIFIED, v);
     }
-    r.headers_mut().insert("surrogate-key", HeaderValue::from_static("static"));
+    r.headers_mut()
+        .insert("surrogate-key", HeaderValue::from_static("static"));
     r
 }
 
-fn with(status: StatusCode, body: Vec<u8>, headers: &[(http::HeaderName, &'static str)]) -> Response<Full<Bytes>> {
+fn with(
+    status: StatusCode,
+    body: Vec<u8>,
+    headers: &[(http::HeaderName, &'static str)],
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     for (k, v) in headers {
-        r.headers_mut().insert(k.clone(), HeaderValue::from_static(v));
+        r.headers_mut()
+            .insert(k.clone(), HeaderValue::from_static(v));
     }
     r
 }

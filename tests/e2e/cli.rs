@@ -1,0 +1,231 @@
+//! The real binary: `check-config`, `edge` from flags, `demo`. Each test starts its own
+//! process on port 0 and stops it by PID.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("strata-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Waits (bounded) for a line containing `needle` on a child's stream.
+fn wait_for_line(stream: impl Read + Send + 'static, needle: &'static str) -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if line.contains(needle) {
+                let _ = tx.send(line);
+                // Keep draining so the child never blocks on a full pipe.
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    for _ in 0..300 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    panic!("process did not stop within 6s of SIGINT");
+}
+
+fn get(url: &str) -> (u16, String, String) {
+    // A tiny blocking HTTP/1.1 GET, enough for smoke checks of the binary.
+    use std::io::Write;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: demo.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let path = write_temp(
+        "ok.toml",
+        "[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:9000\"]\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn check_config_names_the_failing_key_and_exits_2() {
+    let path = write_temp(
+        "bad.toml",
+        "[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:9000\", \"ftp://nope\"]\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("service[0].origins[1]"), "{err}");
+}
+
+#[test]
+fn check_config_reports_unknown_keys_and_bad_units() {
+    let path = write_temp("unit.toml", "[cache]\nsize = \"lots\"\n[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:1\"]\n");
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache.size"));
+    let path = write_temp("unknown.toml", "[cache]\nsizee = 1\n");
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sizee"));
+}
+
+#[test]
+fn examples_in_the_repository_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(BIN)
+                .arg("check-config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no example configs found in {}", dir.display());
+}
+
+#[test]
+fn edge_with_bad_origin_flag_exits_2_naming_the_flag() {
+    let out = Command::new(BIN)
+        .args(["edge", "--origin", "ftp://x", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--origin"));
+}
+
+#[test]
+fn edge_from_flags_proxies_and_caches() {
+    // The demo's sample origin would do, but a plain edge in front of a demo proves the
+    // flags path on its own: start a demo for its origin, then an edge in front of it.
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let origin_line = wait_for_line(demo.stdout.take().unwrap(), "origin  http://");
+    let origin = origin_line.split_whitespace().nth(1).unwrap().to_string();
+
+    let mut edge = Command::new(BIN)
+        .args([
+            "edge",
+            "--origin",
+            &origin,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--cache-size",
+            "64MiB",
+            "--name",
+            "cli-edge",
+            "--access-log",
+            "off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = wait_for_line(edge.stderr.take().unwrap(), "edge listening");
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, head, body) = get(&format!("http://{addr}/static/small.txt"));
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), 1024);
+    assert!(
+        head.contains("cache-status: cli-edge; fwd=uri-miss"),
+        "{head}"
+    );
+    let (_, head, _) = get(&format!("http://{addr}/static/small.txt"));
+    assert!(head.contains("cache-status: cli-edge; hit"), "{head}");
+    assert!(stop(edge).success());
+    assert!(stop(demo).success());
+}
+
+#[test]
+fn demo_starts_answers_and_stops_on_ctrl_c() {
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = wait_for_line(demo.stdout.take().unwrap(), "ready: edge");
+    let edge = ready.split_whitespace().last().unwrap().to_string();
+    let (status, head, _) = get(&format!("{edge}/static/small.txt"));
+    assert_eq!(status, 200);
+    assert!(head.contains("cache-status: demo-edge"), "{head}");
+    let (_, head, _) = get(&format!("{edge}/static/small.txt"));
+    assert!(head.contains("cache-status: demo-edge; hit"), "{head}");
+    assert!(stop(demo).success());
+}

@@ -1,0 +1,179 @@
+//! Bodies: streamed to the client as they arrive, stored in chunks, large objects passed
+//! through, HTTP/2 clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::Notify;
+
+use crate::support::origin::Piece;
+use crate::support::{edge_for, EdgeBuilder, Reply, TestOrigin};
+use strata_proxy::config::Seconds;
+
+#[tokio::test]
+async fn client_receives_bytes_before_the_origin_finishes() {
+    let gate = Arc::new(Notify::new());
+    let g = Arc::clone(&gate);
+    let origin = TestOrigin::fixed(move || {
+        Reply::ok("").cc("max-age=60").pieces(vec![
+            Piece {
+                data: Bytes::from_static(b"first;"),
+                delay: Duration::ZERO,
+                gate: None,
+            },
+            Piece {
+                data: Bytes::from_static(b"second"),
+                delay: Duration::ZERO,
+                gate: Some(Arc::clone(&g)),
+            },
+        ])
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    let resp = edge.get("/live").send_head().await;
+    let mut body = resp.into_body();
+    // The origin holds its second piece until we release it: the first must already be here.
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("first piece streamed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first;");
+    gate.notify_one();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+    edge.eventually("stored after the fill", || {
+        edge.proxy().storage().stats().keys == 1
+    })
+    .await;
+    assert_eq!(edge.get("/live").send().await.text(), "first;second");
+}
+
+#[tokio::test]
+async fn client_disconnect_does_not_abort_a_cacheable_fill() {
+    let gate = Arc::new(Notify::new());
+    let g = Arc::clone(&gate);
+    let origin = TestOrigin::fixed(move || {
+        Reply::ok("").cc("max-age=60").pieces(vec![
+            Piece {
+                data: Bytes::from_static(b"a"),
+                delay: Duration::ZERO,
+                gate: None,
+            },
+            Piece {
+                data: Bytes::from_static(b"b"),
+                delay: Duration::ZERO,
+                gate: Some(Arc::clone(&g)),
+            },
+        ])
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    let resp = edge.get("/x").send_head().await;
+    drop(resp);
+    gate.notify_one();
+    edge.eventually("fill completes without its client", || {
+        edge.proxy().storage().stats().keys == 1
+    })
+    .await;
+    let r = edge.get("/x").send().await;
+    assert!(r.is_hit());
+    assert_eq!(r.text(), "ab");
+    assert_eq!(origin.count(), 1);
+}
+
+#[tokio::test]
+async fn object_larger_than_max_object_size_streams_through_uncached() {
+    let big = Bytes::from(vec![7u8; 3 << 20]);
+    let b = big.clone();
+    let origin = TestOrigin::fixed(move || Reply::ok(b.clone()).cc("max-age=60")).await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(|c| c.cache.max_object_size.0 = 1 << 20)
+        .start()
+        .await;
+    let r = edge.get("/big").send().await;
+    assert_eq!(r.body.len(), big.len());
+    assert!(
+        r.cache_status().contains("detail=too-large"),
+        "{}",
+        r.cache_status()
+    );
+    edge.get("/big").send().await;
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn chunked_object_that_outgrows_the_limit_is_delivered_whole_and_not_stored() {
+    let origin = TestOrigin::fixed(|| {
+        let pieces = (0..8)
+            .map(|_| Piece {
+                data: Bytes::from(vec![1u8; 512 * 1024]),
+                delay: Duration::ZERO,
+                gate: None,
+            })
+            .collect();
+        Reply::ok("").cc("max-age=60").pieces(pieces)
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(|c| c.cache.max_object_size.0 = 1 << 20)
+        .start()
+        .await;
+    let r = edge.get("/chunked").send().await;
+    assert_eq!(r.body.len(), 4 << 20);
+    let r = edge.get("/chunked").send().await;
+    assert_eq!(r.body.len(), 4 << 20);
+    assert!(!r.is_hit());
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn upstream_idle_timeout_cuts_a_stalled_body() {
+    let origin = TestOrigin::fixed(|| {
+        Reply::ok("").cc("max-age=60").pieces(vec![
+            Piece {
+                data: Bytes::from_static(b"start"),
+                delay: Duration::ZERO,
+                gate: None,
+            },
+            Piece {
+                data: Bytes::from_static(b"never"),
+                delay: Duration::from_secs(30),
+                gate: None,
+            },
+        ])
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(|c| c.limits.upstream_idle_timeout = Seconds(Duration::from_millis(200)))
+        .start()
+        .await;
+    let resp = edge.get("/stall").send_head().await;
+    let collected = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("cut within bound");
+    assert!(
+        collected.is_err(),
+        "the client sees a broken body, not a short success"
+    );
+    assert_eq!(
+        edge.proxy().storage().stats().keys,
+        0,
+        "a broken fill is not stored"
+    );
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_clients_are_served() {
+    let (origin, edge) = edge_for(|| Reply::ok("over h2").cc("max-age=60")).await;
+    let r = edge.get("/a").h2().send().await;
+    assert_eq!(r.version, http::Version::HTTP_2);
+    assert_eq!(r.text(), "over h2");
+    let hit = edge.get("/a").h2().send().await;
+    assert!(hit.is_hit());
+    assert_eq!(origin.count(), 1);
+    // The origin got HTTP/1.1 with a Host field built from :authority.
+    assert!(origin.last().header("host").is_some());
+}
