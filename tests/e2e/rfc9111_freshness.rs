@@ -371,11 +371,9 @@ async fn rule_ttl_override_replaces_origin_freshness() {
     let edge = EdgeBuilder::new(&origin.url())
         .config(|c| {
             c.services[0].rules.push(strata_proxy::config::RuleConfig {
-                path: "/static/".into(),
                 ttl: Some(strata_proxy::config::Seconds(Duration::from_secs(300))),
-                strip_query: vec![],
-                ignore_query: false,
                 bypass: false,
+                ..strata_proxy::config::RuleConfig::prefix("/static/")
             })
         })
         .start()
@@ -398,11 +396,9 @@ async fn rule_bypass_never_uses_the_cache() {
     let edge = EdgeBuilder::new(&origin.url())
         .config(|c| {
             c.services[0].rules.push(strata_proxy::config::RuleConfig {
-                path: "/api/".into(),
                 ttl: None,
-                strip_query: vec![],
-                ignore_query: false,
                 bypass: true,
+                ..strata_proxy::config::RuleConfig::prefix("/api/")
             })
         })
         .start()

@@ -25,6 +25,8 @@ pub enum FreshnessSource {
     Negative,
     /// A per-path TTL override from configuration.
     Override,
+    /// A per-path micro-cache lifetime for otherwise uncacheable answers.
+    Micro,
     None,
 }
 

@@ -27,6 +27,10 @@ pub struct PolicyConfig {
     pub ttl_override: Option<Duration>,
     /// Store responses that set cookies. Off by default: a cookie is usually per user.
     pub cache_set_cookie: bool,
+    /// Micro-caching: a lifetime for 200 answers that would otherwise not be stored (or be
+    /// stale on arrival). Never applied to answers that set cookies, to authenticated
+    /// requests, or to `Vary: *`.
+    pub micro_cache: Option<Duration>,
 }
 
 /// Why a response was not stored; the text goes into `Cache-Status: detail`.
@@ -91,8 +95,56 @@ pub struct CachePolicy {
 // === impl CachePolicy ===
 
 impl CachePolicy {
-    /// Decides whether a response may be stored (§3) and, if so, computes its freshness.
+    /// Decides whether a response may be stored (§3) and, if so, computes its freshness;
+    /// then applies micro-caching when configured.
     pub fn for_response(
+        method: &Method,
+        request_headers: &HeaderMap,
+        status: StatusCode,
+        response_headers: &HeaderMap,
+        times: ResponseTimes,
+        config: &PolicyConfig,
+    ) -> Result<Self, NotStorable> {
+        let standard = Self::standard(
+            method,
+            request_headers,
+            status,
+            response_headers,
+            times,
+            config,
+        );
+        let Some(ttl) = config.micro_cache else {
+            return standard;
+        };
+        if matches!(&standard, Ok(p) if !p.freshness.lifetime.is_zero()) {
+            return standard;
+        }
+        let eligible = *method == Method::GET
+            && status == StatusCode::OK
+            && !response_headers.contains_key(SET_COOKIE)
+            && !request_headers.contains_key(AUTHORIZATION)
+            && !matches!(vary_of(response_headers), Vary::Star);
+        if !eligible {
+            return standard;
+        }
+        Ok(Self {
+            // The origin's directives are kept for clients but not obeyed here.
+            cc: ResponseCacheControl::default(),
+            targeted: false,
+            freshness: Freshness {
+                lifetime: ttl,
+                source: FreshnessSource::Micro,
+            },
+            initial_age: Duration::ZERO,
+            response_time: times.response_time,
+            private_fields: Vec::new(),
+            has_validators: response_headers.contains_key(ETAG)
+                || response_headers.contains_key(LAST_MODIFIED),
+        })
+    }
+
+    /// RFC 9111 §3 storage decision and freshness.
+    fn standard(
         method: &Method,
         request_headers: &HeaderMap,
         status: StatusCode,
@@ -572,6 +624,40 @@ mod tests {
             &config,
         );
         assert_eq!(p, Err(NotStorable::Status));
+    }
+
+    #[test]
+    fn micro_cache_stores_otherwise_uncacheable_200_briefly() {
+        let config = PolicyConfig {
+            micro_cache: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let p = |status: u16, resp: &[(&str, &str)]| {
+            CachePolicy::for_response(
+                &Method::GET,
+                &HeaderMap::new(),
+                StatusCode::from_u16(status).unwrap(),
+                &hm(resp),
+                times(),
+                &config,
+            )
+        };
+        let micro = p(200, &[("cache-control", "private, no-store")]).unwrap();
+        assert_eq!(micro.freshness.lifetime, Duration::from_secs(1));
+        assert!(!micro.cc.no_cache);
+        // Explicit longer freshness is kept.
+        assert_eq!(
+            p(200, &[("cache-control", "max-age=60")])
+                .unwrap()
+                .freshness
+                .lifetime,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            p(200, &[("set-cookie", "a=b")]),
+            Err(NotStorable::SetCookie)
+        );
+        assert!(p(500, &[]).is_err());
     }
 
     #[test]

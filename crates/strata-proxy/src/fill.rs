@@ -24,10 +24,12 @@ pub struct Fill {
     pub storage: Arc<dyn Storage>,
     pub max_object_size: u64,
     pub idle: Duration,
+    /// Called once if the body outgrows `max_object_size` and stops being kept.
+    pub on_too_large: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Fill {
-    pub async fn run(self, upstream: Incoming) {
+    pub async fn run(mut self, upstream: Incoming) {
         let body: &Arc<ChunkedBody> = &self.object.body;
         let mut upstream = IdleTimeout::new(upstream, self.idle);
         let mut size: u64 = 0;
@@ -49,6 +51,9 @@ impl Fill {
                 // Too large to keep: serve the readers we have, hold only a window.
                 storing = false;
                 body.stream_only();
+                if let Some(f) = self.on_too_large.take() {
+                    f();
+                }
             }
             body.push(data);
             if !storing && !body.wait_for_readers(STREAM_WINDOW).await {

@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod fill;

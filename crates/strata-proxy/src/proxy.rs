@@ -6,19 +6,18 @@
 //! 3. **cache key**: scheme + host + path + normalised query;
 //! 4. **lookup**: fresh hit → respond; stale within stale-while-revalidate → respond and
 //!    revalidate in the background; otherwise validate or fetch;
-//! 5. **upstream**: origins in order, fill on its own task while the client streams;
+//! 5. **coalesce and fill**: one upstream request per object however many clients miss at
+//!    once (see `coalesce`); the fill runs on its own task and clients stream from it;
 //! 6. **response**: `Age`, conditionals, ranges, `Cache-Status`, `Via`; access log.
 //!
 //! Unsafe methods pass through, and a success invalidates the URI (RFC 9111 §4.4).
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{HeaderMap, HeaderValue, CONTENT_LOCATION, HOST, LOCATION, VIA};
-use http::request::Parts;
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_LOCATION, HOST, LOCATION, VIA};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -31,6 +30,7 @@ use strata_storage::{ChunkedBody, Storage, StoredObject};
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::{ClientBody, IdleTimeout, ProxyBody};
+use crate::coalesce::{Coalescer, FetchMeta, FillGuard, Inflight, Join, Outcome};
 use crate::config::NodeConfig;
 use crate::error::ProxyError;
 use crate::fill::Fill;
@@ -39,6 +39,9 @@ use crate::metrics::Metrics;
 use crate::respond;
 use crate::service::{Resolved, Service, Services};
 use crate::upstream::{Timeouts, UpstreamBody, UpstreamClient, UpstreamError};
+
+/// How many times a follower looks again after a fill that could not serve it.
+const MAX_JOIN_ATTEMPTS: usize = 3;
 
 /// Shared state of one node's data plane.
 pub struct Proxy {
@@ -51,9 +54,25 @@ pub struct Proxy {
     max_uri_length: usize,
     max_object_size: u64,
     timeouts: Timeouts,
-    /// Keys with a background revalidation in flight, so stale-while-revalidate launches
-    /// one per object however many requests arrive.
-    revalidating: Mutex<HashSet<u64>>,
+    coalescer: Coalescer,
+    /// Keys that recently answered uncacheable, with the time the mark expires.
+    hit_for_pass: moka::sync::Cache<CacheKey, Instant>,
+}
+
+/// The parts of a client request the cache path needs, cheap to share with fill tasks.
+#[derive(Clone)]
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    host: String,
+    client: SocketAddr,
+}
+
+impl Head {
+    fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    }
 }
 
 /// Facts about one request gathered on the way through, for the response phase and log.
@@ -62,17 +81,33 @@ struct Ctx {
     upstream: Option<String>,
 }
 
-/// What happened when we asked upstream for an object on behalf of the cache.
+impl Ctx {
+    fn absorb(&mut self, meta: &FetchMeta) {
+        self.status.fwd_status = meta.fwd_status;
+        self.status.stored = meta.stored;
+        if meta.detail.is_some() {
+            self.status.detail = meta.detail.clone();
+        }
+        if meta.upstream.is_some() {
+            self.upstream = meta.upstream.clone();
+        }
+    }
+}
+
+/// What one upstream exchange for the cache produced.
 enum Fetched {
     /// A 304 refreshed the stored object.
-    Refreshed(Arc<StoredObject>),
-    /// A storable response; its fill is running.
-    Filling {
+    Refreshed(Arc<StoredObject>, FetchMeta),
+    /// A storable response; `fill` copies its body into the object.
+    Storable {
         object: Arc<StoredObject>,
-        headers: HeaderMap,
+        first_headers: HeaderMap,
+        fill: Fill,
+        body: Incoming,
+        meta: FetchMeta,
     },
     /// Not storable: stream it through.
-    Pass(Response<Incoming>),
+    Pass(Response<Incoming>, FetchMeta),
 }
 
 // === impl Proxy ===
@@ -97,7 +132,8 @@ impl Proxy {
                 first_byte: config.limits.upstream_first_byte_timeout.0,
                 idle: config.limits.upstream_idle_timeout.0,
             },
-            revalidating: Mutex::new(HashSet::new()),
+            coalescer: Coalescer::default(),
+            hit_for_pass: moka::sync::Cache::new(100_000),
         })
     }
 
@@ -107,6 +143,11 @@ impl Proxy {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Fills in progress.
+    pub fn fills_in_progress(&self) -> usize {
+        self.coalescer.in_progress()
     }
 
     /// Handles one client request. Never fails: errors become responses here.
@@ -156,8 +197,7 @@ impl Proxy {
             upstream: ctx.upstream,
         };
         Ok(resp.map(|body| {
-            ProxyBody::logged(
-                body,
+            body.logged(
                 record,
                 started,
                 self.access_log.clone(),
@@ -183,36 +223,47 @@ impl Proxy {
         }
 
         // === service ===
-        let service = self
-            .services
-            .for_host(&host)
-            .ok_or(ProxyError::UnknownHost)?;
-        let path = req.uri().path().to_string();
-        let resolved = service.resolve(&path);
+        let service = Arc::clone(
+            self.services
+                .for_host(&host)
+                .ok_or(ProxyError::UnknownHost)?,
+        );
         let (parts, body) = req.into_parts();
+        let resolved = service.resolve(parts.uri.path());
+        let head = Head {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            host,
+            client,
+        };
 
-        let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
+        let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
         if !cacheable_method || resolved.bypass {
             ctx.status.fwd = Some(if resolved.bypass && cacheable_method {
                 Fwd::Bypass
             } else {
                 Fwd::Method
             });
-            return self
-                .pass(service, parts, body.boxed(), &host, client, ctx)
-                .await;
+            return self.pass(&service, &head, body.boxed(), ctx).await;
         }
 
         // === cache key and lookup ===
-        let key = CacheKey::new("http", &host, &path, parts.uri.query(), &resolved.key_rules);
-        let req_cc = RequestCacheControl::from_headers(&parts.headers);
+        let key = CacheKey::new(
+            "http",
+            &head.host,
+            head.uri.path(),
+            head.uri.query(),
+            &resolved.key_rules,
+        );
+        let req_cc = RequestCacheControl::from_headers(&head.headers);
         let now = SystemTime::now();
         let stored = match self.storage.lookup(&key) {
             None => {
                 ctx.status.fwd = Some(Fwd::UriMiss);
                 None
             }
-            Some(set) => match set.select(&parts.headers) {
+            Some(set) => match set.select(&head.headers) {
                 None => {
                     ctx.status.fwd = Some(Fwd::VaryMiss);
                     None
@@ -221,23 +272,20 @@ impl Proxy {
             },
         };
 
-        if let Some(obj) = stored {
+        if let Some(obj) = &stored {
             match obj
                 .policy
                 .evaluate(&req_cc, now, service.stale_while_revalidate)
             {
                 Decision::Fresh | Decision::StaleAccepted => {
-                    return Ok(self.hit(&obj, &parts, now, ctx));
+                    return Ok(self.hit(obj, &head, now, ctx))
                 }
                 Decision::StaleWhileRevalidate => {
                     ctx.status.detail = Some("stale-while-revalidate".into());
-                    self.spawn_revalidation(service, &resolved, &parts, &host, client, &key, &obj);
-                    return Ok(self.hit(&obj, &parts, now, ctx));
+                    self.revalidate_in_background(&service, &resolved, &head, &key, obj);
+                    return Ok(self.hit(obj, &head, now, ctx));
                 }
                 Decision::Revalidate => {
-                    if req_cc.only_if_cached {
-                        return Err(ProxyError::OnlyIfCached);
-                    }
                     let by_request =
                         req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some();
                     ctx.status.fwd = Some(if by_request && obj.policy.is_fresh(now) {
@@ -245,134 +293,346 @@ impl Proxy {
                     } else {
                         Fwd::Stale
                     });
-                    return self
-                        .validate(service, &resolved, &parts, &host, client, &key, obj, ctx)
-                        .await;
                 }
             }
         }
         if req_cc.only_if_cached {
             return Err(ProxyError::OnlyIfCached);
         }
-        let fetched = self
-            .fetch(service, &resolved, &parts, &host, client, &key, None, ctx)
-            .await?;
-        Ok(self.respond_fetched(fetched, &parts, ctx))
+        self.through_cache(service, resolved, head, key, req_cc, stored, ctx)
+            .await
     }
 
     fn hit(
         &self,
         obj: &Arc<StoredObject>,
-        parts: &Parts,
+        head: &Head,
         now: SystemTime,
         ctx: &mut Ctx,
     ) -> Response<ProxyBody> {
         ctx.status.hit = true;
         ctx.status.fwd = None;
         ctx.status.ttl = Some(obj.policy.ttl(now));
-        respond::from_object(obj, None, &parts.method, &parts.headers, now)
+        respond::from_object(obj, None, &head.method, &head.headers, now)
     }
 
-    /// Validates a stale object upstream; serves it refreshed, replaced, or (on upstream
-    /// failure within stale-if-error) as it is.
+    /// Gets the object from upstream through the coalescer: leads a fill or follows one.
     #[allow(clippy::too_many_arguments)]
-    async fn validate(
+    async fn through_cache(
+        self: Arc<Self>,
+        service: Arc<Service>,
+        resolved: Resolved,
+        head: Head,
+        key: CacheKey,
+        req_cc: RequestCacheControl,
+        stored: Option<Arc<StoredObject>>,
+        ctx: &mut Ctx,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if self
+            .hit_for_pass
+            .get(&key)
+            .is_some_and(|until| until > Instant::now())
+        {
+            ctx.status.detail = Some("hit-for-pass".into());
+            return self
+                .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
+                .await;
+        }
+        for attempt in 0..MAX_JOIN_ATTEMPTS {
+            let usable = || {
+                let set = self.storage.lookup(&key)?;
+                let obj = set.select(&head.headers)?;
+                matches!(
+                    obj.policy.evaluate(&req_cc, SystemTime::now(), None),
+                    Decision::Fresh | Decision::StaleAccepted
+                )
+                .then(|| Arc::clone(obj))
+            };
+            let (inflight, leader) = match self.coalescer.join(&key, &head.headers, usable) {
+                Join::Found(obj) => return Ok(self.hit(&obj, &head, SystemTime::now(), ctx)),
+                Join::Leader(inflight) => {
+                    self.spawn_fill(&inflight, &service, &resolved, &head, &key, stored.clone());
+                    (inflight, true)
+                }
+                Join::Follower(inflight) => {
+                    ctx.status.collapsed = true;
+                    (inflight, false)
+                }
+            };
+            let Some(outcome) = inflight.wait(service.lock_timeout).await else {
+                ctx.status.detail = Some("lock-timeout".into());
+                return self
+                    .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
+                    .await;
+            };
+            let now = SystemTime::now();
+            match &*outcome {
+                Outcome::Object {
+                    object,
+                    first_headers,
+                    meta,
+                } => {
+                    if !object.variant.matches(&head.headers) {
+                        // Filled for another variant: look again.
+                        continue;
+                    }
+                    ctx.absorb(meta);
+                    ctx.status.ttl = Some(object.policy.ttl(now));
+                    let headers = leader.then(|| first_headers.clone());
+                    return Ok(respond::from_object(
+                        object,
+                        headers,
+                        &head.method,
+                        &head.headers,
+                        now,
+                    ));
+                }
+                Outcome::Pass { response, meta } => {
+                    ctx.absorb(meta);
+                    if let Some(stale) =
+                        self.stale_for_error(&service, stored.as_ref(), meta.fwd_status, &head, ctx)
+                    {
+                        return Ok(stale);
+                    }
+                    let taken = if leader {
+                        response.lock().unwrap_or_else(|e| e.into_inner()).take()
+                    } else {
+                        None
+                    };
+                    return match taken {
+                        Some(resp) => Ok(self.respond_pass(resp, &head)),
+                        None => {
+                            self.fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
+                                .await
+                        }
+                    };
+                }
+                Outcome::Failed(err) => {
+                    if let Some(stale) =
+                        self.stale_for_error(&service, stored.as_ref(), None, &head, ctx)
+                    {
+                        ctx.status.detail = Some(format!("stale-if-error: {}", err.detail()));
+                        return Ok(stale);
+                    }
+                    // The leader reports; a follower tries once more, leading if it is first.
+                    if leader || attempt + 1 == MAX_JOIN_ATTEMPTS {
+                        return Err(err.clone());
+                    }
+                }
+            }
+        }
+        self.fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
+            .await
+    }
+
+    /// Starts the task that performs a registered fill.
+    fn spawn_fill(
+        self: &Arc<Self>,
+        inflight: &Arc<Inflight>,
+        service: &Arc<Service>,
+        resolved: &Resolved,
+        head: &Head,
+        key: &CacheKey,
+        stored: Option<Arc<StoredObject>>,
+    ) {
+        let (this, inflight, service, resolved, head, key) = (
+            Arc::clone(self),
+            Arc::clone(inflight),
+            Arc::clone(service),
+            resolved.clone(),
+            head.clone(),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            let _guard = FillGuard {
+                coalescer: &this.coalescer,
+                key: &key,
+                inflight: &inflight,
+            };
+            match this
+                .fetch(&service, &resolved, &head, &key, stored.as_ref())
+                .await
+            {
+                Ok(Fetched::Refreshed(object, meta)) => {
+                    let first_headers = object.headers.clone();
+                    inflight.publish(Outcome::Object {
+                        object,
+                        first_headers,
+                        meta,
+                    });
+                }
+                Ok(Fetched::Storable {
+                    object,
+                    first_headers,
+                    mut fill,
+                    body,
+                    meta,
+                }) => {
+                    inflight.publish(Outcome::Object {
+                        object,
+                        first_headers,
+                        meta,
+                    });
+                    // Late arrivals keep joining this fill until its object is stored; the
+                    // guard leaves the table after that. A body that outgrows the object
+                    // size limit is no longer kept from the start, so it leaves at once.
+                    let (this2, key2, inflight2, hfp) = (
+                        Arc::clone(&this),
+                        key.clone(),
+                        Arc::clone(&inflight),
+                        service.hit_for_pass,
+                    );
+                    fill.on_too_large = Some(Box::new(move || {
+                        this2.coalescer.leave(&key2, &inflight2);
+                        this2.hit_for_pass.insert(key2, Instant::now() + hfp);
+                    }));
+                    fill.run(body).await;
+                }
+                Ok(Fetched::Pass(resp, meta)) => {
+                    if !resp.status().is_server_error() {
+                        this.hit_for_pass
+                            .insert(key.clone(), Instant::now() + service.hit_for_pass);
+                    }
+                    inflight.publish(Outcome::Pass {
+                        response: std::sync::Mutex::new(Some(resp)),
+                        meta,
+                    });
+                }
+                Err(e) => inflight.publish(Outcome::Failed(e)),
+            }
+        });
+    }
+
+    /// An uncoalesced fetch (hit-for-pass, lock timeout, follower of an uncacheable fill).
+    /// A storable answer is still stored.
+    async fn fetch_alone(
         &self,
         service: &Service,
         resolved: &Resolved,
-        parts: &Parts,
-        host: &str,
-        client: SocketAddr,
+        head: &Head,
         key: &CacheKey,
-        obj: Arc<StoredObject>,
+        stored: Option<&Arc<StoredObject>>,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let result = self
-            .fetch(service, resolved, parts, host, client, key, Some(&obj), ctx)
-            .await;
         let now = SystemTime::now();
-        let upstream_failed = match &result {
-            Err(ProxyError::Upstream(e)) => Some(e.to_string()),
-            Ok(Fetched::Pass(resp)) if resp.status().is_server_error() => {
-                Some(format!("upstream-{}", resp.status().as_u16()))
-            }
-            _ => None,
-        };
-        if let Some(why) = upstream_failed {
-            if obj.policy.stale_if_error(now, service.stale_if_error) {
-                ctx.status.detail = Some(format!("stale-if-error: {why}"));
-                ctx.status.ttl = Some(obj.policy.ttl(now));
-                ctx.status.stored = false;
-                return Ok(respond::from_object(
-                    &obj,
-                    None,
-                    &parts.method,
-                    &parts.headers,
-                    now,
-                ));
-            }
-        }
-        Ok(self.respond_fetched(result?, parts, ctx))
-    }
-
-    fn respond_fetched(
-        &self,
-        fetched: Fetched,
-        parts: &Parts,
-        ctx: &mut Ctx,
-    ) -> Response<ProxyBody> {
-        let now = SystemTime::now();
-        match fetched {
-            Fetched::Refreshed(obj) => {
-                ctx.status.ttl = Some(obj.policy.ttl(now));
-                respond::from_object(&obj, None, &parts.method, &parts.headers, now)
-            }
-            Fetched::Filling { object, headers } => {
+        match self.fetch(service, resolved, head, key, stored).await {
+            Ok(Fetched::Refreshed(object, meta)) => {
+                ctx.absorb(&meta);
                 ctx.status.ttl = Some(object.policy.ttl(now));
-                respond::from_object(&object, Some(headers), &parts.method, &parts.headers, now)
+                Ok(respond::from_object(
+                    &object,
+                    None,
+                    &head.method,
+                    &head.headers,
+                    now,
+                ))
             }
-            Fetched::Pass(resp) => {
-                let (mut head, body) = resp.into_parts();
-                forward::clean_upstream_headers(&mut head.headers);
-                let body = if parts.method == Method::HEAD {
-                    ProxyBody::Empty
-                } else {
-                    ProxyBody::Upstream(IdleTimeout::new(body, self.timeouts.idle))
-                };
-                Response::from_parts(head, body)
+            Ok(Fetched::Storable {
+                object,
+                first_headers,
+                fill,
+                body,
+                meta,
+            }) => {
+                ctx.absorb(&meta);
+                ctx.status.ttl = Some(object.policy.ttl(now));
+                self.hit_for_pass.invalidate(key);
+                tokio::spawn(fill.run(body));
+                Ok(respond::from_object(
+                    &object,
+                    Some(first_headers),
+                    &head.method,
+                    &head.headers,
+                    now,
+                ))
+            }
+            Ok(Fetched::Pass(resp, meta)) => {
+                ctx.absorb(&meta);
+                if let Some(stale) =
+                    self.stale_for_error(service, stored, meta.fwd_status, head, ctx)
+                {
+                    return Ok(stale);
+                }
+                Ok(self.respond_pass(resp, head))
+            }
+            Err(e) => {
+                if let Some(stale) = self.stale_for_error(service, stored, None, head, ctx) {
+                    ctx.status.detail = Some(format!("stale-if-error: {}", e.detail()));
+                    return Ok(stale);
+                }
+                Err(e)
             }
         }
     }
 
-    /// Fetches an object for the cache. With `stored`, the request is conditional on its
-    /// validators and a matching 304 refreshes it.
-    #[allow(clippy::too_many_arguments)]
+    /// Serves the stale copy in place of an upstream failure (an error, or a 5xx answer)
+    /// when stale-if-error or the service's grace allows it (RFC 5861 §4).
+    fn stale_for_error(
+        &self,
+        service: &Service,
+        stored: Option<&Arc<StoredObject>>,
+        fwd_status: Option<u16>,
+        head: &Head,
+        ctx: &mut Ctx,
+    ) -> Option<Response<ProxyBody>> {
+        let obj = stored?;
+        if fwd_status.is_some_and(|s| s < 500) {
+            return None;
+        }
+        let now = SystemTime::now();
+        if !obj.policy.stale_if_error(now, service.stale_if_error) {
+            return None;
+        }
+        ctx.status.detail = Some(match fwd_status {
+            Some(s) => format!("stale-if-error: upstream-{s}"),
+            None => "stale-if-error".into(),
+        });
+        ctx.status.ttl = Some(obj.policy.ttl(now));
+        ctx.status.stored = false;
+        Some(respond::from_object(
+            obj,
+            None,
+            &head.method,
+            &head.headers,
+            now,
+        ))
+    }
+
+    fn respond_pass(&self, resp: Response<Incoming>, head: &Head) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        forward::clean_upstream_headers(&mut parts.headers);
+        let body = if head.method == Method::HEAD {
+            ProxyBody::Empty
+        } else {
+            ProxyBody::Upstream(IdleTimeout::new(body, self.timeouts.idle))
+        };
+        Response::from_parts(parts, body)
+    }
+
+    /// One upstream exchange for the cache. With `stored`, the request is conditional on
+    /// its validators and a matching 304 refreshes it.
     async fn fetch(
         &self,
         service: &Service,
         resolved: &Resolved,
-        parts: &Parts,
-        host: &str,
-        client: SocketAddr,
+        head: &Head,
         key: &CacheKey,
         stored: Option<&Arc<StoredObject>>,
-        ctx: &mut Ctx,
     ) -> Result<Fetched, ProxyError> {
         let validators = stored
             .map(|o| validation_headers(&o.headers))
             .unwrap_or_default();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let request_time = SystemTime::now();
         // A HEAD miss is fetched as GET so the object can be stored (as nginx and Varnish do).
         let (resp, origin) = self
             .send_to_origins(service, |origin| {
                 forward::upstream_request(
                     Method::GET,
-                    path_and_query,
-                    &parts.headers,
-                    host,
+                    head.path_and_query(),
+                    &head.headers,
+                    &head.host,
                     service.origin_host.as_deref(),
-                    client,
+                    head.client,
                     &self.node,
                     origin,
                     Purpose::Fill {
@@ -382,13 +642,16 @@ impl Proxy {
                 )
             })
             .await?;
-        ctx.upstream = Some(origin);
         let response_time = SystemTime::now();
         let times = ResponseTimes {
             request_time,
             response_time,
         };
-        ctx.status.fwd_status = Some(resp.status().as_u16());
+        let mut meta = FetchMeta {
+            fwd_status: Some(resp.status().as_u16()),
+            upstream: Some(origin),
+            ..FetchMeta::default()
+        };
 
         if resp.status() == StatusCode::NOT_MODIFIED {
             if let Some(old) = stored.filter(|o| not_modified_selects(&o.headers, resp.headers())) {
@@ -396,66 +659,67 @@ impl Proxy {
                 let mut fresh = resp.headers().clone();
                 forward::clean_upstream_headers(&mut fresh);
                 refresh_headers(&mut headers, &fresh);
-                match CachePolicy::for_response(
-                    &Method::GET,
-                    &parts.headers,
-                    old.status,
-                    &headers,
-                    times,
-                    &resolved.policy,
-                ) {
-                    Ok(policy) => {
-                        let refreshed = Arc::new(old.refreshed(headers, policy, response_time));
-                        self.storage.replace(key, old, Arc::clone(&refreshed));
-                        ctx.status.stored = true;
-                        return Ok(Fetched::Refreshed(refreshed));
-                    }
-                    Err(reason) => {
-                        // Still valid for this request, but no longer storable.
-                        self.storage.remove(key);
-                        ctx.status.detail = Some(reason.detail().into());
-                        let once =
-                            Arc::new(old.refreshed(headers, old.policy.clone(), response_time));
-                        return Ok(Fetched::Refreshed(once));
-                    }
-                }
+                return Ok(
+                    match CachePolicy::for_response(
+                        &Method::GET,
+                        &head.headers,
+                        old.status,
+                        &headers,
+                        times,
+                        &resolved.policy,
+                    ) {
+                        Ok(policy) => {
+                            let refreshed = Arc::new(old.refreshed(headers, policy, response_time));
+                            self.storage.replace(key, old, Arc::clone(&refreshed));
+                            meta.stored = true;
+                            Fetched::Refreshed(refreshed, meta)
+                        }
+                        Err(reason) => {
+                            // Still valid for this request, but no longer storable.
+                            self.storage.remove(key);
+                            meta.detail = Some(reason.detail().into());
+                            Fetched::Refreshed(
+                                Arc::new(old.refreshed(headers, old.policy.clone(), response_time)),
+                                meta,
+                            )
+                        }
+                    },
+                );
             }
             // A 304 for something we do not hold: nothing to refresh; pass it on.
-            return Ok(Fetched::Pass(resp));
+            return Ok(Fetched::Pass(resp, meta));
         }
 
-        let (mut head, body) = resp.into_parts();
-        forward::clean_upstream_headers(&mut head.headers);
-        let policy = CachePolicy::for_response(
-            &Method::GET,
-            &parts.headers,
-            head.status,
-            &head.headers,
-            times,
-            &resolved.policy,
-        );
-        let declared_len = head
+        let (mut parts, body) = resp.into_parts();
+        forward::clean_upstream_headers(&mut parts.headers);
+        let declared_len = parts
             .headers
-            .get(http::header::CONTENT_LENGTH)
+            .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let policy = match policy {
+        let policy = match CachePolicy::for_response(
+            &Method::GET,
+            &head.headers,
+            parts.status,
+            &parts.headers,
+            times,
+            &resolved.policy,
+        ) {
             Ok(_) if declared_len.is_some_and(|l| l > self.max_object_size) => Err("too-large"),
             Ok(p) => Ok(p),
             Err(reason) => Err(reason.detail()),
         };
         match policy {
             Ok(policy) => {
-                let mut stored_headers = head.headers.clone();
+                let mut stored_headers = parts.headers.clone();
                 for name in &policy.private_fields {
                     stored_headers.remove(name);
                 }
-                let vary = vary_of(&head.headers);
                 let object = Arc::new(StoredObject {
-                    status: head.status,
+                    status: parts.status,
                     headers: stored_headers,
                     policy,
-                    variant: VariantKey::for_request(&vary, &parts.headers),
+                    variant: VariantKey::for_request(&vary_of(&parts.headers), &head.headers),
                     body: ChunkedBody::new(),
                     stored_at: response_time,
                 });
@@ -465,21 +729,24 @@ impl Proxy {
                     storage: Arc::clone(&self.storage),
                     max_object_size: self.max_object_size,
                     idle: self.timeouts.idle,
+                    on_too_large: None,
                 };
-                tokio::spawn(fill.run(body));
-                ctx.status.stored = true;
-                Ok(Fetched::Filling {
+                meta.stored = true;
+                Ok(Fetched::Storable {
                     object,
-                    headers: head.headers,
+                    first_headers: parts.headers,
+                    fill,
+                    body,
+                    meta,
                 })
             }
             Err(detail) => {
-                ctx.status.detail = Some(detail.to_string());
-                if stored.is_some() && head.status.is_success() {
+                meta.detail = Some(detail.to_string());
+                if stored.is_some() && parts.status.is_success() {
                     // The object changed into something we may not keep: drop the old copy.
                     self.storage.remove(key);
                 }
-                Ok(Fetched::Pass(Response::from_parts(head, body)))
+                Ok(Fetched::Pass(Response::from_parts(parts, body), meta))
             }
         }
     }
@@ -517,32 +784,24 @@ impl Proxy {
 
     /// Forwards a request the cache does not handle. A successful unsafe method invalidates
     /// the target URI and same-host `Location`/`Content-Location` (RFC 9111 §4.4).
-    #[allow(clippy::too_many_arguments)]
     async fn pass(
         &self,
         service: &Service,
-        parts: Parts,
+        head: &Head,
         body: UpstreamBody,
-        host: &str,
-        client: SocketAddr,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
         let origin = service
             .origins
             .first()
             .ok_or(ProxyError::Upstream(UpstreamError::ConnectFailed))?;
         let req = forward::upstream_request(
-            parts.method.clone(),
-            &path_and_query,
-            &parts.headers,
-            host,
+            head.method.clone(),
+            head.path_and_query(),
+            &head.headers,
+            &head.host,
             service.origin_host.as_deref(),
-            client,
+            head.client,
             &self.node,
             origin,
             Purpose::Pass,
@@ -563,25 +822,25 @@ impl Proxy {
         ctx.upstream = Some(origin.authority.to_string());
         ctx.status.fwd_status = Some(resp.status().as_u16());
         let unsafe_method = !matches!(
-            parts.method,
+            head.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
         if unsafe_method && (resp.status().is_success() || resp.status().is_redirection()) {
-            self.invalidate_uri(service, host, &parts.uri);
+            self.invalidate_uri(service, &head.host, &head.uri);
             for name in [LOCATION, CONTENT_LOCATION] {
                 if let Some(target) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
                     if let Ok(uri) = target.parse::<Uri>() {
                         // Only same-origin targets (§4.4): relative, or our host.
                         if uri.host().is_none_or(|h| {
-                            h.eq_ignore_ascii_case(crate::service::strip_port(host))
+                            h.eq_ignore_ascii_case(crate::service::strip_port(&head.host))
                         }) {
-                            self.invalidate_uri(service, host, &uri);
+                            self.invalidate_uri(service, &head.host, &uri);
                         }
                     }
                 }
             }
         }
-        Ok(self.respond_fetched(Fetched::Pass(resp), &parts, ctx))
+        Ok(self.respond_pass(resp, head))
     }
 
     fn invalidate_uri(&self, service: &Service, host: &str, uri: &Uri) {
@@ -590,70 +849,28 @@ impl Proxy {
         self.storage.remove(&key);
     }
 
-    /// One background revalidation per object for stale-while-revalidate.
-    #[allow(clippy::too_many_arguments)]
-    fn spawn_revalidation(
+    /// stale-while-revalidate: one background revalidation per object. It goes through
+    /// the coalescer, so it also serves as the fill for requests that must wait.
+    fn revalidate_in_background(
         self: &Arc<Self>,
-        service: &Service,
+        service: &Arc<Service>,
         resolved: &Resolved,
-        parts: &Parts,
-        host: &str,
-        client: SocketAddr,
+        head: &Head,
         key: &CacheKey,
         obj: &Arc<StoredObject>,
     ) {
-        let id = key.hash64() ^ (Arc::as_ptr(obj) as usize as u64);
-        {
-            let mut inflight = self.revalidating.lock().unwrap_or_else(|e| e.into_inner());
-            if !inflight.insert(id) {
-                return;
-            }
+        let mut head = head.clone();
+        head.method = Method::GET;
+        if let Join::Leader(inflight) = self.coalescer.join(key, &head.headers, || None) {
+            self.spawn_fill(
+                &inflight,
+                service,
+                resolved,
+                &head,
+                key,
+                Some(Arc::clone(obj)),
+            );
         }
-        let this = Arc::clone(self);
-        let service_name = service.name.clone();
-        let resolved = resolved.clone();
-        let mut req = Request::new(());
-        *req.method_mut() = Method::GET;
-        *req.uri_mut() = parts.uri.clone();
-        *req.headers_mut() = parts.headers.clone();
-        let (parts, ()) = req.into_parts();
-        let host = host.to_string();
-        let key = key.clone();
-        let obj = Arc::clone(obj);
-        tokio::spawn(async move {
-            if let Some(service) = this
-                .services
-                .for_host(&host)
-                .filter(|s| s.name == service_name)
-            {
-                let mut ctx = Ctx {
-                    status: CacheStatus::new(&this.node),
-                    upstream: None,
-                };
-                let fetched = this
-                    .fetch(
-                        service,
-                        &resolved,
-                        &parts,
-                        &host,
-                        client,
-                        &key,
-                        Some(&obj),
-                        &mut ctx,
-                    )
-                    .await;
-                if let Ok(Fetched::Filling { object, .. }) = fetched {
-                    // Stay registered until the new copy is stored, so requests arriving
-                    // meanwhile do not launch a second revalidation.
-                    let mut reader = object.body.reader(0, None);
-                    while let Some(Ok(_)) = reader.next().await {}
-                }
-            }
-            this.revalidating
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-        });
     }
 }
 

@@ -1,5 +1,6 @@
 //! Services: which configuration applies to a request (by `Host`), and which path rule.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strata_http_cache::freshness::HeuristicConfig;
@@ -16,6 +17,8 @@ pub struct Service {
     pub origin_host: Option<String>,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
+    pub lock_timeout: Duration,
+    pub hit_for_pass: Duration,
     base_key: KeyRules,
     base_policy: PolicyConfig,
     rules: Vec<RuleConfig>,
@@ -42,6 +45,8 @@ impl Service {
             origin_host: c.origin_host.clone(),
             stale_while_revalidate: c.stale_while_revalidate.map(|s| s.0),
             stale_if_error: c.stale_if_error.map(|s| s.0),
+            lock_timeout: c.lock_timeout.0,
+            hit_for_pass: c.hit_for_pass.0,
             base_key: KeyRules {
                 strip_query: c.strip_query.clone(),
                 ignore_query: false,
@@ -52,6 +57,7 @@ impl Service {
                 negative_ttl_5xx: c.negative_ttl_5xx.map(|s| s.0),
                 ttl_override: None,
                 cache_set_cookie: c.cache_set_cookie,
+                micro_cache: None,
             },
             rules: c.rules.clone(),
         })
@@ -68,6 +74,7 @@ impl Service {
                 .extend(rule.strip_query.iter().cloned());
             key_rules.ignore_query = rule.ignore_query;
             policy.ttl_override = rule.ttl.map(|s| s.0);
+            policy.micro_cache = rule.micro_cache.map(|s| s.0);
             bypass = rule.bypass;
         }
         Resolved {
@@ -84,7 +91,7 @@ pub struct Services {
     exact: Vec<(String, usize)>,
     wildcard: Vec<(String, usize)>,
     any: Option<usize>,
-    services: Vec<Service>,
+    services: Vec<Arc<Service>>,
 }
 
 impl Services {
@@ -100,7 +107,8 @@ impl Services {
             services: Vec::new(),
         };
         for (i, s) in config.services.iter().enumerate() {
-            out.services.push(Service::from_config(s, heuristic)?);
+            out.services
+                .push(Arc::new(Service::from_config(s, heuristic)?));
             for host in &s.hosts {
                 let host = host.to_ascii_lowercase();
                 if host == "*" {
@@ -118,7 +126,7 @@ impl Services {
     }
 
     /// The service for a `Host` (port ignored).
-    pub fn for_host(&self, host: &str) -> Option<&Service> {
+    pub fn for_host(&self, host: &str) -> Option<&Arc<Service>> {
         let name = strip_port(host).to_ascii_lowercase();
         let name = name.trim_end_matches('.');
         let idx = self

@@ -264,12 +264,47 @@ pub struct ServiceConfig {
     /// Serve stale this long past expiry when upstream fails (RFC 5861 default).
     #[serde(default)]
     pub stale_if_error: Option<Seconds>,
+    /// Longest a request waits for another request's fill of the same object before
+    /// going upstream on its own.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Seconds,
+    /// How long a key that answered uncacheable skips coalescing (hit-for-pass).
+    #[serde(default = "default_hit_for_pass")]
+    pub hit_for_pass: Seconds,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
 }
 
+fn default_lock_timeout() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+fn default_hit_for_pass() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+impl ServiceConfig {
+    /// A service with defaults for everything but its name, hosts and origins.
+    pub fn new(name: &str, hosts: Vec<String>, origins: Vec<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            hosts,
+            origins,
+            origin_host: None,
+            strip_query: Vec::new(),
+            negative_ttl: None,
+            negative_ttl_5xx: None,
+            cache_set_cookie: false,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            lock_timeout: default_lock_timeout(),
+            hit_for_pass: default_hit_for_pass(),
+            rules: Vec::new(),
+        }
+    }
+}
+
 /// A per-path rule. The first rule whose prefix matches the path applies.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Path prefix (`/api/`).
@@ -286,6 +321,21 @@ pub struct RuleConfig {
     /// Never use the cache for these paths.
     #[serde(default)]
     pub bypass: bool,
+    /// Micro-caching: store 200 answers that would otherwise not be stored (`no-store`,
+    /// `private`, `max-age=0`, no freshness) for this long, for flash crowds on dynamic
+    /// endpoints. Answers that set cookies are still never stored.
+    #[serde(default)]
+    pub micro_cache: Option<Seconds>,
+}
+
+impl RuleConfig {
+    /// A rule for a path prefix with every option off.
+    pub fn prefix(path: &str) -> Self {
+        Self {
+            path: path.to_string(),
+            ..Self::default()
+        }
+    }
 }
 
 // === impl NodeConfig ===
@@ -331,19 +381,11 @@ impl NodeConfig {
             cache: CacheSection::default(),
             limits: LimitsSection::default(),
             log: LogSection::default(),
-            services: vec![ServiceConfig {
-                name: "default".into(),
-                hosts: vec!["*".into()],
-                origins: vec![origin.to_string()],
-                origin_host: None,
-                strip_query: Vec::new(),
-                negative_ttl: None,
-                negative_ttl_5xx: None,
-                cache_set_cookie: false,
-                stale_while_revalidate: None,
-                stale_if_error: None,
-                rules: Vec::new(),
-            }],
+            services: vec![ServiceConfig::new(
+                "default",
+                vec!["*".into()],
+                vec![origin.to_string()],
+            )],
         }
     }
 

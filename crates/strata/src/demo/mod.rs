@@ -39,11 +39,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     service.strip_query = vec!["utm_*".into()];
     service.negative_ttl = Some(Seconds(std::time::Duration::from_secs(10)));
     service.rules.push(RuleConfig {
-        path: "/api/nocache".into(),
-        ttl: None,
-        strip_query: Vec::new(),
-        ignore_query: false,
         bypass: true,
+        ..RuleConfig::prefix("/api/nocache")
+    });
+    service.rules.push(RuleConfig {
+        micro_cache: Some(Seconds(std::time::Duration::from_secs(1))),
+        ..RuleConfig::prefix("/api/live")
     });
     let node = Node::start(&config).await?;
     let edge = node.http_addrs[0];

@@ -1,0 +1,241 @@
+//! Request coalescing: concurrent misses for one object make one upstream request.
+//!
+//! The first request for a key becomes the *leader*: it registers an [`Inflight`] fill and
+//! a task (not the client's) fetches from upstream. Later requests for the key *follow*:
+//! they wait for the fill's outcome, then read the same chunks as they arrive
+//! (read-while-write, see `strata_storage::ChunkedBody`). The fill stays registered until
+//! its body is stored, so late arrivals attach to it instead of starting another.
+//!
+//! Outcomes release followers in every case, so no request waits on a fill that cannot
+//! serve it:
+//! - an object (new, or refreshed by a 304) whose `Vary` selection matches: served;
+//! - an object for another variant: the follower looks again (and may lead its own fill);
+//! - not cacheable: the leader takes the response, followers go upstream on their own, and
+//!   the key is remembered as *hit-for-pass* for a while so later requests do not queue;
+//! - failed: followers try once more (one of them leads), or serve stale within
+//!   stale-if-error, or answer 502/504 with the reason.
+//!
+//! Waiting is bounded by the service's lock timeout; past it a follower goes upstream alone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, Response};
+use hyper::body::Incoming;
+use strata_http_cache::CacheKey;
+use strata_storage::StoredObject;
+use tokio::sync::watch;
+
+use crate::error::ProxyError;
+
+/// Facts about the upstream exchange, for every waiter's `Cache-Status` and log.
+#[derive(Debug, Clone, Default)]
+pub struct FetchMeta {
+    pub fwd_status: Option<u16>,
+    pub upstream: Option<String>,
+    pub stored: bool,
+    pub detail: Option<String>,
+}
+
+/// How a fill ended (as far as waiters are concerned).
+pub enum Outcome {
+    /// A cacheable object; its body may still be arriving. `first_headers` are the
+    /// upstream fields as received, shown to the leader only (they may include fields the
+    /// cache must not keep, such as `private="…"` ones).
+    Object {
+        object: Arc<StoredObject>,
+        first_headers: HeaderMap,
+        meta: FetchMeta,
+    },
+    /// Not cacheable. The leader takes the response; followers fetch on their own.
+    Pass {
+        response: Mutex<Option<Response<Incoming>>>,
+        meta: FetchMeta,
+    },
+    Failed(ProxyError),
+}
+
+/// One registered fill.
+pub struct Inflight {
+    outcome: watch::Sender<Option<Arc<Outcome>>>,
+}
+
+impl Inflight {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            outcome: watch::Sender::new(None),
+        })
+    }
+
+    fn current(&self) -> Option<Arc<Outcome>> {
+        self.outcome.borrow().clone()
+    }
+
+    pub fn publish(&self, outcome: Outcome) {
+        self.outcome.send_replace(Some(Arc::new(outcome)));
+    }
+
+    /// Waits for the outcome, up to `timeout`. `None` on timeout.
+    pub async fn wait(&self, timeout: Duration) -> Option<Arc<Outcome>> {
+        let mut rx = self.outcome.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|o| o.is_some())).await;
+        match waited {
+            Ok(Ok(o)) => o.clone(),
+            // The sender lives in `self`, so it cannot close while we borrow it.
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+}
+
+/// What joining a key's fills gave.
+pub enum Join {
+    /// An object became usable in the cache meanwhile.
+    Found(Arc<StoredObject>),
+    /// Lead a new fill: start it, then wait on it like everyone else.
+    Leader(Arc<Inflight>),
+    /// Wait on an existing fill.
+    Follower(Arc<Inflight>),
+}
+
+/// The table of fills in progress, by primary key.
+#[derive(Default)]
+pub struct Coalescer {
+    fills: Mutex<HashMap<CacheKey, Vec<Arc<Inflight>>>>,
+}
+
+// === impl Coalescer ===
+
+impl Coalescer {
+    /// Joins a fill for `key` that can serve a request with these headers, or registers a
+    /// new one. `usable` looks in the cache again under the table lock: a fill stores its
+    /// object before it leaves the table, so a request never misses both.
+    pub fn join(
+        &self,
+        key: &CacheKey,
+        request: &HeaderMap,
+        usable: impl FnOnce() -> Option<Arc<StoredObject>>,
+    ) -> Join {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = fills.get(key) {
+            for inflight in list {
+                match inflight.current().as_deref() {
+                    // Pending: its variant is not known yet; wait and see.
+                    None => return Join::Follower(Arc::clone(inflight)),
+                    Some(Outcome::Object { object, .. }) if object.variant.matches(request) => {
+                        return Join::Follower(Arc::clone(inflight))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Some(object) = usable() {
+            return Join::Found(object);
+        }
+        let inflight = Inflight::new();
+        fills
+            .entry(key.clone())
+            .or_default()
+            .push(Arc::clone(&inflight));
+        Join::Leader(inflight)
+    }
+
+    /// Unregisters a fill (after its object is stored, or it ended otherwise).
+    pub fn leave(&self, key: &CacheKey, inflight: &Arc<Inflight>) {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = fills.get_mut(key) {
+            list.retain(|i| !Arc::ptr_eq(i, inflight));
+            if list.is_empty() {
+                fills.remove(key);
+            }
+        }
+    }
+
+    /// Fills in progress (for metrics and tests).
+    pub fn in_progress(&self) -> usize {
+        self.fills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+}
+
+/// Makes sure a fill's waiters are released and the table entry removed even if the fill
+/// task ends early (panic, cancelled runtime).
+pub struct FillGuard<'a> {
+    pub coalescer: &'a Coalescer,
+    pub key: &'a CacheKey,
+    pub inflight: &'a Arc<Inflight>,
+}
+
+impl Drop for FillGuard<'_> {
+    fn drop(&mut self) {
+        if self.inflight.current().is_none() {
+            self.inflight.publish(Outcome::Failed(ProxyError::Upstream(
+                crate::upstream::UpstreamError::Protocol,
+            )));
+        }
+        self.coalescer.leave(self.key, self.inflight);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_http_cache::KeyRules;
+
+    fn key() -> CacheKey {
+        CacheKey::new("http", "h", "/x", None, &KeyRules::default())
+    }
+
+    #[tokio::test]
+    async fn first_leads_and_others_follow_until_it_leaves() {
+        let c = Coalescer::default();
+        let h = HeaderMap::new();
+        let Join::Leader(lead) = c.join(&key(), &h, || None) else {
+            panic!("leader")
+        };
+        let Join::Follower(f) = c.join(&key(), &h, || None) else {
+            panic!("follower")
+        };
+        assert!(Arc::ptr_eq(&lead, &f));
+        lead.publish(Outcome::Failed(ProxyError::OnlyIfCached));
+        assert!(matches!(
+            f.wait(Duration::from_secs(1)).await.as_deref(),
+            Some(Outcome::Failed(_))
+        ));
+        c.leave(&key(), &lead);
+        assert_eq!(c.in_progress(), 0);
+        assert!(matches!(c.join(&key(), &h, || None), Join::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn wait_is_bounded() {
+        let c = Coalescer::default();
+        let Join::Leader(lead) = c.join(&key(), &HeaderMap::new(), || None) else {
+            panic!()
+        };
+        assert!(lead.wait(Duration::from_millis(10)).await.is_none());
+    }
+
+    #[test]
+    fn guard_releases_waiters_of_an_abandoned_fill() {
+        let c = Coalescer::default();
+        let k = key();
+        let Join::Leader(lead) = c.join(&k, &HeaderMap::new(), || None) else {
+            panic!()
+        };
+        drop(FillGuard {
+            coalescer: &c,
+            key: &k,
+            inflight: &lead,
+        });
+        assert!(matches!(
+            lead.current().as_deref(),
+            Some(Outcome::Failed(_))
+        ));
+        assert_eq!(c.in_progress(), 0);
+    }
+}
