@@ -97,7 +97,11 @@ async fn failover_to_second_origin_when_first_refuses() {
     drop(listener);
     let origin = TestOrigin::fixed(|| Reply::ok("from-second")).await;
     let edge = EdgeBuilder::new(&format!("http://{dead}"))
-        .config(|c| c.services[0].origins.push(origin.url()))
+        .config(|c| {
+            c.services[0]
+                .origins
+                .push(strata_proxy::config::OriginEntry::Url(origin.url()))
+        })
         .start()
         .await;
     assert_eq!(edge.get("/a").send().await.text(), "from-second");

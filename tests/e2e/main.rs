@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod coalescing;
 mod headers;
 mod limits;
 mod operations;

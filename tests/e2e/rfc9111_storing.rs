@@ -28,7 +28,7 @@ async fn rfc9111_5_2_2_5_no_store_response_is_not_stored() {
     let second = edge.get("/a").send().await;
     assert!(!second.is_hit());
     assert!(
-        second.cache_status().contains("detail=no-store"),
+        second.cache_status().contains("no-store"),
         "{}",
         second.cache_status()
     );
@@ -76,7 +76,7 @@ async fn rfc9111_3_5_authorization_response_not_stored_without_permission() {
         .send()
         .await;
     assert!(
-        second.cache_status().contains("detail=authorization"),
+        second.cache_status().contains("authorization"),
         "{}",
         second.cache_status()
     );
@@ -167,7 +167,7 @@ async fn set_cookie_response_is_not_stored_by_default() {
         edge_for(|| Reply::ok("x").cc("max-age=60").header("set-cookie", "s=1")).await;
     edge.get("/a").send().await;
     let second = edge.get("/a").send().await;
-    assert!(second.cache_status().contains("detail=set-cookie"));
+    assert!(second.cache_status().contains("set-cookie"));
     assert_eq!(origin.count(), 2);
 }
 
@@ -246,7 +246,7 @@ async fn rfc9111_4_1_vary_star_is_never_reused() {
     let (origin, edge) = edge_for(|| Reply::ok("x").cc("max-age=60").header("vary", "*")).await;
     edge.get("/a").send().await;
     let second = edge.get("/a").send().await;
-    assert!(second.cache_status().contains("detail=vary-star"));
+    assert!(second.cache_status().contains("vary-star"));
     assert_eq!(origin.count(), 2);
 }
 

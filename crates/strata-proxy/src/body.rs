@@ -87,19 +87,22 @@ impl Body for ProxyBody {
     }
 }
 
-/// Fails a body that stays silent longer than `idle`.
+/// Fails a body that stays silent longer than `idle`. Holds the origin's connection slot
+/// (if any) until the body is done or dropped.
 pub struct IdleTimeout<B> {
     pub(crate) inner: B,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<B> IdleTimeout<B> {
-    pub fn new(inner: B, idle: Duration) -> Self {
+    pub fn new(inner: B, idle: Duration, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
         Self {
             inner,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            _slot: slot,
         }
     }
 }

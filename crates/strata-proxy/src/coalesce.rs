@@ -25,7 +25,7 @@ use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use strata_http_cache::CacheKey;
 use strata_storage::StoredObject;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::ProxyError;
 
@@ -38,6 +38,9 @@ pub struct FetchMeta {
     pub detail: Option<String>,
 }
 
+/// An upstream response streamed through uncached, with its origin connection slot.
+pub type Passed = (Response<Incoming>, Option<OwnedSemaphorePermit>);
+
 /// How a fill ended (as far as waiters are concerned).
 pub enum Outcome {
     /// A cacheable object; its body may still be arriving. `first_headers` are the
@@ -48,9 +51,10 @@ pub enum Outcome {
         first_headers: HeaderMap,
         meta: FetchMeta,
     },
-    /// Not cacheable. The leader takes the response; followers fetch on their own.
+    /// Not cacheable. The leader takes the response (and the origin connection slot it
+    /// holds); followers fetch on their own.
     Pass {
-        response: Mutex<Option<Response<Incoming>>>,
+        response: Mutex<Option<Passed>>,
         meta: FetchMeta,
     },
     Failed(ProxyError),

@@ -26,12 +26,14 @@ pub struct Fill {
     pub idle: Duration,
     /// Called once if the body outgrows `max_object_size` and stops being kept.
     pub on_too_large: Option<Box<dyn FnOnce() + Send>>,
+    /// The origin connection slot, released when the fill ends.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Fill {
     pub async fn run(mut self, upstream: Incoming) {
         let body: &Arc<ChunkedBody> = &self.object.body;
-        let mut upstream = IdleTimeout::new(upstream, self.idle);
+        let mut upstream = IdleTimeout::new(upstream, self.idle, self.slot.take());
         let mut size: u64 = 0;
         let mut storing = true;
         while let Some(frame) = upstream.frame().await {

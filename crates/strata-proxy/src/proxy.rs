@@ -27,10 +27,11 @@ use strata_http_cache::policy::Decision;
 use strata_http_cache::vary::{vary_of, VariantKey};
 use strata_http_cache::{CacheKey, CachePolicy, CacheStatus, RequestCacheControl, ResponseTimes};
 use strata_storage::{ChunkedBody, Storage, StoredObject};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::{ClientBody, IdleTimeout, ProxyBody};
-use crate::coalesce::{Coalescer, FetchMeta, FillGuard, Inflight, Join, Outcome};
+use crate::coalesce::{Coalescer, FetchMeta, FillGuard, Inflight, Join, Outcome, Passed};
 use crate::config::NodeConfig;
 use crate::error::ProxyError;
 use crate::fill::Fill;
@@ -107,7 +108,15 @@ enum Fetched {
         meta: FetchMeta,
     },
     /// Not storable: stream it through.
-    Pass(Response<Incoming>, FetchMeta),
+    Pass(Passed, FetchMeta),
+}
+
+/// A response head from an origin, and the connection slot it occupies until its body is
+/// done.
+struct FromOrigin {
+    resp: Response<Incoming>,
+    origin: String,
+    slot: OwnedSemaphorePermit,
 }
 
 // === impl Proxy ===
@@ -143,6 +152,14 @@ impl Proxy {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.upstream
     }
 
     /// Fills in progress.
@@ -333,10 +350,14 @@ impl Proxy {
             .get(&key)
             .is_some_and(|until| until > Instant::now())
         {
-            ctx.status.detail = Some("hit-for-pass".into());
-            return self
+            let resp = self
                 .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
                 .await;
+            ctx.status.detail = Some(match ctx.status.detail.take() {
+                Some(why) => format!("hit-for-pass: {why}"),
+                None => "hit-for-pass".into(),
+            });
+            return resp;
         }
         for attempt in 0..MAX_JOIN_ATTEMPTS {
             let usable = || {
@@ -360,10 +381,11 @@ impl Proxy {
                 }
             };
             let Some(outcome) = inflight.wait(service.lock_timeout).await else {
-                ctx.status.detail = Some("lock-timeout".into());
-                return self
+                let resp = self
                     .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
                     .await;
+                ctx.status.detail = Some("lock-timeout".into());
+                return resp;
             };
             let now = SystemTime::now();
             match &*outcome {
@@ -489,7 +511,7 @@ impl Proxy {
                     fill.run(body).await;
                 }
                 Ok(Fetched::Pass(resp, meta)) => {
-                    if !resp.status().is_server_error() {
+                    if !resp.0.status().is_server_error() {
                         this.hit_for_pass
                             .insert(key.clone(), Instant::now() + service.hit_for_pass);
                     }
@@ -598,13 +620,13 @@ impl Proxy {
         ))
     }
 
-    fn respond_pass(&self, resp: Response<Incoming>, head: &Head) -> Response<ProxyBody> {
+    fn respond_pass(&self, (resp, slot): Passed, head: &Head) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();
         forward::clean_upstream_headers(&mut parts.headers);
         let body = if head.method == Method::HEAD {
             ProxyBody::Empty
         } else {
-            ProxyBody::Upstream(IdleTimeout::new(body, self.timeouts.idle))
+            ProxyBody::Upstream(IdleTimeout::new(body, self.timeouts.idle, slot))
         };
         Response::from_parts(parts, body)
     }
@@ -624,8 +646,8 @@ impl Proxy {
             .unwrap_or_default();
         let request_time = SystemTime::now();
         // A HEAD miss is fetched as GET so the object can be stored (as nginx and Varnish do).
-        let (resp, origin) = self
-            .send_to_origins(service, |origin| {
+        let FromOrigin { resp, origin, slot } = self
+            .send_to_origins(service, true, |origin| {
                 forward::upstream_request(
                     Method::GET,
                     head.path_and_query(),
@@ -687,7 +709,7 @@ impl Proxy {
                 );
             }
             // A 304 for something we do not hold: nothing to refresh; pass it on.
-            return Ok(Fetched::Pass(resp, meta));
+            return Ok(Fetched::Pass((resp, Some(slot)), meta));
         }
 
         let (mut parts, body) = resp.into_parts();
@@ -730,6 +752,7 @@ impl Proxy {
                     max_object_size: self.max_object_size,
                     idle: self.timeouts.idle,
                     on_too_large: None,
+                    slot: Some(slot),
                 };
                 meta.stored = true;
                 Ok(Fetched::Storable {
@@ -746,40 +769,76 @@ impl Proxy {
                     // The object changed into something we may not keep: drop the old copy.
                     self.storage.remove(key);
                 }
-                Ok(Fetched::Pass(Response::from_parts(parts, body), meta))
+                Ok(Fetched::Pass(
+                    (Response::from_parts(parts, body), Some(slot)),
+                    meta,
+                ))
             }
         }
     }
 
-    /// Tries the service's origins in order. Only connection failures move on to the next
-    /// origin: the request cannot have reached the first one.
+    /// Sends to the service's origins in their order for this request, skipping origins
+    /// whose breaker is open. With `failover` (idempotent fills), a connection failure,
+    /// timeout or 5xx moves on to the next origin; the last 5xx is answered if none does
+    /// better. Every outcome feeds the origin's breaker (passive health).
     async fn send_to_origins(
         &self,
         service: &Service,
+        failover: bool,
         build: impl Fn(&crate::upstream::Origin) -> Result<Request<UpstreamBody>, ProxyError>,
-    ) -> Result<(Response<Incoming>, String), ProxyError> {
-        let mut last = UpstreamError::ConnectFailed;
-        for origin in &service.origins {
+    ) -> Result<FromOrigin, ProxyError> {
+        let mut last = UpstreamError::Unavailable;
+        let mut server_error: Option<FromOrigin> = None;
+        for origin in service.origins.order() {
+            if !origin.allows(Instant::now()) {
+                continue;
+            }
+            let slot = match origin.acquire(self.timeouts.first_byte).await {
+                Ok(slot) => slot,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
             let started = Instant::now();
-            match self.upstream.send(build(origin)?, self.timeouts).await {
+            match self
+                .upstream
+                .send(build(&origin.origin)?, self.timeouts)
+                .await
+            {
+                Ok(resp) if resp.status().is_server_error() => {
+                    origin.failure(Instant::now());
+                    self.metrics
+                        .origin_request("server-error", Some(started.elapsed()));
+                    server_error = Some(FromOrigin {
+                        resp,
+                        origin: origin.name(),
+                        slot,
+                    });
+                    if !failover {
+                        break;
+                    }
+                }
                 Ok(resp) => {
+                    origin.success(Instant::now());
                     self.metrics.origin_request("ok", Some(started.elapsed()));
-                    return Ok((resp, origin.authority.to_string()));
+                    return Ok(FromOrigin {
+                        resp,
+                        origin: origin.name(),
+                        slot,
+                    });
                 }
                 Err(e) => {
+                    origin.failure(Instant::now());
                     self.metrics.origin_request(&e.to_string(), None);
-                    let retry = matches!(
-                        e,
-                        UpstreamError::ConnectFailed | UpstreamError::ConnectTimeout
-                    );
                     last = e;
-                    if !retry {
+                    if !failover {
                         break;
                     }
                 }
             }
         }
-        Err(ProxyError::Upstream(last))
+        server_error.ok_or(ProxyError::Upstream(last))
     }
 
     /// Forwards a request the cache does not handle. A successful unsafe method invalidates
@@ -791,35 +850,30 @@ impl Proxy {
         body: UpstreamBody,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let origin = service
-            .origins
-            .first()
-            .ok_or(ProxyError::Upstream(UpstreamError::ConnectFailed))?;
-        let req = forward::upstream_request(
-            head.method.clone(),
-            head.path_and_query(),
-            &head.headers,
-            &head.host,
-            service.origin_host.as_deref(),
-            head.client,
-            &self.node,
-            origin,
-            Purpose::Pass,
-            body,
-        )?;
-        let started = Instant::now();
-        // The body is consumed by this attempt, so a pass is never retried elsewhere.
-        let resp = match self.upstream.send(req, self.timeouts).await {
-            Ok(r) => {
-                self.metrics.origin_request("ok", Some(started.elapsed()));
-                r
-            }
-            Err(e) => {
-                self.metrics.origin_request(&e.to_string(), None);
-                return Err(ProxyError::Upstream(e));
-            }
-        };
-        ctx.upstream = Some(origin.authority.to_string());
+        // The body can be sent once, so a pass is never retried on another origin.
+        let body = std::sync::Mutex::new(Some(body));
+        let FromOrigin { resp, origin, slot } = self
+            .send_to_origins(service, false, |origin| {
+                let body = body
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or(ProxyError::Upstream(UpstreamError::Protocol))?;
+                forward::upstream_request(
+                    head.method.clone(),
+                    head.path_and_query(),
+                    &head.headers,
+                    &head.host,
+                    service.origin_host.as_deref(),
+                    head.client,
+                    &self.node,
+                    origin,
+                    Purpose::Pass,
+                    body,
+                )
+            })
+            .await?;
+        ctx.upstream = Some(origin);
         ctx.status.fwd_status = Some(resp.status().as_u16());
         let unsafe_method = !matches!(
             head.method,
@@ -840,7 +894,7 @@ impl Proxy {
                 }
             }
         }
-        Ok(self.respond_pass(resp, head))
+        Ok(self.respond_pass((resp, Some(slot)), head))
     }
 
     fn invalidate_uri(&self, service: &Service, host: &str, uri: &Uri) {

@@ -6,15 +6,20 @@ use std::time::Duration;
 use strata_http_cache::freshness::HeuristicConfig;
 use strata_http_cache::{KeyRules, PolicyConfig};
 
-use crate::config::{NodeConfig, RuleConfig, ServiceConfig};
+use crate::config::{HealthConfig, NodeConfig, OriginEntry, RuleConfig, ServiceConfig};
+use crate::upstream::breaker::BreakerConfig;
+use crate::upstream::health::Probe;
+use crate::upstream::origins::{OriginSet, OriginState};
 use crate::upstream::Origin;
 
 /// A service ready for the request path.
 #[derive(Debug)]
 pub struct Service {
     pub name: String,
-    pub origins: Vec<Origin>,
+    pub origins: Arc<OriginSet>,
     pub origin_host: Option<String>,
+    /// Active probe settings, when the service asks for probes.
+    pub probe: Option<Probe>,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
     pub lock_timeout: Duration,
@@ -34,15 +39,36 @@ pub struct Resolved {
 
 impl Service {
     fn from_config(c: &ServiceConfig, heuristic: HeuristicConfig) -> Result<Self, String> {
-        let origins = c
-            .origins
-            .iter()
-            .map(|o| Origin::parse(o))
-            .collect::<Result<Vec<_>, _>>()?;
+        let breaker = breaker_config(&c.health);
+        let mut origins = Vec::with_capacity(c.origins.len());
+        for entry in &c.origins {
+            let origin = Origin::parse(entry.url())?;
+            origins.push(match entry {
+                OriginEntry::Url(_) => {
+                    OriginState::new(origin, 1, 1, c.origin_max_connections, breaker)
+                }
+                OriginEntry::Detailed(d) => OriginState::new(
+                    origin,
+                    d.priority,
+                    d.weight,
+                    d.max_connections.unwrap_or(c.origin_max_connections),
+                    breaker,
+                ),
+            });
+        }
+        let probe = c.health.path.as_ref().map(|path| Probe {
+            path: path.clone(),
+            interval: c.health.interval.0,
+            timeout: c.health.timeout.0,
+            expected_status: http::StatusCode::from_u16(c.health.expected_status)
+                .unwrap_or(http::StatusCode::OK),
+            host: c.origin_host.clone(),
+        });
         Ok(Self {
             name: c.name.clone(),
-            origins,
+            origins: Arc::new(OriginSet::new(origins)),
             origin_host: c.origin_host.clone(),
+            probe,
             stale_while_revalidate: c.stale_while_revalidate.map(|s| s.0),
             stale_if_error: c.stale_if_error.map(|s| s.0),
             lock_timeout: c.lock_timeout.0,
@@ -85,6 +111,14 @@ impl Service {
     }
 }
 
+fn breaker_config(h: &HealthConfig) -> BreakerConfig {
+    BreakerConfig {
+        failures: h.failures,
+        successes: h.successes,
+        cooldown: h.cooldown.0,
+    }
+}
+
 /// Host name → service.
 #[derive(Debug)]
 pub struct Services {
@@ -123,6 +157,10 @@ impl Services {
         // Longest wildcard suffix first: `*.a.example.com` beats `*.example.com`.
         out.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         Ok(out)
+    }
+
+    pub fn all(&self) -> &[Arc<Service>] {
+        &self.services
     }
 
     /// The service for a `Host` (port ignored).

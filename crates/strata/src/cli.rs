@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::demo;
-use strata_proxy::config::{parse_size, ConfigError, NodeConfig};
+use strata_proxy::config::{parse_size, ConfigError, NodeConfig, OriginEntry};
 use strata_proxy::Node;
 
 /// Exit code for invalid configuration or arguments.
@@ -140,7 +140,7 @@ fn edge_config(args: EdgeArgs) -> Result<NodeConfig, ConfigError> {
     if args.config.is_some() {
         if let Some(origin) = &args.origin {
             for s in &mut config.services {
-                s.origins = vec![origin.clone()];
+                s.origins = vec![OriginEntry::Url(origin.clone())];
             }
         }
     }

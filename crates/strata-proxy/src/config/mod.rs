@@ -241,8 +241,15 @@ pub struct ServiceConfig {
     pub name: String,
     /// Exact names, `*.example.com` wildcards, or `*` for any host.
     pub hosts: Vec<String>,
-    /// Origin base URLs (`http://host:port`), tried in order.
-    pub origins: Vec<String>,
+    /// Origins: `"http://host:port"`, or `{ url, priority, weight, max_connections }`.
+    /// Lower priority numbers are tried first; weights split traffic within a priority.
+    pub origins: Vec<OriginEntry>,
+    /// Concurrent connections per origin unless the origin sets its own.
+    #[serde(default = "default_origin_max_connections")]
+    pub origin_max_connections: usize,
+    /// Active probes and circuit breaker thresholds for this service's origins.
+    #[serde(default)]
+    pub health: HealthConfig,
     /// `Host` sent upstream; the client's when absent.
     #[serde(default)]
     pub origin_host: Option<String>,
@@ -275,6 +282,106 @@ pub struct ServiceConfig {
     pub rules: Vec<RuleConfig>,
 }
 
+fn default_origin_max_connections() -> usize {
+    256
+}
+
+/// One origin of a service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OriginEntry {
+    Url(String),
+    Detailed(OriginConfig),
+}
+
+impl OriginEntry {
+    pub fn url(&self) -> &str {
+        match self {
+            OriginEntry::Url(u) => u,
+            OriginEntry::Detailed(o) => &o.url,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    pub url: String,
+    /// Lower is preferred; higher priorities are failover groups.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// Share of first picks within a priority.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+fn default_priority() -> u32 {
+    1
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// Health checking and circuit breaking for a service's origins.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Path probed with GET; no active probes when absent (passive detection still runs).
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "default_probe_interval")]
+    pub interval: Seconds,
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: Seconds,
+    #[serde(default = "default_expected_status")]
+    pub expected_status: u16,
+    /// Consecutive failures (probes or requests: connect errors, timeouts, 5xx) that open
+    /// an origin's breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// Successes in half-open that close it again.
+    #[serde(default = "default_breaker_successes")]
+    pub successes: u32,
+    /// Time an open breaker waits before letting a test request through.
+    #[serde(default = "default_breaker_cooldown")]
+    pub cooldown: Seconds,
+}
+
+fn default_probe_interval() -> Seconds {
+    Seconds(Duration::from_secs(5))
+}
+fn default_probe_timeout() -> Seconds {
+    Seconds(Duration::from_secs(2))
+}
+fn default_expected_status() -> u16 {
+    200
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_successes() -> u32 {
+    2
+}
+fn default_breaker_cooldown() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            interval: default_probe_interval(),
+            timeout: default_probe_timeout(),
+            expected_status: default_expected_status(),
+            failures: default_breaker_failures(),
+            successes: default_breaker_successes(),
+            cooldown: default_breaker_cooldown(),
+        }
+    }
+}
+
 fn default_lock_timeout() -> Seconds {
     Seconds(Duration::from_secs(10))
 }
@@ -288,7 +395,9 @@ impl ServiceConfig {
         Self {
             name: name.to_string(),
             hosts,
-            origins,
+            origins: origins.into_iter().map(OriginEntry::Url).collect(),
+            origin_max_connections: default_origin_max_connections(),
+            health: HealthConfig::default(),
             origin_host: None,
             strip_query: Vec::new(),
             negative_ttl: None,
@@ -480,9 +589,52 @@ impl NodeConfig {
                 ));
             }
             for (o, origin) in s.origins.iter().enumerate() {
-                if let Err(why) = crate::upstream::Origin::parse(origin) {
+                if let Err(why) = crate::upstream::Origin::parse(origin.url()) {
                     return Err(ConfigError::new(format!("service[{i}].origins[{o}]"), why));
                 }
+                if let OriginEntry::Detailed(d) = origin {
+                    if d.weight == 0 {
+                        return Err(ConfigError::new(
+                            format!("service[{i}].origins[{o}].weight"),
+                            "must be at least 1",
+                        ));
+                    }
+                    if d.max_connections == Some(0) {
+                        return Err(ConfigError::new(
+                            format!("service[{i}].origins[{o}].max_connections"),
+                            "must be at least 1",
+                        ));
+                    }
+                }
+            }
+            if s.origin_max_connections == 0 {
+                return Err(ConfigError::new(
+                    at("origin_max_connections"),
+                    "must be at least 1",
+                ));
+            }
+            if let Some(p) = &s.health.path {
+                if !p.starts_with('/') {
+                    return Err(ConfigError::new(at("health.path"), "must start with '/'"));
+                }
+            }
+            if http::StatusCode::from_u16(s.health.expected_status).is_err() {
+                return Err(ConfigError::new(
+                    at("health.expected_status"),
+                    "not an HTTP status",
+                ));
+            }
+            if s.health.failures == 0 || s.health.successes == 0 {
+                return Err(ConfigError::new(
+                    at("health"),
+                    "failures and successes must be at least 1",
+                ));
+            }
+            if s.health.interval.0.is_zero() {
+                return Err(ConfigError::new(
+                    at("health.interval"),
+                    "must be more than 0",
+                ));
             }
             if let Some(h) = &s.origin_host {
                 if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
@@ -607,6 +759,29 @@ mod tests {
         let bad = format!("{GOOD}\n[[service]]\nname = \"b\"\nhosts = [\"example.com\"]\norigins = [\"http://127.0.0.1:1\"]\n");
         let e = NodeConfig::from_toml(&bad).unwrap_err();
         assert_eq!(e.path, "service[1].hosts[0]");
+    }
+
+    #[test]
+    fn origins_accept_urls_and_tables() {
+        let text = GOOD.replace(
+            "origins = [\"http://127.0.0.1:9000\"]",
+            "origins = [\"http://127.0.0.1:9000\", { url = \"http://127.0.0.1:9001\", priority = 2, weight = 3 }]",
+        );
+        let c = NodeConfig::from_toml(&text).unwrap();
+        assert_eq!(
+            c.services[0].origins[1],
+            OriginEntry::Detailed(OriginConfig {
+                url: "http://127.0.0.1:9001".into(),
+                priority: 2,
+                weight: 3,
+                max_connections: None
+            })
+        );
+        let bad = text.replace("weight = 3", "weight = 0");
+        assert_eq!(
+            NodeConfig::from_toml(&bad).unwrap_err().path,
+            "service[0].origins[1].weight"
+        );
     }
 
     #[test]

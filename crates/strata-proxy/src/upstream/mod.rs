@@ -1,8 +1,16 @@
 //! Upstream origins: addressing, a keep-alive connection pool, and timeouts.
 //!
+//! - [`origins`]: priority groups, weights, per-origin connection limits and breakers;
+//! - [`breaker`]: the circuit breaker (pure logic, time passed in);
+//! - [`health`]: active HTTP probes that feed the breakers.
+//!
 //! One `hyper-util` client serves every origin; it keeps idle connections per host. The
 //! connect timeout lives in the connector; the first-byte timeout wraps the request future;
 //! the idle timeout is enforced while reading bodies (see `body::IdleTimeout`).
+
+pub mod breaker;
+pub mod health;
+pub mod origins;
 
 use std::time::Duration;
 
@@ -73,6 +81,12 @@ pub enum UpstreamError {
     Protocol,
     #[error("bad-upstream-uri")]
     BadUri,
+    /// Every origin's circuit breaker is open.
+    #[error("origin-unavailable")]
+    Unavailable,
+    /// No connection slot to the origin freed up in time.
+    #[error("connection-limit")]
+    ConnectionLimit,
 }
 
 impl UpstreamError {
