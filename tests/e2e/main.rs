@@ -8,6 +8,7 @@ mod coalescing;
 mod headers;
 mod limits;
 mod operations;
+mod origins;
 mod rfc9111_freshness;
 mod rfc9111_storing;
 mod rfc9111_validation;

@@ -59,12 +59,13 @@ fn parse_directive_list(text: &str, out: &mut Vec<Directive>) {
             }
             if i < bytes.len() && bytes[i] == b'"' {
                 i += 1;
-                let mut v = String::new();
+                // Collect bytes, not chars: an escape may precede a multi-byte character.
+                let mut v = Vec::new();
                 let mut closed = false;
                 while i < bytes.len() {
                     match bytes[i] {
                         b'\\' if i + 1 < bytes.len() => {
-                            v.push(bytes[i + 1] as char);
+                            v.push(bytes[i + 1]);
                             i += 2;
                         }
                         b'"' => {
@@ -72,17 +73,14 @@ fn parse_directive_list(text: &str, out: &mut Vec<Directive>) {
                             i += 1;
                             break;
                         }
-                        _ => {
-                            // Push the whole UTF-8 character starting here.
-                            let ch_len = utf8_len(bytes[i]);
-                            let end = (i + ch_len).min(bytes.len());
-                            v.push_str(&text[i..end]);
-                            i = end;
+                        b => {
+                            v.push(b);
+                            i += 1;
                         }
                     }
                 }
                 valid &= closed;
-                value = Some(v);
+                value = Some(String::from_utf8_lossy(&v).into_owned());
             } else {
                 let start = i;
                 while i < bytes.len() && bytes[i] != b',' && !bytes[i].is_ascii_whitespace() {
@@ -102,15 +100,6 @@ fn parse_directive_list(text: &str, out: &mut Vec<Directive>) {
         if valid {
             out.push(Directive { name, value });
         }
-    }
-}
-
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0xF0..=0xFF => 4,
-        0xE0..=0xEF => 3,
-        0xC0..=0xDF => 2,
-        _ => 1,
     }
 }
 
@@ -367,6 +356,15 @@ mod tests {
             RequestCacheControl::from_headers(&h).max_stale,
             Some(Some(30))
         );
+    }
+
+    #[test]
+    fn escape_before_multibyte_character_does_not_panic() {
+        // Found by the cache_control fuzz target.
+        let v = HeaderValue::from_bytes(b"Y=\"66\\\xe2\x82\xac,66\"").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CACHE_CONTROL, v);
+        let _ = ResponseCacheControl::from_headers(&h);
     }
 
     #[test]

@@ -38,11 +38,14 @@ pub enum RangeOutcome {
 
 /// Parses a `Range` value against a representation of `len` bytes.
 pub fn parse_range(value: &str, len: u64) -> RangeOutcome {
-    let Some(spec) = value.trim().strip_prefix("bytes=").or_else(|| {
-        // The range unit is case-insensitive.
-        let v = value.trim();
-        (v.len() > 6 && v[..6].eq_ignore_ascii_case("bytes=")).then(|| &v[6..])
-    }) else {
+    // The range unit is case-insensitive. Compare bytes: the value may hold non-ASCII.
+    let v = value.trim();
+    let Some(spec) = v
+        .as_bytes()
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case(b"bytes="))
+        .and_then(|_| v.get(6..))
+    else {
         return RangeOutcome::Full;
     };
     if spec.contains(',') {
@@ -161,6 +164,13 @@ mod tests {
     fn rfc9110_15_5_17_unsatisfiable_range() {
         assert_eq!(parse_range("bytes=100-", 100), RangeOutcome::Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), RangeOutcome::Unsatisfiable);
+    }
+
+    #[test]
+    fn non_ascii_value_does_not_panic() {
+        // Found by the range fuzz target.
+        assert_eq!(parse_range("1    \u{543}", 100), RangeOutcome::Full);
+        assert_eq!(parse_range("bytes\u{543}=0-1", 100), RangeOutcome::Full);
     }
 
     #[test]

@@ -19,7 +19,11 @@ pub async fn handle(
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            proxy.metrics().render(proxy.storage().stats()),
+            proxy.metrics().render(
+                proxy.storage().stats(),
+                &proxy.origin_samples(),
+                proxy.fills_in_progress(),
+            ),
         ),
         (&Method::GET, "/healthz") => (
             StatusCode::OK,

@@ -104,6 +104,16 @@ impl Node {
             }
             None => None,
         };
+        for service in proxy.services().all() {
+            if let Some(probe) = &service.probe {
+                tasks.spawn(upstream::health::run(
+                    proxy.upstream().clone(),
+                    Arc::clone(&service.origins),
+                    probe.clone(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
         Ok(Self {
             http_addrs,
             admin_addr,

@@ -25,6 +25,12 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabel {
+    pub service: String,
+    pub origin: String,
+}
+
 /// Every metric the node exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -38,6 +44,17 @@ pub struct Metrics {
     cache_keys: Gauge,
     cache_evictions: Counter,
     evictions_seen: AtomicU64,
+    origin_breaker_open: Family<OriginLabel, Gauge>,
+    origin_connections: Family<OriginLabel, Gauge>,
+    fills_in_progress: Gauge,
+}
+
+/// Live state of one origin, sampled when metrics are scraped.
+pub struct OriginSample {
+    pub service: String,
+    pub origin: String,
+    pub breaker_open: bool,
+    pub connections: usize,
 }
 
 fn latency_histogram() -> Histogram {
@@ -104,7 +121,28 @@ impl Metrics {
             "Objects evicted from the memory tier",
             cache_evictions.clone(),
         );
+        let origin_breaker_open = Family::<OriginLabel, Gauge>::default();
+        registry.register(
+            "origin_breaker_open",
+            "1 while the origin's circuit breaker is open or half-open",
+            origin_breaker_open.clone(),
+        );
+        let origin_connections = Family::<OriginLabel, Gauge>::default();
+        registry.register(
+            "origin_connections",
+            "Connections in use to the origin",
+            origin_connections.clone(),
+        );
+        let fills_in_progress = Gauge::default();
+        registry.register(
+            "fills_in_progress",
+            "Cache fills in progress (coalesced requests wait on these)",
+            fills_in_progress.clone(),
+        );
         Self {
+            origin_breaker_open,
+            origin_connections,
+            fills_in_progress,
             registry: Mutex::new(registry),
             requests,
             response_bytes,
@@ -144,8 +182,21 @@ impl Metrics {
         }
     }
 
-    /// Renders the registry, refreshing storage figures first.
-    pub fn render(&self, stats: StorageStats) -> String {
+    /// Renders the registry, refreshing sampled figures first.
+    pub fn render(&self, stats: StorageStats, origins: &[OriginSample], fills: usize) -> String {
+        for o in origins {
+            let label = OriginLabel {
+                service: o.service.clone(),
+                origin: o.origin.clone(),
+            };
+            self.origin_breaker_open
+                .get_or_create(&label)
+                .set(i64::from(o.breaker_open));
+            self.origin_connections
+                .get_or_create(&label)
+                .set(o.connections as i64);
+        }
+        self.fills_in_progress.set(fills as i64);
         self.cache_bytes.set(stats.bytes as i64);
         self.cache_capacity.set(stats.capacity as i64);
         self.cache_keys.set(stats.keys as i64);

@@ -162,6 +162,22 @@ impl Proxy {
         &self.upstream
     }
 
+    /// Origin states for metrics.
+    pub fn origin_samples(&self) -> Vec<crate::metrics::OriginSample> {
+        let mut out = Vec::new();
+        for service in self.services.all() {
+            for o in service.origins.all() {
+                out.push(crate::metrics::OriginSample {
+                    service: service.name.clone(),
+                    origin: o.name(),
+                    breaker_open: o.breaker_state() != "closed",
+                    connections: o.busy(),
+                });
+            }
+        }
+        out
+    }
+
     /// Fills in progress.
     pub fn fills_in_progress(&self) -> usize {
         self.coalescer.in_progress()

@@ -464,7 +464,7 @@ impl NodeConfig {
                 .unwrap_or("invalid value")
                 .to_string();
             ConfigError::new(
-                if path == "." {
+                if path == "." || path.is_empty() {
                     "(document)".into()
                 } else {
                     path
@@ -782,6 +782,13 @@ mod tests {
             NodeConfig::from_toml(&bad).unwrap_err().path,
             "service[0].origins[1].weight"
         );
+    }
+
+    #[test]
+    fn empty_key_error_still_names_a_place() {
+        // Found by the config fuzz target.
+        let e = NodeConfig::from_toml("\"\"=0").unwrap_err();
+        assert_eq!(e.path, "(document)");
     }
 
     #[test]
