@@ -74,10 +74,7 @@ async fn last_server_error_is_answered_when_every_origin_fails() {
         .start()
         .await;
     let r = edge.get("/f").send().await;
-    assert_eq!(
-        r.status, 502,
-        "the last origin's error answer is returned"
-    );
+    assert_eq!(r.status, 502, "the last origin's error answer is returned");
     assert_eq!((a.count(), b.count()), (1, 1));
 }
 
@@ -232,4 +229,24 @@ async fn all_origins_dead_is_502_connect_failed() {
         "{}",
         r.cache_status()
     );
+}
+
+#[tokio::test]
+async fn a_500_for_one_url_does_not_open_the_breaker() {
+    let origin = TestOrigin::start(|req, _| {
+        if req.path() == "/bad" {
+            Reply::status(500)
+        } else {
+            Reply::ok("good")
+        }
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(|c| c.services[0].health.failures = 2)
+        .start()
+        .await;
+    for _ in 0..5 {
+        assert_eq!(edge.get("/bad").send().await.status, 500);
+    }
+    assert_eq!(edge.get("/good").send().await.text(), "good");
 }

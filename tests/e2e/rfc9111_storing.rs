@@ -353,3 +353,48 @@ async fn host_is_part_of_the_cache_key() {
         .is_hit());
     assert_eq!(origin.count(), 2);
 }
+
+#[tokio::test]
+async fn rfc9111_4_4_unsafe_method_during_a_fill_keeps_the_old_body_out_of_the_cache() {
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let g = std::sync::Arc::clone(&gate);
+    let origin = TestOrigin::start(move |req, n| {
+        if req.method == Method::POST {
+            return Reply::status(204);
+        }
+        let pieces = vec![
+            crate::support::origin::Piece {
+                data: bytes::Bytes::from(format!("v{n}-")),
+                delay: std::time::Duration::ZERO,
+                gate: None,
+            },
+            crate::support::origin::Piece {
+                data: bytes::Bytes::from_static(b"end"),
+                delay: std::time::Duration::ZERO,
+                gate: Some(std::sync::Arc::clone(&g)),
+            },
+        ];
+        Reply::ok("").cc("max-age=600").pieces(pieces)
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    let head = edge.get("/doc").send_head().await;
+    // The GET's fill is in progress when the POST succeeds.
+    assert_eq!(edge.request(Method::POST, "/doc").send().await.status, 204);
+    gate.notify_one();
+    let body = http_body_util::BodyExt::collect(head.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        body, "v1-end",
+        "the client that asked still gets its answer"
+    );
+    gate.notify_one();
+    let after = edge.get("/doc").send().await;
+    assert!(
+        !after.is_hit(),
+        "the pre-POST body was not stored: {}",
+        after.cache_status()
+    );
+}

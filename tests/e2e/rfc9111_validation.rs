@@ -67,9 +67,9 @@ async fn rfc9111_4_3_4_not_modified_refreshes_stored_headers_and_freshness() {
 }
 
 #[tokio::test]
-async fn rfc9111_4_3_4_not_modified_with_other_strong_validator_is_not_applied() {
+async fn rfc9111_4_3_4_not_modified_that_selects_nothing_is_retried_unconditionally() {
     let origin = TestOrigin::start(|req, n| {
-        if req.header("if-none-match").is_some() && n == 2 {
+        if req.header("if-none-match").is_some() {
             Reply::status(304).header("etag", "\"other\"")
         } else {
             Reply::ok(format!("body{n}"))
@@ -81,8 +81,82 @@ async fn rfc9111_4_3_4_not_modified_with_other_strong_validator_is_not_applied()
     let edge = EdgeBuilder::new(&origin.url()).start().await;
     edge.get("/a").send().await;
     let r = edge.get("/a").send().await;
-    // The 304 does not select our stored response, so it is passed on unchanged.
-    assert_eq!(r.status, 304);
+    // The 304 does not select our stored response; the client did not ask for a 304.
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "body3");
+    assert_eq!(origin.last().header("if-none-match"), None);
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_4_refresh_computes_age_from_the_304() {
+    let origin = TestOrigin::start(|req, _| {
+        if req.header("if-none-match").is_some() {
+            Reply::status(304).header("etag", "\"v\"").cc("max-age=60")
+        } else {
+            Reply::ok("b")
+                .cc("max-age=60")
+                .header("etag", "\"v\"")
+                .header("age", "100")
+        }
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    edge.get("/a").send().await;
+    let refreshed = edge.get("/a").send().await;
+    assert_eq!(
+        refreshed.header("age"),
+        Some("0"),
+        "the old Age: 100 must not survive the refresh"
+    );
+    assert!(edge.get("/a").send().await.is_hit());
+}
+
+#[tokio::test]
+async fn request_no_store_revalidation_does_not_evict_the_stored_copy() {
+    let origin = TestOrigin::start(|req, _| {
+        if req.header("if-none-match").is_some() {
+            Reply::status(304).header("etag", "\"v\"")
+        } else {
+            Reply::ok("b").cc("max-age=60").header("etag", "\"v\"")
+        }
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    edge.get("/a").send().await;
+    let r = edge
+        .get("/a")
+        .header("cache-control", "no-cache, no-store")
+        .send()
+        .await;
+    assert_eq!(r.text(), "b");
+    assert!(
+        edge.get("/a").send().await.is_hit(),
+        "a client's no-store must not evict the object for others"
+    );
+}
+
+#[tokio::test]
+async fn authorized_request_does_not_evict_or_mark_hit_for_pass() {
+    let (origin, edge) = crate::support::edge_for(|| Reply::ok("shared").cc("max-age=60")).await;
+    edge.get("/a").send().await;
+    edge.get("/a")
+        .header("authorization", "Bearer x")
+        .header("cache-control", "no-cache")
+        .send()
+        .await;
+    let r = edge.get("/a").send().await;
+    assert!(r.is_hit(), "{}", r.cache_status());
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn rfc9110_8_6_stored_204_has_no_content_length() {
+    let (_origin, edge) = crate::support::edge_for(|| Reply::status(204).cc("max-age=60")).await;
+    edge.get("/a").send().await;
+    let r = edge.get("/a").send().await;
+    assert!(r.is_hit());
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("content-length"), None);
 }
 
 #[tokio::test]

@@ -48,6 +48,15 @@ pub enum NotStorable {
 }
 
 impl NotStorable {
+    /// Whether the request (not the response) forbade storing: the response itself may be
+    /// perfectly cacheable for other requests.
+    pub fn is_request_caused(self) -> bool {
+        matches!(
+            self,
+            NotStorable::RequestNoStore | NotStorable::Authorization
+        )
+    }
+
     pub fn detail(self) -> &'static str {
         match self {
             NotStorable::Method => "method",

@@ -87,12 +87,15 @@ impl Body for ProxyBody {
     }
 }
 
-/// Fails a body that stays silent longer than `idle`. Holds the origin's connection slot
-/// (if any) until the body is done or dropped.
+/// Fails a body that stays silent longer than `idle` while we wait on it. The clock starts
+/// when we ask for the next piece, so time spent not polling (backpressure from a slow
+/// client) does not count. Holds the origin's connection slot (if any) until the body is
+/// done or dropped.
 pub struct IdleTimeout<B> {
     pub(crate) inner: B,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
+    armed: bool,
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -102,6 +105,7 @@ impl<B> IdleTimeout<B> {
             inner,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            armed: false,
             _slot: slot,
         }
     }
@@ -122,11 +126,16 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
+                this.armed = false;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
+                if !this.armed {
+                    // Start the clock now that we are waiting on upstream.
+                    this.armed = true;
+                    let deadline = Instant::now() + this.idle;
+                    this.sleep.as_mut().reset(deadline);
+                }
                 ready!(this.sleep.as_mut().poll(cx));
                 Poll::Ready(Some(Err(Box::new(UpstreamError::IdleTimeout))))
             }

@@ -18,6 +18,7 @@
 //! Waiting is bounded by the service's lock timeout; past it a follower goes upstream alone.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct FetchMeta {
     pub upstream: Option<String>,
     pub stored: bool,
     pub detail: Option<String>,
+    /// The response itself cannot be stored (as opposed to this request's directives
+    /// forbidding it): later requests skip coalescing for a while (hit-for-pass).
+    pub uncacheable: bool,
 }
 
 /// An upstream response streamed through uncached, with its origin connection slot.
@@ -63,12 +67,16 @@ pub enum Outcome {
 /// One registered fill.
 pub struct Inflight {
     outcome: watch::Sender<Option<Arc<Outcome>>>,
+    /// Set when the object is invalidated while this fill runs: its body still reaches
+    /// the readers that have it, but it is not stored.
+    pub discard: Arc<AtomicBool>,
 }
 
 impl Inflight {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             outcome: watch::Sender::new(None),
+            discard: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -111,13 +119,14 @@ pub struct Coalescer {
 // === impl Coalescer ===
 
 impl Coalescer {
-    /// Joins a fill for `key` that can serve a request with these headers, or registers a
-    /// new one. `usable` looks in the cache again under the table lock: a fill stores its
-    /// object before it leaves the table, so a request never misses both.
+    /// Joins a fill for `key` that can serve this request, or registers a new one.
+    /// `serves` says whether a filled object may answer the request (variant, freshness);
+    /// `usable` looks in the cache again under the table lock: a fill stores its object
+    /// before it leaves the table, so a request never misses both.
     pub fn join(
         &self,
         key: &CacheKey,
-        request: &HeaderMap,
+        serves: impl Fn(&StoredObject) -> bool,
         usable: impl FnOnce() -> Option<Arc<StoredObject>>,
     ) -> Join {
         let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,7 +135,7 @@ impl Coalescer {
                 match inflight.current().as_deref() {
                     // Pending: its variant is not known yet; wait and see.
                     None => return Join::Follower(Arc::clone(inflight)),
-                    Some(Outcome::Object { object, .. }) if object.variant.matches(request) => {
+                    Some(Outcome::Object { object, .. }) if serves(object) => {
                         return Join::Follower(Arc::clone(inflight))
                     }
                     Some(_) => {}
@@ -142,6 +151,17 @@ impl Coalescer {
             .or_default()
             .push(Arc::clone(&inflight));
         Join::Leader(inflight)
+    }
+
+    /// The object under `key` changed: fills in progress must not store what they fetched,
+    /// and new requests must not join them.
+    pub fn invalidate(&self, key: &CacheKey) {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = fills.remove(key) {
+            for inflight in list {
+                inflight.discard.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// Unregisters a fill (after its object is stored, or it ended otherwise).
@@ -197,11 +217,10 @@ mod tests {
     #[tokio::test]
     async fn first_leads_and_others_follow_until_it_leaves() {
         let c = Coalescer::default();
-        let h = HeaderMap::new();
-        let Join::Leader(lead) = c.join(&key(), &h, || None) else {
+        let Join::Leader(lead) = c.join(&key(), |_| true, || None) else {
             panic!("leader")
         };
-        let Join::Follower(f) = c.join(&key(), &h, || None) else {
+        let Join::Follower(f) = c.join(&key(), |_| true, || None) else {
             panic!("follower")
         };
         assert!(Arc::ptr_eq(&lead, &f));
@@ -212,23 +231,34 @@ mod tests {
         ));
         c.leave(&key(), &lead);
         assert_eq!(c.in_progress(), 0);
-        assert!(matches!(c.join(&key(), &h, || None), Join::Leader(_)));
+        assert!(matches!(c.join(&key(), |_| true, || None), Join::Leader(_)));
     }
 
     #[tokio::test]
     async fn wait_is_bounded() {
         let c = Coalescer::default();
-        let Join::Leader(lead) = c.join(&key(), &HeaderMap::new(), || None) else {
+        let Join::Leader(lead) = c.join(&key(), |_| true, || None) else {
             panic!()
         };
         assert!(lead.wait(Duration::from_millis(10)).await.is_none());
     }
 
     #[test]
+    fn invalidation_marks_fills_and_clears_the_table() {
+        let c = Coalescer::default();
+        let Join::Leader(lead) = c.join(&key(), |_| true, || None) else {
+            panic!()
+        };
+        c.invalidate(&key());
+        assert!(lead.discard.load(Ordering::Acquire));
+        assert!(matches!(c.join(&key(), |_| true, || None), Join::Leader(_)));
+    }
+
+    #[test]
     fn guard_releases_waiters_of_an_abandoned_fill() {
         let c = Coalescer::default();
         let k = key();
-        let Join::Leader(lead) = c.join(&k, &HeaderMap::new(), || None) else {
+        let Join::Leader(lead) = c.join(&k, |_| true, || None) else {
             panic!()
         };
         drop(FillGuard {

@@ -5,6 +5,7 @@
 //! abort it, and every reader (the first client now, coalesced waiters later) streams from
 //! the same chunks as they arrive.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,17 @@ pub struct Fill {
     pub on_too_large: Option<Box<dyn FnOnce() + Send>>,
     /// The origin connection slot, released when the fill ends.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Set when the object was invalidated (unsafe method, purge) while the fill ran: the
+    /// body still reaches its readers but is not stored.
+    pub discard: Arc<AtomicBool>,
+}
+
+impl Drop for Fill {
+    /// A fill that ends before its body does (task aborted, panic) must not leave readers
+    /// waiting for bytes that will never come.
+    fn drop(&mut self) {
+        self.object.body.abandon("fill ended early");
+    }
 }
 
 impl Fill {
@@ -58,14 +70,14 @@ impl Fill {
                 }
             }
             body.push(data);
-            if !storing && !body.wait_for_readers(STREAM_WINDOW).await {
+            if !storing && !body.wait_for_readers(STREAM_WINDOW, self.idle).await {
                 body.abandon("no reader left for an uncacheable body");
                 return;
             }
         }
         // Store before announcing the end, so whoever sees the body finish also finds the
         // object in the cache.
-        if storing {
+        if storing && !self.discard.load(Ordering::Acquire) {
             self.storage.insert(&self.key, Arc::clone(&self.object));
         }
         body.finish();

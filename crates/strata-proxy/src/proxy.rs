@@ -17,7 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_LOCATION, HOST, LOCATION, VIA};
+use http::header::{
+    HeaderMap, HeaderValue, AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
+    DATE, HOST, LOCATION, PRAGMA, VIA,
+};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -361,6 +364,13 @@ impl Proxy {
         stored: Option<Arc<StoredObject>>,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // Requests whose answer cannot be shared (credentials, `no-store`) neither lead nor
+        // follow a shared fill.
+        if head.headers.contains_key(AUTHORIZATION) || req_cc.no_store {
+            return self
+                .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
+                .await;
+        }
         if self
             .hit_for_pass
             .get(&key)
@@ -375,17 +385,26 @@ impl Proxy {
             });
             return resp;
         }
-        for attempt in 0..MAX_JOIN_ATTEMPTS {
-            let usable = || {
-                let set = self.storage.lookup(&key)?;
-                let obj = set.select(&head.headers)?;
-                matches!(
+        // Whether an object (stored, or being filled) may answer this request as it is.
+        let serves = |obj: &StoredObject| {
+            obj.variant.matches(&head.headers)
+                && matches!(
                     obj.policy.evaluate(&req_cc, SystemTime::now(), None),
                     Decision::Fresh | Decision::StaleAccepted
                 )
-                .then(|| Arc::clone(obj))
+        };
+        // The leader's own fill is bounded by the upstream timeouts; only followers use the
+        // lock timeout.
+        let leader_wait = self.timeouts.first_byte * (service.origins.all().len() as u32 + 1)
+            + service.lock_timeout;
+        for attempt in 0..MAX_JOIN_ATTEMPTS {
+            let last_attempt = attempt + 1 == MAX_JOIN_ATTEMPTS;
+            let usable = || {
+                let set = self.storage.lookup(&key)?;
+                let obj = set.select(&head.headers)?;
+                serves(obj).then(|| Arc::clone(obj))
             };
-            let (inflight, leader) = match self.coalescer.join(&key, &head.headers, usable) {
+            let (inflight, leader) = match self.coalescer.join(&key, serves, usable) {
                 Join::Found(obj) => return Ok(self.hit(&obj, &head, SystemTime::now(), ctx)),
                 Join::Leader(inflight) => {
                     self.spawn_fill(&inflight, &service, &resolved, &head, &key, stored.clone());
@@ -396,7 +415,13 @@ impl Proxy {
                     (inflight, false)
                 }
             };
-            let Some(outcome) = inflight.wait(service.lock_timeout).await else {
+            let wait = if leader {
+                leader_wait
+            } else {
+                service.lock_timeout
+            };
+            let Some(outcome) = inflight.wait(wait).await else {
+                drop(inflight);
                 let resp = self
                     .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
                     .await;
@@ -410,7 +435,16 @@ impl Proxy {
                     first_headers,
                     meta,
                 } => {
-                    if !object.variant.matches(&head.headers) {
+                    if !leader && !serves(object) {
+                        if object.variant.matches(&head.headers) {
+                            // Filled for us but not reusable as is (no-cache, no freshness,
+                            // stale for our directives): validate on our own.
+                            drop(outcome);
+                            drop(inflight);
+                            return self
+                                .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
+                                .await;
+                        }
                         // Filled for another variant: look again.
                         continue;
                     }
@@ -432,18 +466,30 @@ impl Proxy {
                     {
                         return Ok(stale);
                     }
-                    let taken = if leader {
-                        response.lock().unwrap_or_else(|e| e.into_inner()).take()
-                    } else {
-                        None
-                    };
-                    return match taken {
-                        Some(resp) => Ok(self.respond_pass(resp, &head)),
+                    if leader {
+                        if let Some(passed) =
+                            response.lock().unwrap_or_else(|e| e.into_inner()).take()
+                        {
+                            return Ok(self.respond_pass(passed, &head));
+                        }
+                    }
+                    let server_error = meta.fwd_status.filter(|s| *s >= 500);
+                    // Release the leader's response (and its origin slot) before going on.
+                    drop(outcome);
+                    drop(inflight);
+                    match server_error {
+                        // An origin in trouble: try again together (one request per round)
+                        // rather than all at once, then report.
+                        Some(_) if !last_attempt => continue,
+                        Some(status) => {
+                            return Err(ProxyError::Upstream(UpstreamError::Status(status)))
+                        }
                         None => {
-                            self.fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
+                            return self
+                                .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
                                 .await
                         }
-                    };
+                    }
                 }
                 Outcome::Failed(err) => {
                     if let Some(stale) =
@@ -453,7 +499,7 @@ impl Proxy {
                         return Ok(stale);
                     }
                     // The leader reports; a follower tries once more, leading if it is first.
-                    if leader || attempt + 1 == MAX_JOIN_ATTEMPTS {
+                    if leader || last_attempt {
                         return Err(err.clone());
                     }
                 }
@@ -524,10 +570,11 @@ impl Proxy {
                         this2.coalescer.leave(&key2, &inflight2);
                         this2.hit_for_pass.insert(key2, Instant::now() + hfp);
                     }));
+                    fill.discard = Arc::clone(&inflight.discard);
                     fill.run(body).await;
                 }
                 Ok(Fetched::Pass(resp, meta)) => {
-                    if !resp.0.status().is_server_error() {
+                    if meta.uncacheable {
                         this.hit_for_pass
                             .insert(key.clone(), Instant::now() + service.hit_for_pass);
                     }
@@ -697,6 +744,16 @@ impl Proxy {
                 let mut fresh = resp.headers().clone();
                 forward::clean_upstream_headers(&mut fresh);
                 refresh_headers(&mut headers, &fresh);
+                // Age and Date describe the 304, not the original response: a stale Age
+                // kept from the first answer would make the refreshed copy born old.
+                if !fresh.contains_key(AGE) {
+                    headers.remove(AGE);
+                }
+                if !fresh.contains_key(DATE) {
+                    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time)) {
+                        headers.insert(DATE, v);
+                    }
+                }
                 return Ok(
                     match CachePolicy::for_response(
                         &Method::GET,
@@ -713,8 +770,11 @@ impl Proxy {
                             Fetched::Refreshed(refreshed, meta)
                         }
                         Err(reason) => {
-                            // Still valid for this request, but no longer storable.
-                            self.storage.remove(key);
+                            // Still valid for this request, but no longer storable (unless
+                            // only this request's directives say so).
+                            if !reason.is_request_caused() {
+                                self.storage.remove(key);
+                            }
                             meta.detail = Some(reason.detail().into());
                             Fetched::Refreshed(
                                 Arc::new(old.refreshed(headers, old.policy.clone(), response_time)),
@@ -724,7 +784,13 @@ impl Proxy {
                     },
                 );
             }
-            // A 304 for something we do not hold: nothing to refresh; pass it on.
+            // A 304 that selects nothing we hold (RFC 9111 §4.3.4): ask again without
+            // validators rather than hand a bare 304 to a client that did not ask for one.
+            if stored.is_some() {
+                drop(resp);
+                drop(slot);
+                return Box::pin(self.fetch(service, resolved, head, key, None)).await;
+            }
             return Ok(Fetched::Pass((resp, Some(slot)), meta));
         }
 
@@ -743,9 +809,11 @@ impl Proxy {
             times,
             &resolved.policy,
         ) {
-            Ok(_) if declared_len.is_some_and(|l| l > self.max_object_size) => Err("too-large"),
+            Ok(_) if declared_len.is_some_and(|l| l > self.max_object_size) => {
+                Err(("too-large", false))
+            }
             Ok(p) => Ok(p),
-            Err(reason) => Err(reason.detail()),
+            Err(reason) => Err((reason.detail(), reason.is_request_caused())),
         };
         match policy {
             Ok(policy) => {
@@ -769,6 +837,7 @@ impl Proxy {
                     idle: self.timeouts.idle,
                     on_too_large: None,
                     slot: Some(slot),
+                    discard: Arc::default(),
                 };
                 meta.stored = true;
                 Ok(Fetched::Storable {
@@ -779,9 +848,10 @@ impl Proxy {
                     meta,
                 })
             }
-            Err(detail) => {
+            Err((detail, request_caused)) => {
                 meta.detail = Some(detail.to_string());
-                if stored.is_some() && parts.status.is_success() {
+                meta.uncacheable = !request_caused && !parts.status.is_server_error();
+                if stored.is_some() && parts.status.is_success() && !request_caused {
                     // The object changed into something we may not keep: drop the old copy.
                     self.storage.remove(key);
                 }
@@ -794,9 +864,14 @@ impl Proxy {
     }
 
     /// Sends to the service's origins in their order for this request, skipping origins
-    /// whose breaker is open. With `failover` (idempotent fills), a connection failure,
-    /// timeout or 5xx moves on to the next origin; the last 5xx is answered if none does
-    /// better. Every outcome feeds the origin's breaker (passive health).
+    /// whose breaker is open. With `failover` (idempotent fills, no client body), a
+    /// connection failure, timeout or 5xx moves on to the next origin; the last 5xx is
+    /// answered if none does better.
+    ///
+    /// Outcomes feed the origin's breaker (passive health): connect errors, timeouts and
+    /// 502/503/504 count against it; other statuses for it. Errors a client can cause (a
+    /// broken request body, a 500 for one bad URL) do not, so one client cannot take an
+    /// origin offline for everyone.
     async fn send_to_origins(
         &self,
         service: &Service,
@@ -806,7 +881,7 @@ impl Proxy {
         let mut last = UpstreamError::Unavailable;
         let mut server_error: Option<FromOrigin> = None;
         for origin in service.origins.order() {
-            if !origin.allows(Instant::now()) {
+            if origin.refuses(Instant::now()) {
                 continue;
             }
             let slot = match origin.acquire(self.timeouts.first_byte).await {
@@ -816,6 +891,10 @@ impl Proxy {
                     continue;
                 }
             };
+            // Checked again after queueing: the breaker may have opened meanwhile.
+            let Some(attempt) = origin.attempt(Instant::now()) else {
+                continue;
+            };
             let started = Instant::now();
             match self
                 .upstream
@@ -823,7 +902,11 @@ impl Proxy {
                 .await
             {
                 Ok(resp) if resp.status().is_server_error() => {
-                    origin.failure(Instant::now());
+                    if matches!(resp.status().as_u16(), 502..=504) {
+                        attempt.failure();
+                    } else {
+                        attempt.neutral();
+                    }
                     self.metrics
                         .origin_request("server-error", Some(started.elapsed()));
                     server_error = Some(FromOrigin {
@@ -836,7 +919,7 @@ impl Proxy {
                     }
                 }
                 Ok(resp) => {
-                    origin.success(Instant::now());
+                    attempt.success();
                     self.metrics.origin_request("ok", Some(started.elapsed()));
                     return Ok(FromOrigin {
                         resp,
@@ -845,7 +928,19 @@ impl Proxy {
                     });
                 }
                 Err(e) => {
-                    origin.failure(Instant::now());
+                    let origin_fault = match e {
+                        UpstreamError::ConnectFailed
+                        | UpstreamError::ConnectTimeout
+                        | UpstreamError::FirstByteTimeout => true,
+                        // Without a client body, a protocol error is the origin's doing.
+                        UpstreamError::Protocol => failover,
+                        _ => false,
+                    };
+                    if origin_fault {
+                        attempt.failure();
+                    } else {
+                        attempt.neutral();
+                    }
                     self.metrics.origin_request(&e.to_string(), None);
                     last = e;
                     if !failover {
@@ -916,6 +1011,7 @@ impl Proxy {
     fn invalidate_uri(&self, service: &Service, host: &str, uri: &Uri) {
         let rules = service.resolve(uri.path()).key_rules;
         let key = CacheKey::new("http", host, uri.path(), uri.query(), &rules);
+        self.coalescer.invalidate(&key);
         self.storage.remove(&key);
     }
 
@@ -931,7 +1027,11 @@ impl Proxy {
     ) {
         let mut head = head.clone();
         head.method = Method::GET;
-        if let Join::Leader(inflight) = self.coalescer.join(key, &head.headers, || None) {
+        // The refresh is for everyone: not with this client's credentials or directives.
+        for name in [AUTHORIZATION, CACHE_CONTROL, PRAGMA] {
+            head.headers.remove(name);
+        }
+        if let Join::Leader(inflight) = self.coalescer.join(key, |_| false, || None) {
             self.spawn_fill(
                 &inflight,
                 service,

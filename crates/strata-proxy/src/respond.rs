@@ -86,10 +86,11 @@ pub fn from_object(
     }
 
     match total {
-        Some(t) => {
+        // RFC 9110 §8.6: no Content-Length on a 204.
+        Some(t) if object.status != StatusCode::NO_CONTENT => {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(t));
         }
-        None => {
+        _ => {
             headers.remove(CONTENT_LENGTH);
         }
     }

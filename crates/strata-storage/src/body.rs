@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
@@ -41,6 +42,8 @@ struct State {
     released: usize,
     /// Positions of live readers, by reader id.
     readers: HashMap<u64, u64>,
+    /// Some reader was dropped for stalling (its reads now fail).
+    evicted: bool,
     next_reader: u64,
 }
 
@@ -139,7 +142,10 @@ impl ChunkedBody {
 
     /// Writer side of streaming-only mode: waits until the slowest reader is within
     /// `window` bytes of the end. Returns false when no reader is left.
-    pub async fn wait_for_readers(&self, window: u64) -> bool {
+    ///
+    /// A reader that makes no progress for `stall` is dropped from the body (its next read
+    /// fails), so one stalled client cannot hold the fill, and every other reader, forever.
+    pub async fn wait_for_readers(&self, window: u64, stall: Duration) -> bool {
         loop {
             let notified = self.consumed.notified();
             tokio::pin!(notified);
@@ -153,7 +159,13 @@ impl ChunkedBody {
                     Some(_) => {}
                 }
             }
-            notified.await;
+            if tokio::time::timeout(stall, notified).await.is_err() {
+                let mut s = self.lock();
+                let floor = s.len.saturating_sub(window);
+                s.readers.retain(|_, pos| *pos >= floor);
+                s.evicted = true;
+                s.release_consumed();
+            }
         }
     }
 
@@ -205,6 +217,9 @@ impl ChunkedBody {
         let mut s = self.lock();
         if end_exclusive.is_some_and(|e| pos >= e) {
             return Step::Done;
+        }
+        if s.evicted && !s.readers.contains_key(&id) {
+            return Step::Error(BodyError::Released);
         }
         if pos < s.len {
             // First chunk whose end is past `pos`.
@@ -387,7 +402,8 @@ mod tests {
         b.push(Bytes::from_static(b"bbbb"));
         // The reader is 8 bytes behind: a 4-byte window must wait.
         let writer = Arc::clone(&b);
-        let waiter = tokio::spawn(async move { writer.wait_for_readers(4).await });
+        let waiter =
+            tokio::spawn(async move { writer.wait_for_readers(4, Duration::from_secs(10)).await });
         assert_eq!(r.next().await.unwrap().unwrap(), "aaaa");
         assert!(waiter.await.unwrap());
         // The first chunk is released; a new reader from 0 cannot get it.
@@ -395,6 +411,24 @@ mod tests {
         assert_eq!(late.next().await, Some(Err(BodyError::Released)));
         drop(late);
         drop(r);
-        assert!(!b.wait_for_readers(0).await, "no reader left");
+        assert!(
+            !b.wait_for_readers(0, Duration::from_secs(10)).await,
+            "no reader left"
+        );
+    }
+
+    #[tokio::test]
+    async fn stalled_reader_is_dropped_so_the_writer_goes_on() {
+        let b = ChunkedBody::new();
+        let mut stalled = b.reader(0, None);
+        let mut live = b.reader(0, None);
+        b.stream_only();
+        b.push(Bytes::from_static(b"aaaa"));
+        b.push(Bytes::from_static(b"bbbb"));
+        assert_eq!(live.next().await.unwrap().unwrap(), "aaaa");
+        assert_eq!(live.next().await.unwrap().unwrap(), "bbbb");
+        // `stalled` never reads: after the stall period it is dropped and the writer moves on.
+        assert!(b.wait_for_readers(0, Duration::from_millis(20)).await);
+        assert_eq!(stalled.next().await, Some(Err(BodyError::Released)));
     }
 }

@@ -79,6 +79,30 @@ impl Breaker {
         }
     }
 
+    /// Whether requests are refused now, without starting a half-open test.
+    pub fn refuses(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed { .. } => false,
+            BreakerState::Open { since } => now.duration_since(since) < self.config.cooldown,
+            BreakerState::HalfOpen { probing, .. } => probing,
+        }
+    }
+
+    /// A half-open test request ended without a verdict (cancelled, never sent): let the
+    /// next one through instead of waiting forever.
+    pub fn abandon(&mut self) {
+        if let BreakerState::HalfOpen {
+            successes,
+            probing: true,
+        } = self.state
+        {
+            self.state = BreakerState::HalfOpen {
+                successes,
+                probing: false,
+            };
+        }
+    }
+
     pub fn success(&mut self, now: Instant) {
         self.state = match self.state {
             BreakerState::Closed { .. } => BreakerState::Closed { failures: 0 },
@@ -164,6 +188,21 @@ mod tests {
         assert!(b.allows(later));
         b.success(later);
         assert_eq!(b.name(), "closed");
+    }
+
+    #[test]
+    fn abandoned_half_open_test_lets_the_next_one_through() {
+        let t = Instant::now();
+        let mut b = breaker();
+        for _ in 0..3 {
+            b.failure(t);
+        }
+        let later = t + Duration::from_secs(10);
+        assert!(b.allows(later));
+        assert!(b.refuses(later));
+        b.abandon();
+        assert!(!b.refuses(later));
+        assert!(b.allows(later));
     }
 
     #[test]

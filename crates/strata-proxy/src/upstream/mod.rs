@@ -84,6 +84,9 @@ pub enum UpstreamError {
     /// Every origin's circuit breaker is open.
     #[error("origin-unavailable")]
     Unavailable,
+    /// The origin answered with this server error (and no stale copy could stand in).
+    #[error("upstream-{0}")]
+    Status(u16),
     /// No connection slot to the origin freed up in time.
     #[error("connection-limit")]
     ConnectionLimit,

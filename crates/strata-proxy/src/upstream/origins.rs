@@ -57,6 +57,20 @@ impl OriginState {
         self.breaker().allows(now)
     }
 
+    /// Whether the breaker refuses requests now (no side effects).
+    pub fn refuses(&self, now: Instant) -> bool {
+        self.breaker().refuses(now)
+    }
+
+    /// Starts an attempt: the breaker's verdict must be given through the returned guard,
+    /// or the attempt counts as abandoned when it is dropped (a cancelled request).
+    pub fn attempt(self: &Arc<Self>, now: Instant) -> Option<Attempt> {
+        self.allows(now).then(|| Attempt {
+            origin: Arc::clone(self),
+            done: false,
+        })
+    }
+
     pub fn success(&self, now: Instant) {
         self.breaker().success(now);
     }
@@ -85,6 +99,39 @@ impl OriginState {
         match tokio::time::timeout(wait, Arc::clone(&self.connections).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) | Err(_) => Err(UpstreamError::ConnectionLimit),
+        }
+    }
+}
+
+/// One request's use of an origin's breaker.
+pub struct Attempt {
+    origin: Arc<OriginState>,
+    done: bool,
+}
+
+impl Attempt {
+    pub fn success(mut self) {
+        self.done = true;
+        self.origin.success(Instant::now());
+    }
+
+    pub fn failure(mut self) {
+        self.done = true;
+        self.origin.failure(Instant::now());
+    }
+
+    /// Ends the attempt without a verdict on the origin's health (the failure was ours or
+    /// the client's).
+    pub fn neutral(mut self) {
+        self.done = true;
+        self.origin.breaker().abandon();
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.done {
+            self.origin.breaker().abandon();
         }
     }
 }
