@@ -66,7 +66,10 @@ PIDS+=($!)
 
 NGINX_PORT=$(free_port)
 mkdir -p "$SHM/nginx-cache" "$WORK/nginx"
+# nginx workers drop to an unprivileged user unless told otherwise; the cache and temp
+# directories here belong to whoever runs the script.
 cat >"$WORK/nginx/nginx.conf" <<CONF
+user $(id -un);
 worker_processes 1;
 daemon off;
 pid $WORK/nginx/nginx.pid;

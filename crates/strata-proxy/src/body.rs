@@ -159,7 +159,7 @@ pub struct ClientBody {
 }
 
 struct Completion {
-    record: AccessRecord,
+    record: Option<AccessRecord>,
     started: std::time::Instant,
     bytes: u64,
     log: AccessLog,
@@ -169,7 +169,7 @@ struct Completion {
 impl ProxyBody {
     pub fn logged(
         self,
-        record: AccessRecord,
+        record: Option<AccessRecord>,
         started: std::time::Instant,
         log: AccessLog,
         metrics: Arc<Metrics>,
@@ -218,10 +218,10 @@ impl Drop for ClientBody {
     fn drop(&mut self) {
         if let Some(mut done) = self.done.take() {
             done.metrics.response_bytes(done.bytes);
-            if done.log.enabled() {
-                done.record.bytes = done.bytes;
-                done.record.duration_ms = done.started.elapsed().as_secs_f64() * 1000.0;
-                done.log.log(done.record);
+            if let Some(mut record) = done.record.take() {
+                record.bytes = done.bytes;
+                record.duration_ms = done.started.elapsed().as_secs_f64() * 1000.0;
+                done.log.log(record);
             }
         }
     }

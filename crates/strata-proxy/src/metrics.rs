@@ -47,6 +47,7 @@ pub struct Metrics {
     origin_breaker_open: Family<OriginLabel, Gauge>,
     origin_connections: Family<OriginLabel, Gauge>,
     fills_in_progress: Gauge,
+    by_status: Vec<(&'static str, Counter, Histogram)>,
 }
 
 /// Live state of one origin, sampled when metrics are scraped.
@@ -139,7 +140,29 @@ impl Metrics {
             "Cache fills in progress (coalesced requests wait on these)",
             fills_in_progress.clone(),
         );
+        let by_status = [
+            "hit",
+            "uri-miss",
+            "vary-miss",
+            "stale",
+            "request",
+            "bypass",
+            "method",
+            "miss",
+            "none",
+        ]
+        .into_iter()
+        .map(|l| {
+            let label = CacheLabel {
+                cache_status: l.to_string(),
+            };
+            let count = requests.get_or_create(&label).clone();
+            let hist = request_duration.get_or_create(&label).clone();
+            (l, count, hist)
+        })
+        .collect();
         Self {
+            by_status,
             origin_breaker_open,
             origin_connections,
             fills_in_progress,
@@ -157,7 +180,14 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, cache_status: &str, head_latency: Duration) {
+    pub fn request(&self, cache_status: &'static str, head_latency: Duration) {
+        // Known labels have their series made up front; the lookup is a short scan, with
+        // no allocation or map lock on the request path.
+        if let Some((_, count, hist)) = self.by_status.iter().find(|(l, _, _)| *l == cache_status) {
+            count.inc();
+            hist.observe(head_latency.as_secs_f64());
+            return;
+        }
         let label = CacheLabel {
             cache_status: cache_status.to_string(),
         };

@@ -50,6 +50,8 @@ const MAX_JOIN_ATTEMPTS: usize = 3;
 /// Shared state of one node's data plane.
 pub struct Proxy {
     node: String,
+    /// `Via: 1.1 <node>`, built once.
+    via: HeaderValue,
     services: Services,
     storage: Arc<dyn Storage>,
     upstream: UpstreamClient,
@@ -132,6 +134,8 @@ impl Proxy {
         access_log: AccessLog,
     ) -> Result<Self, String> {
         Ok(Self {
+            via: HeaderValue::from_str(&format!("1.1 {}", config.node.name))
+                .map_err(|_| "node.name is not a valid header value".to_string())?,
             node: config.node.name.clone(),
             services: Services::from_config(config)?,
             storage,
@@ -193,10 +197,16 @@ impl Proxy {
         client: SocketAddr,
     ) -> Result<Response<ClientBody>, Infallible> {
         let started = Instant::now();
-        let arrived = SystemTime::now();
-        let method = req.method().clone();
-        let host = request_host(&req).unwrap_or_default();
-        let path = req.uri().path().to_string();
+        // What the access log needs from the request, taken before it is consumed (and
+        // only when there is a log to write).
+        let logged = self.access_log.enabled().then(|| {
+            (
+                SystemTime::now(),
+                req.method().to_string(),
+                request_host(&req).unwrap_or_default(),
+                req.uri().path().to_string(),
+            )
+        });
         let mut ctx = Ctx {
             status: CacheStatus::new(&self.node),
             upstream: None,
@@ -215,15 +225,19 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&ctx.status.to_string()) {
             headers.append(CACHE_STATUS, v);
         }
-        forward::append_list(headers, VIA, &format!("1.1 {}", self.node));
+        if headers.contains_key(VIA) {
+            forward::append_list(headers, VIA, &format!("1.1 {}", self.node));
+        } else {
+            headers.insert(VIA, self.via.clone());
+        }
         forward::strip_cdn_only(headers);
 
         let label = ctx.status.label();
         self.metrics.request(label, started.elapsed());
-        let record = AccessRecord {
+        let record = logged.map(|(arrived, method, host, path)| AccessRecord {
             time: humantime::format_rfc3339_millis(arrived).to_string(),
             client: client.ip().to_string(),
-            method: method.to_string(),
+            method,
             host,
             path,
             status: resp.status().as_u16(),
@@ -231,7 +245,7 @@ impl Proxy {
             bytes: 0,
             duration_ms: 0.0,
             upstream: ctx.upstream,
-        };
+        });
         Ok(resp.map(|body| {
             body.logged(
                 record,
