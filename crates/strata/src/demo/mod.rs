@@ -59,6 +59,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  curl -si http://{edge}/static/small.txt | grep -i cache-status     # again: hit");
     println!("  curl -si http://{edge}/static/large.bin -r 0-99 -o /dev/null -D -   # 206 from the cache");
     println!("  curl -si http://{edge}/api/time                                     # JSON cached for 2 s");
+    println!("  curl -s  http://{edge}/api/live/score                               # no-store, micro-cached for 1 s");
     println!("  curl -si -H 'Accept-Language: fr' http://{edge}/hello              # Vary: a variant per language");
     println!("  curl -si http://{edge}/missing | grep -i cache-status              # 404 cached for 10 s");
     println!("  curl -s  http://{admin}/metrics | grep strata_requests");

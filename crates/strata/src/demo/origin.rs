@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Requests the live endpoint has answered, shown in its body.
+static LIVE_HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub struct SampleOrigin {
     pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
@@ -82,6 +85,17 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
                     (CACHE_CONTROL, "max-age=2"),
                     (CONTENT_TYPE, "application/json"),
                 ],
+            )
+        }
+        "/api/live/score" => {
+            // A dynamic endpoint that forbids caching; the demo's micro-cache rule shares it
+            // for one second anyway.
+            let n = LIVE_HITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let body = format!("{{\"origin_requests\":{n}}}\n");
+            with(
+                StatusCode::OK,
+                body.into_bytes(),
+                &[(CACHE_CONTROL, "private, no-store"), (CONTENT_TYPE, "application/json")],
             )
         }
         "/api/nocache" => with(
