@@ -98,6 +98,19 @@ impl Got {
             .to_string()
     }
 
+    /// The `ttl` parameter of our `Cache-Status` member.
+    pub fn ttl(&self) -> Option<i64> {
+        let status = self.cache_status();
+        status
+            .split("ttl=")
+            .nth(1)?
+            .split(';')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn is_hit(&self) -> bool {
         self.cache_status().split(';').any(|p| p.trim() == "hit")
     }

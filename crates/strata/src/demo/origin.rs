@@ -95,7 +95,10 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
             with(
                 StatusCode::OK,
                 body.into_bytes(),
-                &[(CACHE_CONTROL, "private, no-store"), (CONTENT_TYPE, "application/json")],
+                &[
+                    (CACHE_CONTROL, "private, no-store"),
+                    (CONTENT_TYPE, "application/json"),
+                ],
             )
         }
         "/api/nocache" => with(
