@@ -9,6 +9,7 @@ mod headers;
 mod limits;
 mod operations;
 mod origins;
+mod purge;
 mod rfc9111_freshness;
 mod rfc9111_storing;
 mod rfc9111_validation;

@@ -27,6 +27,8 @@ pub enum FreshnessSource {
     Override,
     /// A per-path micro-cache lifetime for otherwise uncacheable answers.
     Micro,
+    /// Cut short by a soft purge.
+    Purged,
     None,
 }
 

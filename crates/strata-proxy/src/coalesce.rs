@@ -164,6 +164,26 @@ impl Coalescer {
         }
     }
 
+    /// A purge landed: fills whose object it covers must not store it, and new requests
+    /// must not join them. Fills still waiting for their response head are left alone:
+    /// their object will be stored after the purge, which then does not cover it.
+    pub fn invalidate_covered(&self, purge: &strata_storage::Purge) {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, list) in fills.iter_mut() {
+            list.retain(|inflight| {
+                let covered = matches!(
+                    inflight.current().as_deref(),
+                    Some(Outcome::Object { object, .. }) if purge.covers(key, object)
+                );
+                if covered {
+                    inflight.discard.store(true, Ordering::Release);
+                }
+                !covered
+            });
+        }
+        fills.retain(|_, list| !list.is_empty());
+    }
+
     /// Unregisters a fill (after its object is stored, or it ended otherwise).
     pub fn leave(&self, key: &CacheKey, inflight: &Arc<Inflight>) {
         let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());

@@ -13,6 +13,7 @@ pub mod fill;
 pub mod forward;
 pub mod metrics;
 pub mod proxy;
+pub mod purge;
 pub mod respond;
 pub mod server;
 pub mod service;

@@ -185,6 +185,33 @@ impl Proxy {
         out
     }
 
+    /// Applies a purge request to this node: storage, then fills in progress.
+    pub fn purge(
+        &self,
+        request: &crate::purge::PurgeRequest,
+    ) -> Result<crate::purge::PurgeReport, String> {
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let purges = request.resolve(&self.services, now)?;
+        let mut objects = 0;
+        for p in &purges {
+            objects += self.storage.purge(p, now);
+            self.coalescer.invalidate_covered(p);
+        }
+        let id = format!(
+            "{:x}",
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        tracing::info!(%id, objects, soft = request.soft, "purge applied");
+        Ok(crate::purge::PurgeReport {
+            id,
+            objects,
+            applied_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
     /// Fills in progress.
     pub fn fills_in_progress(&self) -> usize {
         self.coalescer.in_progress()

@@ -13,6 +13,7 @@
 pub mod body;
 pub mod memory;
 pub mod object;
+pub mod purge;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use strata_http_cache::CacheKey;
 pub use body::{BodyError, BodyReader, ChunkedBody};
 pub use memory::MemoryStorage;
 pub use object::{StoredObject, Variants};
+pub use purge::{Purge, Scope};
 
 /// Counters a tier reports for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +50,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Removes every variant under a key. Returns whether anything was removed.
     fn remove(&self, key: &CacheKey) -> bool;
+
+    /// Applies a purge to what is stored, and remembers it for a while so objects being
+    /// filled when it landed are caught when stored. Returns the objects affected.
+    fn purge(&self, purge: &Purge, now: std::time::SystemTime) -> u64;
 
     fn stats(&self) -> StorageStats;
 }

@@ -226,6 +226,31 @@ impl Edge {
         }
     }
 
+    /// POST a JSON body to the admin listener.
+    pub async fn admin_post(&self, path: &str, json: &str) -> Got {
+        let req = Request::post(format!("http://{}{}", self.admin, path))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json.to_string())))
+            .expect("request");
+        let resp = self.client.request(req).await.expect("admin response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Got {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// Purges through the admin API and returns the objects affected.
+    pub async fn purge(&self, json: &str) -> u64 {
+        let r = self.admin_post("/v1/purge", json).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        v["objects"].as_u64().expect("objects")
+    }
+
     /// Waits (bounded) until `cond` holds, polling; for effects that land on another task.
     pub async fn eventually(&self, what: &str, mut cond: impl FnMut() -> bool) {
         for _ in 0..200 {

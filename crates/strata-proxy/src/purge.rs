@@ -1,0 +1,190 @@
+//! Purge on one node: the admin API's request body, its validation, and applying it to the
+//! node's storage and to fills in progress.
+//!
+//! `POST /v1/purge` on the admin listener takes the same JSON the control plane will take:
+//! `{"urls": [...], "tags": [...], "prefixes": [...], "all": false, "soft": false}`. Bad
+//! input is refused whole with 400 and the reason; nothing is applied.
+
+use std::time::SystemTime;
+
+use http::Uri;
+use serde::{Deserialize, Serialize};
+use strata_http_cache::{CacheKey, KeyRules};
+use strata_storage::{Purge, Scope};
+
+use crate::service::Services;
+
+/// The JSON body of a purge request.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// Absolute URLs; every `Vary` variant of each.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Surrogate keys (`Surrogate-Key` / `Cache-Tag` values).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// URL prefixes: `http://host/path/`.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Glob patterns on paths (not applied yet: refused with 400).
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Everything in the cache.
+    #[serde(default)]
+    pub all: bool,
+    /// Mark stale instead of removing.
+    #[serde(default)]
+    pub soft: bool,
+}
+
+/// What a node reports after applying a purge.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub id: String,
+    pub objects: u64,
+    pub applied_us: u64,
+}
+
+impl PurgeRequest {
+    /// Turns the request into purges for this node, or says what is wrong with it.
+    pub fn resolve(
+        &self,
+        services: &Services,
+        issued_at: SystemTime,
+    ) -> Result<Vec<Purge>, String> {
+        if !self.patterns.is_empty() {
+            return Err("patterns: pattern purges are not supported on this node yet".into());
+        }
+        if self.urls.is_empty() && self.tags.is_empty() && self.prefixes.is_empty() && !self.all {
+            return Err("nothing to purge: give urls, tags, prefixes or all".into());
+        }
+        let mut purges = Vec::new();
+        let mut add = |scope| {
+            purges.push(Purge {
+                scope,
+                soft: self.soft,
+                issued_at,
+            })
+        };
+        if !self.urls.is_empty() {
+            let mut keys = Vec::with_capacity(self.urls.len());
+            for (i, url) in self.urls.iter().enumerate() {
+                let (host, uri) = parse_url(url).map_err(|why| format!("urls[{i}]: {why}"))?;
+                let service = services
+                    .for_host(&host)
+                    .ok_or_else(|| format!("urls[{i}]: no service answers for host '{host}'"))?;
+                let rules = service.resolve(uri.path()).key_rules;
+                keys.push(CacheKey::new(
+                    "http",
+                    &host,
+                    uri.path(),
+                    uri.query(),
+                    &rules,
+                ));
+            }
+            add(Scope::Keys(keys));
+        }
+        if !self.tags.is_empty() {
+            for (i, tag) in self.tags.iter().enumerate() {
+                if tag.is_empty() || tag.contains([' ', ',', '\t']) {
+                    return Err(format!("tags[{i}]: a tag is one non-empty word"));
+                }
+            }
+            add(Scope::Tags(self.tags.clone()));
+        }
+        if !self.prefixes.is_empty() {
+            let mut prefixes = Vec::with_capacity(self.prefixes.len());
+            for (i, p) in self.prefixes.iter().enumerate() {
+                let (host, uri) = parse_url(p).map_err(|why| format!("prefixes[{i}]: {why}"))?;
+                if uri.query().is_some() {
+                    return Err(format!("prefixes[{i}]: a prefix has no query"));
+                }
+                // Normalised the way keys are (host case, default port).
+                let rules = KeyRules {
+                    strip_query: Vec::new(),
+                    ignore_query: true,
+                };
+                let text = CacheKey::new("http", &host, uri.path(), None, &rules)
+                    .as_str()
+                    .to_string();
+                prefixes.push(text);
+            }
+            add(Scope::Prefixes(prefixes));
+        }
+        if self.all {
+            add(Scope::All);
+        }
+        Ok(purges)
+    }
+}
+
+fn parse_url(s: &str) -> Result<(String, Uri), String> {
+    let uri: Uri = s.parse().map_err(|_| format!("'{s}' is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("'{s}' is not an http:// or https:// URL")),
+    }
+    let host = uri
+        .authority()
+        .ok_or_else(|| format!("'{s}' has no host"))?
+        .as_str()
+        .to_string();
+    Ok((host, uri))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+
+    fn services() -> Services {
+        let mut c = NodeConfig::single_origin("http://127.0.0.1:1");
+        c.services[0].strip_query = vec!["utm_*".into()];
+        Services::from_config(&c).unwrap()
+    }
+
+    #[test]
+    fn urls_become_cache_keys_with_the_service_rules() {
+        let req = PurgeRequest {
+            urls: vec!["http://Example.com/a?utm_x=1&b=2".into()],
+            ..Default::default()
+        };
+        let p = req.resolve(&services(), SystemTime::now()).unwrap();
+        assert_eq!(
+            p[0].scope,
+            Scope::Keys(vec![CacheKey::new(
+                "http",
+                "example.com",
+                "/a",
+                Some("b=2"),
+                &KeyRules::default()
+            )])
+        );
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_place() {
+        let s = services();
+        let now = SystemTime::now();
+        assert!(PurgeRequest::default()
+            .resolve(&s, now)
+            .unwrap_err()
+            .contains("nothing to purge"));
+        let bad = PurgeRequest {
+            urls: vec!["/relative".into()],
+            ..Default::default()
+        };
+        assert!(bad.resolve(&s, now).unwrap_err().starts_with("urls[0]"));
+        let bad = PurgeRequest {
+            tags: vec!["two words".into()],
+            ..Default::default()
+        };
+        assert!(bad.resolve(&s, now).unwrap_err().starts_with("tags[0]"));
+        let bad = PurgeRequest {
+            patterns: vec!["/a/*".into()],
+            ..Default::default()
+        };
+        assert!(bad.resolve(&s, now).is_err());
+    }
+}
