@@ -245,7 +245,7 @@ async fn bad_purge_requests_get_400_with_the_reason_and_change_nothing() {
         (r#"{}"#, "nothing to purge"),
         (r#"{"urls": ["not a url"]}"#, "urls[0]"),
         (r#"{"prefixes": ["ftp://x/"]}"#, "prefixes[0]"),
-        (r#"{"tags": ["a"], "patterns": ["/t/*"]}"#, "patterns"),
+        (r#"{"tags": ["a"], "patterns": ["t/*"]}"#, "patterns[0]"),
         ("not json", "invalid purge request"),
     ] {
         let r = edge.admin_post("/v1/purge", body).await;
@@ -255,5 +255,31 @@ async fn bad_purge_requests_get_400_with_the_reason_and_change_nothing() {
     assert!(
         edge.get("/t/a/1").send().await.is_hit(),
         "nothing was applied"
+    );
+}
+
+#[tokio::test]
+async fn pattern_purge_applies_at_once_and_is_swept() {
+    let origin = tagged_origin().await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    for p in ["/t/a/x.jpg", "/t/a/y.png", "/t/b/z.jpg"] {
+        edge.get(p).send().await;
+    }
+    edge.eventually("stored", || edge.proxy().storage().stats().keys == 3)
+        .await;
+    let r = edge
+        .admin_post(
+            "/v1/purge",
+            r#"{"patterns": ["/t/a/*.jpg", "http://other.test/t/b/*"]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"sweeping\":true"), "{}", r.text());
+    // In force immediately, before or after the sweep.
+    assert!(!edge.get("/t/a/x.jpg").send().await.is_hit());
+    assert!(edge.get("/t/a/y.png").send().await.is_hit());
+    assert!(
+        edge.get("/t/b/z.jpg").send().await.is_hit(),
+        "the second pattern names another host"
     );
 }

@@ -49,7 +49,7 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn purge(proxy: &Proxy, req: Request<Incoming>) -> (StatusCode, &'static str, String) {
+async fn purge(proxy: &Arc<Proxy>, req: Request<Incoming>) -> (StatusCode, &'static str, String) {
     let error = |status: StatusCode, why: String| {
         (
             status,

@@ -185,18 +185,21 @@ impl Proxy {
         out
     }
 
-    /// Applies a purge request to this node: storage, then fills in progress.
+    /// Applies a purge request to this node: storage, then fills in progress. Pattern
+    /// purges take effect at once (checked at lookup) and are swept in the background.
     pub fn purge(
-        &self,
+        self: &Arc<Self>,
         request: &crate::purge::PurgeRequest,
     ) -> Result<crate::purge::PurgeReport, String> {
         let started = Instant::now();
         let now = SystemTime::now();
         let purges = request.resolve(&self.services, now)?;
         let mut objects = 0;
+        let mut sweeping = false;
         for p in &purges {
             objects += self.storage.purge(p, now);
             self.coalescer.invalidate_covered(p);
+            sweeping |= matches!(p.scope, strata_storage::Scope::Patterns(_));
         }
         let id = format!(
             "{:x}",
@@ -204,11 +207,19 @@ impl Proxy {
                 .unwrap_or_default()
                 .as_nanos()
         );
+        if sweeping {
+            let (storage, sweep_id) = (Arc::clone(&self.storage), id.clone());
+            tokio::task::spawn_blocking(move || {
+                let swept = storage.sweep(SystemTime::now());
+                tracing::info!(id = %sweep_id, objects = swept, "pattern purge swept");
+            });
+        }
         tracing::info!(%id, objects, soft = request.soft, "purge applied");
         Ok(crate::purge::PurgeReport {
             id,
             objects,
             applied_us: started.elapsed().as_micros() as u64,
+            sweeping,
         })
     }
 

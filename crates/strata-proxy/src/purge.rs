@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use http::Uri;
 use serde::{Deserialize, Serialize};
 use strata_http_cache::{CacheKey, KeyRules};
+use strata_storage::purge::PathPattern;
 use strata_storage::{Purge, Scope};
 
 use crate::service::Services;
@@ -27,7 +28,9 @@ pub struct PurgeRequest {
     /// URL prefixes: `http://host/path/`.
     #[serde(default)]
     pub prefixes: Vec<String>,
-    /// Glob patterns on paths (not applied yet: refused with 400).
+    /// Globs on the path (`*`, `?`): `"/img/*.jpg"` on every host, or
+    /// `"http://host/img/*.jpg"` on one. Applied at once to lookups, and by a background
+    /// sweep to everything stored.
     #[serde(default)]
     pub patterns: Vec<String>,
     /// Everything in the cache.
@@ -44,6 +47,9 @@ pub struct PurgeReport {
     pub id: String,
     pub objects: u64,
     pub applied_us: u64,
+    /// Pattern purges are in force at once; their sweep over the whole cache (which
+    /// counts and removes the objects) runs in the background.
+    pub sweeping: bool,
 }
 
 impl PurgeRequest {
@@ -53,11 +59,13 @@ impl PurgeRequest {
         services: &Services,
         issued_at: SystemTime,
     ) -> Result<Vec<Purge>, String> {
-        if !self.patterns.is_empty() {
-            return Err("patterns: pattern purges are not supported on this node yet".into());
-        }
-        if self.urls.is_empty() && self.tags.is_empty() && self.prefixes.is_empty() && !self.all {
-            return Err("nothing to purge: give urls, tags, prefixes or all".into());
+        if self.urls.is_empty()
+            && self.tags.is_empty()
+            && self.prefixes.is_empty()
+            && self.patterns.is_empty()
+            && !self.all
+        {
+            return Err("nothing to purge: give urls, tags, prefixes, patterns or all".into());
         }
         let mut purges = Vec::new();
         let mut add = |scope| {
@@ -111,6 +119,26 @@ impl PurgeRequest {
                 prefixes.push(text);
             }
             add(Scope::Prefixes(prefixes));
+        }
+        if !self.patterns.is_empty() {
+            let mut patterns = Vec::with_capacity(self.patterns.len());
+            for (i, p) in self.patterns.iter().enumerate() {
+                let (host, glob) = if p.starts_with('/') {
+                    (None, p.clone())
+                } else {
+                    let (host, uri) =
+                        parse_url(p).map_err(|why| format!("patterns[{i}]: {why}"))?;
+                    let host = crate::service::strip_port(&host).to_string();
+                    (Some(host), uri.path().to_string())
+                };
+                if glob.is_empty() || !glob.starts_with('/') {
+                    return Err(format!(
+                        "patterns[{i}]: a pattern is a path glob such as /img/*.jpg"
+                    ));
+                }
+                patterns.push(PathPattern::new(host.as_deref(), &glob));
+            }
+            add(Scope::Patterns(patterns));
         }
         if self.all {
             add(Scope::All);

@@ -55,5 +55,9 @@ pub trait Storage: Send + Sync + 'static {
     /// filled when it landed are caught when stored. Returns the objects affected.
     fn purge(&self, purge: &Purge, now: std::time::SystemTime) -> u64;
 
+    /// Applies outstanding pattern purges to everything stored, then retires them. Until
+    /// then they are applied lazily at lookup. Returns the objects affected.
+    fn sweep(&self, now: std::time::SystemTime) -> u64;
+
     fn stats(&self) -> StorageStats;
 }

@@ -37,6 +37,8 @@ pub struct MemoryStorage {
     /// Never held while calling into `cache`: its eviction listener runs on the caller.
     index: Mutex<Index>,
     recent_purges: Mutex<VecDeque<Purge>>,
+    /// Pattern purges not yet applied by a sweep: checked at every lookup.
+    bans: Mutex<Vec<Purge>>,
     inserts: AtomicU64,
 }
 
@@ -55,6 +57,7 @@ impl MemoryStorage {
             capacity,
             index: Mutex::default(),
             recent_purges: Mutex::default(),
+            bans: Mutex::default(),
             inserts: AtomicU64::new(0),
         }
     }
@@ -75,9 +78,72 @@ impl MemoryStorage {
     }
 }
 
+impl MemoryStorage {
+    fn bans(&self) -> MutexGuard<'_, Vec<Purge>> {
+        self.bans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies purges to the variants under one key. Returns the objects affected and what
+    /// is left. Reads, decides, then writes: a variant inserted concurrently may be dropped
+    /// with the rest (a later miss); an old one cannot come back, because every insert is
+    /// checked against recent purges.
+    fn apply_to_key(
+        &self,
+        key: &CacheKey,
+        purges: &[&Purge],
+        now: SystemTime,
+    ) -> (u64, Option<Arc<Variants>>) {
+        let Some(set) = self.cache.get(key) else {
+            return (0, None);
+        };
+        let mut kept = Vec::with_capacity(set.objects.len());
+        let mut affected = 0;
+        for obj in &set.objects {
+            let mut current = Some(Arc::clone(obj));
+            for p in purges {
+                if let Some(o) = current.as_ref().filter(|o| p.covers(key, o)) {
+                    current = p.apply(o, now);
+                    affected += 1;
+                }
+            }
+            kept.extend(current);
+        }
+        if affected == 0 {
+            return (0, Some(set));
+        }
+        if kept.is_empty() {
+            // Index entries for the key are left for the periodic prune: removing them one
+            // by one here would cost a third of a large purge.
+            if self.cache.remove(key).is_some() {
+                self.keys_removed.fetch_add(1, Ordering::Relaxed);
+            }
+            (affected, None)
+        } else {
+            let set = Arc::new(Variants { objects: kept });
+            self.cache.insert(key.clone(), Arc::clone(&set));
+            (affected, Some(set))
+        }
+    }
+}
+
 impl Storage for MemoryStorage {
     fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>> {
-        self.cache.get(key)
+        let set = self.cache.get(key)?;
+        let bans = self.bans();
+        if bans.is_empty() {
+            return Some(set);
+        }
+        let covering: Vec<Purge> = bans
+            .iter()
+            .filter(|b| set.objects.iter().any(|o| b.covers(key, o)))
+            .cloned()
+            .collect();
+        drop(bans);
+        if covering.is_empty() {
+            return Some(set);
+        }
+        let refs: Vec<&Purge> = covering.iter().collect();
+        self.apply_to_key(key, &refs, SystemTime::now()).1
     }
 
     fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool {
@@ -153,41 +219,32 @@ impl Storage for MemoryStorage {
                 purges.pop_front();
             }
         }
-        let candidates = self.index().candidates(&purge.scope);
-        let mut affected = 0u64;
-        for key in candidates {
-            // Read, decide, then write. A variant inserted concurrently may be dropped with
-            // the rest (a later miss); an old one cannot come back, because every insert is
-            // checked against recent purges.
-            let Some(set) = self.cache.get(&key) else {
-                continue;
-            };
-            let mut kept = Vec::with_capacity(set.objects.len());
-            let mut changed = false;
-            for obj in &set.objects {
-                if purge.covers(&key, obj) {
-                    changed = true;
-                    affected += 1;
-                    if let Some(stale) = purge.apply(obj, now) {
-                        kept.push(stale);
-                    }
-                } else {
-                    kept.push(Arc::clone(obj));
-                }
-            }
-            if !changed {
-                continue;
-            }
-            if kept.is_empty() {
-                // Index entries for the key are left for the periodic prune: removing them
-                // one by one here would cost a third of the purge.
-                if self.cache.remove(&key).is_some() {
-                    self.keys_removed.fetch_add(1, Ordering::Relaxed);
-                }
-            } else {
-                self.cache.insert(key, Arc::new(Variants { objects: kept }));
-            }
+        if matches!(purge.scope, crate::Scope::Patterns(_)) {
+            // Checked at every lookup from now on, and applied to everything by `sweep`.
+            self.bans().push(purge.clone());
+            return 0;
         }
+        let candidates = self.index().candidates(&purge.scope);
+        candidates
+            .iter()
+            .map(|key| self.apply_to_key(key, &[purge], now).0)
+            .sum()
+    }
+
+    fn sweep(&self, now: SystemTime) -> u64 {
+        let bans: Vec<Purge> = self.bans().clone();
+        if bans.is_empty() {
+            return 0;
+        }
+        let refs: Vec<&Purge> = bans.iter().collect();
+        let candidates = self.index().candidates(&crate::Scope::All);
+        let affected = candidates
+            .iter()
+            .map(|key| self.apply_to_key(key, &refs, now).0)
+            .sum();
+        // Everything stored before these bans has been checked; later inserts are checked
+        // against recent purges, so the bans can retire.
+        self.bans().retain(|b| !bans.contains(b));
         affected
     }
 
@@ -388,5 +445,30 @@ mod tests {
         let obj = &set.objects[0];
         assert!(!obj.policy.is_fresh(t0 + Duration::from_secs(2)));
         assert_eq!(obj.body.len(), 10);
+    }
+
+    #[test]
+    fn pattern_purge_applies_at_lookup_then_sweep_retires_it() {
+        let store = MemoryStorage::new(1 << 20);
+        let t0 = SystemTime::now();
+        let k = |p: &str| CacheKey::new("http", "h", p, None, &KeyRules::default());
+        for p in ["/img/a.jpg", "/img/b.png", "/css/c.jpg"] {
+            store.insert(&k(p), tagged("x", t0));
+        }
+        let scope =
+            crate::Scope::Patterns(vec![crate::purge::PathPattern::new(None, "/img/*.jpg")]);
+        assert_eq!(
+            store.purge(&purge(scope, false, t0 + Duration::from_secs(1)), t0),
+            0
+        );
+        // Lazily: the lookup sees the ban before any sweep.
+        assert!(store.lookup(&k("/img/a.jpg")).is_none());
+        assert!(store.lookup(&k("/img/b.png")).is_some());
+        assert!(store.lookup(&k("/css/c.jpg")).is_some());
+        assert_eq!(store.sweep(t0), 0, "already applied at lookup");
+        assert!(store.bans().is_empty(), "the sweep retires the ban");
+        // An object stored after the ban's time is not affected.
+        store.insert(&k("/img/d.jpg"), tagged("x", t0 + Duration::from_secs(2)));
+        assert!(store.lookup(&k("/img/d.jpg")).is_some());
     }
 }

@@ -30,8 +30,47 @@ pub enum Scope {
     Tags(Vec<String>),
     /// Keys whose text (`scheme://host/path?query`) starts with any of these.
     Prefixes(Vec<String>),
+    /// Paths matching a glob (`*`, `?`), optionally on one host. Applied lazily at lookup
+    /// and by a sweep over the whole tier, like Varnish bans: the only scope that costs a
+    /// scan.
+    Patterns(Vec<PathPattern>),
     All,
 }
+
+/// A glob on the path (query excluded), optionally limited to one host.
+#[derive(Debug, Clone)]
+pub struct PathPattern {
+    pub host: Option<String>,
+    pub glob: String,
+    matcher: wildmatch::WildMatch,
+}
+
+impl PathPattern {
+    pub fn new(host: Option<&str>, glob: &str) -> Self {
+        Self {
+            host: host.map(str::to_ascii_lowercase),
+            glob: glob.to_string(),
+            matcher: wildmatch::WildMatch::new(glob),
+        }
+    }
+
+    /// Whether a key (`http://host/path?query`) matches.
+    pub fn matches(&self, key: &CacheKey) -> bool {
+        let text = key.as_str();
+        let rest = text.split_once("://").map_or(text, |(_, r)| r);
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = path.split('?').next().unwrap_or(path);
+        self.host.as_deref().is_none_or(|h| h == host) && self.matcher.matches(path)
+    }
+}
+
+impl PartialEq for PathPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.host == other.host && self.glob == other.glob
+    }
+}
+
+impl Eq for PathPattern {}
 
 /// One purge, as applied by a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +92,7 @@ impl Purge {
             Scope::Prefixes(prefixes) => prefixes
                 .iter()
                 .any(|p| key.as_str().starts_with(p.as_str())),
+            Scope::Patterns(patterns) => patterns.iter().any(|p| p.matches(key)),
             Scope::All => true,
         }
     }
@@ -156,7 +196,7 @@ impl Index {
                         .map(|(_, k)| k.clone())
                 })
                 .collect(),
-            Scope::All => self.keys.values().cloned().collect(),
+            Scope::All | Scope::Patterns(_) => self.keys.values().cloned().collect(),
         }
     }
 
@@ -182,6 +222,25 @@ impl Index {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn path_patterns_match_the_path_and_optionally_the_host() {
+        let k = |host: &str, path: &str, q: Option<&str>| {
+            CacheKey::new(
+                "http",
+                host,
+                path,
+                q,
+                &strata_http_cache::KeyRules::default(),
+            )
+        };
+        let p = PathPattern::new(None, "/img/*.jpg");
+        assert!(p.matches(&k("a.test", "/img/x/y.jpg", Some("v=1"))));
+        assert!(!p.matches(&k("a.test", "/img/y.png", None)));
+        let p = PathPattern::new(Some("B.test"), "/*");
+        assert!(p.matches(&k("b.test", "/x", None)));
+        assert!(!p.matches(&k("a.test", "/x", None)));
+    }
 
     #[test]
     fn tags_from_both_headers_space_or_comma_separated() {
