@@ -283,3 +283,66 @@ async fn pattern_purge_applies_at_once_and_is_swept() {
         "the second pattern names another host"
     );
 }
+
+fn purge_method(allow: &[&str]) -> impl FnOnce(&mut strata_proxy::config::NodeConfig) {
+    let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+    move |c| {
+        c.purge.http_method = true;
+        c.purge.allow = allow;
+    }
+}
+
+#[tokio::test]
+async fn purge_method_is_off_by_default() {
+    let origin = tagged_origin().await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    edge.get("/t/a/1").send().await;
+    let r = edge
+        .request(http::Method::from_bytes(b"PURGE").unwrap(), "/t/a/1")
+        .send()
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(origin.count(), 1, "never forwarded to the origin");
+}
+
+#[tokio::test]
+async fn purge_method_from_an_allowed_network_purges_the_url_or_tags() {
+    let origin = tagged_origin().await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(purge_method(&["127.0.0.0/8"]))
+        .start()
+        .await;
+    for p in ["/t/a/1", "/t/b/2"] {
+        edge.get(p).send().await;
+    }
+    edge.eventually("stored", || edge.proxy().storage().stats().keys == 2)
+        .await;
+    let purge = http::Method::from_bytes(b"PURGE").unwrap();
+    let r = edge.request(purge.clone(), "/t/a/1").send().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"objects\":1"), "{}", r.text());
+    assert!(!edge.get("/t/a/1").send().await.is_hit());
+    let r = edge
+        .request(purge, "/")
+        .header("surrogate-key", "b")
+        .send()
+        .await;
+    assert!(r.text().contains("\"objects\":1"), "{}", r.text());
+    assert!(!edge.get("/t/b/2").send().await.is_hit());
+}
+
+#[tokio::test]
+async fn purge_method_from_other_networks_is_403() {
+    let origin = tagged_origin().await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(purge_method(&["10.0.0.0/8"]))
+        .start()
+        .await;
+    edge.get("/t/a/1").send().await;
+    let r = edge
+        .request(http::Method::from_bytes(b"PURGE").unwrap(), "/t/a/1")
+        .send()
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(edge.get("/t/a/1").send().await.is_hit());
+}

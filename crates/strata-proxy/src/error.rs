@@ -20,6 +20,12 @@ pub enum ProxyError {
     OnlyIfCached,
     #[error("upstream: {0}")]
     Upstream(UpstreamError),
+    #[error("the PURGE method is not enabled on this listener")]
+    PurgeDisabled,
+    #[error("this client may not purge")]
+    PurgeForbidden,
+    #[error("invalid purge: {0}")]
+    BadPurge(String),
 }
 
 impl ProxyError {
@@ -32,6 +38,9 @@ impl ProxyError {
             ProxyError::OnlyIfCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::PurgeDisabled => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::PurgeForbidden => StatusCode::FORBIDDEN,
+            ProxyError::BadPurge(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -44,6 +53,9 @@ impl ProxyError {
             ProxyError::Loop => "loop-detected".into(),
             ProxyError::OnlyIfCached => "only-if-cached".into(),
             ProxyError::Upstream(e) => e.to_string(),
+            ProxyError::PurgeDisabled => "purge-disabled".into(),
+            ProxyError::PurgeForbidden => "purge-forbidden".into(),
+            ProxyError::BadPurge(_) => "bad-purge".into(),
         }
     }
 

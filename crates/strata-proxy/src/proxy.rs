@@ -61,6 +61,8 @@ pub struct Proxy {
     max_object_size: u64,
     timeouts: Timeouts,
     coalescer: Coalescer,
+    purge_method_enabled: bool,
+    purge_allow: Vec<ipnet::IpNet>,
     /// Keys that recently answered uncacheable, with the time the mark expires.
     hit_for_pass: moka::sync::Cache<CacheKey, Instant>,
 }
@@ -137,6 +139,8 @@ impl Proxy {
             via: HeaderValue::from_str(&format!("1.1 {}", config.node.name))
                 .map_err(|_| "node.name is not a valid header value".to_string())?,
             node: config.node.name.clone(),
+            purge_method_enabled: config.purge.http_method,
+            purge_allow: config.purge.allowed_networks(),
             services: Services::from_config(config)?,
             storage,
             upstream: UpstreamClient::new(config.limits.upstream_connect_timeout.0),
@@ -221,6 +225,49 @@ impl Proxy {
             applied_us: started.elapsed().as_micros() as u64,
             sweeping,
         })
+    }
+
+    /// `PURGE <path>` on the edge listener: purges that URL (or, with a `Surrogate-Key`
+    /// request field, those tags); `Strata-Soft-Purge: 1` makes it soft. Off unless
+    /// configured, and only from allowed networks.
+    fn purge_method(
+        self: &Arc<Self>,
+        req: &Request<Incoming>,
+        host: &str,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if !self.purge_method_enabled {
+            return Err(ProxyError::PurgeDisabled);
+        }
+        if !self
+            .purge_allow
+            .iter()
+            .any(|net| net.contains(&client.ip()))
+        {
+            return Err(ProxyError::PurgeForbidden);
+        }
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let mut request = crate::purge::PurgeRequest {
+            soft: header("strata-soft-purge") == Some("1"),
+            ..Default::default()
+        };
+        match header("surrogate-key") {
+            Some(tags) => request.tags = tags.split_whitespace().map(String::from).collect(),
+            None => {
+                let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                request.urls = vec![format!("http://{host}{pq}")];
+            }
+        }
+        let report = self.purge(&request).map_err(ProxyError::BadPurge)?;
+        let json = serde_json::to_string(&report).unwrap_or_default() + "\n";
+        let mut resp = Response::new(ProxyBody::full(json.clone()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
+        Ok(resp)
     }
 
     /// Fills in progress.
@@ -308,6 +355,9 @@ impl Proxy {
         let host = request_host(&req).ok_or(ProxyError::BadRequest("missing host"))?;
         if forward::is_loop(req.headers(), &self.node) {
             return Err(ProxyError::Loop);
+        }
+        if req.method().as_str() == "PURGE" {
+            return self.purge_method(&req, &host, client);
         }
 
         // === service ===

@@ -210,9 +210,14 @@ mod tests {
         };
         assert!(bad.resolve(&s, now).unwrap_err().starts_with("tags[0]"));
         let bad = PurgeRequest {
-            patterns: vec!["/a/*".into()],
+            patterns: vec!["img/*".into()],
             ..Default::default()
         };
-        assert!(bad.resolve(&s, now).is_err());
+        assert!(bad.resolve(&s, now).unwrap_err().starts_with("patterns[0]"));
+        let good = PurgeRequest {
+            patterns: vec!["/a/*".into(), "http://x.test:80/b/*".into()],
+            ..Default::default()
+        };
+        assert!(good.resolve(&s, now).is_ok());
     }
 }

@@ -45,8 +45,40 @@ pub struct NodeConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub purge: PurgeSection,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+}
+
+/// The HTTP `PURGE` method on the edge listener (the admin API's `POST /v1/purge` is
+/// always available on the admin listener).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeSection {
+    /// Accept `PURGE <url>` on the edge listener. Off by default: 405.
+    #[serde(default)]
+    pub http_method: bool,
+    /// Client addresses or networks allowed to send it (`"10.0.0.0/8"`, `"127.0.0.1"`);
+    /// others get 403.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl PurgeSection {
+    /// The allow list, parsed (validation has checked every entry).
+    pub fn allowed_networks(&self) -> Vec<ipnet::IpNet> {
+        self.allow
+            .iter()
+            .filter_map(|a| parse_network(a).ok())
+            .collect()
+    }
+}
+
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{s}' is not an address or a network"))
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -490,6 +522,7 @@ impl NodeConfig {
             cache: CacheSection::default(),
             limits: LimitsSection::default(),
             log: LogSection::default(),
+            purge: PurgeSection::default(),
             services: vec![ServiceConfig::new(
                 "default",
                 vec!["*".into()],
@@ -546,6 +579,15 @@ impl NodeConfig {
             return Err(ConfigError::new(
                 "limits.max_uri_length",
                 "must be at least 16",
+            ));
+        }
+        for (i, a) in self.purge.allow.iter().enumerate() {
+            parse_network(a).map_err(|m| ConfigError::new(format!("purge.allow[{i}]"), m))?;
+        }
+        if self.purge.http_method && self.purge.allow.is_empty() {
+            return Err(ConfigError::new(
+                "purge.allow",
+                "http_method needs at least one allowed network",
             ));
         }
         if self.services.is_empty() {
@@ -782,6 +824,20 @@ mod tests {
             NodeConfig::from_toml(&bad).unwrap_err().path,
             "service[0].origins[1].weight"
         );
+    }
+
+    #[test]
+    fn purge_method_needs_a_valid_allow_list() {
+        let on = format!("{GOOD}\n[purge]\nhttp_method = true\n");
+        assert_eq!(NodeConfig::from_toml(&on).unwrap_err().path, "purge.allow");
+        let bad = format!("{GOOD}\n[purge]\nhttp_method = true\nallow = [\"10.0.0.0/33\"]\n");
+        assert_eq!(
+            NodeConfig::from_toml(&bad).unwrap_err().path,
+            "purge.allow[0]"
+        );
+        let ok =
+            format!("{GOOD}\n[purge]\nhttp_method = true\nallow = [\"10.0.0.0/8\", \"::1\"]\n");
+        assert!(NodeConfig::from_toml(&ok).is_ok());
     }
 
     #[test]
