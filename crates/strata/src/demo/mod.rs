@@ -63,6 +63,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  curl -si -H 'Accept-Language: fr' http://{edge}/hello              # Vary: a variant per language");
     println!("  curl -si http://{edge}/missing | grep -i cache-status              # 404 cached for 10 s");
     println!("  curl -s  http://{admin}/metrics | grep strata_requests");
+    println!("  curl -s  -X POST http://{admin}/v1/purge -d '{{\"tags\": [\"static\"]}}'   # purge by surrogate key");
     println!("{}", origin::ready_line(edge));
     crate::cli::shutdown_signal().await;
     println!("stopping");
