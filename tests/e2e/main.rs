@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod cluster_purge;
 mod coalescing;
 mod headers;
 mod limits;

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod metrics;
 pub mod proxy;
 pub mod purge;
+pub mod purge_consumer;
 pub mod respond;
 pub mod server;
 pub mod service;
@@ -44,6 +45,8 @@ pub enum StartError {
     AccessLog(std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("cannot join the bus: {0}")]
+    Bus(strata_bus::BusError),
 }
 
 /// A running node.
@@ -56,7 +59,20 @@ pub struct Node {
 }
 
 impl Node {
+    /// Starts a node; joins the NATS bus when `bus.nats` is configured.
     pub async fn start(config: &NodeConfig) -> Result<Self, StartError> {
+        let bus = match &config.bus.nats {
+            Some(url) => Some(strata_bus::Bus::nats(url).await.map_err(StartError::Bus)?),
+            None => None,
+        };
+        Self::start_with_bus(config, bus).await
+    }
+
+    /// Starts a node on a bus it is given (the embedded bus of a single-process setup).
+    pub async fn start_with_bus(
+        config: &NodeConfig,
+        bus: Option<strata_bus::Bus>,
+    ) -> Result<Self, StartError> {
         config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
@@ -105,6 +121,14 @@ impl Node {
             }
             None => None,
         };
+        if let Some(bus) = bus {
+            tasks.spawn(purge_consumer::run(
+                Arc::clone(&proxy),
+                bus,
+                config.node.name.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         for service in proxy.services().all() {
             if let Some(probe) = &service.probe {
                 tasks.spawn(upstream::health::run(

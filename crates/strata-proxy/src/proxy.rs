@@ -195,9 +195,26 @@ impl Proxy {
         self: &Arc<Self>,
         request: &crate::purge::PurgeRequest,
     ) -> Result<crate::purge::PurgeReport, String> {
+        let now = SystemTime::now();
+        let id = format!(
+            "{:x}",
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        self.purge_at(request, now, id)
+    }
+
+    /// Applies a purge issued elsewhere (the control plane) at `issued_at`.
+    pub fn purge_at(
+        self: &Arc<Self>,
+        request: &crate::purge::PurgeRequest,
+        issued_at: SystemTime,
+        id: String,
+    ) -> Result<crate::purge::PurgeReport, String> {
         let started = Instant::now();
         let now = SystemTime::now();
-        let purges = request.resolve(&self.services, now)?;
+        let purges = request.resolve(&self.services, issued_at)?;
         let mut objects = 0;
         let mut sweeping = false;
         for p in &purges {
@@ -205,12 +222,6 @@ impl Proxy {
             self.coalescer.invalidate_covered(p);
             sweeping |= matches!(p.scope, strata_storage::Scope::Patterns(_));
         }
-        let id = format!(
-            "{:x}",
-            now.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        );
         if sweeping {
             let (storage, sweep_id) = (Arc::clone(&self.storage), id.clone());
             tokio::task::spawn_blocking(move || {

@@ -16,7 +16,7 @@ use strata_storage::{Purge, Scope};
 use crate::service::Services;
 
 /// The JSON body of a purge request.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeRequest {
     /// Absolute URLs; every `Vary` variant of each.
@@ -39,6 +39,29 @@ pub struct PurgeRequest {
     /// Mark stale instead of removing.
     #[serde(default)]
     pub soft: bool,
+}
+
+/// A purge as carried on the bus: the request, when it was issued, and its id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PurgeEvent {
+    pub id: String,
+    /// Unix time in milliseconds.
+    pub issued_at_ms: u64,
+    pub request: PurgeRequest,
+}
+
+/// A node's acknowledgement of a purge event, published on the bus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PurgeAck {
+    pub id: String,
+    pub node: String,
+    pub seq: u64,
+    pub objects: u64,
+    /// Unix time in milliseconds.
+    pub applied_at_ms: u64,
+    /// Set when the event could not be applied (it is still acknowledged: retrying a
+    /// malformed event would not help).
+    pub error: Option<String>,
 }
 
 /// What a node reports after applying a purge.

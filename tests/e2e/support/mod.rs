@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edge;
+pub mod nats;
 pub mod origin;
 
 pub use edge::{Edge, EdgeBuilder};

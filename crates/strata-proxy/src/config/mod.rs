@@ -47,8 +47,20 @@ pub struct NodeConfig {
     pub log: LogSection,
     #[serde(default)]
     pub purge: PurgeSection,
+    #[serde(default)]
+    pub bus: BusSection,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+}
+
+/// How this node joins the others.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BusSection {
+    /// NATS server URL (`nats://127.0.0.1:4222`) with JetStream enabled. Purge events reach
+    /// this node through a durable consumer named after `node.name`.
+    #[serde(default)]
+    pub nats: Option<String>,
 }
 
 /// The HTTP `PURGE` method on the edge listener (the admin API's `POST /v1/purge` is
@@ -523,6 +535,7 @@ impl NodeConfig {
             limits: LimitsSection::default(),
             log: LogSection::default(),
             purge: PurgeSection::default(),
+            bus: BusSection::default(),
             services: vec![ServiceConfig::new(
                 "default",
                 vec!["*".into()],
@@ -589,6 +602,14 @@ impl NodeConfig {
                 "purge.allow",
                 "http_method needs at least one allowed network",
             ));
+        }
+        if let Some(url) = &self.bus.nats {
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) || url.len() <= 7 {
+                return Err(ConfigError::new(
+                    "bus.nats",
+                    format!("'{url}' is not a nats:// URL"),
+                ));
+            }
         }
         if self.services.is_empty() {
             return Err(ConfigError::new(

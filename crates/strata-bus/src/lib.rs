@@ -1,0 +1,169 @@
+//! The bus Strata's roles share for purge events and their acknowledgements.
+//!
+//! Two implementations behind one type:
+//! - **embedded**: in-process, for `strata demo` and single-process deployments;
+//! - **NATS JetStream**: for several processes or machines. Purge events go to a stream;
+//!   each node reads them through its own *durable* consumer, so a node that was cut off
+//!   gets every event it missed when it comes back, and acknowledges each after applying it.
+//!
+//! Payloads are opaque bytes: the message types belong to the roles that exchange them.
+
+mod embedded;
+mod nats;
+
+use bytes::Bytes;
+
+pub use embedded::EmbeddedBus;
+pub use nats::NatsBus;
+
+/// Subject of purge events (a JetStream stream on NATS).
+pub const PURGE_SUBJECT: &str = "strata.purge.events";
+/// Subject of per-node purge acknowledgements (core NATS; not persisted).
+pub const ACK_SUBJECT: &str = "strata.purge.acks";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus connection: {0}")]
+    Connect(String),
+    #[error("publishing: {0}")]
+    Publish(String),
+    #[error("subscribing: {0}")]
+    Subscribe(String),
+    #[error("acknowledging: {0}")]
+    Ack(String),
+}
+
+/// A bus, embedded or NATS.
+#[derive(Clone)]
+pub enum Bus {
+    Embedded(EmbeddedBus),
+    Nats(Box<NatsBus>),
+}
+
+/// One purge event delivered to a node's durable consumer.
+pub struct Delivery {
+    pub seq: u64,
+    pub payload: Bytes,
+    acker: Acker,
+}
+
+enum Acker {
+    Embedded(EmbeddedBus, String, u64),
+    Nats(Box<async_nats::jetstream::Message>),
+}
+
+impl Delivery {
+    /// Marks the event applied: the node's consumer will not deliver it again.
+    pub async fn ack(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::Embedded(bus, consumer, seq) => {
+                bus.ack(&consumer, seq);
+                Ok(())
+            }
+            Acker::Nats(msg) => msg.ack().await.map_err(|e| BusError::Ack(e.to_string())),
+        }
+    }
+}
+
+/// A node's durable view of the purge stream.
+pub enum PurgeConsumer {
+    Embedded(embedded::Consumer),
+    Nats(Box<nats::Consumer>),
+}
+
+impl PurgeConsumer {
+    /// The next event, waiting for one. `None` when the bus is gone.
+    pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        match self {
+            PurgeConsumer::Embedded(c) => c.next().await.map(Ok),
+            PurgeConsumer::Nats(c) => c.next().await,
+        }
+    }
+}
+
+/// Acknowledgements published by nodes.
+pub enum AckSubscription {
+    Embedded(tokio::sync::broadcast::Receiver<Bytes>),
+    Nats(async_nats::Subscriber),
+}
+
+impl AckSubscription {
+    pub async fn next(&mut self) -> Option<Bytes> {
+        match self {
+            AckSubscription::Embedded(rx) => loop {
+                match rx.recv().await {
+                    Ok(b) => return Some(b),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "ack subscriber lagged");
+                    }
+                    Err(_) => return None,
+                }
+            },
+            AckSubscription::Nats(sub) => {
+                tokio_stream::StreamExt::next(sub).await.map(|m| m.payload)
+            }
+        }
+    }
+}
+
+impl Bus {
+    pub fn embedded() -> Self {
+        Bus::Embedded(EmbeddedBus::default())
+    }
+
+    /// Connects to NATS and makes sure the purge stream exists.
+    pub async fn nats(url: &str) -> Result<Self, BusError> {
+        Ok(Bus::Nats(Box::new(NatsBus::connect(url).await?)))
+    }
+
+    /// Publishes a purge event durably; returns its sequence number.
+    pub async fn publish_purge(&self, payload: Bytes) -> Result<u64, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(b.publish(payload)),
+            Bus::Nats(b) => b.publish(payload).await,
+        }
+    }
+
+    /// The durable consumer named `node`: resumes after the last event it acknowledged.
+    pub async fn purge_consumer(&self, node: &str) -> Result<PurgeConsumer, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(PurgeConsumer::Embedded(b.consumer(node))),
+            Bus::Nats(b) => Ok(PurgeConsumer::Nats(Box::new(b.consumer(node).await?))),
+        }
+    }
+
+    pub async fn publish_ack(&self, payload: Bytes) -> Result<(), BusError> {
+        match self {
+            Bus::Embedded(b) => {
+                b.publish_ack(payload);
+                Ok(())
+            }
+            Bus::Nats(b) => b.publish_ack(payload).await,
+        }
+    }
+
+    pub async fn subscribe_acks(&self) -> Result<AckSubscription, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(AckSubscription::Embedded(b.subscribe_acks())),
+            Bus::Nats(b) => b.subscribe_acks().await.map(AckSubscription::Nats),
+        }
+    }
+}
+
+impl Delivery {
+    fn embedded(bus: EmbeddedBus, consumer: String, seq: u64, payload: Bytes) -> Self {
+        Self {
+            seq,
+            payload,
+            acker: Acker::Embedded(bus, consumer, seq),
+        }
+    }
+
+    fn nats(seq: u64, msg: async_nats::jetstream::Message) -> Self {
+        Self {
+            seq,
+            payload: msg.payload.clone(),
+            acker: Acker::Nats(Box::new(msg)),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! NATS JetStream: purge events in a file-backed stream, one durable pull consumer per
+//! node with explicit acks; acknowledgements to the control plane on core NATS.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use tokio_stream::StreamExt;
+
+use crate::{BusError, Delivery, ACK_SUBJECT, PURGE_SUBJECT};
+
+const STREAM: &str = "STRATA_PURGE";
+/// How long purge events are kept for nodes that were away.
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+}
+
+impl NatsBus {
+    pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| BusError::Connect(e.to_string()))?;
+        let js = jetstream::new(client.clone());
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: STREAM.to_string(),
+                subjects: vec![PURGE_SUBJECT.to_string()],
+                storage: stream::StorageType::File,
+                max_age: RETENTION,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::Connect(e.to_string()))?;
+        Ok(Self { client, js, stream })
+    }
+
+    pub async fn publish(&self, payload: Bytes) -> Result<u64, BusError> {
+        let ack = self
+            .js
+            .publish(PURGE_SUBJECT, payload)
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))?;
+        Ok(ack.sequence)
+    }
+
+    pub async fn consumer(&self, node: &str) -> Result<Consumer, BusError> {
+        // Consumer names allow letters, digits, '-' and '_'.
+        let name: String = node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let consumer = self
+            .stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| BusError::Subscribe(e.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| BusError::Subscribe(e.to_string()))?;
+        Ok(Consumer { messages })
+    }
+
+    pub async fn publish_ack(&self, payload: Bytes) -> Result<(), BusError> {
+        self.client
+            .publish(ACK_SUBJECT, payload)
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))
+    }
+
+    pub async fn subscribe_acks(&self) -> Result<async_nats::Subscriber, BusError> {
+        self.client
+            .subscribe(ACK_SUBJECT)
+            .await
+            .map_err(|e| BusError::Subscribe(e.to_string()))
+    }
+}
+
+pub struct Consumer {
+    messages: consumer::pull::Stream,
+}
+
+impl Consumer {
+    pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        match self.messages.next().await? {
+            Ok(msg) => {
+                let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                Some(Ok(Delivery::nats(seq, msg)))
+            }
+            Err(e) => Some(Err(BusError::Subscribe(e.to_string()))),
+        }
+    }
+}

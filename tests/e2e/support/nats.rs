@@ -1,0 +1,72 @@
+//! A real `nats-server -js` on 127.0.0.1 with a random port and its own store directory,
+//! stopped (by PID) when dropped. `scripts/test.sh` installs nats-server.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+    dir: std::path::PathBuf,
+}
+
+fn binary() -> String {
+    for candidate in [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ] {
+        if Command::new(candidate).arg("--version").output().is_ok() {
+            return candidate.to_string();
+        }
+    }
+    panic!("nats-server not found: run scripts/test.sh, which installs it");
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "strata-nats-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new(binary())
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nats-server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("nats-server listening");
+        Self {
+            child,
+            url: format!("nats://{addr}"),
+            dir,
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
