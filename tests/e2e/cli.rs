@@ -130,11 +130,16 @@ fn examples_in_the_repository_are_valid() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = Command::new(BIN)
-                .arg("check-config")
-                .arg(&path)
-                .output()
-                .unwrap();
+            let mut cmd = Command::new(BIN);
+            cmd.arg("check-config");
+            // Control plane configs say so in their name.
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("control"))
+            {
+                cmd.arg("--control");
+            }
+            let out = cmd.arg(&path).output().unwrap();
             assert!(
                 out.status.success(),
                 "{}: {}",

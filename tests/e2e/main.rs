@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod cluster_purge;
 mod coalescing;
+mod control;
 mod headers;
 mod limits;
 mod operations;

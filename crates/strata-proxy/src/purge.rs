@@ -16,7 +16,7 @@ use strata_storage::{Purge, Scope};
 use crate::service::Services;
 
 /// The JSON body of a purge request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeRequest {
     /// Absolute URLs; every `Vary` variant of each.
@@ -39,10 +39,13 @@ pub struct PurgeRequest {
     /// Mark stale instead of removing.
     #[serde(default)]
     pub soft: bool,
+    /// Control plane only: seconds to wait for every node's ack before answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<f64>,
 }
 
 /// A purge as carried on the bus: the request, when it was issued, and its id.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PurgeEvent {
     pub id: String,
     /// Unix time in milliseconds.
@@ -76,6 +79,19 @@ pub struct PurgeReport {
 }
 
 impl PurgeRequest {
+    /// Checks the request's syntax without a node's services (what the control plane can
+    /// check before publishing): the same rules as [`PurgeRequest::resolve`] against a
+    /// catch-all service.
+    pub fn check(&self) -> Result<(), String> {
+        if self.wait.is_some_and(|w| !(0.0..=300.0).contains(&w)) {
+            return Err("wait: between 0 and 300 seconds".into());
+        }
+        let any_host = Services::from_config(&crate::config::NodeConfig::single_origin(
+            "http://127.0.0.1:1",
+        ))?;
+        self.resolve(&any_host, SystemTime::now()).map(|_| ())
+    }
+
     /// Turns the request into purges for this node, or says what is wrong with it.
     pub fn resolve(
         &self,

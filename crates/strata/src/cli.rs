@@ -29,9 +29,21 @@ enum Command {
     /// Run a caching edge node.
     Edge(EdgeArgs),
     /// Validate a configuration file; exits 2 and names the failing key when invalid.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        file: PathBuf,
+        /// The file is a control plane configuration (`strata control`).
+        #[arg(long)]
+        control: bool,
+    },
     /// Run a self-contained demo: a sample origin behind an edge node, in one process.
     Demo(demo::DemoArgs),
+    /// Run the control plane (purge API with per-node acks over NATS).
+    Control {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Purge through the control plane and print each node's result.
+    Purge(crate::purge_cli::PurgeArgs),
 }
 
 #[derive(Args)]
@@ -63,7 +75,24 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
-        Command::CheckConfig { file } => match NodeConfig::from_file(&file) {
+        Command::CheckConfig {
+            file,
+            control: true,
+        } => match strata_control::ControlConfig::from_file(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (control plane, {} node(s))",
+                    file.display(),
+                    c.nodes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        Command::CheckConfig {
+            file,
+            control: false,
+        } => match NodeConfig::from_file(&file) {
             Ok(c) => {
                 println!("{}: ok ({} service(s))", file.display(), c.services.len());
                 ExitCode::SUCCESS
@@ -78,6 +107,29 @@ pub fn run() -> ExitCode {
             runtime_then(|| async move { run_edge(config).await })
         }
         Command::Demo(args) => runtime_then(|| demo::run(args)),
+        Command::Control { config } => match strata_control::ControlConfig::from_file(&config) {
+            Ok(c) => runtime_then(|| async move { run_control(c).await }),
+            Err(e) => config_error(&e),
+        },
+        Command::Purge(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::purge_cli::run(args)) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 
@@ -174,38 +226,47 @@ fn edge_config(args: EdgeArgs) -> Result<NodeConfig, ConfigError> {
 
 async fn run_edge(config: NodeConfig) -> anyhow::Result<()> {
     let node = Node::start(&config).await?;
+    let stop = shutdown_signal();
     for addr in &node.http_addrs {
         tracing::info!(%addr, "edge listening (HTTP/1.1, h2c)");
     }
     if let Some(addr) = node.admin_addr {
         tracing::info!(%addr, "admin listening (/metrics, /healthz)");
     }
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+async fn run_control(config: strata_control::ControlConfig) -> anyhow::Result<()> {
+    let bus = strata_bus::Bus::nats(&config.nats).await?;
+    let control = strata_control::Control::start(&config, bus).await?;
+    let stop = shutdown_signal();
+    tracing::info!(addr = %control.addr, nodes = config.nodes.len(), "control plane listening");
+    stop.await;
+    control.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM. The handlers are registered when this is called, not when
+/// it is first awaited: call it before announcing readiness, so a signal sent right after
+/// the announcement is caught instead of killing the process.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut i), Ok(mut t)) => {
+                tokio::select! {
+                    _ = i.recv() => {}
+                    _ = t.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

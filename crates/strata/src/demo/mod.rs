@@ -47,6 +47,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ..RuleConfig::prefix("/api/live")
     });
     let node = Node::start(&config).await?;
+    let stop = crate::cli::shutdown_signal();
     let edge = node.http_addrs[0];
     let admin = node.admin_addr.map(|a| a.to_string()).unwrap_or_default();
     println!("Strata demo is running (Ctrl-C to stop)");
@@ -65,7 +66,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  curl -s  http://{admin}/metrics | grep strata_requests");
     println!("  curl -s  -X POST http://{admin}/v1/purge -d '{{\"tags\": [\"static\"]}}'   # purge by surrogate key");
     println!("{}", origin::ready_line(edge));
-    crate::cli::shutdown_signal().await;
+    stop.await;
     println!("stopping");
     node.shutdown().await;
     origin.stop().await;

@@ -1,0 +1,294 @@
+//! The control plane: accepts purges over an authenticated API, publishes them on the bus,
+//! and tracks every node's acknowledgement.
+//!
+//! - `POST /v1/purge` (bearer token): the node API's JSON body plus optional `wait`
+//!   (seconds). Returns the purge id and, per node, applied (with the time from accept to
+//!   ack) or pending. With `wait`, answers when every node acked (200) or the wait ended
+//!   (202, pending nodes named). Bad input: 400 with the reason, nothing published.
+//! - `GET /v1/purge/{id}` (bearer token): the same report, now.
+
+pub mod config;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use strata_bus::Bus;
+use strata_proxy::purge::{PurgeAck, PurgeEvent, PurgeRequest};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+pub use config::ControlConfig;
+
+const MAX_BODY: usize = 1 << 20;
+
+/// One node's view of one purge.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeStatus {
+    pub node: String,
+    /// `applied` or `pending`.
+    pub status: &'static str,
+    /// Accept → ack, milliseconds (applied only).
+    pub ms: Option<f64>,
+    pub objects: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PurgeStatus {
+    pub id: String,
+    pub seq: u64,
+    pub complete: bool,
+    pub nodes: Vec<NodeStatus>,
+}
+
+struct Record {
+    seq: u64,
+    accepted: Instant,
+    acks: HashMap<String, (Duration, PurgeAck)>,
+}
+
+struct State {
+    token: String,
+    nodes: Vec<String>,
+    bus: Bus,
+    purges: Mutex<HashMap<String, Record>>,
+    acked: Notify,
+}
+
+impl State {
+    fn purges(&self) -> MutexGuard<'_, HashMap<String, Record>> {
+        self.purges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn status(&self, id: &str) -> Option<PurgeStatus> {
+        let purges = self.purges();
+        let r = purges.get(id)?;
+        let nodes: Vec<NodeStatus> = self
+            .nodes
+            .iter()
+            .map(|n| match r.acks.get(n) {
+                Some((latency, ack)) => NodeStatus {
+                    node: n.clone(),
+                    status: "applied",
+                    ms: Some(latency.as_secs_f64() * 1000.0),
+                    objects: Some(ack.objects),
+                    error: ack.error.clone(),
+                },
+                None => NodeStatus {
+                    node: n.clone(),
+                    status: "pending",
+                    ms: None,
+                    objects: None,
+                    error: None,
+                },
+            })
+            .collect();
+        Some(PurgeStatus {
+            id: id.to_string(),
+            seq: r.seq,
+            complete: nodes.iter().all(|n| n.status == "applied"),
+            nodes,
+        })
+    }
+}
+
+/// A running control plane.
+pub struct Control {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Control {
+    pub async fn start(config: &ControlConfig, bus: Bus) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            token: config.token.clone(),
+            nodes: config.nodes.clone(),
+            bus: bus.clone(),
+            purges: Mutex::default(),
+            acked: Notify::new(),
+        });
+        let mut acks = bus
+            .subscribe_acks()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let (shutdown, mut rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let s = Arc::clone(&state);
+        let mut stop = rx.clone();
+        tasks.spawn(async move {
+            loop {
+                let next = tokio::select! { a = acks.next() => a, _ = stop.changed() => return };
+                let Some(bytes) = next else { return };
+                let Ok(ack) = serde_json::from_slice::<PurgeAck>(&bytes) else {
+                    continue;
+                };
+                if let Some(r) = s.purges().get_mut(&ack.id) {
+                    let latency = r.accepted.elapsed();
+                    r.acks.entry(ack.node.clone()).or_insert((latency, ack));
+                }
+                s.acked.notify_waiters();
+            }
+        });
+        tasks.spawn(async move {
+            loop {
+                let accepted =
+                    tokio::select! { a = listener.accept() => a, _ = rx.changed() => return };
+                let Ok((stream, _)) = accepted else { continue };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(Arc::clone(&state), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let text = serde_json::to_string(body).unwrap_or_default() + "\n";
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, why: impl Into<String>) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": why.into() }))
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let authorized = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    if !authorized {
+        let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return Ok(r);
+    }
+    let path = req.uri().path().to_string();
+    Ok(match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/v1/purge") => post_purge(&state, req).await,
+        (Method::GET, p) if p.starts_with("/v1/purge/") => {
+            match state.status(&p["/v1/purge/".len()..]) {
+                Some(s) => json(StatusCode::OK, &s),
+                None => error(StatusCode::NOT_FOUND, "no such purge"),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    })
+}
+
+async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let request: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid purge request: {e}"),
+            )
+        }
+    };
+    if let Err(why) = request.check() {
+        return error(StatusCode::BAD_REQUEST, why);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = format!("{:x}", now.as_nanos());
+    let wait = request.wait.map(Duration::from_secs_f64);
+    let event = PurgeEvent {
+        id: id.clone(),
+        issued_at_ms: now.as_millis() as u64,
+        request: PurgeRequest {
+            wait: None,
+            ..request
+        },
+    };
+    let payload = match serde_json::to_vec(&event) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    // Registered before publishing, so no ack can arrive for an unknown id.
+    state.purges().insert(
+        id.clone(),
+        Record {
+            seq: 0,
+            accepted: Instant::now(),
+            acks: HashMap::new(),
+        },
+    );
+    match state.bus.publish_purge(Bytes::from(payload)).await {
+        Ok(seq) => {
+            if let Some(r) = state.purges().get_mut(&id) {
+                r.seq = seq;
+            }
+        }
+        Err(e) => {
+            state.purges().remove(&id);
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
+    }
+    tracing::info!(%id, "purge published");
+    if let Some(wait) = wait {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = state.acked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if state.status(&id).is_some_and(|s| s.complete) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+    }
+    match state.status(&id) {
+        Some(s) if s.complete => json(StatusCode::OK, &s),
+        Some(s) => json(StatusCode::ACCEPTED, &s),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "purge record lost"),
+    }
+}
+
+/// Token comparison that does not stop at the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
