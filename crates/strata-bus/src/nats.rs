@@ -70,7 +70,9 @@ impl NatsBus {
                     durable_name: Some(name.clone()),
                     ack_policy: consumer::AckPolicy::Explicit,
                     deliver_policy: consumer::DeliverPolicy::All,
-                    ack_wait: Duration::from_secs(30),
+                    // An event delivered to a node that then went away (its pull was still
+                    // registered) is redelivered after this; applying a purge twice is harmless.
+                    ack_wait: Duration::from_secs(5),
                     ..Default::default()
                 },
             )
