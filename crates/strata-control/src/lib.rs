@@ -106,6 +106,7 @@ impl State {
 /// A running control plane.
 pub struct Control {
     pub addr: SocketAddr,
+    state: Arc<State>,
     shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -121,6 +122,7 @@ impl Control {
             purges: Mutex::default(),
             acked: Notify::new(),
         });
+        let handle_state = Arc::clone(&state);
         let mut acks = bus
             .subscribe_acks()
             .await
@@ -159,9 +161,15 @@ impl Control {
         });
         Ok(Self {
             addr,
+            state: handle_state,
             shutdown,
             tasks,
         })
+    }
+
+    /// The current report for a purge.
+    pub fn status(&self, id: &str) -> Option<PurgeStatus> {
+        self.state.status(id)
     }
 
     pub async fn shutdown(mut self) {
