@@ -43,7 +43,8 @@ async fn acks(sub: &mut AckSubscription, n: usize) -> Vec<PurgeAck> {
             .await
             .expect("ack within 20s")
             .expect("ack");
-        out.push(serde_json::from_slice(&next).unwrap());
+        // A node sends the acks of a batch of events in one message (a JSON array).
+        out.extend(serde_json::from_slice::<Vec<PurgeAck>>(&next).unwrap());
     }
     out
 }

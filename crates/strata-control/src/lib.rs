@@ -135,12 +135,18 @@ impl Control {
             loop {
                 let next = tokio::select! { a = acks.next() => a, _ = stop.changed() => return };
                 let Some(bytes) = next else { return };
-                let Ok(ack) = serde_json::from_slice::<PurgeAck>(&bytes) else {
+                // Nodes send their acks in batches (a JSON array).
+                let Ok(batch) = serde_json::from_slice::<Vec<PurgeAck>>(&bytes) else {
                     continue;
                 };
-                if let Some(r) = s.purges().get_mut(&ack.id) {
-                    let latency = r.accepted.elapsed();
-                    r.acks.entry(ack.node.clone()).or_insert((latency, ack));
+                {
+                    let mut purges = s.purges();
+                    for ack in batch {
+                        if let Some(r) = purges.get_mut(&ack.id) {
+                            let latency = r.accepted.elapsed();
+                            r.acks.entry(ack.node.clone()).or_insert((latency, ack));
+                        }
+                    }
                 }
                 s.acked.notify_waiters();
             }

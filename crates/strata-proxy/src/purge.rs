@@ -53,7 +53,8 @@ pub struct PurgeEvent {
     pub request: PurgeRequest,
 }
 
-/// A node's acknowledgement of a purge event, published on the bus.
+/// A node's acknowledgement of a purge event. Published on the bus in batches: each
+/// message is a JSON array of these.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PurgeAck {
     pub id: String,
