@@ -103,7 +103,12 @@ async fn rfc9111_5_1_age_header_is_set_on_every_cached_response() {
     let (_origin, edge) = edge_for(|| Reply::ok("x").cc("max-age=60")).await;
     edge.get("/a").send().await;
     let hit = edge.get("/a").send().await;
-    assert_eq!(hit.header("age"), Some("0"));
+    // Whole-second Date resolution: 0 or 1.
+    assert!(
+        matches!(hit.header("age"), Some("0") | Some("1")),
+        "{:?}",
+        hit.header("age")
+    );
 }
 
 #[tokio::test]
@@ -361,11 +366,8 @@ async fn rule_ttl_override_replaces_origin_freshness() {
     edge.get("/static/a.css").send().await;
     let hit = edge.get("/static/a.css").send().await;
     assert!(hit.is_hit());
-    assert!(
-        hit.cache_status().contains("ttl=300"),
-        "{}",
-        hit.cache_status()
-    );
+    let ttl = hit.ttl().expect("ttl");
+    assert!((299..=300).contains(&ttl), "{}", hit.cache_status());
     edge.get("/dynamic").send().await;
     assert!(!edge.get("/dynamic").send().await.is_hit());
 }

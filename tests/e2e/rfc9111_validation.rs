@@ -103,10 +103,10 @@ async fn rfc9111_4_3_4_refresh_computes_age_from_the_304() {
     let edge = EdgeBuilder::new(&origin.url()).start().await;
     edge.get("/a").send().await;
     let refreshed = edge.get("/a").send().await;
-    assert_eq!(
-        refreshed.header("age"),
-        Some("0"),
-        "the old Age: 100 must not survive the refresh"
+    assert!(
+        matches!(refreshed.header("age"), Some("0") | Some("1")),
+        "the old Age: 100 must not survive the refresh: {:?}",
+        refreshed.header("age")
     );
     assert!(edge.get("/a").send().await.is_hit());
 }
