@@ -54,9 +54,14 @@ async fn concurrent_misses_make_exactly_one_upstream_request() {
         .iter()
         .filter(|g| g.cache_status().contains("collapsed"))
         .count();
-    assert!(
-        collapsed >= 40,
-        "most requests waited on the one fill: {collapsed}"
+    // Every request either waited on the one fill or (arriving after it, on a loaded
+    // machine) hit what it stored.
+    let hits = got.iter().filter(|g| g.is_hit()).count();
+    assert!(collapsed >= 1, "requests waited on the fill");
+    assert_eq!(
+        collapsed + hits,
+        49,
+        "all but the leader were collapsed or hits"
     );
 }
 

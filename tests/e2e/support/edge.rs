@@ -253,7 +253,8 @@ impl Edge {
 
     /// Waits (bounded) until `cond` holds, polling; for effects that land on another task.
     pub async fn eventually(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        for _ in 0..200 {
+        // Up to 10 s: generous, because CI runs every test at once on two cores.
+        for _ in 0..1000 {
             if cond() {
                 return;
             }
