@@ -7,19 +7,8 @@ use bytes::Bytes;
 use strata_bus::{AckSubscription, Bus};
 use strata_proxy::purge::{PurgeAck, PurgeEvent, PurgeRequest};
 
-use crate::support::nats::NatsServer;
-use crate::support::{Edge, EdgeBuilder, Reply, TestOrigin};
-
-async fn edge(origin: &TestOrigin, nats: &NatsServer, name: &str) -> Edge {
-    let (url, name) = (nats.url.clone(), name.to_string());
-    EdgeBuilder::new(&origin.url())
-        .config(move |c| {
-            c.bus.nats = Some(url);
-            c.node.name = name;
-        })
-        .start()
-        .await
-}
+use crate::support::nats::{edge_on_bus, NatsServer};
+use crate::support::{Reply, TestOrigin};
 
 fn event(id: &str, tags: &[&str]) -> Bytes {
     let e = PurgeEvent {
@@ -59,8 +48,8 @@ async fn purge_published_on_nats_is_applied_and_acked_by_every_node() {
     })
     .await;
     let (a, b) = (
-        edge(&origin, &nats, "edge-a").await,
-        edge(&origin, &nats, "edge-b").await,
+        edge_on_bus(&origin, &nats, "edge-a").await,
+        edge_on_bus(&origin, &nats, "edge-b").await,
     );
     for e in [&a, &b] {
         e.get("/p").send().await;
@@ -96,7 +85,7 @@ async fn node_that_was_down_replays_the_purges_it_missed() {
     .await;
     let control = Bus::nats(&nats.url).await.unwrap();
     let mut sub = control.subscribe_acks().await.unwrap();
-    let first = edge(&origin, &nats, "edge-r").await;
+    let first = edge_on_bus(&origin, &nats, "edge-r").await;
     control
         .publish_purge(event("before", &["k"]))
         .await
@@ -112,7 +101,7 @@ async fn node_that_was_down_replays_the_purges_it_missed() {
         .publish_purge(event("missed-2", &["k"]))
         .await
         .unwrap();
-    let _back = edge(&origin, &nats, "edge-r").await;
+    let _back = edge_on_bus(&origin, &nats, "edge-r").await;
     // An event the server had already handed to the departing node's pull comes back after
     // the ack wait, so the order of the two may differ; both must arrive, at this node.
     let got = acks(&mut sub, 2).await;
@@ -133,7 +122,7 @@ async fn malformed_event_is_acked_with_the_error_and_does_not_stop_the_consumer(
     .await;
     let control = Bus::nats(&nats.url).await.unwrap();
     let mut sub = control.subscribe_acks().await.unwrap();
-    let _node = edge(&origin, &nats, "edge-m").await;
+    let _node = edge_on_bus(&origin, &nats, "edge-m").await;
     control
         .publish_purge(Bytes::from_static(b"not json"))
         .await

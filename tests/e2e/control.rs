@@ -8,21 +8,10 @@ use std::time::Duration;
 use strata_bus::Bus;
 use strata_control::{Control, ControlConfig};
 
-use crate::support::nats::NatsServer;
-use crate::support::{Edge, EdgeBuilder, Reply, TestOrigin};
+use crate::support::nats::{edge_on_bus, NatsServer};
+use crate::support::{Edge, Reply, TestOrigin};
 
 const TOKEN: &str = "test-token-0123456789";
-
-async fn edge(origin: &TestOrigin, nats: &NatsServer, name: &str) -> Edge {
-    let (url, name) = (nats.url.clone(), name.to_string());
-    EdgeBuilder::new(&origin.url())
-        .config(move |c| {
-            c.bus.nats = Some(url);
-            c.node.name = name;
-        })
-        .start()
-        .await
-}
 
 async fn control(nats: &NatsServer, nodes: &[&str]) -> Control {
     let config = ControlConfig {
@@ -75,8 +64,8 @@ async fn warmed_pair(nats: &NatsServer) -> (TestOrigin, Edge, Edge) {
     })
     .await;
     let (a, b) = (
-        edge(&origin, nats, "edge-a").await,
-        edge(&origin, nats, "edge-b").await,
+        edge_on_bus(&origin, nats, "edge-a").await,
+        edge_on_bus(&origin, nats, "edge-b").await,
     );
     for e in [&a, &b] {
         e.get("/p").send().await;

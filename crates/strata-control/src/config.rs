@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
-use strata_proxy::config::ConfigError;
+use strata_proxy::config::{parse_toml, ConfigError};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -21,31 +21,8 @@ pub struct ControlConfig {
 
 impl ControlConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
-            path: "(document)".into(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
-        let c: ControlConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError {
-                path: if path == "." || path.is_empty() {
-                    "(document)".into()
-                } else {
-                    path
-                },
-                message: e
-                    .into_inner()
-                    .message()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid value")
-                    .to_string(),
-            }
-        })?;
-        let err = |path: &str, message: &str| ConfigError {
-            path: path.into(),
-            message: message.into(),
-        };
+        let c: ControlConfig = parse_toml(text)?;
+        let err = ConfigError::new;
         if c.token.len() < 16 {
             return Err(err("token", "must be at least 16 characters"));
         }
@@ -59,10 +36,8 @@ impl ControlConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
         Self::from_toml(&text)
     }
 }

@@ -2,8 +2,6 @@
 //! (RFC 9110 §13.2.2), validating a stored response upstream (RFC 9111 §4.3.1), and
 //! refreshing it from a 304 (RFC 9111 §3.2, §4.3.4).
 
-use std::time::SystemTime;
-
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE,
     ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
@@ -209,11 +207,6 @@ pub fn refresh_headers(stored: &mut HeaderMap, not_modified: &HeaderMap) {
         }
         stored.append(name.clone(), value.clone());
     }
-}
-
-/// The time a `Last-Modified` header says, for tests and logging.
-pub fn last_modified(headers: &HeaderMap) -> Option<SystemTime> {
-    header_date(headers, LAST_MODIFIED)
 }
 
 #[cfg(test)]

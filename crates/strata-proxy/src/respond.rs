@@ -13,7 +13,6 @@ use strata_http_cache::range::{if_range_allows, parse_range, RangeOutcome};
 use strata_storage::StoredObject;
 
 use crate::body::ProxyBody;
-use crate::forward::strip_cdn_only;
 
 /// Answers a request from `object`. `headers` overrides the stored fields (the first
 /// client of a fill sees the upstream fields, including any the cache must not keep).
@@ -25,7 +24,6 @@ pub fn from_object(
     now: SystemTime,
 ) -> Response<ProxyBody> {
     let mut headers = headers.unwrap_or_else(|| object.headers.clone());
-    strip_cdn_only(&mut headers);
     let age = object.policy.age(now).as_secs();
     headers.insert(AGE, HeaderValue::from(age));
 

@@ -182,16 +182,8 @@ impl ChunkedBody {
         self.lock().finished
     }
 
-    pub fn is_streaming_only(&self) -> bool {
-        self.lock().streaming_only
-    }
-
     pub fn chunk_count(&self) -> usize {
         self.lock().chunks.len()
-    }
-
-    pub fn reader_count(&self) -> usize {
-        self.lock().readers.len()
     }
 
     /// A reader of `[start, end]` (inclusive); `None` reads to the end of the body.
@@ -307,10 +299,6 @@ impl BodyReader {
     /// The next piece of the body; `None` at the end.
     pub async fn next(&mut self) -> Option<Result<Bytes, BodyError>> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    pub fn position(&self) -> u64 {
-        self.pos
     }
 }
 

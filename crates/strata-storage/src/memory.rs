@@ -71,11 +71,6 @@ impl MemoryStorage {
     fn purges(&self) -> MutexGuard<'_, VecDeque<Purge>> {
         self.recent_purges.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// Index entries (for tests and metrics).
-    pub fn indexed_keys(&self) -> usize {
-        self.index().len()
-    }
 }
 
 impl MemoryStorage {

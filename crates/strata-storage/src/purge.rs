@@ -110,14 +110,13 @@ impl Purge {
             lifetime: policy.age(now).min(policy.freshness.lifetime),
             source: FreshnessSource::Purged,
         };
-        Some(Arc::new(StoredObject {
-            status: object.status,
-            headers: object.headers.clone(),
+        // The same object with the shortened policy; `stored_at` is kept, so replaying the
+        // purge finds it again and changes nothing.
+        Some(Arc::new(object.refreshed(
+            object.headers.clone(),
             policy,
-            variant: object.variant.clone(),
-            body: Arc::clone(&object.body),
-            stored_at: object.stored_at,
-        }))
+            object.stored_at,
+        )))
     }
 }
 

@@ -70,3 +70,15 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An edge node named `name` in front of `origin`, joined to this NATS server.
+pub async fn edge_on_bus(origin: &super::TestOrigin, nats: &NatsServer, name: &str) -> super::Edge {
+    let (url, name) = (nats.url.clone(), name.to_string());
+    super::EdgeBuilder::new(&origin.url())
+        .config(move |c| {
+            c.bus.nats = Some(url);
+            c.node.name = name;
+        })
+        .start()
+        .await
+}

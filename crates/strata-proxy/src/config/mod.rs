@@ -23,7 +23,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             message: message.into(),
@@ -495,27 +495,7 @@ impl RuleConfig {
 
 impl NodeConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| ConfigError::new("(document)", e.to_string().trim().replace('\n', " ")))?;
-        let config: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            // toml's message repeats position details on several lines; keep the first.
-            let msg = inner
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("invalid value")
-                .to_string();
-            ConfigError::new(
-                if path == "." || path.is_empty() {
-                    "(document)".into()
-                } else {
-                    path
-                },
-                msg,
-            )
-        })?;
+        let config: NodeConfig = parse_toml(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -726,6 +706,30 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// Deserializes TOML into any configuration type; errors name the key path (or
+/// `(document)` for syntax errors). Shared by every role's configuration.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::new("(document)", e.to_string().trim().replace('\n', " ")))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        // toml's message repeats position details on several lines; keep the first.
+        let msg = e
+            .into_inner()
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid value")
+            .to_string();
+        let path = if path == "." || path.is_empty() {
+            "(document)".to_string()
+        } else {
+            path
+        };
+        ConfigError::new(path, msg)
+    })
 }
 
 fn check_strip_pattern(pattern: &str, path: impl Fn() -> String) -> Result<(), ConfigError> {
