@@ -31,6 +31,7 @@ pub async fn handle(
                 proxy.storage().stats(),
                 &proxy.origin_samples(),
                 proxy.fills_in_progress(),
+                &proxy.tier_sample(),
             ),
         ),
         (&Method::GET, "/healthz") => (StatusCode::OK, TEXT, "ok\n".to_string()),

@@ -1,7 +1,6 @@
 //! Errors on the request path, and the one place they become responses.
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use crate::body::ProxyBody;
 use crate::upstream::UpstreamError;
@@ -69,15 +68,7 @@ impl ProxyError {
             status.canonical_reason().unwrap_or(""),
             self
         );
-        let mut resp = Response::new(ProxyBody::full(text.clone()));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
-        resp
+        crate::respond::text(status, text)
     }
 }
 

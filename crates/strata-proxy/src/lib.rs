@@ -18,6 +18,7 @@ pub mod purge_consumer;
 pub mod respond;
 pub mod server;
 pub mod service;
+pub mod tier;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -126,6 +127,14 @@ impl Node {
                 Arc::clone(&proxy),
                 bus,
                 config.node.name.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        for (set, probe) in proxy.tier().probes() {
+            tasks.spawn(upstream::health::run(
+                proxy.upstream().clone(),
+                set,
+                probe,
                 shutdown_rx.clone(),
             ));
         }

@@ -26,6 +26,18 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HopLabel {
+    /// `peer` (ring member of this PoP) or `parent` (shield).
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabel {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OriginLabel {
     pub service: String,
     pub origin: String,
@@ -47,8 +59,23 @@ pub struct Metrics {
     origin_breaker_open: Family<OriginLabel, Gauge>,
     origin_connections: Family<OriginLabel, Gauge>,
     fills_in_progress: Gauge,
+    tier_upstream_up: Family<HopLabel, Gauge>,
+    hot_objects: Gauge,
+    hot_object_rate: Family<KeyLabel, Gauge<f64, AtomicU64>>,
     by_status: Vec<(&'static str, Counter, Histogram)>,
 }
+
+/// Live topology state, sampled when metrics are scraped.
+#[derive(Default)]
+pub struct TierSample {
+    /// Peers and parents: kind, name, whether its breaker lets requests through.
+    pub upstreams: Vec<(&'static str, String, bool)>,
+    /// Hot keys on this node and their request rates (per second).
+    pub hot: Vec<(String, f64)>,
+}
+
+/// How many hot keys are named in metrics (the count covers all).
+pub const HOT_KEYS_REPORTED: usize = 50;
 
 /// Live state of one origin, sampled when metrics are scraped.
 pub struct OriginSample {
@@ -140,6 +167,24 @@ impl Metrics {
             "Cache fills in progress (coalesced requests wait on these)",
             fills_in_progress.clone(),
         );
+        let tier_upstream_up = Family::<HopLabel, Gauge>::default();
+        registry.register(
+            "tier_upstream_up",
+            "Whether a ring peer or parent shield takes requests (its breaker is not open)",
+            tier_upstream_up.clone(),
+        );
+        let hot_objects = Gauge::default();
+        registry.register(
+            "hot_objects",
+            "Keys hot on this node (cached here besides their ring owner)",
+            hot_objects.clone(),
+        );
+        let hot_object_rate = Family::<KeyLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "hot_object_requests_per_second",
+            "Request rate of the hottest keys on this node",
+            hot_object_rate.clone(),
+        );
         let by_status = [
             "hit",
             "uri-miss",
@@ -163,6 +208,9 @@ impl Metrics {
         .collect();
         Self {
             by_status,
+            tier_upstream_up,
+            hot_objects,
+            hot_object_rate,
             origin_breaker_open,
             origin_connections,
             fills_in_progress,
@@ -213,7 +261,29 @@ impl Metrics {
     }
 
     /// Renders the registry, refreshing sampled figures first.
-    pub fn render(&self, stats: StorageStats, origins: &[OriginSample], fills: usize) -> String {
+    pub fn render(
+        &self,
+        stats: StorageStats,
+        origins: &[OriginSample],
+        fills: usize,
+        tier: &TierSample,
+    ) -> String {
+        for (kind, name, up) in &tier.upstreams {
+            self.tier_upstream_up
+                .get_or_create(&HopLabel {
+                    kind: kind.to_string(),
+                    name: name.clone(),
+                })
+                .set(i64::from(*up));
+        }
+        self.hot_objects.set(tier.hot.len() as i64);
+        // Keys that cooled down disappear from the family.
+        self.hot_object_rate.clear();
+        for (key, rate) in tier.hot.iter().take(HOT_KEYS_REPORTED) {
+            self.hot_object_rate
+                .get_or_create(&KeyLabel { key: key.clone() })
+                .set(*rate);
+        }
         for o in origins {
             let label = OriginLabel {
                 service: o.service.clone(),

@@ -42,6 +42,7 @@ use crate::forward::{self, Purpose, CACHE_STATUS};
 use crate::metrics::Metrics;
 use crate::respond;
 use crate::service::{Resolved, Service, Services};
+use crate::tier::{Hop, HopKind, Tier, HEALTH_PATH, RING_HOP};
 use crate::upstream::{Timeouts, UpstreamBody, UpstreamClient, UpstreamError};
 
 /// How many times a follower looks again after a fill that could not serve it.
@@ -65,6 +66,7 @@ pub struct Proxy {
     purge_allow: Vec<ipnet::IpNet>,
     /// Keys that recently answered uncacheable, with the time the mark expires.
     hit_for_pass: moka::sync::Cache<CacheKey, Instant>,
+    tier: Tier,
 }
 
 /// The parts of a client request the cache path needs, cheap to share with fill tasks.
@@ -154,7 +156,12 @@ impl Proxy {
             },
             coalescer: Coalescer::default(),
             hit_for_pass: moka::sync::Cache::new(100_000),
+            tier: Tier::new(config)?,
         })
+    }
+
+    pub fn tier(&self) -> &Tier {
+        &self.tier
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -171,6 +178,26 @@ impl Proxy {
 
     pub fn upstream(&self) -> &UpstreamClient {
         &self.upstream
+    }
+
+    /// Topology state for metrics.
+    pub fn tier_sample(&self) -> crate::metrics::TierSample {
+        let now = Instant::now();
+        crate::metrics::TierSample {
+            upstreams: self
+                .tier
+                .upstreams()
+                .map(|hop| {
+                    let kind = match hop.kind {
+                        HopKind::Peer => "peer",
+                        HopKind::Parent => "parent",
+                        HopKind::Origin => "origin",
+                    };
+                    (kind, hop.name.clone(), !hop.state.refuses(now))
+                })
+                .collect(),
+            hot: self.tier.hot_keys(now, usize::MAX),
+        }
     }
 
     /// Origin states for metrics.
@@ -363,6 +390,11 @@ impl Proxy {
         if uri_len > self.max_uri_length {
             return Err(ProxyError::UriTooLong);
         }
+        if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
+            ctx.status.fwd = Some(Fwd::Bypass);
+            ctx.status.detail = Some("health".into());
+            return Ok(respond::text(StatusCode::OK, "ok\n".into()));
+        }
         let host = request_host(&req).ok_or(ProxyError::BadRequest("missing host"))?;
         if forward::is_loop(req.headers(), &self.node) {
             return Err(ProxyError::Loop);
@@ -405,6 +437,19 @@ impl Proxy {
             head.uri.query(),
             &resolved.key_rules,
         );
+        // === ring: the key's owner in this PoP serves it ===
+        if !head.headers.contains_key(RING_HOP) {
+            let owners = self.tier.owners_before_self(&key);
+            if !owners.is_empty() && !self.tier.record_hot(&key, Instant::now()) {
+                // A copy kept while the key was hot is no longer used: free it.
+                self.storage.remove(&key);
+                if let Some(resp) = self.forward_to_owner(&owners, &head, ctx).await {
+                    return Ok(resp);
+                }
+                // Every node before us on the ring is down: we are the owner now.
+            }
+        }
+
         let req_cc = RequestCacheControl::from_headers(&head.headers);
         let now = SystemTime::now();
         let stored = match self.storage.lookup(&key) {
@@ -821,23 +866,32 @@ impl Proxy {
             .map(|o| validation_headers(&o.headers))
             .unwrap_or_default();
         let request_time = SystemTime::now();
+        // A hot key on a node that does not own it is filled from its owner first.
+        let mut hops = if head.headers.contains_key(RING_HOP) {
+            Vec::new()
+        } else {
+            self.tier.owners_before_self(key)
+        };
+        hops.extend(self.tier.parents().iter().cloned());
+        hops.extend(service.origin_hops());
         // A HEAD miss is fetched as GET so the object can be stored (as nginx and Varnish do).
         let FromOrigin { resp, origin, slot } = self
-            .send_to_origins(service, true, |origin| {
+            .send_upstream(&hops, true, |hop| {
                 forward::upstream_request(
                     Method::GET,
                     head.path_and_query(),
                     &head.headers,
                     &head.host,
-                    service.origin_host.as_deref(),
+                    self.host_for(service, hop.kind),
                     head.client,
                     &self.node,
-                    origin,
+                    &hop.state.origin,
                     Purpose::Fill {
                         validators: &validators,
                     },
                     empty_body(),
                 )
+                .map(|req| with_ring_hop(req, hop.kind, &self.node))
             })
             .await?;
         let response_time = SystemTime::now();
@@ -856,6 +910,7 @@ impl Proxy {
                 let mut headers = old.headers.clone();
                 let mut fresh = resp.headers().clone();
                 forward::clean_upstream_headers(&mut fresh);
+                fresh.remove(CACHE_STATUS);
                 refresh_headers(&mut headers, &fresh);
                 // Age and Date describe the 304, not the original response: a stale Age
                 // kept from the first answer would make the refreshed copy born old.
@@ -934,6 +989,8 @@ impl Proxy {
                 for name in &policy.private_fields {
                     stored_headers.remove(name);
                 }
+                // Upstream tiers' Cache-Status describes this fill, not later hits.
+                stored_headers.remove(CACHE_STATUS);
                 let object = Arc::new(StoredObject {
                     status: parts.status,
                     headers: stored_headers,
@@ -976,24 +1033,26 @@ impl Proxy {
         }
     }
 
-    /// Sends to the service's origins in their order for this request, skipping origins
-    /// whose breaker is open. With `failover` (idempotent fills, no client body), a
-    /// connection failure, timeout or 5xx moves on to the next origin; the last 5xx is
-    /// answered if none does better.
+    /// Sends to `hops` in order, skipping those whose breaker is open: the key's owner in
+    /// the PoP, parent shields, then the service's origins. With `failover` (idempotent
+    /// fills, no client body), a connection failure, timeout or origin 5xx moves on to the
+    /// next hop; the last 5xx is answered if none does better.
     ///
-    /// Outcomes feed the origin's breaker (passive health): connect errors, timeouts and
-    /// 502/503/504 count against it; other statuses for it. Errors a client can cause (a
-    /// broken request body, a 500 for one bad URL) do not, so one client cannot take an
-    /// origin offline for everyone.
-    async fn send_to_origins(
+    /// Outcomes feed each hop's breaker (passive health): connect errors, timeouts and
+    /// origin 502/503/504 count against it; other statuses for it. Errors a client can
+    /// cause (a broken request body, a 500 for one bad URL) do not, so one client cannot
+    /// take an origin offline for everyone. A peer or shield that answers is up: its 5xx is
+    /// the origin's trouble seen through it, answered as it is (with its `Cache-Status`).
+    async fn send_upstream(
         &self,
-        service: &Service,
+        hops: &[Hop],
         failover: bool,
-        build: impl Fn(&crate::upstream::Origin) -> Result<Request<UpstreamBody>, ProxyError>,
+        build: impl Fn(&Hop) -> Result<Request<UpstreamBody>, ProxyError>,
     ) -> Result<FromOrigin, ProxyError> {
         let mut last = UpstreamError::Unavailable;
         let mut server_error: Option<FromOrigin> = None;
-        for origin in service.origins.order() {
+        for hop in hops {
+            let origin = &hop.state;
             if origin.refuses(Instant::now()) {
                 continue;
             }
@@ -1008,13 +1067,10 @@ impl Proxy {
             let Some(attempt) = origin.attempt(Instant::now()) else {
                 continue;
             };
+            let is_origin = hop.kind == HopKind::Origin;
             let started = Instant::now();
-            match self
-                .upstream
-                .send(build(&origin.origin)?, self.timeouts)
-                .await
-            {
-                Ok(resp) if resp.status().is_server_error() => {
+            match self.upstream.send(build(hop)?, self.timeouts).await {
+                Ok(resp) if resp.status().is_server_error() && is_origin => {
                     if matches!(resp.status().as_u16(), 502..=504) {
                         attempt.failure();
                     } else {
@@ -1024,7 +1080,7 @@ impl Proxy {
                         .origin_request("server-error", Some(started.elapsed()));
                     server_error = Some(FromOrigin {
                         resp,
-                        origin: origin.name(),
+                        origin: hop.name.clone(),
                         slot,
                     });
                     if !failover {
@@ -1033,36 +1089,107 @@ impl Proxy {
                 }
                 Ok(resp) => {
                     attempt.success();
-                    self.metrics.origin_request("ok", Some(started.elapsed()));
+                    if is_origin {
+                        self.metrics.origin_request("ok", Some(started.elapsed()));
+                    }
                     return Ok(FromOrigin {
                         resp,
-                        origin: origin.name(),
+                        origin: hop.name.clone(),
                         slot,
                     });
                 }
                 Err(e) => {
-                    let origin_fault = match e {
+                    let upstream_fault = match e {
                         UpstreamError::ConnectFailed
                         | UpstreamError::ConnectTimeout
                         | UpstreamError::FirstByteTimeout => true,
-                        // Without a client body, a protocol error is the origin's doing.
+                        // Without a client body, a protocol error is the upstream's doing.
                         UpstreamError::Protocol => failover,
                         _ => false,
                     };
-                    if origin_fault {
+                    if upstream_fault {
                         attempt.failure();
                     } else {
                         attempt.neutral();
                     }
-                    self.metrics.origin_request(&e.to_string(), None);
+                    if is_origin {
+                        self.metrics.origin_request(&e.to_string(), None);
+                    } else {
+                        tracing::debug!(upstream = %hop.name, error = %e, "tier hop failed, moving on");
+                    }
                     last = e;
-                    if !failover {
+                    // A peer or shield that cannot be reached is skipped even for a pass:
+                    // nothing was sent.
+                    if !failover && (is_origin || !upstream_fault) {
                         break;
                     }
                 }
             }
         }
         server_error.ok_or(ProxyError::Upstream(last))
+    }
+
+    /// The `Host` sent to a hop: peers and shields get the client's, so they resolve the
+    /// same service; origins get the service's `origin_host` when set.
+    fn host_for<'a>(&self, service: &'a Service, kind: HopKind) -> Option<&'a str> {
+        match kind {
+            HopKind::Origin => service.origin_host.as_deref(),
+            HopKind::Peer | HopKind::Parent => None,
+        }
+    }
+
+    /// Forwards a request to the key's owner in this PoP, walking the ring past owners
+    /// that are down, and streams its answer back without storing it (each object is
+    /// stored once per PoP). `None` when every node before this one is down.
+    async fn forward_to_owner(
+        &self,
+        owners: &[Hop],
+        head: &Head,
+        ctx: &mut Ctx,
+    ) -> Option<Response<ProxyBody>> {
+        for hop in owners {
+            if hop.state.refuses(Instant::now()) {
+                continue;
+            }
+            let Ok(slot) = hop.state.acquire(self.timeouts.first_byte).await else {
+                continue;
+            };
+            let Some(attempt) = hop.state.attempt(Instant::now()) else {
+                continue;
+            };
+            let req = forward::upstream_request(
+                head.method.clone(),
+                head.path_and_query(),
+                &head.headers,
+                &head.host,
+                None,
+                head.client,
+                &self.node,
+                &hop.state.origin,
+                Purpose::Pass,
+                empty_body(),
+            )
+            .map(|req| with_ring_hop(req, HopKind::Peer, &self.node));
+            let Ok(req) = req else {
+                attempt.neutral();
+                continue;
+            };
+            match self.upstream.send(req, self.timeouts).await {
+                Ok(resp) => {
+                    attempt.success();
+                    ctx.status.fwd = Some(Fwd::Bypass);
+                    ctx.status.fwd_status = Some(resp.status().as_u16());
+                    ctx.status.detail = Some(format!("owner={}", hop.name));
+                    ctx.upstream = Some(hop.name.clone());
+                    return Some(self.respond_pass((resp, Some(slot)), head));
+                }
+                Err(e) => {
+                    tracing::debug!(owner = %hop.name, error = %e, "ring owner unreachable, trying the next");
+                    attempt.failure();
+                }
+            }
+        }
+        None
     }
 
     /// Forwards a request the cache does not handle. A successful unsafe method invalidates
@@ -1076,8 +1203,9 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The body can be sent once, so a pass is never retried on another origin.
         let body = std::sync::Mutex::new(Some(body));
+        let hops = service.origin_hops();
         let FromOrigin { resp, origin, slot } = self
-            .send_to_origins(service, false, |origin| {
+            .send_upstream(&hops, false, |hop| {
                 let body = body
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -1088,10 +1216,10 @@ impl Proxy {
                     head.path_and_query(),
                     &head.headers,
                     &head.host,
-                    service.origin_host.as_deref(),
+                    self.host_for(service, hop.kind),
                     head.client,
                     &self.node,
-                    origin,
+                    &hop.state.origin,
                     Purpose::Pass,
                     body,
                 )
@@ -1170,4 +1298,20 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
     }
     let h = req.headers().get(HOST)?.to_str().ok()?.trim();
     (!h.is_empty()).then(|| h.to_string())
+}
+
+/// Marks a request to a ring peer so that it serves the key itself.
+fn with_ring_hop(
+    mut req: Request<UpstreamBody>,
+    kind: HopKind,
+    node: &str,
+) -> Request<UpstreamBody> {
+    let headers = req.headers_mut();
+    headers.remove(RING_HOP);
+    if kind == HopKind::Peer {
+        if let Ok(v) = HeaderValue::from_str(node) {
+            headers.insert(RING_HOP, v);
+        }
+    }
+    req
 }

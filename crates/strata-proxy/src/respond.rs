@@ -1,11 +1,11 @@
-//! Building a client response from a stored object (or one being filled): `Age`,
+//! Building client responses: from a stored object (or one being filled) with `Age`,
 //! conditional requests, `Range`, and HEAD.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{
-    HeaderMap, HeaderValue, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_RANGE, RANGE,
+    HeaderMap, HeaderValue, ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
 };
 use http::{Method, Response, StatusCode};
 use strata_http_cache::conditional::{evaluate_preconditions, not_modified_headers, Precondition};
@@ -112,5 +112,20 @@ fn build(status: StatusCode, headers: HeaderMap, body: ProxyBody) -> Response<Pr
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
+    resp
+}
+
+/// A short plain-text response (errors, health). Headers common to every response
+/// (`Cache-Status`, `Via`) are added by the caller.
+pub fn text(status: StatusCode, text: String) -> Response<ProxyBody> {
+    let len = text.len();
+    let mut resp = Response::new(ProxyBody::full(text));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }

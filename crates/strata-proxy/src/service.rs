@@ -7,6 +7,7 @@ use strata_http_cache::freshness::HeuristicConfig;
 use strata_http_cache::{KeyRules, PolicyConfig};
 
 use crate::config::{HealthConfig, NodeConfig, OriginEntry, RuleConfig, ServiceConfig};
+use crate::tier::{Hop, HopKind};
 use crate::upstream::breaker::BreakerConfig;
 use crate::upstream::health::Probe;
 use crate::upstream::origins::{OriginSet, OriginState};
@@ -38,6 +39,19 @@ pub struct Resolved {
 }
 
 impl Service {
+    /// The origins as upstream hops, in this request's order.
+    pub fn origin_hops(&self) -> Vec<Hop> {
+        self.origins
+            .order()
+            .into_iter()
+            .map(|state| Hop {
+                kind: HopKind::Origin,
+                name: state.name(),
+                state,
+            })
+            .collect()
+    }
+
     fn from_config(c: &ServiceConfig, heuristic: HeuristicConfig) -> Result<Self, String> {
         let breaker = breaker_config(&c.health);
         let mut origins = Vec::with_capacity(c.origins.len());

@@ -49,6 +49,12 @@ pub struct NodeConfig {
     pub purge: PurgeSection,
     #[serde(default)]
     pub bus: BusSection,
+    #[serde(default)]
+    pub ring: RingSection,
+    #[serde(default)]
+    pub parents: ParentsSection,
+    #[serde(default)]
+    pub hot: HotSection,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
 }
@@ -96,9 +102,144 @@ fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
-    /// Names this node in `Cache-Status`, `Via` and `CDN-Loop`.
+    /// Names this node in `Cache-Status`, `Via`, `CDN-Loop`, the ring and purge acks.
     #[serde(default = "default_node_name")]
     pub name: String,
+    /// `edge` (serves clients) or `shield` (regional mid-tier that edges use as parent).
+    #[serde(default)]
+    pub role: Role,
+    /// The PoP this node belongs to (reported in metrics; the ring is this PoP's nodes).
+    #[serde(default)]
+    pub pop: Option<String>,
+}
+
+/// A node's place in the topology.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Edge,
+    Shield,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Edge => "edge",
+            Role::Shield => "shield",
+        }
+    }
+}
+
+/// The consistent-hash ring of this node's PoP: every key has one owner among `peers`,
+/// and other nodes forward to it, so each object is stored once per PoP.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RingSection {
+    /// Every node of the PoP, this one included (matched by `node.name`). Empty: no ring.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Points per peer (times its weight).
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+    /// How often peers are probed (`/.well-known/strata/health` on their HTTP listener).
+    /// A down owner is skipped within one interval; requests that find it down first move
+    /// on at once.
+    #[serde(default = "default_ring_probe_interval")]
+    pub probe_interval: Seconds,
+}
+
+fn default_vnodes() -> u32 {
+    160
+}
+
+fn default_ring_probe_interval() -> Seconds {
+    Seconds(Duration::from_secs(1))
+}
+
+impl Default for RingSection {
+    fn default() -> Self {
+        Self {
+            peers: Vec::new(),
+            vnodes: default_vnodes(),
+            probe_interval: default_ring_probe_interval(),
+        }
+    }
+}
+
+/// One node of the ring.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its `node.name`.
+    pub name: String,
+    /// Its HTTP listener, `http://host:port`.
+    pub url: String,
+    /// Share of keys relative to the others; 0 drains it.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// Where misses go before the origin: shields, in order (primary, then failover). When
+/// every shield fails, the origin is asked directly.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParentsSection {
+    /// Shield HTTP listeners, `http://host:port`, primary first.
+    #[serde(default)]
+    pub shields: Vec<String>,
+    /// Most connections to one parent (or peer).
+    #[serde(default = "default_parent_connections")]
+    pub max_connections: usize,
+}
+
+fn default_parent_connections() -> usize {
+    1024
+}
+
+impl Default for ParentsSection {
+    fn default() -> Self {
+        Self {
+            shields: Vec::new(),
+            max_connections: default_parent_connections(),
+        }
+    }
+}
+
+/// Hot objects: above `threshold` requests/s on this node, a key is also cached here,
+/// not only on its ring owner, until its rate stays below the threshold for `cooldown`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HotSection {
+    /// Requests per second over `window`; 0 turns hot-object caching off.
+    #[serde(default = "default_hot_threshold")]
+    pub threshold: f64,
+    #[serde(default = "default_hot_window")]
+    pub window: Seconds,
+    #[serde(default = "default_hot_cooldown")]
+    pub cooldown: Seconds,
+}
+
+fn default_hot_threshold() -> f64 {
+    50.0
+}
+
+fn default_hot_window() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+fn default_hot_cooldown() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}
+
+impl Default for HotSection {
+    fn default() -> Self {
+        Self {
+            threshold: default_hot_threshold(),
+            window: default_hot_window(),
+            cooldown: default_hot_cooldown(),
+        }
+    }
 }
 
 fn default_node_name() -> String {
@@ -109,6 +250,8 @@ impl Default for NodeSection {
     fn default() -> Self {
         Self {
             name: default_node_name(),
+            role: Role::default(),
+            pop: None,
         }
     }
 }
@@ -516,6 +659,9 @@ impl NodeConfig {
             log: LogSection::default(),
             purge: PurgeSection::default(),
             bus: BusSection::default(),
+            ring: RingSection::default(),
+            parents: ParentsSection::default(),
+            hot: HotSection::default(),
             services: vec![ServiceConfig::new(
                 "default",
                 vec!["*".into()],
@@ -591,6 +737,7 @@ impl NodeConfig {
                 ));
             }
         }
+        self.validate_topology()?;
         if self.services.is_empty() {
             return Err(ConfigError::new(
                 "service",
@@ -703,6 +850,81 @@ impl NodeConfig {
                     })?;
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    fn validate_topology(&self) -> Result<(), ConfigError> {
+        if let Some(pop) = &self.node.pop {
+            if !is_token(pop) {
+                return Err(ConfigError::new("node.pop", "must be a non-empty token"));
+            }
+        }
+        let peers = &self.ring.peers;
+        let mut names: Vec<&str> = Vec::new();
+        for (i, peer) in peers.iter().enumerate() {
+            if !is_token(&peer.name) {
+                return Err(ConfigError::new(
+                    format!("ring.peers[{i}].name"),
+                    "must be a node name",
+                ));
+            }
+            if names.contains(&peer.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("ring.peers[{i}].name"),
+                    format!("'{}' is listed twice", peer.name),
+                ));
+            }
+            names.push(&peer.name);
+            crate::upstream::Origin::parse(&peer.url)
+                .map_err(|why| ConfigError::new(format!("ring.peers[{i}].url"), why))?;
+        }
+        if !peers.is_empty() {
+            if !names.contains(&self.node.name.as_str()) {
+                return Err(ConfigError::new(
+                    "ring.peers",
+                    format!(
+                        "must include this node ('{}', from node.name)",
+                        self.node.name
+                    ),
+                ));
+            }
+            if peers.iter().all(|p| p.weight == 0) {
+                return Err(ConfigError::new(
+                    "ring.peers",
+                    "at least one peer needs a weight above 0",
+                ));
+            }
+        }
+        if !(1..=4096).contains(&self.ring.vnodes) {
+            return Err(ConfigError::new("ring.vnodes", "must be between 1 and 4096"));
+        }
+        if self.ring.probe_interval.0.is_zero() {
+            return Err(ConfigError::new(
+                "ring.probe_interval",
+                "must be more than 0",
+            ));
+        }
+        for (i, url) in self.parents.shields.iter().enumerate() {
+            crate::upstream::Origin::parse(url)
+                .map_err(|why| ConfigError::new(format!("parents.shields[{i}]"), why))?;
+        }
+        if self.parents.max_connections == 0 {
+            return Err(ConfigError::new(
+                "parents.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if !self.hot.threshold.is_finite() || self.hot.threshold < 0.0 {
+            return Err(ConfigError::new(
+                "hot.threshold",
+                "must be a number of requests per second, 0 or more",
+            ));
+        }
+        if self.hot.window.0.is_zero() {
+            return Err(ConfigError::new("hot.window", "must be more than 0"));
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 pub mod breaker;
 pub mod health;
 pub mod origins;
+pub mod ring;
 
 use std::time::Duration;
 
