@@ -16,3 +16,4 @@ mod rfc9111_freshness;
 mod rfc9111_storing;
 mod rfc9111_validation;
 mod streaming;
+mod topology;

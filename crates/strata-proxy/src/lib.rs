@@ -74,6 +74,17 @@ impl Node {
         config: &NodeConfig,
         bus: Option<strata_bus::Bus>,
     ) -> Result<Self, StartError> {
+        let listeners = Listeners::bind(config)?;
+        Self::start_on(config, bus, listeners).await
+    }
+
+    /// Starts a node on listeners bound beforehand. Nodes that name each other in their
+    /// configuration (a PoP's ring, on port 0) bind first, then configure, then start.
+    pub async fn start_on(
+        config: &NodeConfig,
+        bus: Option<strata_bus::Bus>,
+        listeners: Listeners,
+    ) -> Result<Self, StartError> {
         config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
@@ -89,12 +100,9 @@ impl Node {
         let mut tasks = JoinSet::new();
 
         let mut http_addrs = Vec::new();
-        for addr in &config.listen.http {
-            let listener = bind(*addr).await?;
-            http_addrs.push(listener.local_addr().map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?);
+        for (listener, addr) in listeners.http {
+            let listener = into_tokio(listener, addr)?;
+            http_addrs.push(addr);
             let proxy = Arc::clone(&proxy);
             let handler = move |req, peer| Arc::clone(&proxy).handle(req, peer);
             tasks.spawn(server::serve(
@@ -104,12 +112,9 @@ impl Node {
                 shutdown_rx.clone(),
             ));
         }
-        let admin_addr = match config.listen.admin {
-            Some(addr) => {
-                let listener = bind(addr).await?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| StartError::Bind { addr, source })?;
+        let admin_addr = match listeners.admin {
+            Some((listener, bound)) => {
+                let listener = into_tokio(listener, bound)?;
                 let proxy = Arc::clone(&proxy);
                 let handler = move |req, _peer| admin::handle(Arc::clone(&proxy), req);
                 tasks.spawn(server::serve(
@@ -168,8 +173,55 @@ impl Node {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+/// A node's sockets, bound and listening, with their addresses.
+pub struct Listeners {
+    http: Vec<(std::net::TcpListener, SocketAddr)>,
+    admin: Option<(std::net::TcpListener, SocketAddr)>,
+}
+
+impl Listeners {
+    /// Binds what `config.listen` names (port 0 picks a free port).
+    pub fn bind(config: &NodeConfig) -> Result<Self, StartError> {
+        Ok(Self {
+            http: config
+                .listen
+                .http
+                .iter()
+                .map(|a| bind(*a))
+                .collect::<Result<_, _>>()?,
+            admin: config.listen.admin.map(bind).transpose()?,
+        })
+    }
+
+    /// The bound HTTP addresses.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http.iter().map(|(_, a)| *a).collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, a)| *a)
+    }
+}
+
+/// Binds as tokio does (`SO_REUSEADDR`) but with a deeper accept queue than std's 128: a
+/// flash crowd's connections wait in the kernel rather than being refused.
+fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), StartError> {
+    use socket2::{Domain, Socket, Type};
+    let err = |source| StartError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    let listener = std::net::TcpListener::from(socket);
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
+}
+
+fn into_tokio(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<TcpListener, StartError> {
+    TcpListener::from_std(listener).map_err(|source| StartError::Bind { addr, source })
 }

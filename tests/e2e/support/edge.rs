@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_proxy::config::NodeConfig;
-use strata_proxy::Node;
+use strata_proxy::{Listeners, Node};
 
 /// Builder for a test edge.
 pub struct EdgeBuilder {
@@ -29,6 +29,11 @@ impl EdgeBuilder {
         Self { config }
     }
 
+    /// A node from a configuration as it is.
+    pub fn with_config(config: NodeConfig) -> Self {
+        Self { config }
+    }
+
     /// A node from a full TOML configuration (listeners are forced to port 0).
     pub fn from_toml(toml: &str) -> Self {
         let mut config = NodeConfig::from_toml(toml).expect("test config");
@@ -43,7 +48,15 @@ impl EdgeBuilder {
     }
 
     pub async fn start(self) -> Edge {
-        let node = Node::start(&self.config).await.expect("edge starts");
+        let listeners = Listeners::bind(&self.config).expect("bind");
+        self.start_on(listeners).await
+    }
+
+    /// Starts on listeners bound beforehand (nodes that name each other).
+    pub async fn start_on(self, listeners: Listeners) -> Edge {
+        let node = Node::start_on(&self.config, None, listeners)
+            .await
+            .expect("edge starts");
         let addr = node.http_addrs[0];
         let admin = node.admin_addr.expect("admin addr");
         Edge {
@@ -96,6 +109,24 @@ impl Got {
             .next_back()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// Every `Cache-Status` member, the one closest to the origin first.
+    pub fn cache_statuses(&self) -> Vec<String> {
+        self.headers
+            .get_all("cache-status")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|m| m.trim().to_string())
+            .collect()
+    }
+
+    /// The `Cache-Status` member of the cache named `name`.
+    pub fn status_of(&self, name: &str) -> Option<String> {
+        self.cache_statuses()
+            .into_iter()
+            .find(|m| m.split(';').next() == Some(name))
     }
 
     /// The `ttl` parameter of our `Cache-Status` member.

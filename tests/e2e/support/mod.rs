@@ -5,9 +5,11 @@
 pub mod edge;
 pub mod nats;
 pub mod origin;
+pub mod pop;
 
 pub use edge::{Edge, EdgeBuilder};
 pub use origin::{Reply, TestOrigin};
+pub use pop::PopBuilder;
 
 /// An origin with a fixed reply, and an edge in front of it.
 pub async fn edge_for(reply: impl Fn() -> Reply + Send + Sync + 'static) -> (TestOrigin, Edge) {

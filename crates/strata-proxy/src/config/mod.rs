@@ -899,7 +899,10 @@ impl NodeConfig {
             }
         }
         if !(1..=4096).contains(&self.ring.vnodes) {
-            return Err(ConfigError::new("ring.vnodes", "must be between 1 and 4096"));
+            return Err(ConfigError::new(
+                "ring.vnodes",
+                "must be between 1 and 4096",
+            ));
         }
         if self.ring.probe_interval.0.is_zero() {
             return Err(ConfigError::new(

@@ -66,7 +66,9 @@ impl Counter {
     /// Requests per second over the sliding window ending at `now`.
     fn rate(&self, now: Instant, cfg: &HotConfig) -> f64 {
         let window = cfg.window.as_secs_f64();
-        let into = now.saturating_duration_since(self.window_start).as_secs_f64();
+        let into = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
         let overlap = (1.0 - into / window).clamp(0.0, 1.0);
         (f64::from(self.previous) * overlap + f64::from(self.current)) / window
     }
@@ -190,6 +192,8 @@ mod tests {
         assert!(t.record(&k, start + Duration::from_secs(4)));
         // 5 s after the rate was last at the threshold it drops back.
         assert!(!t.record(&k, start + Duration::from_millis(5100)));
-        assert!(t.hot_keys(start + Duration::from_millis(5100), 10).is_empty());
+        assert!(t
+            .hot_keys(start + Duration::from_millis(5100), 10)
+            .is_empty());
     }
 }

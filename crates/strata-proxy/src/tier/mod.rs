@@ -168,6 +168,11 @@ impl Tier {
         })
     }
 
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.node
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

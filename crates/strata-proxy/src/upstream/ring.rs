@@ -148,7 +148,10 @@ mod tests {
             let after = ring(&all[..n - 1]);
             let moved = moved(&before, &after);
             let bound = 1.25 / n as f64 * 100_000.0;
-            assert!((moved as f64) <= bound, "n={n}: {moved} moved, bound {bound}");
+            assert!(
+                (moved as f64) <= bound,
+                "n={n}: {moved} moved, bound {bound}"
+            );
             // Only the removed node's keys move.
             for k in keys().take(10_000) {
                 let was = &before.owner(&k).unwrap().name;
@@ -166,7 +169,10 @@ mod tests {
             let all: Vec<&str> = names.iter().map(String::as_str).collect();
             let moved = moved(&ring(&all[..n]), &ring(&all));
             let bound = 1.25 / (n + 1) as f64 * 100_000.0;
-            assert!((moved as f64) <= bound, "n={n}: {moved} moved, bound {bound}");
+            assert!(
+                (moved as f64) <= bound,
+                "n={n}: {moved} moved, bound {bound}"
+            );
         }
     }
 
