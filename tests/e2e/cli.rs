@@ -47,7 +47,11 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
 }
 
 fn get(url: &str) -> (u16, String, String) {
-    // A tiny blocking HTTP/1.1 GET, enough for smoke checks of the binary.
+    http("GET", url, "", "")
+}
+
+/// A tiny blocking HTTP/1.1 exchange, enough for smoke checks of the binary.
+fn http(method: &str, url: &str, extra_headers: &str, body: &str) -> (u16, String, String) {
     use std::io::Write;
     let rest = url.strip_prefix("http://").unwrap();
     let (authority, path) = rest
@@ -58,7 +62,8 @@ fn get(url: &str) -> (u16, String, String) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: demo.test\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: demo.test\r\nConnection: close\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut out = String::new();
@@ -167,7 +172,7 @@ fn edge_from_flags_proxies_and_caches() {
     // The demo's sample origin would do, but a plain edge in front of a demo proves the
     // flags path on its own: start a demo for its origin, then an edge in front of it.
     let mut demo = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(DEMO_ON_FREE_PORTS)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -217,20 +222,79 @@ fn edge_from_flags_proxies_and_caches() {
     assert!(stop(demo).success());
 }
 
+const DEMO_ON_FREE_PORTS: [&str; 7] = [
+    "demo",
+    "--listen",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--control",
+    "127.0.0.1:0",
+];
+
 #[test]
-fn demo_starts_answers_and_stops_on_ctrl_c() {
+fn demo_runs_the_topology_answers_purges_and_stops_on_ctrl_c() {
     let mut demo = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(DEMO_ON_FREE_PORTS)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // ready: edge http://A1 pop-b http://B1 control http://C
     let ready = wait_for_line(demo.stdout.take().unwrap(), "ready: edge");
-    let edge = ready.split_whitespace().last().unwrap().to_string();
-    let (status, head, _) = get(&format!("{edge}/static/small.txt"));
+    let words: Vec<&str> = ready.split_whitespace().collect();
+    let (a1, b1, control) = (words[2], words[4], words[6]);
+
+    let (status, head, _) = get(&format!("{a1}/static/small.txt"));
     assert_eq!(status, 200);
-    assert!(head.contains("cache-status: demo-edge"), "{head}");
-    let (_, head, _) = get(&format!("{edge}/static/small.txt"));
-    assert!(head.contains("cache-status: demo-edge; hit"), "{head}");
+    assert!(
+        head.contains("cache-status: shield-1; fwd=uri-miss"),
+        "{head}"
+    );
+    let (_, head, _) = get(&format!("{a1}/static/small.txt"));
+    assert!(head.contains("; hit"), "{head}");
+    // The other PoP shares the shield.
+    let (_, head, _) = get(&format!("{b1}/static/small.txt"));
+    assert!(head.contains("cache-status: shield-1; hit"), "{head}");
+
+    // A purge through the control plane reaches all five nodes over the embedded bus.
+    let (status, _, body) = http(
+        "POST",
+        &format!("{control}/v1/purge"),
+        "Authorization: Bearer demo-token-change-me\r\n",
+        r#"{"tags":["static"],"wait":5}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"complete\":true"), "{body}");
+    assert_eq!(body.matches("\"status\":\"applied\"").count(), 5, "{body}");
+    let (_, head, _) = get(&format!("{b1}/static/small.txt"));
+    assert!(
+        head.contains("cache-status: shield-1; fwd=uri-miss"),
+        "{head}"
+    );
+    assert!(stop(demo).success());
+}
+
+#[test]
+fn demo_load_reports_rates_hit_ratios_per_tier_and_offload() {
+    let mut args = DEMO_ON_FREE_PORTS.to_vec();
+    args.extend(["--load", "--load-duration", "4s", "--load-rate", "200"]);
+    let mut demo = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = wait_for_line(demo.stdout.take().unwrap(), "load done");
+    for part in [
+        "req/s",
+        "edge",
+        "owner",
+        "shield",
+        "origin offload",
+        "errors 0",
+    ] {
+        assert!(done.contains(part), "{done}");
+    }
     assert!(stop(demo).success());
 }

@@ -304,3 +304,32 @@ async fn nodes_answer_the_health_path_for_their_peers() {
     assert_eq!(got.status, 200);
     assert_eq!(origin.count(), 0);
 }
+
+#[tokio::test]
+async fn cache_key_host_lets_every_host_name_of_a_service_share_one_copy() {
+    let origin = TestOrigin::fixed(cacheable("shared")).await;
+    let nodes = PopBuilder::new(&origin.url(), &["k1"])
+        .config(|c, _| c.services[0].cache_key_host = Some("www.example.com".into()))
+        .start()
+        .await;
+    let first = nodes[0]
+        .get("/x")
+        .header("host", "a.example.com")
+        .send()
+        .await;
+    assert!(!first.is_hit());
+    let second = nodes[0]
+        .get("/x")
+        .header("host", "b.example.com")
+        .send()
+        .await;
+    assert!(second.is_hit(), "{second:?}");
+    assert_eq!(origin.count(), 1);
+    // Purges name the key host.
+    assert_eq!(
+        nodes[0]
+            .purge(r#"{"urls": ["http://www.example.com/x"]}"#)
+            .await,
+        1
+    );
+}

@@ -432,7 +432,7 @@ impl Proxy {
         // === cache key and lookup ===
         let key = CacheKey::new(
             "http",
-            &head.host,
+            service.key_host(&head.host),
             head.uri.path(),
             head.uri.query(),
             &resolved.key_rules,
@@ -1251,7 +1251,13 @@ impl Proxy {
 
     fn invalidate_uri(&self, service: &Service, host: &str, uri: &Uri) {
         let rules = service.resolve(uri.path()).key_rules;
-        let key = CacheKey::new("http", host, uri.path(), uri.query(), &rules);
+        let key = CacheKey::new(
+            "http",
+            service.key_host(host),
+            uri.path(),
+            uri.query(),
+            &rules,
+        );
         self.coalescer.invalidate(&key);
         self.storage.remove(&key);
     }

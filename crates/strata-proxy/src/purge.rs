@@ -125,7 +125,7 @@ impl PurgeRequest {
                 let rules = service.resolve(uri.path()).key_rules;
                 keys.push(CacheKey::new(
                     "http",
-                    &host,
+                    service.key_host(&host),
                     uri.path(),
                     uri.query(),
                     &rules,

@@ -19,6 +19,7 @@ pub struct Service {
     pub name: String,
     pub origins: Arc<OriginSet>,
     pub origin_host: Option<String>,
+    cache_key_host: Option<String>,
     /// Active probe settings, when the service asks for probes.
     pub probe: Option<Probe>,
     pub stale_while_revalidate: Option<Duration>,
@@ -39,6 +40,11 @@ pub struct Resolved {
 }
 
 impl Service {
+    /// The host a request for `host` is cached under.
+    pub fn key_host<'a>(&'a self, host: &'a str) -> &'a str {
+        self.cache_key_host.as_deref().unwrap_or(host)
+    }
+
     /// The origins as upstream hops, in this request's order.
     pub fn origin_hops(&self) -> Vec<Hop> {
         self.origins
@@ -82,6 +88,7 @@ impl Service {
             name: c.name.clone(),
             origins: Arc::new(OriginSet::new(origins)),
             origin_host: c.origin_host.clone(),
+            cache_key_host: c.cache_key_host.clone(),
             probe,
             stale_while_revalidate: c.stale_while_revalidate.map(|s| s.0),
             stale_if_error: c.stale_if_error.map(|s| s.0),

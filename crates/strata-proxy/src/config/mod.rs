@@ -440,6 +440,10 @@ pub struct ServiceConfig {
     /// `Host` sent upstream; the client's when absent.
     #[serde(default)]
     pub origin_host: Option<String>,
+    /// The host cache keys use for every host name of this service, so aliases share one
+    /// copy (purge URLs then name this host). Default: the request's host.
+    #[serde(default)]
+    pub cache_key_host: Option<String>,
     /// Query parameters left out of the cache key (`utm_*`).
     #[serde(default)]
     pub strip_query: Vec<String>,
@@ -586,6 +590,7 @@ impl ServiceConfig {
             origin_max_connections: default_origin_max_connections(),
             health: HealthConfig::default(),
             origin_host: None,
+            cache_key_host: None,
             strip_query: Vec::new(),
             negative_ttl: None,
             negative_ttl_5xx: None,
@@ -825,6 +830,14 @@ impl NodeConfig {
                     at("health.interval"),
                     "must be more than 0",
                 ));
+            }
+            if let Some(h) = &s.cache_key_host {
+                if !valid_host_pattern(&h.to_ascii_lowercase()) || h.contains('*') {
+                    return Err(ConfigError::new(
+                        at("cache_key_host"),
+                        "must be a host name",
+                    ));
+                }
             }
             if let Some(h) = &s.origin_host {
                 if http::HeaderValue::from_str(h).is_err() || h.is_empty() {

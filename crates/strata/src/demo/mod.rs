@@ -1,74 +1,230 @@
-//! `strata demo`: everything in one process, nothing installed. A sample origin runs
-//! behind an edge node, and the command prints what to try.
+//! `strata demo`: the whole system in one process, nothing installed.
 //!
-//! Later roles (shield, PoPs, control plane, DNS) join this command as they are built.
+//! A sample origin; one shield; two PoPs of two edge nodes each, every PoP a ring with the
+//! shield as parent; and the control plane, joined to every node by the embedded bus. The
+//! command prints what to try; `--load` adds a bounded traffic generator that reports hit
+//! ratios per tier and origin offload.
+//!
+//! The same topology as separate processes over NATS is in `examples/topology/`.
 
+mod load;
 mod origin;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
-use strata_proxy::config::{NodeConfig, RuleConfig, Seconds};
-use strata_proxy::Node;
+use strata_bus::Bus;
+use strata_control::{Control, ControlConfig};
+use strata_proxy::config::{NodeConfig, PeerConfig, Role, RuleConfig, Seconds};
+use strata_proxy::{Listeners, Node};
+
+/// The demo control plane's token (printed; the demo listens on loopback only).
+const DEMO_TOKEN: &str = "demo-token-change-me";
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Edge listen address.
+    /// Listen address of the first edge; the other nodes take the next ports (all take
+    /// free ports when this port is 0).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Admin listen address.
+    /// Admin listen address of the first edge; the other nodes take the next ports.
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
+    /// Control plane API address.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    control: SocketAddr,
     /// Print access log lines.
     #[arg(long)]
     access_log: bool,
+    /// Run the built-in traffic generator (Zipf over the sample catalog).
+    #[arg(long)]
+    load: bool,
+    /// How long the generator runs.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    load_duration: Duration,
+    /// The generator's request rate (requests per second, all edges together).
+    #[arg(long, default_value_t = 1000)]
+    load_rate: u32,
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let origin = origin::start().await?;
-    let mut config = NodeConfig::single_origin(&format!("http://{}", origin.addr));
-    config.node.name = "demo-edge".into();
-    config.listen.http = vec![args.listen];
-    config.listen.admin = Some(args.admin);
-    config.log.access = if args.access_log {
-        "stdout".into()
-    } else {
-        "off".into()
-    };
+/// One node of the demo topology.
+struct Planned {
+    name: &'static str,
+    role: Role,
+    pop: &'static str,
+    listeners: Listeners,
+}
+
+/// The address `i` ports after `base`, or a free port when `base` asks for one.
+fn nth(base: SocketAddr, i: u16) -> SocketAddr {
+    let mut a = base;
+    if base.port() != 0 {
+        a.set_port(base.port().saturating_add(i));
+    }
+    a
+}
+
+fn node_config(args: &DemoArgs, origin: SocketAddr, p: &Planned) -> NodeConfig {
+    let mut config = NodeConfig::single_origin(&format!("http://{origin}"));
+    config.node.name = p.name.into();
+    config.node.role = p.role;
+    config.node.pop = Some(p.pop.into());
+    config.listen.http = p.listeners.http_addrs();
+    config.listen.admin = p.listeners.admin_addr();
+    config.cache.size.0 = 128 << 20;
+    config.cache.max_object_size.0 = 16 << 20;
+    config.log.access = if args.access_log { "stdout" } else { "off" }.into();
+    // Demo traffic is light: a key requested 20 times a second on a node is hot there.
+    config.hot.threshold = 20.0;
+    config.hot.window = Seconds(Duration::from_secs(5));
+    config.hot.cooldown = Seconds(Duration::from_secs(20));
     let service = &mut config.services[0];
+    // Every node has its own address, so requests carry different Host values: key them
+    // under one name so that the ring and the shield share objects across nodes.
+    service.cache_key_host = Some("demo.strata".into());
     service.strip_query = vec!["utm_*".into()];
-    service.negative_ttl = Some(Seconds(std::time::Duration::from_secs(10)));
+    service.negative_ttl = Some(Seconds(Duration::from_secs(10)));
     service.rules.push(RuleConfig {
         bypass: true,
         ..RuleConfig::prefix("/api/nocache")
     });
     service.rules.push(RuleConfig {
-        micro_cache: Some(Seconds(std::time::Duration::from_secs(1))),
+        micro_cache: Some(Seconds(Duration::from_secs(1))),
         ..RuleConfig::prefix("/api/live")
     });
-    let node = Node::start(&config).await?;
+    config
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let origin = origin::start().await?;
+    let bus = Bus::embedded();
+
+    // Bind every node first: each PoP's ring names its members' addresses.
+    let layout = [
+        ("edge-a1", Role::Edge, "pop-a"),
+        ("edge-a2", Role::Edge, "pop-a"),
+        ("edge-b1", Role::Edge, "pop-b"),
+        ("edge-b2", Role::Edge, "pop-b"),
+        ("shield-1", Role::Shield, "shield"),
+    ];
+    let mut planned = Vec::new();
+    for (i, (name, role, pop)) in layout.into_iter().enumerate() {
+        let mut bind = NodeConfig::single_origin("http://127.0.0.1:1");
+        bind.listen.http = vec![nth(args.listen, i as u16)];
+        bind.listen.admin = Some(nth(args.admin, i as u16));
+        planned.push(Planned {
+            name,
+            role,
+            pop,
+            listeners: Listeners::bind(&bind)?,
+        });
+    }
+    let url = |p: &Planned| format!("http://{}", p.listeners.http_addrs()[0]);
+    let shield_url = url(&planned[4]);
+    let mut configs = Vec::new();
+    for p in &planned {
+        let mut config = node_config(&args, origin.addr, p);
+        if p.role == Role::Edge {
+            config.parents.shields = vec![shield_url.clone()];
+            config.ring.peers = planned
+                .iter()
+                .filter(|q| q.pop == p.pop)
+                .map(|q| PeerConfig {
+                    name: q.name.into(),
+                    url: url(q),
+                    weight: 1,
+                })
+                .collect();
+        }
+        configs.push(config);
+    }
+
+    let control_config = ControlConfig {
+        listen: args.control,
+        token: DEMO_TOKEN.into(),
+        // Unused: the demo hands the control plane its embedded bus.
+        nats: "nats://embedded".into(),
+        nodes: layout.iter().map(|(n, _, _)| n.to_string()).collect(),
+    };
+    let control = Control::start(&control_config, bus.clone()).await?;
+
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for (p, config) in planned.into_iter().zip(configs) {
+        let node = Node::start_on(&config, Some(bus.clone()), p.listeners).await?;
+        if p.role == Role::Edge {
+            edges.push((p.name, node.http_addrs[0]));
+        }
+        nodes.push((p.name, node));
+    }
     let stop = crate::cli::shutdown_signal();
-    let edge = node.http_addrs[0];
-    let admin = node.admin_addr.map(|a| a.to_string()).unwrap_or_default();
+
+    let addr_of = |name: &str| {
+        nodes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, node)| node.http_addrs[0])
+            .unwrap_or(args.listen)
+    };
+    let (a1, a2, b1, b2, shield) = (
+        addr_of("edge-a1"),
+        addr_of("edge-a2"),
+        addr_of("edge-b1"),
+        addr_of("edge-b2"),
+        addr_of("shield-1"),
+    );
+    let admin = nodes[0]
+        .1
+        .admin_addr
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let ctl = control.addr;
     println!("Strata demo is running (Ctrl-C to stop)");
     println!("  origin  http://{}   sample content", origin.addr);
-    println!("  edge    http://{edge}   node 'demo-edge', HTTP/1.1 and h2c");
-    println!("  admin   http://{admin}/metrics");
+    println!("  shield   http://{shield}   node 'shield-1', parent of both PoPs");
+    println!("  pop-a    http://{a1}  http://{a2}   edge-a1, edge-a2 (a ring: each object stored once per PoP)");
+    println!("  pop-b    http://{b1}  http://{b2}   edge-b1, edge-b2");
+    println!("  control  http://{ctl}   token {DEMO_TOKEN}");
+    println!("  metrics  http://{admin}/metrics   (edge-a1; the other nodes on the next ports)");
     println!();
-    println!("Try:");
-    println!("  curl -si http://{edge}/static/small.txt | grep -i cache-status     # first: fwd=uri-miss; stored");
-    println!("  curl -si http://{edge}/static/small.txt | grep -i cache-status     # again: hit");
-    println!("  curl -si http://{edge}/static/large.bin -r 0-99 -o /dev/null -D -   # 206 from the cache");
-    println!("  curl -si http://{edge}/api/time                                     # JSON cached for 2 s");
-    println!("  curl -s  http://{edge}/api/live/score                               # no-store, micro-cached for 1 s");
-    println!("  curl -si -H 'Accept-Language: fr' http://{edge}/hello              # Vary: a variant per language");
-    println!("  curl -si http://{edge}/missing | grep -i cache-status              # 404 cached for 10 s");
-    println!("  curl -s  http://{admin}/metrics | grep strata_requests");
-    println!("  curl -s  -X POST http://{admin}/v1/purge -d '{{\"tags\": [\"static\"]}}'   # purge by surrogate key");
-    println!("{}", origin::ready_line(edge));
+    println!("Try (Cache-Status lists every tier, the one closest to the origin first):");
+    println!("  curl -si http://{a1}/static/small.txt | grep -i cache-status   # miss: fetched via the shield, stored by its owner edge-a1");
+    println!("  curl -si http://{a1}/static/small.txt | grep -i cache-status   # hit");
+    println!("  curl -si http://{a2}/static/small.txt | grep -i cache-status   # edge-a2 asks the owner in its PoP: edge-a1's hit");
+    println!(
+        "  curl -si http://{b1}/static/small.txt | grep -i cache-status   # pop-b: a shield hit"
+    );
+    println!(
+        "  curl -si http://{a2}/static/large.bin -r 0-99 -o /dev/null -D -  # 206 from the cache"
+    );
+    println!("  curl -s  http://{a1}/api/live/score                           # no-store, micro-cached for 1 s");
+    println!("  curl -si -H 'Accept-Language: fr' http://{a1}/hello           # Vary: a variant per language");
+    println!("  curl -s  -H 'Authorization: Bearer {DEMO_TOKEN}' http://{ctl}/v1/purge -d '{{\"tags\":[\"static\"],\"wait\":2}}'");
+    println!("                                                               # purge everywhere: each node's ack");
+    println!("  curl -si http://{b1}/static/small.txt | grep -i cache-status   # after the purge: a miss again");
+    println!("  strata demo --load                                            # traffic, hit ratio per tier, origin offload");
+    println!("ready: edge http://{a1} pop-b http://{b1} control http://{ctl}");
+
+    let generator = args.load.then(|| {
+        tokio::spawn(load::run(
+            load::LoadConfig {
+                edges: edges.clone(),
+                duration: args.load_duration,
+                rate: args.load_rate,
+            },
+            std::sync::Arc::clone(&origin.served),
+        ))
+    });
     stop.await;
     println!("stopping");
-    node.shutdown().await;
+    if let Some(g) = generator {
+        g.abort();
+    }
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+    control.shutdown().await;
     origin.stop().await;
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! The demo's sample origin: static objects of several sizes, a slowly changing JSON
-//! endpoint, a `Vary` example, and a page with tagged assets.
+//! endpoint, a `Vary` example, a page with tagged assets, and a catalog of 1,000 objects
+//! for the load generator.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -19,8 +22,13 @@ use tokio::task::JoinHandle;
 /// Requests the live endpoint has answered, shown in its body.
 static LIVE_HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Objects under `/catalog/{n}.bin`, `n` in `0..CATALOG_SIZE`.
+pub const CATALOG_SIZE: usize = 1000;
+
 pub struct SampleOrigin {
     pub addr: SocketAddr,
+    /// Requests answered (the load generator's origin offload).
+    pub served: Arc<AtomicU64>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -32,23 +40,25 @@ impl SampleOrigin {
     }
 }
 
-/// The line tests wait for before they send requests.
-pub fn ready_line(edge: SocketAddr) -> String {
-    format!("ready: edge http://{edge}")
-}
-
 pub async fn start() -> std::io::Result<SampleOrigin> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = oneshot::channel();
+    let served = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&served);
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
+                    let counter = Arc::clone(&counter);
                     tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            handle(req)
+                        });
                         let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service_fn(handle))
+                            .serve_connection(TokioIo::new(stream), svc)
                             .await;
                     });
                 }
@@ -56,12 +66,31 @@ pub async fn start() -> std::io::Result<SampleOrigin> {
             }
         }
     });
-    Ok(SampleOrigin { addr, stop, task })
+    Ok(SampleOrigin {
+        addr,
+        served,
+        stop,
+        task,
+    })
 }
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let resp = match req.uri().path() {
+    let path = req.uri().path();
+    if let Some(n) = path
+        .strip_prefix("/catalog/")
+        .and_then(|rest| rest.strip_suffix(".bin"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n < CATALOG_SIZE)
+    {
+        // 1 KiB to 64 KiB, varied but fixed per object.
+        let size = 1024 * (1 + (n * 7919) % 64);
+        let mut r = static_object(vec![b'c'; size], "application/octet-stream", started);
+        r.headers_mut()
+            .insert("surrogate-key", HeaderValue::from_static("catalog"));
+        return Ok(r);
+    }
+    let resp = match path {
         "/" => page(),
         "/static/small.txt" => static_object(vec![b'a'; 1024], "text/plain", started),
         "/static/medium.bin" => {
