@@ -28,6 +28,11 @@ struct Cli {
 enum Command {
     /// Run a caching edge node.
     Edge(EdgeArgs),
+    /// Run a shield (regional mid-tier): a node whose config says `role = "shield"`.
+    Shield {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a configuration file; exits 2 and names the failing key when invalid.
     CheckConfig {
         file: PathBuf,
@@ -94,7 +99,18 @@ pub fn run() -> ExitCode {
             control: false,
         } => match NodeConfig::from_file(&file) {
             Ok(c) => {
-                println!("{}: ok ({} service(s))", file.display(), c.services.len());
+                let ring = match c.ring.peers.len() {
+                    0 => String::new(),
+                    n => format!(", ring of {n}"),
+                };
+                println!(
+                    "{}: ok ({} '{}'{ring}, {} parent(s), {} service(s))",
+                    file.display(),
+                    c.node.role.as_str(),
+                    c.node.name,
+                    c.parents.shields.len(),
+                    c.services.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(&e),
@@ -106,6 +122,16 @@ pub fn run() -> ExitCode {
             };
             runtime_then(|| async move { run_edge(config).await })
         }
+        Command::Shield { config } => match NodeConfig::from_file(&config) {
+            Ok(c) if c.node.role != strata_proxy::config::Role::Shield => {
+                config_error(&ConfigError::new(
+                    "node.role",
+                    "`strata shield` runs nodes with role = \"shield\"; use `strata edge` for edges",
+                ))
+            }
+            Ok(c) => runtime_then(|| async move { run_edge(c).await }),
+            Err(e) => config_error(&e),
+        },
         Command::Demo(args) => runtime_then(|| demo::run(args)),
         Command::Control { config } => match strata_control::ControlConfig::from_file(&config) {
             Ok(c) => runtime_then(|| async move { run_control(c).await }),
@@ -228,7 +254,7 @@ async fn run_edge(config: NodeConfig) -> anyhow::Result<()> {
     let node = Node::start(&config).await?;
     let stop = shutdown_signal();
     for addr in &node.http_addrs {
-        tracing::info!(%addr, "edge listening (HTTP/1.1, h2c)");
+        tracing::info!(%addr, "{} listening (HTTP/1.1, h2c)", config.node.role.as_str());
     }
     if let Some(addr) = node.admin_addr {
         tracing::info!(%addr, "admin listening (/metrics, /healthz)");
