@@ -145,18 +145,18 @@ impl Storage for MemoryStorage {
         if object.weight() > self.capacity {
             return false;
         }
-        // A purge that landed while this object was being filled still applies to it.
+        // A purge that landed while this object was being filled still applies to it. The
+        // purge log stays locked until the object is stored and indexed: a purge recorded
+        // after this check then finds the object in the index (no gap between the two).
         let mut object = object;
-        {
-            let purges = self.purges();
-            for p in purges.iter() {
-                if !p.covers(key, &object) {
-                    continue;
-                }
-                match p.apply(&object, SystemTime::now()) {
-                    Some(stale) => object = stale,
-                    None => return false,
-                }
+        let purges = self.purges();
+        for p in purges.iter() {
+            if !p.covers(key, &object) {
+                continue;
+            }
+            match p.apply(&object, SystemTime::now()) {
+                Some(stale) => object = stale,
+                None => return false,
             }
         }
         // Atomic per key, so concurrent fills of two variants do not lose one.
@@ -173,6 +173,7 @@ impl Storage for MemoryStorage {
             })
         });
         self.index().add(key, &indexed);
+        drop(purges);
         if self.inserts.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             let live: Vec<CacheKey> = self.index().candidates(&crate::purge::Scope::All);
             let gone: std::collections::HashSet<CacheKey> = live
@@ -355,6 +356,38 @@ mod tests {
             soft,
             issued_at,
         }
+    }
+
+    #[test]
+    fn a_purge_racing_inserts_leaves_nothing_it_covers() {
+        // Every object is stored before the purge's issued_at, so whichever way inserts and
+        // the purge interleave, none may survive: either the purge finds it in the index,
+        // or the insert finds the purge in the log.
+        let store = Arc::new(MemoryStorage::new(64 << 20));
+        let t0 = SystemTime::now();
+        let n = 3000;
+        let inserter = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    store.insert(&key(i), tagged("t", t0));
+                }
+            })
+        };
+        while store.index().candidates(&crate::Scope::All).len() < n / 2 {
+            std::thread::yield_now();
+        }
+        store.purge(
+            &purge(
+                crate::Scope::Tags(vec!["t".into()]),
+                false,
+                t0 + Duration::from_secs(1),
+            ),
+            t0,
+        );
+        inserter.join().unwrap();
+        let left = (0..n).filter(|i| store.lookup(&key(*i)).is_some()).count();
+        assert_eq!(left, 0);
     }
 
     #[test]
