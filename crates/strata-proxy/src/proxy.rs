@@ -442,7 +442,9 @@ impl Proxy {
             let owners = self.tier.owners_before_self(&key);
             if !owners.is_empty() && !self.tier.record_hot(&key, Instant::now()) {
                 // A copy kept while the key was hot is no longer used: free it.
-                self.storage.remove(&key);
+                if self.storage.lookup(&key).is_some() {
+                    self.storage.remove(&key);
+                }
                 if let Some(resp) = self.forward_to_owner(&owners, &head, ctx).await {
                     return Ok(resp);
                 }

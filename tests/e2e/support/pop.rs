@@ -6,6 +6,9 @@ use strata_proxy::Listeners;
 
 use super::edge::{Edge, EdgeBuilder};
 
+/// Adjusts one node's configuration, given the HTTP URLs of the whole group.
+type Tweak = Box<dyn Fn(&mut NodeConfig, &[String])>;
+
 /// Builder for a group of nodes sharing an origin.
 pub struct PopBuilder {
     origin: String,
@@ -13,7 +16,7 @@ pub struct PopBuilder {
     ring: bool,
     role: Role,
     parents: Vec<String>,
-    tweak: Box<dyn Fn(&mut NodeConfig, &[String])>,
+    tweak: Tweak,
 }
 
 impl PopBuilder {
