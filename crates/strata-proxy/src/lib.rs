@@ -62,14 +62,11 @@ pub struct Node {
 impl Node {
     /// Starts a node; joins the NATS bus when `bus.nats` is configured.
     pub async fn start(config: &NodeConfig) -> Result<Self, StartError> {
-        let bus = match &config.bus.nats {
-            Some(url) => Some(strata_bus::Bus::nats(url).await.map_err(StartError::Bus)?),
-            None => None,
-        };
-        Self::start_with_bus(config, bus).await
+        Self::start_with_bus(config, None).await
     }
 
-    /// Starts a node on a bus it is given (the embedded bus of a single-process setup).
+    /// Starts a node on a bus it is given (the embedded bus of a single-process setup), or
+    /// with `None` on the NATS bus `bus.nats` names, if any.
     pub async fn start_with_bus(
         config: &NodeConfig,
         bus: Option<strata_bus::Bus>,
@@ -80,6 +77,7 @@ impl Node {
 
     /// Starts a node on listeners bound beforehand. Nodes that name each other in their
     /// configuration (a PoP's ring, on port 0) bind first, then configure, then start.
+    /// `bus` as for [`Node::start_with_bus`].
     pub async fn start_on(
         config: &NodeConfig,
         bus: Option<strata_bus::Bus>,
@@ -88,6 +86,11 @@ impl Node {
         config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let bus = match (bus, &config.bus.nats) {
+            (Some(bus), _) => Some(bus),
+            (None, Some(url)) => Some(strata_bus::Bus::nats(url).await.map_err(StartError::Bus)?),
+            (None, None) => None,
+        };
         let access_log = AccessLog::start(&config.log.target())
             .await
             .map_err(StartError::AccessLog)?;
