@@ -250,7 +250,9 @@ async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full
     let wait = request.wait.map(Duration::from_secs_f64);
     let event = PurgeEvent {
         id: id.clone(),
-        issued_at_ms: now.as_millis() as u64,
+        // Rounded up: an object stored earlier in the same millisecond must not escape
+        // ("stored before issued_at"); one stored just after is only refetched.
+        issued_at_ms: now.as_millis() as u64 + 1,
         request: PurgeRequest {
             wait: None,
             ..request

@@ -185,14 +185,14 @@ pub struct Listeners {
 impl Listeners {
     /// Binds what `config.listen` names (port 0 picks a free port).
     pub fn bind(config: &NodeConfig) -> Result<Self, StartError> {
+        Self::bind_addrs(&config.listen.http, config.listen.admin)
+    }
+
+    /// Binds HTTP listeners and an optional admin listener.
+    pub fn bind_addrs(http: &[SocketAddr], admin: Option<SocketAddr>) -> Result<Self, StartError> {
         Ok(Self {
-            http: config
-                .listen
-                .http
-                .iter()
-                .map(|a| bind(*a))
-                .collect::<Result<_, _>>()?,
-            admin: config.listen.admin.map(bind).transpose()?,
+            http: http.iter().map(|a| bind(*a)).collect::<Result<_, _>>()?,
+            admin: admin.map(bind).transpose()?,
         })
     }
 

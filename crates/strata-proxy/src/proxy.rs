@@ -187,14 +187,7 @@ impl Proxy {
             upstreams: self
                 .tier
                 .upstreams()
-                .map(|hop| {
-                    let kind = match hop.kind {
-                        HopKind::Peer => "peer",
-                        HopKind::Parent => "parent",
-                        HopKind::Origin => "origin",
-                    };
-                    (kind, hop.name.clone(), !hop.state.refuses(now))
-                })
+                .map(|hop| (hop.kind.as_str(), hop.name.clone(), !hop.state.refuses(now)))
                 .collect(),
             hot: self.tier.hot_keys(now, usize::MAX),
         }
@@ -1141,57 +1134,44 @@ impl Proxy {
     }
 
     /// Forwards a request to the key's owner in this PoP, walking the ring past owners
-    /// that are down, and streams its answer back without storing it (each object is
-    /// stored once per PoP). `None` when every node before this one is down.
+    /// that are down (as `send_upstream` does for any hops), and streams its answer back
+    /// without storing it: each object is stored once per PoP. `None` when every node
+    /// before this one is down.
     async fn forward_to_owner(
         &self,
         owners: &[Hop],
         head: &Head,
         ctx: &mut Ctx,
     ) -> Option<Response<ProxyBody>> {
-        for hop in owners {
-            if hop.state.refuses(Instant::now()) {
-                continue;
+        let sent = self
+            .send_upstream(owners, true, |hop| {
+                forward::upstream_request(
+                    head.method.clone(),
+                    head.path_and_query(),
+                    &head.headers,
+                    &head.host,
+                    None,
+                    head.client,
+                    &self.node,
+                    &hop.state.origin,
+                    Purpose::Pass,
+                    empty_body(),
+                )
+                .map(|req| with_ring_hop(req, hop.kind, &self.node))
+            })
+            .await;
+        let FromOrigin { resp, origin, slot } = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                tracing::debug!(error = %e.detail(), "no ring owner reachable, serving the key here");
+                return None;
             }
-            let Ok(slot) = hop.state.acquire(self.timeouts.first_byte).await else {
-                continue;
-            };
-            let Some(attempt) = hop.state.attempt(Instant::now()) else {
-                continue;
-            };
-            let req = forward::upstream_request(
-                head.method.clone(),
-                head.path_and_query(),
-                &head.headers,
-                &head.host,
-                None,
-                head.client,
-                &self.node,
-                &hop.state.origin,
-                Purpose::Pass,
-                empty_body(),
-            )
-            .map(|req| with_ring_hop(req, HopKind::Peer, &self.node));
-            let Ok(req) = req else {
-                attempt.neutral();
-                continue;
-            };
-            match self.upstream.send(req, self.timeouts).await {
-                Ok(resp) => {
-                    attempt.success();
-                    ctx.status.fwd = Some(Fwd::Bypass);
-                    ctx.status.fwd_status = Some(resp.status().as_u16());
-                    ctx.status.detail = Some(format!("owner={}", hop.name));
-                    ctx.upstream = Some(hop.name.clone());
-                    return Some(self.respond_pass((resp, Some(slot)), head));
-                }
-                Err(e) => {
-                    tracing::debug!(owner = %hop.name, error = %e, "ring owner unreachable, trying the next");
-                    attempt.failure();
-                }
-            }
-        }
-        None
+        };
+        ctx.status.fwd = Some(Fwd::Bypass);
+        ctx.status.fwd_status = Some(resp.status().as_u16());
+        ctx.status.detail = Some(format!("owner={origin}"));
+        ctx.upstream = Some(origin);
+        Some(self.respond_pass((resp, Some(slot)), head))
     }
 
     /// Forwards a request the cache does not handle. A successful unsafe method invalidates

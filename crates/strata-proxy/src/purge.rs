@@ -48,7 +48,7 @@ pub struct PurgeRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PurgeEvent {
     pub id: String,
-    /// Unix time in milliseconds.
+    /// Unix time in milliseconds, rounded up by the publisher (see `strata-control`).
     pub issued_at_ms: u64,
     pub request: PurgeRequest,
 }

@@ -47,6 +47,16 @@ pub enum HopKind {
     Origin,
 }
 
+impl HopKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HopKind::Peer => "peer",
+            HopKind::Parent => "parent",
+            HopKind::Origin => "origin",
+        }
+    }
+}
+
 /// One upstream to try.
 #[derive(Clone)]
 pub struct Hop {

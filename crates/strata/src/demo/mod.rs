@@ -110,14 +110,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ];
     let mut planned = Vec::new();
     for (i, (name, role, pop)) in layout.into_iter().enumerate() {
-        let mut bind = NodeConfig::single_origin("http://127.0.0.1:1");
-        bind.listen.http = vec![nth(args.listen, i as u16)];
-        bind.listen.admin = Some(nth(args.admin, i as u16));
+        let i = i as u16;
         planned.push(Planned {
             name,
             role,
             pop,
-            listeners: Listeners::bind(&bind)?,
+            listeners: Listeners::bind_addrs(&[nth(args.listen, i)], Some(nth(args.admin, i)))?,
         });
     }
     let url = |p: &Planned| format!("http://{}", p.listeners.http_addrs()[0]);
@@ -160,20 +158,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let stop = crate::cli::shutdown_signal();
 
-    let addr_of = |name: &str| {
-        nodes
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, node)| node.http_addrs[0])
-            .unwrap_or(args.listen)
-    };
-    let (a1, a2, b1, b2, shield) = (
-        addr_of("edge-a1"),
-        addr_of("edge-a2"),
-        addr_of("edge-b1"),
-        addr_of("edge-b2"),
-        addr_of("shield-1"),
-    );
+    // In `layout` order.
+    let addr = |i: usize| nodes[i].1.http_addrs[0];
+    let (a1, a2, b1, b2, shield) = (addr(0), addr(1), addr(2), addr(3), addr(4));
     let admin = nodes[0]
         .1
         .admin_addr
