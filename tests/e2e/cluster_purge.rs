@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use strata_bus::{AckSubscription, Bus};
+use strata_bus::{Bus, Subscription};
 use strata_proxy::purge::{PurgeAck, PurgeEvent, PurgeRequest};
 
 use crate::support::nats::{edge_on_bus, NatsServer};
@@ -25,7 +25,7 @@ fn event(id: &str, tags: &[&str]) -> Bytes {
     Bytes::from(serde_json::to_vec(&e).unwrap())
 }
 
-async fn acks(sub: &mut AckSubscription, n: usize) -> Vec<PurgeAck> {
+async fn acks(sub: &mut Subscription, n: usize) -> Vec<PurgeAck> {
     let mut out = Vec::new();
     while out.len() < n {
         let next = tokio::time::timeout(Duration::from_secs(20), sub.next())

@@ -3,11 +3,12 @@
 //! `strata purge` command.
 
 use std::process::Command;
-use std::time::Duration;
 
 use strata_bus::Bus;
+use strata_control::config::NodeEntry;
 use strata_control::{Control, ControlConfig};
 
+use crate::support::control::call;
 use crate::support::nats::{edge_on_bus, NatsServer};
 use crate::support::{Edge, Reply, TestOrigin};
 
@@ -18,42 +19,15 @@ async fn control(nats: &NatsServer, nodes: &[&str]) -> Control {
         listen: "127.0.0.1:0".parse().unwrap(),
         token: TOKEN.into(),
         nats: nats.url.clone(),
-        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        nodes: nodes
+            .iter()
+            .map(|n| NodeEntry::Name(n.to_string()))
+            .collect(),
+        health: Default::default(),
     };
     Control::start(&config, Bus::nats(&nats.url).await.unwrap())
         .await
         .unwrap()
-}
-
-/// A raw HTTP/1.1 request to the control plane; returns (status, JSON).
-async fn call(
-    control: &Control,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(control.addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: control\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        serde_json::from_str(body.trim()).unwrap_or_default(),
-    )
 }
 
 async fn warmed_pair(nats: &NatsServer) -> (TestOrigin, Edge, Edge) {
@@ -81,7 +55,7 @@ async fn purge_with_wait_returns_when_every_node_applied() {
     let (_origin, a, b) = warmed_pair(&nats).await;
     let control = control(&nats, &["edge-a", "edge-b"]).await;
     let (status, report) = call(
-        &control,
+        control.addr,
         "POST",
         "/v1/purge",
         Some(TOKEN),
@@ -101,7 +75,14 @@ async fn purge_with_wait_returns_when_every_node_applied() {
     assert!(!a.get("/p").send().await.is_hit());
     assert!(!b.get("/p").send().await.is_hit());
     let id = report["id"].as_str().unwrap();
-    let (status, again) = call(&control, "GET", &format!("/v1/purge/{id}"), Some(TOKEN), "").await;
+    let (status, again) = call(
+        control.addr,
+        "GET",
+        &format!("/v1/purge/{id}"),
+        Some(TOKEN),
+        "",
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(again["complete"], true);
 }
@@ -112,7 +93,7 @@ async fn wait_that_ends_first_answers_202_naming_pending_nodes() {
     let (_origin, _a, _b) = warmed_pair(&nats).await;
     let control = control(&nats, &["edge-a", "edge-b", "edge-gone"]).await;
     let (status, report) = call(
-        &control,
+        control.addr,
         "POST",
         "/v1/purge",
         Some(TOKEN),
@@ -135,14 +116,14 @@ async fn api_requires_the_bearer_token() {
     let nats = NatsServer::start();
     let control = control(&nats, &["edge-a"]).await;
     assert_eq!(
-        call(&control, "POST", "/v1/purge", None, r#"{"all": true}"#)
+        call(control.addr, "POST", "/v1/purge", None, r#"{"all": true}"#)
             .await
             .0,
         401
     );
     assert_eq!(
         call(
-            &control,
+            control.addr,
             "POST",
             "/v1/purge",
             Some("wrong-token-0123456789"),
@@ -152,7 +133,10 @@ async fn api_requires_the_bearer_token() {
         .0,
         401
     );
-    assert_eq!(call(&control, "GET", "/v1/purge/x", None, "").await.0, 401);
+    assert_eq!(
+        call(control.addr, "GET", "/v1/purge/x", None, "").await.0,
+        401
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +150,7 @@ async fn bad_input_is_refused_and_nothing_is_published() {
         (r#"{"patterns": ["no-slash*"]}"#, "patterns[0]"),
         (r#"{"all": true, "wait": 9999}"#, "wait"),
     ] {
-        let (status, report) = call(&control, "POST", "/v1/purge", Some(TOKEN), body).await;
+        let (status, report) = call(control.addr, "POST", "/v1/purge", Some(TOKEN), body).await;
         assert_eq!(status, 400, "{body}");
         assert!(
             report["error"].as_str().unwrap().contains(needle),
@@ -175,7 +159,7 @@ async fn bad_input_is_refused_and_nothing_is_published() {
     }
     // The first thing ever published gets sequence 1: none of the above reached the bus.
     let (status, report) = call(
-        &control,
+        control.addr,
         "POST",
         "/v1/purge",
         Some(TOKEN),

@@ -8,6 +8,7 @@ mod cluster_purge;
 mod coalescing;
 mod control;
 mod headers;
+mod health;
 mod limits;
 mod operations;
 mod origins;

@@ -1,5 +1,5 @@
 //! The in-process bus: an append-only event log with durable per-name cursors, and a
-//! broadcast channel for acknowledgements. Same semantics as the NATS one, minus the network.
+//! broadcast channel per subject for notices (acknowledgements, health). Same semantics as the NATS one, minus the network.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +19,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     appended: Notify,
-    acks: broadcast::Sender<Bytes>,
+    notices: Mutex<HashMap<String, broadcast::Sender<Bytes>>>,
 }
 
 #[derive(Clone)]
@@ -33,7 +33,7 @@ impl Default for EmbeddedBus {
             shared: Arc::new(Shared {
                 state: Mutex::default(),
                 appended: Notify::new(),
-                acks: broadcast::channel(4096).0,
+                notices: Mutex::default(),
             }),
         }
     }
@@ -70,12 +70,24 @@ impl EmbeddedBus {
         *cursor = (*cursor).max(seq);
     }
 
-    pub fn publish_ack(&self, payload: Bytes) {
-        let _ = self.shared.acks.send(payload);
+    fn notices(&self, subject: &str) -> broadcast::Sender<Bytes> {
+        let mut map = self
+            .shared
+            .notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(subject.to_string())
+            .or_insert_with(|| broadcast::channel(4096).0)
+            .clone()
     }
 
-    pub fn subscribe_acks(&self) -> broadcast::Receiver<Bytes> {
-        self.shared.acks.subscribe()
+    /// Sends to whoever subscribes to `subject` now (nothing is kept).
+    pub fn publish_notice(&self, subject: &str, payload: Bytes) {
+        let _ = self.notices(subject).send(payload);
+    }
+
+    pub fn subscribe_notices(&self, subject: &str) -> broadcast::Receiver<Bytes> {
+        self.notices(subject).subscribe()
     }
 }
 

@@ -20,6 +20,9 @@ pub use nats::NatsBus;
 pub const PURGE_SUBJECT: &str = "strata.purge.events";
 /// Subject of per-node purge acknowledgements (core NATS; not persisted).
 pub const ACK_SUBJECT: &str = "strata.purge.acks";
+/// Subject of the health monitor's snapshots, one per probe round (core NATS; not
+/// persisted: the next round replaces it).
+pub const HEALTH_SUBJECT: &str = "strata.health.snapshot";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -81,27 +84,25 @@ impl PurgeConsumer {
     }
 }
 
-/// Acknowledgements published by nodes.
-pub enum AckSubscription {
+/// Notices on one subject (acknowledgements, health snapshots), from now on.
+pub enum Subscription {
     Embedded(tokio::sync::broadcast::Receiver<Bytes>),
     Nats(async_nats::Subscriber),
 }
 
-impl AckSubscription {
+impl Subscription {
     pub async fn next(&mut self) -> Option<Bytes> {
         match self {
-            AckSubscription::Embedded(rx) => loop {
+            Subscription::Embedded(rx) => loop {
                 match rx.recv().await {
                     Ok(b) => return Some(b),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "ack subscriber lagged");
+                        tracing::warn!(missed = n, "notice subscriber lagged");
                     }
                     Err(_) => return None,
                 }
             },
-            AckSubscription::Nats(sub) => {
-                tokio_stream::StreamExt::next(sub).await.map(|m| m.payload)
-            }
+            Subscription::Nats(sub) => tokio_stream::StreamExt::next(sub).await.map(|m| m.payload),
         }
     }
 }
@@ -132,21 +133,30 @@ impl Bus {
         }
     }
 
-    pub async fn publish_ack(&self, payload: Bytes) -> Result<(), BusError> {
+    /// Publishes a notice: delivered to current subscribers, not kept.
+    pub async fn publish_notice(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
         match self {
             Bus::Embedded(b) => {
-                b.publish_ack(payload);
+                b.publish_notice(subject, payload);
                 Ok(())
             }
-            Bus::Nats(b) => b.publish_ack(payload).await,
+            Bus::Nats(b) => b.publish_notice(subject, payload).await,
         }
     }
 
-    pub async fn subscribe_acks(&self) -> Result<AckSubscription, BusError> {
+    pub async fn subscribe_notices(&self, subject: &str) -> Result<Subscription, BusError> {
         match self {
-            Bus::Embedded(b) => Ok(AckSubscription::Embedded(b.subscribe_acks())),
-            Bus::Nats(b) => b.subscribe_acks().await.map(AckSubscription::Nats),
+            Bus::Embedded(b) => Ok(Subscription::Embedded(b.subscribe_notices(subject))),
+            Bus::Nats(b) => b.subscribe_notices(subject).await.map(Subscription::Nats),
         }
+    }
+
+    pub async fn publish_ack(&self, payload: Bytes) -> Result<(), BusError> {
+        self.publish_notice(ACK_SUBJECT, payload).await
+    }
+
+    pub async fn subscribe_acks(&self) -> Result<Subscription, BusError> {
+        self.subscribe_notices(ACK_SUBJECT).await
     }
 }
 

@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use tokio_stream::StreamExt;
 
-use crate::{BusError, Delivery, ACK_SUBJECT, PURGE_SUBJECT};
+use crate::{BusError, Delivery, PURGE_SUBJECT};
 
 const STREAM: &str = "STRATA_PURGE";
 /// How long purge events are kept for nodes that were away.
@@ -85,16 +85,19 @@ impl NatsBus {
         Ok(Consumer { messages })
     }
 
-    pub async fn publish_ack(&self, payload: Bytes) -> Result<(), BusError> {
+    pub async fn publish_notice(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
         self.client
-            .publish(ACK_SUBJECT, payload)
+            .publish(subject.to_string(), payload)
             .await
             .map_err(|e| BusError::Publish(e.to_string()))
     }
 
-    pub async fn subscribe_acks(&self) -> Result<async_nats::Subscriber, BusError> {
+    pub async fn subscribe_notices(
+        &self,
+        subject: &str,
+    ) -> Result<async_nats::Subscriber, BusError> {
         self.client
-            .subscribe(ACK_SUBJECT)
+            .subscribe(subject.to_string())
             .await
             .map_err(|e| BusError::Subscribe(e.to_string()))
     }

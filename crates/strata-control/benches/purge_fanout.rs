@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use strata_bus::Bus;
+use strata_control::config::NodeEntry;
 use strata_control::{Control, ControlConfig};
 use strata_proxy::config::NodeConfig;
 use strata_proxy::Node;
@@ -98,7 +99,7 @@ fn main() {
             names.push(c.node.name.clone());
             nodes.push(Node::start(&c).await.expect("node"));
         }
-        let config = ControlConfig { listen: "127.0.0.1:0".parse().expect("addr"), token: TOKEN.into(), nats: url.clone(), nodes: names };
+        let config = ControlConfig { listen: "127.0.0.1:0".parse().expect("addr"), token: TOKEN.into(), nats: url.clone(), nodes: names.into_iter().map(NodeEntry::Name).collect(), health: Default::default() };
         let control = Control::start(&config, Bus::nats(&url).await.expect("bus")).await.expect("control");
         let addr = control.addr;
 

@@ -3,8 +3,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::time::Duration;
+
 use serde::Deserialize;
-use strata_proxy::config::{parse_toml, ConfigError};
+use strata_health::Thresholds;
+use strata_proxy::config::{parse_toml, ConfigError, Seconds};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -15,14 +18,74 @@ pub struct ControlConfig {
     pub token: String,
     /// NATS server URL (JetStream enabled).
     pub nats: String,
-    /// Names (`node.name`) of every node expected to ack purges.
-    pub nodes: Vec<String>,
+    /// Every node: expected to ack purges, and probed by the health monitor when its URL
+    /// is given. A plain name (`"edge-a1"`) or `{ name, pop, url }`.
+    pub nodes: Vec<NodeEntry>,
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum NodeEntry {
+    Name(String),
+    Probed(ProbedNode),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbedNode {
+    pub name: String,
+    pub pop: String,
+    /// The node's HTTP listener (its health endpoint is `/.well-known/strata/health`).
+    pub url: String,
+}
+
+impl NodeEntry {
+    pub fn name(&self) -> &str {
+        match self {
+            NodeEntry::Name(n) => n,
+            NodeEntry::Probed(p) => &p.name,
+        }
+    }
+}
+
+/// The health monitor. (Unknown keys are refused by the flattened thresholds.)
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HealthSection {
+    /// Time between probe rounds.
+    pub interval: Seconds,
+    /// How long a probe may take (default: half the interval).
+    pub timeout: Option<Seconds>,
+    /// Share of a PoP's nodes that must answer for it to stay in service.
+    pub min_up: f64,
+    #[serde(flatten)]
+    pub thresholds: Thresholds,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            interval: Seconds(Duration::from_secs(1)),
+            timeout: None,
+            min_up: 0.5,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+impl HealthSection {
+    pub fn timeout(&self) -> Duration {
+        self.timeout.map_or(self.interval.0 / 2, |t| t.0)
+    }
 }
 
 impl ControlConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let c: ControlConfig = parse_toml(text)?;
-        let err = ConfigError::new;
+        let err = |k: &str, m: &str| ConfigError::new(k, m);
         if c.token.len() < 16 {
             return Err(err("token", "must be at least 16 characters"));
         }
@@ -31,6 +94,43 @@ impl ControlConfig {
         }
         if c.nodes.is_empty() {
             return Err(err("nodes", "at least one node is required"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, n) in c.nodes.iter().enumerate() {
+            if n.name().is_empty() || !names.insert(n.name()) {
+                return Err(err(
+                    &format!("nodes[{i}]"),
+                    "names must be unique and not empty",
+                ));
+            }
+            if let NodeEntry::Probed(p) = n {
+                let ok = p
+                    .url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+                if !ok {
+                    return Err(err(&format!("nodes[{i}].url"), "must be an http:// URL"));
+                }
+                if p.pop.is_empty() {
+                    return Err(err(&format!("nodes[{i}].pop"), "must name the node's PoP"));
+                }
+            }
+        }
+        let h = &c.health;
+        if h.interval.0 < Duration::from_millis(50) {
+            return Err(err("health.interval", "must be at least 50ms"));
+        }
+        if h.timeout() >= h.interval.0 || h.timeout().is_zero() {
+            return Err(err(
+                "health.timeout",
+                "must be shorter than health.interval",
+            ));
+        }
+        if !(0.0..=1.0).contains(&h.min_up) {
+            return Err(err("health.min_up", "must be between 0 and 1"));
+        }
+        if let Err((key, why)) = h.thresholds.check() {
+            return Err(ConfigError::new(format!("health.{key}"), why));
         }
         Ok(c)
     }
@@ -68,5 +168,36 @@ mod tests {
                 .path,
             "extra"
         );
+        let probed = ok.replace(
+            "[\"a\"]",
+            "[\"a\", { name = \"b\", pop = \"p\", url = \"http://127.0.0.1:1\" }]",
+        );
+        let c = ControlConfig::from_toml(&probed).unwrap();
+        assert_eq!(c.nodes[1].name(), "b");
+        assert_eq!(
+            ControlConfig::from_toml(&probed.replace("http://127", "ftp://127"))
+                .unwrap_err()
+                .path,
+            "nodes[1].url"
+        );
+        assert_eq!(
+            ControlConfig::from_toml(&probed.replace("name = \"b\"", "name = \"a\""))
+                .unwrap_err()
+                .path,
+            "nodes[1]"
+        );
+        let health = |extra: &str| ControlConfig::from_toml(&format!("{ok}[health]\n{extra}\n"));
+        assert_eq!(
+            health("timeout = \"2s\"").unwrap_err().path,
+            "health.timeout"
+        );
+        assert_eq!(
+            health("recover_p99 = \"900ms\"").unwrap_err().path,
+            "health.recover_p99"
+        );
+        assert_eq!(health("min_up = 2.0").unwrap_err().path, "health.min_up");
+        let c = health("interval = \"2s\"\nfail_p99 = \"800ms\"").unwrap();
+        assert_eq!(c.health.timeout(), Duration::from_secs(1));
+        assert_eq!(c.health.thresholds.fail_p99, Duration::from_millis(800));
     }
 }

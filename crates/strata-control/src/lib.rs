@@ -6,8 +6,14 @@
 //!   ack) or pending. With `wait`, answers when every node acked (200) or the wait ended
 //!   (202, pending nodes named). Bad input: 400 with the reason, nothing published.
 //! - `GET /v1/purge/{id}` (bearer token): the same report, now.
+//! - `GET /v1/health` (bearer token): the health monitor's latest snapshot: every PoP's
+//!   state (healthy / degraded / unhealthy), since when, and each node's state, reason and
+//!   figures. The same snapshot is published on the bus after every probe round.
+//! - `GET /metrics` (bearer token): OpenMetrics text (PoP and node states, state changes,
+//!   probes).
 
 pub mod config;
+pub mod health;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,6 +28,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use strata_bus::Bus;
 use strata_proxy::purge::{PurgeAck, PurgeEvent, PurgeRequest};
@@ -62,6 +69,8 @@ struct State {
     token: String,
     nodes: Vec<String>,
     bus: Bus,
+    health: health::Latest,
+    registry: Mutex<Registry>,
     purges: Mutex<HashMap<String, Record>>,
     acked: Notify,
 }
@@ -115,10 +124,23 @@ impl Control {
     pub async fn start(config: &ControlConfig, bus: Bus) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let mut registry = Registry::with_prefix("strata");
+        let health_metrics = health::HealthMetrics::default();
+        health_metrics.register(&mut registry);
+        let health_latest = health::Latest::default();
+        let monitor = health::Monitor::new(
+            &config.nodes,
+            config.health.clone(),
+            health_metrics,
+            health_latest.clone(),
+            bus.clone(),
+        );
         let state = Arc::new(State {
             token: config.token.clone(),
-            nodes: config.nodes.clone(),
+            nodes: config.nodes.iter().map(|n| n.name().to_string()).collect(),
             bus: bus.clone(),
+            health: health_latest.clone(),
+            registry: Mutex::new(registry),
             purges: Mutex::default(),
             acked: Notify::new(),
         });
@@ -129,6 +151,9 @@ impl Control {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (shutdown, mut rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
+        if let Some(monitor) = monitor {
+            tasks.spawn(monitor.run(rx.clone()));
+        }
         let s = Arc::clone(&state);
         let mut stop = rx.clone();
         tasks.spawn(async move {
@@ -171,6 +196,11 @@ impl Control {
             shutdown,
             tasks,
         })
+    }
+
+    /// The health monitor's latest snapshot.
+    pub fn health(&self) -> strata_health::HealthSnapshot {
+        self.state.health.get()
     }
 
     /// The current report for a purge.
@@ -216,6 +246,22 @@ async fn handle(
     let path = req.uri().path().to_string();
     Ok(match (req.method().clone(), path.as_str()) {
         (Method::POST, "/v1/purge") => post_purge(&state, req).await,
+        (Method::GET, "/v1/health") => json(StatusCode::OK, &state.health.get()),
+        (Method::GET, "/metrics") => {
+            let mut text = String::new();
+            let registry = state.registry.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+                return Ok(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+            }
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
         (Method::GET, p) if p.starts_with("/v1/purge/") => {
             match state.status(&p["/v1/purge/".len()..]) {
                 Some(s) => json(StatusCode::OK, &s),

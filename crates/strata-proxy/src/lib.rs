@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod fill;
 pub mod forward;
+pub mod health_report;
 pub mod metrics;
 pub mod proxy;
 pub mod purge;

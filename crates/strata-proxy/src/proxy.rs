@@ -39,6 +39,7 @@ use crate::config::NodeConfig;
 use crate::error::ProxyError;
 use crate::fill::Fill;
 use crate::forward::{self, Purpose, CACHE_STATUS};
+use crate::health_report::HealthCounters;
 use crate::metrics::Metrics;
 use crate::respond;
 use crate::service::{Resolved, Service, Services};
@@ -67,6 +68,9 @@ pub struct Proxy {
     /// Keys that recently answered uncacheable, with the time the mark expires.
     hit_for_pass: moka::sync::Cache<CacheKey, Instant>,
     tier: Tier,
+    pop: String,
+    role: &'static str,
+    health: HealthCounters,
 }
 
 /// The parts of a client request the cache path needs, cheap to share with fill tasks.
@@ -157,6 +161,9 @@ impl Proxy {
             coalescer: Coalescer::default(),
             hit_for_pass: moka::sync::Cache::new(100_000),
             tier: Tier::new(config)?,
+            pop: config.node.pop.clone().unwrap_or_default(),
+            role: config.node.role.as_str(),
+            health: HealthCounters::default(),
         })
     }
 
@@ -191,6 +198,31 @@ impl Proxy {
                 .collect(),
             hot: self.tier.hot_keys(now, usize::MAX),
         }
+    }
+
+    /// What the health endpoint answers: this node's counters, load, and the services it
+    /// cannot reach any upstream for (every origin's breaker open and no parent shield up).
+    pub fn health_report(&self) -> strata_health::HealthReport {
+        let now = Instant::now();
+        let parent_up = self
+            .tier
+            .upstreams()
+            .any(|hop| hop.kind == HopKind::Parent && !hop.state.refuses(now));
+        let unreachable = if parent_up {
+            Vec::new()
+        } else {
+            self.services
+                .all()
+                .iter()
+                .filter(|s| {
+                    let origins = s.origins.all();
+                    !origins.is_empty() && origins.iter().all(|o| o.refuses(now))
+                })
+                .map(|s| s.name.clone())
+                .collect()
+        };
+        self.health
+            .report(&self.node, &self.pop, self.role, unreachable)
     }
 
     /// Origin states for metrics.
@@ -313,6 +345,9 @@ impl Proxy {
         client: SocketAddr,
     ) -> Result<Response<ClientBody>, Infallible> {
         let started = Instant::now();
+        let _in_flight = self.health.begin();
+        // Probes are not traffic: counting them would dilute a quiet node's error share.
+        let probe = req.uri().path() == HEALTH_PATH;
         // What the access log needs from the request, taken before it is consumed (and
         // only when there is a log to write).
         let logged = self.access_log.enabled().then(|| {
@@ -350,6 +385,10 @@ impl Proxy {
 
         let label = ctx.status.label();
         self.metrics.request(label, started.elapsed());
+        if !probe {
+            self.health
+                .response(resp.status().as_u16(), started.elapsed());
+        }
         let record = logged.map(|(arrived, method, host, path)| AccessRecord {
             time: humantime::format_rfc3339_millis(arrived).to_string(),
             client: client.ip().to_string(),
@@ -386,7 +425,13 @@ impl Proxy {
         if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
             ctx.status.fwd = Some(Fwd::Bypass);
             ctx.status.detail = Some("health".into());
-            return Ok(respond::text(StatusCode::OK, "ok\n".into()));
+            let json = serde_json::to_string(&self.health_report()).unwrap_or_default() + "\n";
+            let mut resp = respond::text(StatusCode::OK, json);
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Ok(resp);
         }
         let host = request_host(&req).ok_or(ProxyError::BadRequest("missing host"))?;
         if forward::is_loop(req.headers(), &self.node) {

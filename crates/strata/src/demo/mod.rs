@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::Args;
 use strata_bus::Bus;
+use strata_control::config::{HealthSection, NodeEntry, ProbedNode};
 use strata_control::{Control, ControlConfig};
 use strata_proxy::config::{NodeConfig, PeerConfig, Role, RuleConfig, Seconds};
 use strata_proxy::{Listeners, Node};
@@ -143,7 +144,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         token: DEMO_TOKEN.into(),
         // Unused: the demo hands the control plane its embedded bus.
         nats: "nats://embedded".into(),
-        nodes: layout.iter().map(|(n, _, _)| n.to_string()).collect(),
+        // Every node is probed: the health monitor feeds the DNS router.
+        nodes: planned
+            .iter()
+            .map(|p| {
+                NodeEntry::Probed(ProbedNode {
+                    name: p.name.into(),
+                    pop: p.pop.into(),
+                    url: url(p),
+                })
+            })
+            .collect(),
+        health: HealthSection::default(),
     };
     let control = Control::start(&control_config, bus.clone()).await?;
 

@@ -1,0 +1,321 @@
+//! The health monitor: probes every node's health endpoint each interval, judges nodes and
+//! PoPs with `strata-health` (hysteresis included), publishes a [`HealthSnapshot`] on the
+//! bus after every round (the DNS router steers by it), logs and counts state changes.
+//!
+//! A PoP's state is published the round its nodes' probes decide it, so a PoP that goes
+//! down leaves DNS answers within one interval plus the probe timeout (less than two).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use strata_bus::{Bus, HEALTH_SUBJECT};
+use strata_health::node::Probe;
+use strata_health::pop::pop_state;
+use strata_health::{HealthReport, HealthSnapshot, NodeHealth, NodeState, NodeView, PopHealth};
+use tokio::sync::watch;
+
+use crate::config::{HealthSection, NodeEntry};
+
+/// Where a node's health report is served (same path as the nodes' `tier::HEALTH_PATH`).
+const HEALTH_PATH: &str = "/.well-known/strata/health";
+/// Largest health report read.
+const MAX_REPORT: usize = 256 << 10;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PopLabel {
+    pop: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabel {
+    pop: String,
+    /// The state entered.
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabel {
+    node: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+    pop: String,
+}
+
+/// The monitor's metrics, registered in the control plane's registry.
+#[derive(Clone, Default)]
+pub struct HealthMetrics {
+    pop_state: Family<PopLabel, Gauge>,
+    node_state: Family<NodeLabel, Gauge>,
+    changes: Family<ChangeLabel, Counter>,
+    probes: Family<ProbeLabel, Counter>,
+}
+
+impl HealthMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pop_state",
+            "PoP health: 0 healthy, 1 degraded, 2 unhealthy",
+            self.pop_state.clone(),
+        );
+        registry.register(
+            "node_state",
+            "Node health: 0 healthy, 1 degraded, 2 unhealthy",
+            self.node_state.clone(),
+        );
+        registry.register(
+            "pop_state_changes",
+            "PoP state changes, by the state entered",
+            self.changes.clone(),
+        );
+        registry.register(
+            "health_probes",
+            "Health probes by node and outcome",
+            self.probes.clone(),
+        );
+    }
+}
+
+struct Target {
+    name: String,
+    pop: String,
+    url: Uri,
+    health: NodeHealth,
+}
+
+/// The latest snapshot, shared with the API.
+#[derive(Clone, Default)]
+pub struct Latest(Arc<RwLock<HealthSnapshot>>);
+
+impl Latest {
+    pub fn get(&self) -> HealthSnapshot {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, s: HealthSnapshot) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+}
+
+pub struct Monitor {
+    targets: Vec<Target>,
+    config: HealthSection,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    metrics: HealthMetrics,
+    latest: Latest,
+    bus: Bus,
+    /// Per PoP: state and since when (ms).
+    pops: BTreeMap<String, (NodeState, u64)>,
+}
+
+impl Monitor {
+    /// A monitor of the nodes that have a URL; `None` when there are none.
+    pub fn new(
+        nodes: &[NodeEntry],
+        config: HealthSection,
+        metrics: HealthMetrics,
+        latest: Latest,
+        bus: Bus,
+    ) -> Option<Self> {
+        let targets: Vec<Target> = nodes
+            .iter()
+            .filter_map(|n| match n {
+                NodeEntry::Probed(p) => {
+                    let url = format!("{}{HEALTH_PATH}", p.url.trim_end_matches('/'));
+                    Some(Target {
+                        name: p.name.clone(),
+                        pop: p.pop.clone(),
+                        url: url.parse().ok()?,
+                        health: NodeHealth::default(),
+                    })
+                }
+                NodeEntry::Name(_) => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return None;
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeout()));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.interval.0 * 3)
+            .build(connector);
+        Some(Self {
+            targets,
+            config,
+            client,
+            metrics,
+            latest,
+            bus,
+            pops: BTreeMap::new(),
+        })
+    }
+
+    /// Probes every interval until `stop` changes.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.interval.0);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! { _ = tick.tick() => {}, _ = stop.changed() => return }
+            self.round().await;
+        }
+    }
+
+    /// One round: probe all nodes at once, judge, publish.
+    pub async fn round(&mut self) {
+        let timeout = self.config.timeout();
+        let mut running = tokio::task::JoinSet::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let (client, url) = (self.client.clone(), t.url.clone());
+            running.spawn(async move { (i, probe(&client, url, timeout).await) });
+        }
+        let mut results: Vec<Probe> = (0..self.targets.len())
+            .map(|_| Probe::Failed("probe task failed".into()))
+            .collect();
+        while let Some(done) = running.join_next().await {
+            if let Ok((i, p)) = done {
+                results[i] = p;
+            }
+        }
+        let now = Instant::now();
+        for (target, result) in self.targets.iter_mut().zip(results) {
+            let outcome = if matches!(result, Probe::Answered(_)) {
+                "ok"
+            } else {
+                "failed"
+            };
+            self.metrics
+                .probes
+                .get_or_create(&ProbeLabel {
+                    node: target.name.clone(),
+                    outcome: outcome.into(),
+                })
+                .inc();
+            if let Some(state) = target.health.observe(result, now, &self.config.thresholds) {
+                tracing::info!(node = %target.name, pop = %target.pop, state = state.as_str(),
+                    reason = target.health.reason(), "node health changed");
+            }
+            self.metrics
+                .node_state
+                .get_or_create(&NodeLabel {
+                    node: target.name.clone(),
+                    pop: target.pop.clone(),
+                })
+                .set(target.health.state().level());
+        }
+        let snapshot = self.snapshot();
+        self.latest.set(snapshot.clone());
+        match serde_json::to_vec(&snapshot) {
+            Ok(payload) => {
+                if let Err(e) = self
+                    .bus
+                    .publish_notice(HEALTH_SUBJECT, Bytes::from(payload))
+                    .await
+                {
+                    tracing::warn!(error = %e, "publishing the health snapshot");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "encoding the health snapshot"),
+        }
+    }
+
+    fn snapshot(&mut self) -> HealthSnapshot {
+        let at_ms = now_ms();
+        let mut by_pop: BTreeMap<&str, Vec<&Target>> = BTreeMap::new();
+        for t in &self.targets {
+            by_pop.entry(&t.pop).or_default().push(t);
+        }
+        let mut pops = Vec::new();
+        for (pop, nodes) in by_pop {
+            let states: Vec<NodeState> = nodes.iter().map(|t| t.health.state()).collect();
+            let state = pop_state(&states, self.config.min_up);
+            let entry = self.pops.entry(pop.to_string()).or_insert((state, at_ms));
+            if entry.0 != state {
+                tracing::warn!(%pop, from = entry.0.as_str(), to = state.as_str(), "PoP health changed");
+                *entry = (state, at_ms);
+                self.metrics
+                    .changes
+                    .get_or_create(&ChangeLabel {
+                        pop: pop.to_string(),
+                        state: state.as_str().into(),
+                    })
+                    .inc();
+            }
+            self.metrics
+                .pop_state
+                .get_or_create(&PopLabel {
+                    pop: pop.to_string(),
+                })
+                .set(state.level());
+            pops.push(PopHealth {
+                pop: pop.to_string(),
+                state,
+                since_ms: entry.1,
+                nodes: nodes
+                    .iter()
+                    .map(|t| NodeView {
+                        node: t.name.clone(),
+                        state: t.health.state(),
+                        reason: t.health.reason().to_string(),
+                        figures: t.health.figures().clone(),
+                    })
+                    .collect(),
+            });
+        }
+        HealthSnapshot {
+            at_ms,
+            interval_ms: self.config.interval.0.as_millis() as u64,
+            pops,
+        }
+    }
+}
+
+async fn probe(client: &Client<HttpConnector, Empty<Bytes>>, url: Uri, timeout: Duration) -> Probe {
+    let req = match Request::get(url).body(Empty::new()) {
+        Ok(r) => r,
+        Err(e) => return Probe::Failed(e.to_string()),
+    };
+    let answer = tokio::time::timeout(timeout, async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!("answered {}", resp.status()));
+        }
+        let body = Limited::new(resp.into_body(), MAX_REPORT)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the report: {e}"))?
+            .to_bytes();
+        serde_json::from_slice::<HealthReport>(&body).map_err(|e| format!("unreadable report: {e}"))
+    })
+    .await;
+    match answer {
+        Ok(Ok(report)) => Probe::Answered(report),
+        Ok(Err(why)) => Probe::Failed(why),
+        Err(_) => Probe::Failed(format!("no answer within {timeout:?}")),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
