@@ -232,13 +232,15 @@ fn edge_from_flags_proxies_and_caches() {
     assert!(stop(demo).success());
 }
 
-const DEMO_ON_FREE_PORTS: [&str; 7] = [
+const DEMO_ON_FREE_PORTS: [&str; 9] = [
     "demo",
     "--listen",
     "127.0.0.1:0",
     "--admin",
     "127.0.0.1:0",
     "--control",
+    "127.0.0.1:0",
+    "--dns",
     "127.0.0.1:0",
 ];
 
@@ -250,10 +252,30 @@ fn demo_runs_the_topology_answers_purges_and_stops_on_ctrl_c() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // ready: edge http://A1 pop-b http://B1 control http://C
+    // ready: edge http://A1 pop-b http://B1 control http://C dns IP:PORT
     let ready = wait_for_line(demo.stdout.take().unwrap(), "ready: edge");
     let words: Vec<&str> = ready.split_whitespace().collect();
-    let (a1, b1, control) = (words[2], words[4], words[6]);
+    let (a1, b1, control, dns) = (words[2], words[4], words[6], words[8]);
+
+    // The router answers for cdn.test: loopback clients get pop-a, a 10/8 subnet pop-b.
+    let (dns_ip, dns_port) = dns.rsplit_once(':').unwrap();
+    let dig = |args: &[&str]| {
+        let out = Command::new("dig")
+            .args([
+                &format!("@{dns_ip}"),
+                "-p",
+                dns_port,
+                "+short",
+                "+time=2",
+                "+tries=1",
+            ])
+            .args(args)
+            .output()
+            .expect("dig (scripts/test.sh installs dnsutils)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(dig(&["cdn.test"]), "127.0.0.1");
+    assert_eq!(dig(&["www.cdn.test", "+subnet=10.1.2.0/24"]), "127.0.0.2");
 
     let (status, head, _) = get(&format!("{a1}/static/small.txt"));
     assert_eq!(status, 200);

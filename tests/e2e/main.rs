@@ -7,6 +7,7 @@ mod cli;
 mod cluster_purge;
 mod coalescing;
 mod control;
+mod dns;
 mod headers;
 mod health;
 mod limits;

@@ -7,13 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http::Uri;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,15 +19,11 @@ use prometheus_client::registry::Registry;
 use strata_bus::{Bus, HEALTH_SUBJECT};
 use strata_health::node::Probe;
 use strata_health::pop::pop_state;
-use strata_health::{HealthReport, HealthSnapshot, NodeHealth, NodeState, NodeView, PopHealth};
+use strata_health::{HealthSnapshot, NodeHealth, NodeState, NodeView, PopHealth};
+use strata_proxy::health_report::{health_url, HealthProber};
 use tokio::sync::watch;
 
 use crate::config::{HealthSection, NodeEntry};
-
-/// Where a node's health report is served (same path as the nodes' `tier::HEALTH_PATH`).
-const HEALTH_PATH: &str = "/.well-known/strata/health";
-/// Largest health report read.
-const MAX_REPORT: usize = 256 << 10;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PopLabel {
@@ -114,7 +107,7 @@ impl Latest {
 pub struct Monitor {
     targets: Vec<Target>,
     config: HealthSection,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    prober: HealthProber,
     metrics: HealthMetrics,
     latest: Latest,
     bus: Bus,
@@ -134,31 +127,22 @@ impl Monitor {
         let targets: Vec<Target> = nodes
             .iter()
             .filter_map(|n| match n {
-                NodeEntry::Probed(p) => {
-                    let url = format!("{}{HEALTH_PATH}", p.url.trim_end_matches('/'));
-                    Some(Target {
-                        name: p.name.clone(),
-                        pop: p.pop.clone(),
-                        url: url.parse().ok()?,
-                        health: NodeHealth::default(),
-                    })
-                }
+                NodeEntry::Probed(p) => Some(Target {
+                    name: p.name.clone(),
+                    pop: p.pop.clone(),
+                    url: health_url(&p.url)?,
+                    health: NodeHealth::default(),
+                }),
                 NodeEntry::Name(_) => None,
             })
             .collect();
         if targets.is_empty() {
             return None;
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeout()));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.interval.0 * 3)
-            .build(connector);
         Some(Self {
             targets,
+            prober: HealthProber::new(config.timeout()),
             config,
-            client,
             metrics,
             latest,
             bus,
@@ -178,11 +162,10 @@ impl Monitor {
 
     /// One round: probe all nodes at once, judge, publish.
     pub async fn round(&mut self) {
-        let timeout = self.config.timeout();
         let mut running = tokio::task::JoinSet::new();
         for (i, t) in self.targets.iter().enumerate() {
-            let (client, url) = (self.client.clone(), t.url.clone());
-            running.spawn(async move { (i, probe(&client, url, timeout).await) });
+            let (prober, url) = (self.prober.clone(), t.url.clone());
+            running.spawn(async move { (i, prober.probe(url).await) });
         }
         let mut results: Vec<Probe> = (0..self.targets.len())
             .map(|_| Probe::Failed("probe task failed".into()))
@@ -282,34 +265,6 @@ impl Monitor {
             interval_ms: self.config.interval.0.as_millis() as u64,
             pops,
         }
-    }
-}
-
-async fn probe(client: &Client<HttpConnector, Empty<Bytes>>, url: Uri, timeout: Duration) -> Probe {
-    let req = match Request::get(url).body(Empty::new()) {
-        Ok(r) => r,
-        Err(e) => return Probe::Failed(e.to_string()),
-    };
-    let answer = tokio::time::timeout(timeout, async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| format!("no answer: {e}"))?;
-        if resp.status() != StatusCode::OK {
-            return Err(format!("answered {}", resp.status()));
-        }
-        let body = Limited::new(resp.into_body(), MAX_REPORT)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the report: {e}"))?
-            .to_bytes();
-        serde_json::from_slice::<HealthReport>(&body).map_err(|e| format!("unreadable report: {e}"))
-    })
-    .await;
-    match answer {
-        Ok(Ok(report)) => Probe::Answered(report),
-        Ok(Err(why)) => Probe::Failed(why),
-        Err(_) => Probe::Failed(format!("no answer within {timeout:?}")),
     }
 }
 

@@ -37,8 +37,14 @@ enum Command {
     CheckConfig {
         file: PathBuf,
         /// The file is a control plane configuration (`strata control`).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["dns", "anycast"])]
         control: bool,
+        /// The file is a DNS router configuration (`strata dns`).
+        #[arg(long, conflicts_with = "anycast")]
+        dns: bool,
+        /// The file is an anycast announcer configuration (`strata anycast`).
+        #[arg(long)]
+        anycast: bool,
     },
     /// Run a self-contained demo: a sample origin behind an edge node, in one process.
     Demo(demo::DemoArgs),
@@ -49,6 +55,18 @@ enum Command {
     },
     /// Purge through the control plane and print each node's result.
     Purge(crate::purge_cli::PurgeArgs),
+    /// Run the DNS request router: authoritative for the CDN zone, answers each client
+    /// with its nearest healthy PoP.
+    Dns {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the anycast announcer as an ExaBGP process (ExaBGP's API on stdout):
+    /// announces the PoP's prefixes while the local node is healthy.
+    Anycast {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -81,8 +99,39 @@ pub fn run() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::CheckConfig {
+            file, dns: true, ..
+        } => match strata_router::RouterConfig::from_file(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (dns router, zone {}, {} PoP(s), {} location(s))",
+                    file.display(),
+                    c.zone_fqdn(),
+                    c.pops.len(),
+                    c.locations.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        Command::CheckConfig {
+            file,
+            anycast: true,
+            ..
+        } => match strata_router::anycast::AnycastConfig::from_file(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (anycast announcer, {} prefix(es))",
+                    file.display(),
+                    c.prefixes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        Command::CheckConfig {
             file,
             control: true,
+            ..
         } => match strata_control::ControlConfig::from_file(&file) {
             Ok(c) => {
                 println!(
@@ -94,10 +143,7 @@ pub fn run() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
-        Command::CheckConfig {
-            file,
-            control: false,
-        } => match NodeConfig::from_file(&file) {
+        Command::CheckConfig { file, .. } => match NodeConfig::from_file(&file) {
             Ok(c) => {
                 let ring = match c.ring.peers.len() {
                     0 => String::new(),
@@ -133,6 +179,19 @@ pub fn run() -> ExitCode {
             Err(e) => config_error(&e),
         },
         Command::Demo(args) => runtime_then(|| demo::run(args)),
+        Command::Dns { config } => match strata_router::RouterConfig::from_file(&config) {
+            Ok(c) => runtime_then(|| async move { run_dns(c).await }),
+            Err(e) => config_error(&e),
+        },
+        Command::Anycast { config } => {
+            match strata_router::anycast::AnycastConfig::from_file(&config) {
+                Ok(c) => runtime_then(|| async move {
+                    strata_router::anycast::run(c, shutdown_signal()).await?;
+                    Ok(())
+                }),
+                Err(e) => config_error(&e),
+            }
+        }
         Command::Control { config } => match strata_control::ControlConfig::from_file(&config) {
             Ok(c) => runtime_then(|| async move { run_control(c).await }),
             Err(e) => config_error(&e),
@@ -272,6 +331,16 @@ async fn run_control(config: strata_control::ControlConfig) -> anyhow::Result<()
     tracing::info!(addr = %control.addr, nodes = config.nodes.len(), "control plane listening");
     stop.await;
     control.shutdown().await;
+    Ok(())
+}
+
+async fn run_dns(config: strata_router::RouterConfig) -> anyhow::Result<()> {
+    let router = strata_router::Router::start(&config, None).await?;
+    let stop = shutdown_signal();
+    tracing::info!(udp = %router.udp_addr, tcp = %router.tcp_addr, zone = %config.zone_fqdn(),
+        "dns router listening");
+    stop.await;
+    router.shutdown().await;
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 mod load;
 mod origin;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
@@ -19,6 +19,8 @@ use strata_control::config::{HealthSection, NodeEntry, ProbedNode};
 use strata_control::{Control, ControlConfig};
 use strata_proxy::config::{NodeConfig, PeerConfig, Role, RuleConfig, Seconds};
 use strata_proxy::{Listeners, Node};
+use strata_router::config::{LocationConfig, NameServer, PopConfig};
+use strata_router::{Router, RouterConfig};
 
 /// The demo control plane's token (printed; the demo listens on loopback only).
 const DEMO_TOKEN: &str = "demo-token-change-me";
@@ -35,6 +37,9 @@ pub struct DemoArgs {
     /// Control plane API address.
     #[arg(long, default_value = "127.0.0.1:9900")]
     control: SocketAddr,
+    /// DNS router address (UDP and TCP), authoritative for `cdn.test`.
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    dns: SocketAddr,
     /// Print access log lines.
     #[arg(long)]
     access_log: bool,
@@ -112,11 +117,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut planned = Vec::new();
     for (i, (name, role, pop)) in layout.into_iter().enumerate() {
         let i = i as u16;
+        let mut http = nth(args.listen, i);
+        // pop-b on its own loopback address, so DNS answers tell the PoPs apart.
+        if pop == "pop-b" && http.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+            http.set_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        }
         planned.push(Planned {
             name,
             role,
             pop,
-            listeners: Listeners::bind_addrs(&[nth(args.listen, i)], Some(nth(args.admin, i)))?,
+            listeners: Listeners::bind_addrs(&[http], Some(nth(args.admin, i)))?,
         });
     }
     let url = |p: &Planned| format!("http://{}", p.listeners.http_addrs()[0]);
@@ -158,6 +168,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         health: HealthSection::default(),
     };
     let control = Control::start(&control_config, bus.clone()).await?;
+    let router_config = router_config(args.dns, &planned);
+    let router = Router::start(&router_config, Some(bus.clone())).await?;
 
     let mut nodes = Vec::new();
     let mut edges = Vec::new();
@@ -186,6 +198,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  pop-b    http://{b1}  http://{b2}   edge-b1, edge-b2");
     println!("  control  http://{ctl}   token {DEMO_TOKEN}");
     println!("  metrics  http://{admin}/metrics   (edge-a1; the other nodes on the next ports)");
+    let dns = router.udp_addr;
+    println!(
+        "  dns      {dns}/udp  zone {}   nearest healthy PoP: 127.0.0.0/8 -> pop-a, 10.0.0.0/8 -> pop-b",
+        router_config.zone
+    );
     println!();
     println!("Try (Cache-Status lists every tier, the one closest to the origin first):");
     println!("  curl -si http://{a1}/static/small.txt | grep -i cache-status   # miss: fetched via the shield, stored by its owner edge-a1");
@@ -202,8 +219,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  curl -s  -H 'Authorization: Bearer {DEMO_TOKEN}' http://{ctl}/v1/purge -d '{{\"tags\":[\"static\"],\"wait\":2}}'");
     println!("                                                               # purge everywhere: each node's ack");
     println!("  curl -si http://{b1}/static/small.txt | grep -i cache-status   # after the purge: a miss again");
+    let (dns_ip, dns_port) = (dns.ip(), dns.port());
+    println!("  dig @{dns_ip} -p {dns_port} cdn.test +short                        # pop-a's address (you are on 127.0.0.0/8)");
+    println!("  dig @{dns_ip} -p {dns_port} www.cdn.test +short +subnet=10.1.2.0/24  # a client in 10/8 (EDNS Client Subnet): pop-b");
+    println!("  curl -s -H 'Authorization: Bearer {DEMO_TOKEN}' http://{ctl}/v1/health  # PoP and node health the router steers by");
     println!("  strata demo --load                                            # traffic, hit ratio per tier, origin offload");
-    println!("ready: edge http://{a1} pop-b http://{b1} control http://{ctl}");
+    println!("ready: edge http://{a1} pop-b http://{b1} control http://{ctl} dns {dns}");
 
     let generator = args.load.then(|| {
         tokio::spawn(load::run(
@@ -223,7 +244,54 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (_, node) in nodes {
         node.shutdown().await;
     }
+    router.shutdown().await;
     control.shutdown().await;
     origin.stop().await;
     Ok(())
+}
+
+/// The demo's DNS router: zone `cdn.test`, the two edge PoPs at their listeners' addresses,
+/// loopback clients nearest pop-a and private networks (via ECS) nearest pop-b.
+fn router_config(listen: SocketAddr, planned: &[Planned]) -> RouterConfig {
+    let pop = |name: &str| PopConfig {
+        name: name.into(),
+        addresses: planned
+            .iter()
+            .filter(|p| p.pop == name)
+            .map(|p| p.listeners.http_addrs()[0].ip())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        weight: 100,
+    };
+    let location = |name: &str, prefixes: &[&str], a: u32, b: u32| LocationConfig {
+        name: name.into(),
+        prefixes: prefixes.iter().filter_map(|p| p.parse().ok()).collect(),
+        latency: [("pop-a".to_string(), a), ("pop-b".to_string(), b)].into(),
+    };
+    RouterConfig {
+        listen,
+        zone: "cdn.test".into(),
+        ttl: Seconds(Duration::from_secs(30)),
+        hosts: vec!["@".into(), "*".into()],
+        hostmaster: None,
+        nats: None,
+        unlisted_latency: 1000,
+        degraded_penalty: 50,
+        default_location: None,
+        nameservers: vec![NameServer {
+            name: "ns1.cdn.test".into(),
+            addresses: vec![listen.ip()],
+        }],
+        pops: vec![pop("pop-a"), pop("pop-b")],
+        locations: vec![
+            location("loopback", &["127.0.0.0/8", "::1/128"], 5, 30),
+            location(
+                "private",
+                &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+                30,
+                5,
+            ),
+        ],
+    }
 }
