@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Runs every check and test. Installs what the tests need first: nats-server (Debian) for
-# the cluster purge tests; everything else (origins, proxies) the suite starts itself on
-# 127.0.0.1:0. CI's .ci/run calls this.
+# Runs every check and test. Installs what the tests need first (Debian packages):
+# nats-server for the cluster purge and control tests, dnsutils (dig) for the DNS router
+# tests, exabgp and bird2 for the anycast test (BGP between network namespaces, as root).
+# Everything else (origins, nodes) the suite starts itself on 127.0.0.1:0. CI's .ci/run
+# calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
-    echo "== installing nats-server (Debian)"
+missing=()
+{ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; } || missing+=(nats-server)
+command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
+[ -x /usr/sbin/exabgp ] || missing+=(exabgp)
+[ -x /usr/sbin/bird ] || missing+=(bird2)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]} (Debian)"
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -qq --no-install-recommends nats-server >/dev/null 2>&1 \
-        || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends nats-server; }
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+        || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; }
+    # The Debian packages start their daemons; the tests run their own.
+    $SUDO systemctl stop bird exabgp >/dev/null 2>&1 || true
 fi
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

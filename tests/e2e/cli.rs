@@ -147,12 +147,12 @@ fn examples_in_the_repository_are_valid() {
         if path.extension().is_some_and(|e| e == "toml") {
             let mut cmd = Command::new(BIN);
             cmd.arg("check-config");
-            // Control plane configs say so in their name.
-            if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("control"))
-            {
-                cmd.arg("--control");
+            // Control plane, DNS router and anycast configs say so in their name.
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            for kind in ["control", "dns", "anycast"] {
+                if name.starts_with(kind) {
+                    cmd.arg(format!("--{kind}"));
+                }
             }
             let out = cmd.arg(&path).output().unwrap();
             assert!(
@@ -164,7 +164,7 @@ fn examples_in_the_repository_are_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 8, "example configs missing in {}", dir.display());
+    assert!(checked >= 10, "example configs missing in {}", dir.display());
 }
 
 #[test]

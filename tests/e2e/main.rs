@@ -3,6 +3,7 @@
 
 mod support;
 
+mod anycast;
 mod cli;
 mod cluster_purge;
 mod coalescing;

@@ -51,9 +51,9 @@ impl NodeEntry {
     }
 }
 
-/// The health monitor. (Unknown keys are refused by the flattened thresholds.)
+/// The health monitor.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthSection {
     /// Time between probe rounds.
     pub interval: Seconds,
@@ -61,7 +61,7 @@ pub struct HealthSection {
     pub timeout: Option<Seconds>,
     /// Share of a PoP's nodes that must answer for it to stay in service.
     pub min_up: f64,
-    #[serde(flatten)]
+    /// `[health.thresholds]`: when a node is degraded or unhealthy, and when it is back.
     pub thresholds: Thresholds,
 }
 
@@ -130,7 +130,7 @@ impl ControlConfig {
             return Err(err("health.min_up", "must be between 0 and 1"));
         }
         if let Err((key, why)) = h.thresholds.check() {
-            return Err(ConfigError::new(format!("health.{key}"), why));
+            return Err(ConfigError::new(format!("health.thresholds.{key}"), why));
         }
         Ok(c)
     }
@@ -192,11 +192,18 @@ mod tests {
             "health.timeout"
         );
         assert_eq!(
-            health("recover_p99 = \"900ms\"").unwrap_err().path,
-            "health.recover_p99"
+            health("[health.thresholds]\nrecover_p99 = \"900ms\"")
+                .unwrap_err()
+                .path,
+            "health.thresholds.recover_p99"
+        );
+        assert_eq!(health("bogus = 1").unwrap_err().path, "health.bogus");
+        assert_eq!(
+            health("[health.thresholds]\nbogus = 1").unwrap_err().path,
+            "health.thresholds.bogus"
         );
         assert_eq!(health("min_up = 2.0").unwrap_err().path, "health.min_up");
-        let c = health("interval = \"2s\"\nfail_p99 = \"800ms\"").unwrap();
+        let c = health("interval = \"2s\"\n[health.thresholds]\nfail_p99 = \"800ms\"").unwrap();
         assert_eq!(c.health.timeout(), Duration::from_secs(1));
         assert_eq!(c.health.thresholds.fail_p99, Duration::from_millis(800));
     }

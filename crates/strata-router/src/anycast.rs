@@ -26,6 +26,7 @@
 //! half_life = "60s"
 //! ```
 
+use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,8 @@ use strata_health::node::Probe;
 use strata_health::{NodeHealth, NodeState, Thresholds};
 use strata_proxy::config::{parse_toml, ConfigError, Seconds};
 use strata_proxy::health_report::{health_url, HealthProber};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -224,24 +226,26 @@ pub async fn run(
     let prober = HealthProber::new(config.timeout());
     let mut announcer = Announcer::new(&config, Instant::now());
     let mut out = tokio::io::stdout();
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // ExaBGP's acks ("done", "error") and notices: read so it never blocks writing them.
+    // A plain thread, not tokio's stdin: a blocking read there would keep the runtime (and
+    // so the process ExaBGP waits for at shutdown) alive.
+    std::thread::spawn(|| {
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(l) => tracing::debug!(line = %l, "anycast: from exabgp"),
+                Err(_) => return,
+            }
+        }
+    });
     let mut tick = tokio::time::interval(config.interval.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
-    let mut stdin_open = true;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let probe = prober.probe(url.clone()).await;
                 write(&mut out, announcer.step(probe, Instant::now())).await?;
             }
-            line = stdin.next_line(), if stdin_open => match line {
-                // ExaBGP's acks ("done", "error") and notices: read so it never blocks.
-                Ok(Some(l)) => tracing::debug!(line = %l, "anycast: from exabgp"),
-                // Closed (run by hand with no input): stop reading. If ExaBGP is gone,
-                // the next write fails and ends the run.
-                Ok(None) | Err(_) => stdin_open = false,
-            },
             _ = &mut stop => {
                 write(&mut out, announcer.withdraw()).await?;
                 return Ok(());
