@@ -164,7 +164,11 @@ fn examples_in_the_repository_are_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 10, "example configs missing in {}", dir.display());
+    assert!(
+        checked >= 10,
+        "example configs missing in {}",
+        dir.display()
+    );
 }
 
 #[test]
