@@ -97,11 +97,24 @@ async fn a_pop_whose_nodes_stop_answering_is_published_unhealthy_within_two_roun
     assert_eq!(first.interval_ms, 100);
 
     b.remove(0).stop().await;
-    // The first round after the stop sees the failure; allow for a round in flight.
-    let (down, rounds) = until(&mut sub, 10, |s| {
-        state(s, "pop-b") == Some(NodeState::Unhealthy)
-    })
-    .await;
+    // Rounds are counted from the first that ended after the stop (snapshots published
+    // before it may still be queued); the first round that starts after the stop sees the
+    // failure, so at most one round in flight passes it by.
+    let stopped_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut rounds = 0;
+    let down = loop {
+        let s = next(&mut sub).await;
+        if s.at_ms <= stopped_ms {
+            continue;
+        }
+        rounds += 1;
+        if state(&s, "pop-b") == Some(NodeState::Unhealthy) || rounds > 10 {
+            break s;
+        }
+    };
     assert!(rounds <= 2, "unhealthy after {rounds} rounds");
     assert_eq!(state(&down, "pop-a"), Some(NodeState::Healthy));
     let b1 = &down.pops.iter().find(|p| p.pop == "pop-b").unwrap().nodes[0];
