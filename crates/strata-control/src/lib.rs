@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -36,9 +36,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 pub use config::ControlConfig;
-
-const MAX_BODY: usize = 1 << 20;
-
 /// One node's view of one purge.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NodeStatus {
@@ -273,18 +270,9 @@ async fn handle(
 }
 
 async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
-    };
-    let request: PurgeRequest = match serde_json::from_slice(&body) {
+    let request: PurgeRequest = match strata_proxy::purge::read_request(req.into_body()).await {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid purge request: {e}"),
-            )
-        }
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     if let Err(why) = request.check() {
         return error(StatusCode::BAD_REQUEST, why);

@@ -190,10 +190,9 @@ impl Default for NodeHealth {
 }
 
 impl NodeHealth {
-    /// A node assumed healthy until a probe says otherwise (for components that start with
-    /// no history but must not black-hole traffic while they learn, e.g. the anycast
-    /// announcer starts *withdrawn* and uses [`NodeHealth::default`] instead).
-    pub fn assumed_healthy() -> Self {
+    /// A node taken as healthy before any probe (tests start from a known-good node).
+    #[cfg(test)]
+    fn assumed_healthy() -> Self {
         Self {
             state: NodeState::Healthy,
             reason: String::new(),

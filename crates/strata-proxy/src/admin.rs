@@ -7,14 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::proxy::Proxy;
-use crate::purge::PurgeRequest;
-
-/// Largest purge request body accepted.
-const MAX_PURGE_BODY: usize = 1 << 20;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
@@ -58,21 +54,9 @@ async fn purge(proxy: &Arc<Proxy>, req: Request<Incoming>) -> (StatusCode, &'sta
             serde_json::json!({ "error": why }).to_string() + "\n",
         )
     };
-    let body = match Limited::new(req.into_body(), MAX_PURGE_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
-    };
-    let request: PurgeRequest = match serde_json::from_slice(&body) {
+    let request = match crate::purge::read_request(req.into_body()).await {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid purge request: {e}"),
-            )
-        }
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match proxy.purge(&request) {
         Ok(report) => (

@@ -201,6 +201,21 @@ fn parse_url(s: &str) -> Result<(String, Uri), String> {
     Ok((host, uri))
 }
 
+/// Largest purge request body accepted (node admin API and control plane).
+pub const MAX_PURGE_BODY: usize = 1 << 20;
+
+/// Reads a purge request (the JSON body of `POST /v1/purge`): the reason as text when the
+/// body is too large, unreadable or not a purge request.
+pub async fn read_request(body: hyper::body::Incoming) -> Result<PurgeRequest, String> {
+    use http_body_util::BodyExt;
+    let bytes = http_body_util::Limited::new(body, MAX_PURGE_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid purge request: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,12 +119,6 @@ impl Zone {
                 glue.insert(LowerName::new(&name(&n.name)?), n.addresses.clone());
             }
         }
-        let pop_index: HashMap<&str, usize> = config
-            .pops
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
         let latency = config
             .locations
             .iter()
@@ -152,7 +146,6 @@ impl Zone {
                 .enumerate()
                 .flat_map(|(i, l)| l.prefixes.iter().map(move |p| (*p, i))),
         );
-        debug_assert_eq!(pop_index.len(), config.pops.len());
         Ok(Self {
             origin: LowerName::new(&origin),
             ttl,
