@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::{broadcast, Notify};
 
-use crate::Delivery;
+use crate::{Delivery, StreamPosition};
 
 #[derive(Default)]
 struct State {
@@ -70,6 +70,18 @@ impl EmbeddedBus {
         *cursor = (*cursor).max(seq);
     }
 
+    /// The log's extent and `consumer`'s acknowledged position. Not durable: the log
+    /// lives and dies with the process.
+    pub fn position(&self, consumer: &str) -> StreamPosition {
+        let s = self.state();
+        StreamPosition {
+            first: 1,
+            last: s.log.len() as u64,
+            acked: s.acked.get(consumer).copied().unwrap_or(0),
+            durable: false,
+        }
+    }
+
     fn notices(&self, subject: &str) -> broadcast::Sender<Bytes> {
         let mut map = self
             .shared
@@ -100,6 +112,10 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    pub fn position(&self) -> StreamPosition {
+        self.bus.position(&self.name)
+    }
+
     pub async fn next(&mut self) -> Option<Delivery> {
         loop {
             let notified = self.bus.shared.appended.notified();
@@ -142,6 +158,15 @@ mod tests {
         let mut c = bus.consumer("edge-1");
         assert_eq!(&c.next().await.unwrap().payload[..], b"2");
         assert_eq!(&c.next().await.unwrap().payload[..], b"3");
+        assert_eq!(
+            c.position(),
+            StreamPosition {
+                first: 1,
+                last: 3,
+                acked: 1,
+                durable: false
+            }
+        );
         // Another node has its own cursor.
         assert_eq!(
             &bus.consumer("edge-2").next().await.unwrap().payload[..],

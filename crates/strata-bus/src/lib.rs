@@ -68,6 +68,22 @@ impl Delivery {
     }
 }
 
+/// Where a node's consumer stands in the purge stream: what a node with a persistent cache
+/// needs to know before it serves from that cache again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// Lowest sequence the stream still holds (`last + 1` when it holds none: older events
+    /// were discarded by retention).
+    pub first: u64,
+    /// Last sequence the stream assigned.
+    pub last: u64,
+    /// Every event up to this sequence was acknowledged by this consumer.
+    pub acked: u64,
+    /// Whether sequences outlive this process (NATS). The embedded log starts again at 1
+    /// with every process, so its positions say nothing about an earlier run.
+    pub durable: bool,
+}
+
 /// A node's durable view of the purge stream.
 pub enum PurgeConsumer {
     Embedded(embedded::Consumer),
@@ -80,6 +96,14 @@ impl PurgeConsumer {
         match self {
             PurgeConsumer::Embedded(c) => c.next().await.map(Ok),
             PurgeConsumer::Nats(c) => c.next().await,
+        }
+    }
+
+    /// The stream's extent and this consumer's acknowledged position, asked now.
+    pub async fn position(&mut self) -> Result<StreamPosition, BusError> {
+        match self {
+            PurgeConsumer::Embedded(c) => Ok(c.position()),
+            PurgeConsumer::Nats(c) => c.position().await,
         }
     }
 }

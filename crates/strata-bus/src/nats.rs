@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use tokio_stream::StreamExt;
 
-use crate::{BusError, Delivery, PURGE_SUBJECT};
+use crate::{BusError, Delivery, StreamPosition, PURGE_SUBJECT};
 
 const STREAM: &str = "STRATA_PURGE";
 /// How long purge events are kept for nodes that were away.
@@ -82,7 +82,11 @@ impl NatsBus {
             .messages()
             .await
             .map_err(|e| BusError::Subscribe(e.to_string()))?;
-        Ok(Consumer { messages })
+        Ok(Consumer {
+            messages,
+            consumer,
+            stream: self.stream.clone(),
+        })
     }
 
     pub async fn publish_notice(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
@@ -105,9 +109,23 @@ impl NatsBus {
 
 pub struct Consumer {
     messages: consumer::pull::Stream,
+    consumer: consumer::PullConsumer,
+    stream: stream::Stream,
 }
 
 impl Consumer {
+    pub async fn position(&mut self) -> Result<StreamPosition, BusError> {
+        let err = |e: String| BusError::Subscribe(format!("purge stream position: {e}"));
+        let stream = self.stream.get_info().await.map_err(|e| err(e.to_string()))?;
+        let consumer = self.consumer.info().await.map_err(|e| err(e.to_string()))?;
+        Ok(StreamPosition {
+            first: stream.state.first_sequence,
+            last: stream.state.last_sequence,
+            acked: consumer.ack_floor.stream_sequence,
+            durable: true,
+        })
+    }
+
     pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
         match self.messages.next().await? {
             Ok(msg) => {

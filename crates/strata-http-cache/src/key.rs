@@ -64,6 +64,13 @@ impl CacheKey {
         Self { text, hash }
     }
 
+    /// A key from the text [`CacheKey::as_str`] gave (read back from a disk tier). The text
+    /// is taken as already normalised.
+    pub fn from_text(text: String) -> Self {
+        let hash = xxh3_64(text.as_bytes());
+        Self { text, hash }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }

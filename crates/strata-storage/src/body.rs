@@ -169,6 +169,32 @@ impl ChunkedBody {
         }
     }
 
+    /// The chunks written so far, when the body keeps all of them (not streaming-only, not
+    /// abandoned): what a disk tier copies once the fill has pushed its last chunk.
+    pub fn snapshot(&self) -> Option<Vec<Bytes>> {
+        let s = self.lock();
+        (!s.streaming_only && s.error.is_none()).then(|| s.chunks.clone())
+    }
+
+    /// Waits until the body is complete, or fails with why it never will be.
+    pub async fn wait_finished(&self) -> Result<(), BodyError> {
+        let mut ticks = self.ticks.subscribe();
+        loop {
+            {
+                let s = self.lock();
+                if let Some(err) = &s.error {
+                    return Err(err.clone());
+                }
+                if s.finished {
+                    return Ok(());
+                }
+            }
+            if ticks.changed().await.is_err() {
+                return Err(BodyError::Abandoned("writer dropped"));
+            }
+        }
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.lock().len

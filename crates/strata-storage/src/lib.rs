@@ -5,24 +5,31 @@
 //! - [`object::StoredObject`] / [`object::Variants`]: one response and the `Vary` variants
 //!   stored under a primary key.
 //! - [`Storage`]: the small trait every tier implements; [`memory::MemoryStorage`] is the
-//!   byte-bounded memory tier and also the fake used in tests.
+//!   byte-bounded memory tier and also the fake used in tests; [`disk::DiskStorage`] keeps
+//!   objects in files and survives restarts; [`tiered::TieredStorage`] puts memory over disk.
 //!
 //! The trait keeps lookups synchronous (an index lookup) and body reads asynchronous, so a
 //! disk tier fits beside memory: its index lives in memory, its chunks come from files.
 
 pub mod body;
+pub mod disk;
+#[cfg(test)]
+mod fixtures;
 pub mod memory;
 pub mod object;
 pub mod purge;
+pub mod tiered;
 
 use std::sync::Arc;
 
 use strata_http_cache::CacheKey;
 
 pub use body::{BodyError, BodyReader, ChunkedBody};
+pub use disk::DiskStorage;
 pub use memory::MemoryStorage;
 pub use object::{StoredObject, Variants};
 pub use purge::{Purge, Scope};
+pub use tiered::TieredStorage;
 
 /// Counters a tier reports for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,4 +67,9 @@ pub trait Storage: Send + Sync + 'static {
     fn sweep(&self, now: std::time::SystemTime) -> u64;
 
     fn stats(&self) -> StorageStats;
+
+    /// The disk tier's figures, when there is one.
+    fn disk_stats(&self) -> Option<StorageStats> {
+        None
+    }
 }

@@ -7,21 +7,18 @@
 //! within 1..3 points of the best. Request hit ratio is what a memory tier is for; bytes
 //! are the disk tier's job. See `bench/README.md` for the table.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 use strata_http_cache::CacheKey;
 
 use crate::object::{StoredObject, Variants};
-use crate::purge::{Index, Purge};
+use crate::purge::{Index, Purge, RecentPurges};
 use crate::{Storage, StorageStats};
 
-/// How long purges are remembered to catch fills that were in flight when they landed.
-const PURGE_MEMORY: Duration = Duration::from_secs(600);
 /// Inserts between two prunes of index entries for evicted objects.
 const PRUNE_EVERY: u64 = 1 << 16;
 
@@ -36,7 +33,7 @@ pub struct MemoryStorage {
     capacity: u64,
     /// Never held while calling into `cache`: its eviction listener runs on the caller.
     index: Mutex<Index>,
-    recent_purges: Mutex<VecDeque<Purge>>,
+    recent_purges: Mutex<RecentPurges>,
     /// Pattern purges not yet applied by a sweep: checked at every lookup.
     bans: Mutex<Vec<Purge>>,
     inserts: AtomicU64,
@@ -68,7 +65,7 @@ impl MemoryStorage {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn purges(&self) -> MutexGuard<'_, VecDeque<Purge>> {
+    fn purges(&self) -> MutexGuard<'_, RecentPurges> {
         self.recent_purges.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -172,7 +169,7 @@ impl Storage for MemoryStorage {
                 }
             })
         });
-        self.index().add(key, &indexed);
+        self.index().add(key, &indexed.headers);
         drop(purges);
         if self.inserts.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             let live: Vec<CacheKey> = self.index().candidates(&crate::purge::Scope::All);
@@ -204,17 +201,7 @@ impl Storage for MemoryStorage {
     }
 
     fn purge(&self, purge: &Purge, now: SystemTime) -> u64 {
-        {
-            let mut purges = self.purges();
-            purges.push_back(purge.clone());
-            while purges
-                .front()
-                .is_some_and(|p| now.duration_since(p.issued_at).unwrap_or_default() > PURGE_MEMORY)
-                || purges.len() > 10_000
-            {
-                purges.pop_front();
-            }
-        }
+        self.purges().record(purge, now);
         if matches!(purge.scope, crate::Scope::Patterns(_)) {
             // Checked at every lookup from now on, and applied to everything by `sweep`.
             self.bans().push(purge.clone());
@@ -263,46 +250,10 @@ impl Storage for MemoryStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::ChunkedBody;
-    use bytes::Bytes;
-    use http::{HeaderMap, HeaderValue, StatusCode};
-    use strata_http_cache::vary::{VariantKey, Vary};
-    use strata_http_cache::{KeyRules, PolicyConfig, ResponseTimes};
-
-    fn object(size: usize, vary_value: Option<&str>) -> Arc<StoredObject> {
-        let now = SystemTime::now();
-        let mut headers = HeaderMap::new();
-        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
-        let policy = strata_http_cache::CachePolicy::for_response(
-            &http::Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &headers,
-            ResponseTimes {
-                request_time: now,
-                response_time: now,
-            },
-            &PolicyConfig::default(),
-        )
-        .unwrap();
-        let mut req = HeaderMap::new();
-        if let Some(v) = vary_value {
-            req.insert("accept-language", HeaderValue::from_str(v).unwrap());
-        }
-        let vary = Vary::Fields(vec![http::header::ACCEPT_LANGUAGE]);
-        Arc::new(StoredObject {
-            status: StatusCode::OK,
-            headers,
-            policy,
-            variant: VariantKey::for_request(&vary, &req),
-            body: ChunkedBody::complete(Bytes::from(vec![b'x'; size])),
-            stored_at: now,
-        })
-    }
-
-    fn key(i: usize) -> CacheKey {
-        CacheKey::new("http", "h", &format!("/{i}"), None, &KeyRules::default())
-    }
+    use crate::fixtures::{key, object, purge, tagged};
+    use strata_http_cache::KeyRules;
+    use http::{HeaderMap, HeaderValue};
+    use std::time::Duration;
 
     #[test]
     fn bounded_in_bytes() {
@@ -334,28 +285,6 @@ mod tests {
         let mut req = HeaderMap::new();
         req.insert("accept-language", HeaderValue::from_static("en"));
         assert_eq!(set.select(&req).unwrap().body.len(), 30);
-    }
-
-    fn tagged(tags: &str, stored_at: SystemTime) -> Arc<StoredObject> {
-        let o = object(10, None);
-        let mut headers = o.headers.clone();
-        headers.insert("surrogate-key", HeaderValue::from_str(tags).unwrap());
-        Arc::new(StoredObject {
-            status: o.status,
-            headers,
-            policy: o.policy.clone(),
-            variant: o.variant.clone(),
-            body: Arc::clone(&o.body),
-            stored_at,
-        })
-    }
-
-    fn purge(scope: crate::Scope, soft: bool, issued_at: SystemTime) -> Purge {
-        Purge {
-            scope,
-            soft,
-            issued_at,
-        }
     }
 
     #[test]

@@ -8,13 +8,13 @@
 //!
 //! Tag and prefix purges go through indexes and touch only the objects affected.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderName};
 use strata_http_cache::freshness::{Freshness, FreshnessSource};
-use strata_http_cache::CacheKey;
+use strata_http_cache::{CacheKey, CachePolicy};
 
 use crate::object::StoredObject;
 
@@ -83,12 +83,18 @@ pub struct Purge {
 impl Purge {
     /// Whether this purge covers `object` stored under `key`.
     pub fn covers(&self, key: &CacheKey, object: &StoredObject) -> bool {
-        if object.stored_at >= self.issued_at {
+        self.covers_stored(key, object.stored_at, &object.headers)
+    }
+
+    /// Whether this purge covers a response stored under `key` at `stored_at` with
+    /// `headers` (a tier that keeps bodies elsewhere asks with what it holds).
+    pub fn covers_stored(&self, key: &CacheKey, stored_at: SystemTime, headers: &HeaderMap) -> bool {
+        if stored_at >= self.issued_at {
             return false;
         }
         match &self.scope {
             Scope::Keys(keys) => keys.contains(key),
-            Scope::Tags(tags) => carries_any(&object.headers, tags),
+            Scope::Tags(tags) => carries_any(headers, tags),
             Scope::Prefixes(prefixes) => prefixes
                 .iter()
                 .any(|p| key.as_str().starts_with(p.as_str())),
@@ -103,20 +109,54 @@ impl Purge {
         if !self.soft {
             return None;
         }
-        let mut policy = object.policy.clone();
-        // Stale from this moment: its age becomes its whole lifetime, so stale-while-
-        // revalidate and stale-if-error windows start now.
-        policy.freshness = Freshness {
-            lifetime: policy.age(now).min(policy.freshness.lifetime),
-            source: FreshnessSource::Purged,
-        };
         // The same object with the shortened policy; `stored_at` is kept, so replaying the
         // purge finds it again and changes nothing.
         Some(Arc::new(object.refreshed(
             object.headers.clone(),
-            policy,
+            stale_policy(&object.policy, now),
             object.stored_at,
         )))
+    }
+}
+
+/// A soft purge's effect on a policy: stale from this moment. Its age becomes its whole
+/// lifetime, so stale-while-revalidate and stale-if-error windows start now.
+pub fn stale_policy(policy: &CachePolicy, now: SystemTime) -> CachePolicy {
+    let mut policy = policy.clone();
+    policy.freshness = Freshness {
+        lifetime: policy.age(now).min(policy.freshness.lifetime),
+        source: FreshnessSource::Purged,
+    };
+    policy
+}
+
+/// Purges a tier remembers for a while, so that an object whose fill (or disk write) was in
+/// flight when a purge landed is caught when it is stored. Callers hold the lock from the
+/// check until the object is indexed: a purge recorded after the check then finds the
+/// object in the index.
+#[derive(Default)]
+pub struct RecentPurges {
+    purges: VecDeque<Purge>,
+}
+
+impl RecentPurges {
+    /// How long purges are remembered.
+    pub const MEMORY: Duration = Duration::from_secs(600);
+    /// Most purges remembered.
+    pub const MAX: usize = 10_000;
+
+    pub fn record(&mut self, purge: &Purge, now: SystemTime) {
+        self.purges.push_back(purge.clone());
+        while self.purges.front().is_some_and(|p| {
+            now.duration_since(p.issued_at).unwrap_or_default() > Self::MEMORY
+        }) || self.purges.len() > Self::MAX
+        {
+            self.purges.pop_front();
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Purge> {
+        self.purges.iter()
     }
 }
 
@@ -160,8 +200,9 @@ pub struct Index {
 }
 
 impl Index {
-    pub fn add(&mut self, key: &CacheKey, object: &StoredObject) {
-        for tag in tags_of(&object.headers) {
+    /// Indexes a response stored under `key` with `headers`.
+    pub fn add(&mut self, key: &CacheKey, headers: &HeaderMap) {
+        for tag in tags_of(headers) {
             self.tags.entry(tag).or_default().insert(key.clone());
         }
         self.keys

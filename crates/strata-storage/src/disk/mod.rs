@@ -1,0 +1,822 @@
+//! The disk tier: capacity beyond memory, and a cache that survives a restart.
+//!
+//! Layout under the configured directory:
+//! - `objects/<hh>/<id>.body`: the body, raw; `objects/<hh>/<id>.meta`: everything else
+//!   ([`record`], JSON). `<id>` is the key's hash and a number unique to this stored copy,
+//!   so deleting a replaced copy's files never touches its successor's.
+//! - `purge-seq`: the bus sequence through which every purge is reflected in these files
+//!   (see [`DiskStorage::applied_through`]).
+//!
+//! Writes leave the request path: [`Storage::insert`] queues the object for one writer
+//! thread (a bounded queue; when it is full the object stays in memory only). The writer
+//! writes the body, then the metadata under a temporary name, then renames it: the rename
+//! commits. A crash leaves at most a body or temporary file without metadata, removed at the
+//! next open, never a half object.
+//!
+//! The index lives in memory (moka, bounded by bytes on disk, TinyLFU admission) and is
+//! rebuilt at open from the metadata files. Purges change the files before
+//! [`Storage::purge`] returns (hard: unlink; soft: rewrite the metadata as stale), so a purge
+//! a node acknowledged still holds after it crashes. Pattern purges are applied at once by
+//! a scan of the in-memory index: nothing lazy would survive a restart.
+//!
+//! Lookups answer from the index and read bodies on the blocking pool, streaming chunks
+//! into a [`ChunkedBody`] that readers follow while it loads.
+
+pub mod record;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::StatusCode;
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+use strata_http_cache::CacheKey;
+
+use crate::body::ChunkedBody;
+use crate::object::{StoredObject, Variants, MAX_VARIANTS};
+use crate::purge::{stale_policy, Index, Purge, RecentPurges, Scope};
+use crate::{Storage, StorageStats};
+
+pub use record::{Meta, RecordError};
+
+/// Objects waiting for the writer; beyond this, new objects are not written.
+const WRITE_QUEUE: usize = 1024;
+/// Size of the pieces a body is read back in.
+const READ_CHUNK: usize = 256 << 10;
+/// Space a file costs beyond its bytes (a filesystem block, on average half wasted).
+const FILE_OVERHEAD: u64 = 4096;
+const APPLIED_FILE: &str = "purge-seq";
+
+/// One stored copy on disk.
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    meta: Meta,
+}
+
+impl Entry {
+    fn weight(&self) -> u64 {
+        self.meta.body_len + 2 * FILE_OVERHEAD
+    }
+}
+
+/// The copies under one primary key, newest first.
+#[derive(Debug, Default)]
+struct EntrySet {
+    entries: Vec<Arc<Entry>>,
+}
+
+impl EntrySet {
+    /// A new set with `entry` replacing the copy with the same variant, and the copies it
+    /// pushed out (whose files must go).
+    fn with(&self, entry: Arc<Entry>) -> (Self, Vec<Arc<Entry>>) {
+        let mut entries = vec![Arc::clone(&entry)];
+        let mut dropped = Vec::new();
+        for e in &self.entries {
+            if e.meta.variant == entry.meta.variant || entries.len() >= MAX_VARIANTS {
+                dropped.push(Arc::clone(e));
+            } else {
+                entries.push(Arc::clone(e));
+            }
+        }
+        (Self { entries }, dropped)
+    }
+
+    fn weight(&self) -> u64 {
+        self.entries.iter().map(|e| e.weight()).sum()
+    }
+}
+
+/// Counters beyond [`StorageStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskCounters {
+    /// Objects written.
+    pub writes: u64,
+    /// Objects not written: the queue was full.
+    pub dropped_writes: u64,
+    /// Writes, reads and deletions that failed.
+    pub errors: u64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    capacity: u64,
+    index: Cache<CacheKey, Arc<EntrySet>>,
+    /// Never held while calling into `index`: its eviction listener runs on the caller.
+    tags: Mutex<Index>,
+    recent: Mutex<RecentPurges>,
+    next_id: AtomicU64,
+    evictions: Arc<AtomicU64>,
+    writes: AtomicU64,
+    dropped_writes: AtomicU64,
+    errors: Arc<AtomicU64>,
+}
+
+enum Job {
+    Write {
+        key: CacheKey,
+        object: Arc<StoredObject>,
+        chunks: Vec<Bytes>,
+    },
+    /// Answers once every job queued before it is done.
+    Flush(mpsc::Sender<()>),
+}
+
+/// A directory-backed tier.
+pub struct DiskStorage {
+    inner: Arc<Inner>,
+    writer: SyncSender<Job>,
+}
+
+// === impl DiskStorage ===
+
+impl DiskStorage {
+    /// Opens (creating it if needed) the tier in `dir`, holding at most `capacity` bytes,
+    /// and rebuilds the index from the files there.
+    pub fn open(dir: &Path, capacity: u64) -> io::Result<Self> {
+        fs::create_dir_all(dir.join("objects"))?;
+        let errors = Arc::new(AtomicU64::new(0));
+        let evictions = Arc::new(AtomicU64::new(0));
+        let objects = dir.join("objects");
+        let index = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|_k: &CacheKey, v: &Arc<EntrySet>| v.weight().min(u64::from(u32::MAX)) as u32)
+            .eviction_listener({
+                let (objects, errors, evictions) =
+                    (objects.clone(), Arc::clone(&errors), Arc::clone(&evictions));
+                move |_key, set: Arc<EntrySet>, cause| {
+                    // Replaced and explicit removals delete their own files (the new set
+                    // may keep some of the old one's).
+                    if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                        evictions.fetch_add(1, Ordering::Relaxed);
+                        for e in &set.entries {
+                            delete_files(&objects, &e.id, &errors);
+                        }
+                    }
+                }
+            })
+            .build();
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            capacity,
+            index,
+            tags: Mutex::default(),
+            recent: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            evictions,
+            writes: AtomicU64::new(0),
+            dropped_writes: AtomicU64::new(0),
+            errors,
+        });
+        inner.load()?;
+        let (writer, jobs) = mpsc::sync_channel(WRITE_QUEUE);
+        let worker = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("strata-disk-writer".into())
+            .spawn(move || {
+                // Ends when the tier is dropped (the sender goes with it).
+                for job in jobs {
+                    match job {
+                        Job::Write {
+                            key,
+                            object,
+                            chunks,
+                        } => worker.write(&key, &object, &chunks),
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { inner, writer })
+    }
+
+    /// Blocks until every object queued so far is written (tests, orderly shutdown).
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.writer.send(Job::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    pub fn counters(&self) -> DiskCounters {
+        DiskCounters {
+            writes: self.inner.writes.load(Ordering::Relaxed),
+            dropped_writes: self.inner.dropped_writes.load(Ordering::Relaxed),
+            errors: self.inner.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The bus sequence through which every purge is reflected in the files: `None` when
+    /// never recorded (a new directory, or one written without a durable bus).
+    pub fn applied_through(&self) -> Option<u64> {
+        fs::read_to_string(self.inner.dir.join(APPLIED_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Records that every purge up to bus sequence `seq` is reflected in the files.
+    pub fn record_applied(&self, seq: u64) -> io::Result<()> {
+        write_atomically(
+            &self.inner.dir.join(APPLIED_FILE),
+            format!("{seq}\n").as_bytes(),
+        )
+    }
+
+    /// Forgets everything stored: the index and every file. For a cache that can no
+    /// longer prove which purges it has seen.
+    pub fn wipe(&self) -> io::Result<()> {
+        self.inner.index.invalidate_all();
+        self.inner.index.run_pending_tasks();
+        *self.inner.tags() = Index::default();
+        let objects = self.inner.dir.join("objects");
+        fs::remove_dir_all(&objects)?;
+        fs::create_dir_all(&objects)?;
+        let _ = fs::remove_file(self.inner.dir.join(APPLIED_FILE));
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.index.run_pending_tasks();
+        self.inner.index.entry_count() == 0
+    }
+}
+
+impl Storage for DiskStorage {
+    fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>> {
+        let set = self.inner.index.get(key)?;
+        // Bodies are read on the blocking pool; without a runtime there is nothing to read
+        // them with, and a miss is the honest answer.
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let objects = set
+            .entries
+            .iter()
+            .map(|e| Arc::new(self.inner.object(e, &runtime)))
+            .collect();
+        Some(Arc::new(Variants { objects }))
+    }
+
+    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool {
+        if object.weight() > self.inner.capacity {
+            return false;
+        }
+        let Some(chunks) = object.body.snapshot() else {
+            return false;
+        };
+        let job = Job::Write {
+            key: key.clone(),
+            object,
+            chunks,
+        };
+        match self.writer.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.inner.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// A refreshed copy (after a 304) is not written: the disk keeps the older one, which
+    /// revalidates again if it is ever read back.
+    fn replace(&self, _key: &CacheKey, _old: &Arc<StoredObject>, _new: Arc<StoredObject>) {}
+
+    fn remove(&self, key: &CacheKey) -> bool {
+        let Some(set) = self.inner.index.remove(key) else {
+            return false;
+        };
+        for e in &set.entries {
+            self.inner.delete(&e.id);
+        }
+        self.inner.tags().remove_key(key);
+        true
+    }
+
+    fn purge(&self, purge: &Purge, now: SystemTime) -> u64 {
+        self.inner.recent().record(purge, now);
+        let scope = match &purge.scope {
+            Scope::Patterns(_) => &Scope::All,
+            other => other,
+        };
+        let candidates = self.inner.tags().candidates(scope);
+        candidates
+            .iter()
+            .map(|key| self.inner.apply_to_key(key, purge, now))
+            .sum()
+    }
+
+    /// Patterns were applied when they arrived.
+    fn sweep(&self, _now: SystemTime) -> u64 {
+        0
+    }
+
+    fn stats(&self) -> StorageStats {
+        self.inner.index.run_pending_tasks();
+        StorageStats {
+            bytes: self.inner.index.weighted_size(),
+            capacity: self.inner.capacity,
+            keys: self.inner.index.entry_count(),
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn tags(&self) -> MutexGuard<'_, Index> {
+        self.tags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recent(&self) -> MutexGuard<'_, RecentPurges> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn objects(&self) -> PathBuf {
+        self.dir.join("objects")
+    }
+
+    fn delete(&self, id: &str) {
+        delete_files(&self.objects(), id, &self.errors);
+    }
+
+    /// Rebuilds the index from the files; removes what cannot be served (metadata that does
+    /// not parse or whose body is missing or short, bodies without metadata, temporaries).
+    fn load(&self) -> io::Result<()> {
+        let mut found: Vec<(String, Meta)> = Vec::new();
+        let mut bodies: HashMap<String, u64> = HashMap::new();
+        let mut metas: HashSet<String> = HashSet::new();
+        for shard in fs::read_dir(self.objects())? {
+            let shard = shard?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&shard)? {
+                let path = file?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Some(id) = name.strip_suffix(".body") {
+                    bodies.insert(id.to_string(), fs::metadata(&path)?.len());
+                } else if let Some(id) = name.strip_suffix(".meta") {
+                    metas.insert(id.to_string());
+                    match fs::read(&path).map_err(RecordError::from).and_then(|b| Meta::decode(&b)) {
+                        Ok(meta) => found.push((id.to_string(), meta)),
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "dropping unreadable cache metadata");
+                            delete_files(&self.objects(), id, &self.errors);
+                        }
+                    }
+                } else {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let objects = self.objects();
+        for id in bodies.keys().filter(|id| !metas.contains(*id)) {
+            delete_files(&objects, id, &self.errors);
+        }
+        // Oldest first, so each key's newest copy ends up first in its set.
+        found.sort_by_key(|(_, meta)| meta.stored_at);
+        for (id, meta) in found {
+            if bodies.get(&id) != Some(&meta.body_len) {
+                delete_files(&objects, &id, &self.errors);
+                continue;
+            }
+            self.index_entry(Arc::new(Entry { id, meta }));
+        }
+        Ok(())
+    }
+
+    /// Adds an entry to the index, deleting the files of copies it replaces.
+    fn index_entry(&self, entry: Arc<Entry>) {
+        let key = entry.meta.key.clone();
+        self.tags().add(&key, &entry.meta.headers);
+        let mut dropped = Vec::new();
+        self.index.entry(key).and_upsert_with(|current| {
+            let (set, out) = match current {
+                Some(e) => e.value().with(Arc::clone(&entry)),
+                None => EntrySet::default().with(Arc::clone(&entry)),
+            };
+            dropped = out;
+            Arc::new(set)
+        });
+        for e in dropped {
+            self.delete(&e.id);
+        }
+    }
+
+    /// The writer thread's work for one object.
+    fn write(&self, key: &CacheKey, object: &StoredObject, chunks: &[Bytes]) {
+        let unique = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let id = format!("{:016x}-{started:x}-{unique:x}", key.hash64());
+        let meta = Meta {
+            key: key.clone(),
+            status: object.status,
+            headers: object.headers.clone(),
+            policy: object.policy.clone(),
+            variant: object.variant.clone(),
+            stored_at: object.stored_at,
+            body_len: chunks.iter().map(|c| c.len() as u64).sum(),
+        };
+        if let Err(e) = self.write_files(&id, &meta, chunks) {
+            tracing::warn!(key = %key.as_str(), error = %e, "disk cache write failed");
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.delete(&id);
+            return;
+        }
+        // Purges that landed since the object was filled still apply to it. The purge log
+        // stays locked until the entry is indexed: a purge recorded after this check finds
+        // the entry in the index.
+        let recent = self.recent();
+        let mut meta = meta;
+        let mut keep = true;
+        for p in recent.iter() {
+            if !p.covers_stored(key, meta.stored_at, &meta.headers) {
+                continue;
+            }
+            if !p.soft {
+                keep = false;
+                break;
+            }
+            meta.policy = stale_policy(&meta.policy, SystemTime::now());
+            if self.write_meta(&id, &meta).is_err() {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                keep = false;
+                break;
+            }
+        }
+        if !keep {
+            drop(recent);
+            self.delete(&id);
+            return;
+        }
+        self.index_entry(Arc::new(Entry { id, meta }));
+        drop(recent);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn path(&self, id: &str, ext: &str) -> PathBuf {
+        shard_dir(&self.objects(), id).join(format!("{id}.{ext}"))
+    }
+
+    fn write_files(&self, id: &str, meta: &Meta, chunks: &[Bytes]) -> io::Result<()> {
+        fs::create_dir_all(shard_dir(&self.objects(), id))?;
+        let mut body = io::BufWriter::with_capacity(READ_CHUNK, fs::File::create(self.path(id, "body"))?);
+        for c in chunks {
+            body.write_all(c)?;
+        }
+        body.into_inner().map_err(|e| e.into_error())?;
+        self.write_meta(id, meta)
+    }
+
+    fn write_meta(&self, id: &str, meta: &Meta) -> io::Result<()> {
+        write_atomically(&self.path(id, "meta"), &meta.encode())
+    }
+
+    /// Applies one purge to the copies under `key`, files first. Per key atomic with the
+    /// writer's inserts (moka's entry lock). Returns the copies affected.
+    fn apply_to_key(&self, key: &CacheKey, purge: &Purge, now: SystemTime) -> u64 {
+        let mut affected = 0;
+        self.index.entry(key.clone()).and_compute_with(|current| {
+            let Some(current) = current else {
+                return Op::Nop;
+            };
+            let mut kept = Vec::with_capacity(current.value().entries.len());
+            for e in &current.value().entries {
+                if !purge.covers_stored(key, e.meta.stored_at, &e.meta.headers) {
+                    kept.push(Arc::clone(e));
+                    continue;
+                }
+                affected += 1;
+                if purge.soft {
+                    let mut meta = e.meta.clone();
+                    meta.policy = stale_policy(&meta.policy, now);
+                    if self.write_meta(&e.id, &meta).is_ok() {
+                        kept.push(Arc::new(Entry {
+                            id: e.id.clone(),
+                            meta,
+                        }));
+                        continue;
+                    }
+                    // A copy that cannot be marked stale must not stay fresh.
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                self.delete(&e.id);
+            }
+            match (affected, kept.is_empty()) {
+                (0, _) => Op::Nop,
+                (_, true) => Op::Remove,
+                (_, false) => Op::Put(Arc::new(EntrySet { entries: kept })),
+            }
+        });
+        affected
+    }
+
+    /// A stored object whose body streams in from its file.
+    fn object(&self, entry: &Entry, runtime: &tokio::runtime::Handle) -> StoredObject {
+        let meta = &entry.meta;
+        let body = ChunkedBody::new();
+        let path = self.path(&entry.id, "body");
+        let (reading, expected, errors) = (Arc::clone(&body), meta.body_len, Arc::clone(&self.errors));
+        runtime.spawn_blocking(move || {
+            if let Err(e) = read_body(&path, expected, &reading) {
+                tracing::warn!(file = %path.display(), error = %e, "disk cache read failed");
+                errors.fetch_add(1, Ordering::Relaxed);
+                reading.abandon("disk read failed");
+            }
+        });
+        let mut headers = meta.headers.clone();
+        // The length is known before the body is: ranges and Content-Length need not wait.
+        if !headers.contains_key(CONTENT_LENGTH) && meta.status != StatusCode::NO_CONTENT {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(meta.body_len));
+        }
+        StoredObject {
+            status: meta.status,
+            headers,
+            policy: meta.policy.clone(),
+            variant: meta.variant.clone(),
+            body,
+            stored_at: meta.stored_at,
+        }
+    }
+}
+
+fn read_body(path: &Path, expected: u64, body: &ChunkedBody) -> io::Result<()> {
+    let mut file = fs::File::open(path)?;
+    let mut total = 0u64;
+    loop {
+        let mut buf = BytesMut::zeroed(READ_CHUNK);
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        total += n as u64;
+        body.push(buf.freeze());
+    }
+    if total != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("body has {total} bytes, metadata says {expected}"),
+        ));
+    }
+    body.finish();
+    Ok(())
+}
+
+fn shard_dir(objects: &Path, id: &str) -> PathBuf {
+    objects.join(id.get(..2).unwrap_or("00"))
+}
+
+fn delete_files(objects: &Path, id: &str, errors: &AtomicU64) {
+    let dir = shard_dir(objects, id);
+    // Metadata first: a body without metadata is garbage the next open removes; metadata
+    // without a body would be an entry that cannot be served.
+    for ext in ["meta", "body"] {
+        match fs::remove_file(dir.join(format!("{id}.{ext}"))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Writes `path` whole or not at all: a temporary file, then a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fixtures::{key, object, purge, tagged, TempDir};
+    use crate::purge::PathPattern;
+
+    async fn body_of(set: &Variants) -> Vec<u8> {
+        let o = &set.objects[0];
+        o.body.wait_finished().await.unwrap();
+        let mut r = o.body.reader(0, None);
+        let mut out = Vec::new();
+        while let Some(c) = r.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    fn stored(dir: &TempDir, objects: &[(CacheKey, Arc<StoredObject>)]) -> DiskStorage {
+        let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
+        for (k, o) in objects {
+            assert!(disk.insert(k, Arc::clone(o)));
+        }
+        disk.flush();
+        disk
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn objects_survive_a_reopen_whole() {
+        let dir = TempDir::new("reopen");
+        let o = object(300_000, Some("fr"));
+        drop(stored(&dir, &[(key(1), Arc::clone(&o))]));
+        assert_eq!((dir.count("meta"), dir.count("body")), (1, 1));
+
+        let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
+        let set = disk.lookup(&key(1)).expect("found after reopen");
+        let back = &set.objects[0];
+        assert_eq!(back.status, o.status);
+        assert_eq!(back.policy, o.policy);
+        assert_eq!(back.variant, o.variant);
+        assert_eq!(back.stored_at, o.stored_at);
+        // The length is announced before the body has loaded.
+        assert_eq!(back.headers[CONTENT_LENGTH], "300000");
+        assert_eq!(body_of(&set).await, vec![b'x'; 300_000]);
+        assert!(disk.lookup(&key(2)).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hard_purge_deletes_files_before_it_returns() {
+        let dir = TempDir::new("hard");
+        let t0 = SystemTime::now();
+        let disk = stored(
+            &dir,
+            &[
+                (key(1), tagged("p1 shared", t0)),
+                (key(2), tagged("p2 shared", t0)),
+                (key(3), tagged("p3", t0)),
+            ],
+        );
+        let later = t0 + Duration::from_secs(1);
+        let n = disk.purge(&purge(Scope::Tags(vec!["shared".into()]), false, later), later);
+        assert_eq!(n, 2);
+        assert_eq!(dir.count("meta"), 1);
+        assert_eq!(dir.count("body"), 1);
+        drop(disk);
+        let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
+        assert!(disk.lookup(&key(1)).is_none());
+        assert!(disk.lookup(&key(2)).is_none());
+        assert!(disk.lookup(&key(3)).is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn soft_purge_is_written_so_the_copy_is_stale_after_a_reopen() {
+        let dir = TempDir::new("soft");
+        let t0 = SystemTime::now();
+        let disk = stored(&dir, &[(key(1), tagged("a", t0))]);
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(disk.purge(&purge(Scope::Tags(vec!["a".into()]), true, later), later), 1);
+        drop(disk);
+        let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
+        let set = disk.lookup(&key(1)).expect("soft purge keeps the copy");
+        let o = &set.objects[0];
+        assert_eq!(
+            o.policy.freshness.source,
+            strata_http_cache::freshness::FreshnessSource::Purged
+        );
+        assert!(!o.policy.is_fresh(later));
+        assert_eq!(body_of(&set).await.len(), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pattern_and_prefix_purges_apply_at_once() {
+        let dir = TempDir::new("pattern");
+        let t0 = SystemTime::now();
+        let k = |p: &str| CacheKey::new("http", "h", p, None, &strata_http_cache::KeyRules::default());
+        let disk = stored(
+            &dir,
+            &[
+                (k("/img/a.jpg"), tagged("x", t0)),
+                (k("/img/b.png"), tagged("x", t0)),
+                (k("/css/c.css"), tagged("x", t0)),
+            ],
+        );
+        let later = t0 + Duration::from_secs(1);
+        let glob = Scope::Patterns(vec![PathPattern::new(None, "/img/*.jpg")]);
+        assert_eq!(disk.purge(&purge(glob, false, later), later), 1);
+        let prefix = Scope::Prefixes(vec!["http://h/css/".into()]);
+        assert_eq!(disk.purge(&purge(prefix, false, later), later), 1);
+        assert!(disk.lookup(&k("/img/b.png")).is_some());
+        assert_eq!(dir.count("meta"), 1);
+        // A replay finds nothing more to do.
+        assert_eq!(disk.purge(&purge(Scope::All, false, t0), later), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_lands_after_a_purge_it_predates_is_not_kept() {
+        let dir = TempDir::new("race");
+        let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
+        let filled_at = SystemTime::now() - Duration::from_secs(5);
+        let now = SystemTime::now();
+        // The purge is applied while the object is still on its way to the writer.
+        disk.purge(&purge(Scope::Tags(vec!["t".into()]), false, now), now);
+        disk.insert(&key(1), tagged("t", filled_at));
+        // Soft: kept, but stale.
+        disk.purge(&purge(Scope::Tags(vec!["s".into()]), true, now), now);
+        disk.insert(&key(2), tagged("s", filled_at));
+        disk.flush();
+        assert!(disk.lookup(&key(1)).is_none());
+        assert_eq!(dir.count("meta"), 1);
+        let set = disk.lookup(&key(2)).unwrap();
+        assert!(!set.objects[0]
+            .policy
+            .is_fresh(SystemTime::now() + Duration::from_secs(1)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn torn_orphan_and_foreign_files_are_removed_at_open() {
+        let dir = TempDir::new("torn");
+        drop(stored(&dir, &[(key(1), object(100, None)), (key(2), object(100, None))]));
+        let shard = |id: &str| dir.0.join("objects").join(&id[..2]);
+        // A body cut short, a body without metadata, unparsable metadata, a temporary.
+        let ids: Vec<String> = std::fs::read_dir(dir.0.join("objects"))
+            .unwrap()
+            .flatten()
+            .flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten())
+            .filter_map(|f| {
+                f.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".meta"))
+                    .map(str::to_string)
+            })
+            .collect();
+        let short = ids.iter().find(|id| id.starts_with(&format!("{:016x}", key(1).hash64()))).unwrap();
+        std::fs::write(shard(short).join(format!("{short}.body")), b"cut").unwrap();
+        std::fs::create_dir_all(shard("ab")).unwrap();
+        std::fs::write(shard("ab").join("ab-orphan.body"), b"x").unwrap();
+        std::fs::write(shard("ab").join("ab-junk.meta"), b"{not json").unwrap();
+        std::fs::write(shard("ab").join("ab-junk.body"), b"").unwrap();
+        std::fs::write(shard("ab").join("ab-half.tmp"), b"{").unwrap();
+
+        let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
+        assert!(disk.lookup(&key(1)).is_none(), "short body is not served");
+        assert!(disk.lookup(&key(2)).is_some());
+        assert_eq!(disk.stats().keys, 1);
+        assert_eq!(dir.count("meta"), 1, "only key 2's files remain");
+        assert_eq!(dir.count("body"), 1);
+        assert_eq!(dir.count("tmp"), 0);
+    }
+
+    #[test]
+    fn bounded_in_bytes_and_evicted_files_are_deleted() {
+        let dir = TempDir::new("bounded");
+        let disk = DiskStorage::open(&dir.0, 1 << 20).unwrap();
+        for i in 0..200 {
+            disk.insert(&key(i), object(20_000, None));
+        }
+        disk.flush();
+        let stats = disk.stats();
+        assert!(stats.bytes <= 1 << 20, "{stats:?}");
+        assert!(stats.evictions > 0);
+        assert_eq!(dir.count("meta") as u64, stats.keys);
+        assert_eq!(dir.count("body") as u64, stats.keys);
+    }
+
+    #[test]
+    fn a_replaced_copy_leaves_no_files_behind() {
+        let dir = TempDir::new("replace");
+        let disk = DiskStorage::open(&dir.0, 1 << 20).unwrap();
+        disk.insert(&key(1), object(10, Some("en")));
+        disk.insert(&key(1), object(20, Some("fr")));
+        disk.insert(&key(1), object(30, Some("en")));
+        disk.flush();
+        assert_eq!(dir.count("meta"), 2);
+        assert_eq!(dir.count("body"), 2);
+        assert!(disk.remove(&key(1)));
+        assert_eq!(dir.count("meta") + dir.count("body"), 0);
+    }
+
+    #[test]
+    fn applied_sequence_and_wipe() {
+        let dir = TempDir::new("wipe");
+        let disk = DiskStorage::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(disk.applied_through(), None);
+        disk.record_applied(42).unwrap();
+        assert_eq!(disk.applied_through(), Some(42));
+        disk.insert(&key(1), object(10, None));
+        disk.flush();
+        assert!(!disk.is_empty());
+        disk.wipe().unwrap();
+        assert!(disk.is_empty());
+        assert_eq!(disk.applied_through(), None);
+        assert_eq!(dir.count("meta"), 0);
+        drop(disk);
+        assert!(DiskStorage::open(&dir.0, 1 << 20).unwrap().is_empty());
+    }
+}
