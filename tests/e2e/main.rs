@@ -8,6 +8,7 @@ mod cli;
 mod cluster_purge;
 mod coalescing;
 mod control;
+mod disk_cache;
 mod dns;
 mod headers;
 mod health;

@@ -25,6 +25,7 @@ pub async fn handle(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             proxy.metrics().render(
                 proxy.storage().stats(),
+                proxy.storage().disk_report(),
                 &proxy.origin_samples(),
                 proxy.fills_in_progress(),
                 &proxy.tier_sample(),

@@ -25,7 +25,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use strata_storage::MemoryStorage;
+use strata_storage::{DiskStorage, MemoryStorage, Storage, TieredStorage};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -49,6 +49,11 @@ pub enum StartError {
     Config(String),
     #[error("cannot join the bus: {0}")]
     Bus(strata_bus::BusError),
+    #[error("cannot open the disk cache (cache.disk.path) {path}: {source}")]
+    Disk {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running node.
@@ -95,7 +100,24 @@ impl Node {
         let access_log = AccessLog::start(&config.log.target())
             .await
             .map_err(StartError::AccessLog)?;
-        let storage = Arc::new(MemoryStorage::new(config.cache.size.0));
+        let memory = MemoryStorage::new(config.cache.size.0);
+        let (storage, tiers): (Arc<dyn Storage>, _) = match &config.cache.disk {
+            None => (Arc::new(memory), None),
+            Some(disk) => {
+                let (path, size) = (disk.path.clone(), disk.size.0);
+                let opened = tokio::task::spawn_blocking(move || {
+                    DiskStorage::open(&path, size).map_err(|source| StartError::Disk { path, source })
+                })
+                .await
+                .map_err(|e| StartError::Config(format!("opening the disk cache: {e}")))??;
+                // A NATS bus kept purges while the node was away: the disk is read only once
+                // they are applied (the purge consumer opens it). Without one, nothing can
+                // have been missed.
+                let open = !matches!(bus, Some(strata_bus::Bus::Nats(_)));
+                let tiers = Arc::new(TieredStorage::new(memory, opened, open));
+                (Arc::clone(&tiers) as Arc<dyn Storage>, Some(tiers))
+            }
+        };
         let metrics = Arc::new(Metrics::new());
         let proxy =
             Arc::new(Proxy::new(config, storage, metrics, access_log).map_err(StartError::Config)?);
@@ -136,6 +158,7 @@ impl Node {
                 Arc::clone(&proxy),
                 bus,
                 config.node.name.clone(),
+                tiers,
                 shutdown_rx.clone(),
             ));
         }

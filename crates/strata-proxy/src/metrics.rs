@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use strata_storage::StorageStats;
+use strata_storage::{DiskReport, StorageStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabel {
@@ -43,6 +43,85 @@ pub struct OriginLabel {
     pub origin: String,
 }
 
+/// A counter that follows a running total kept elsewhere (a tier's own counters).
+#[derive(Default)]
+struct Cumulative {
+    counter: Counter,
+    seen: AtomicU64,
+}
+
+impl Cumulative {
+    fn set(&self, total: u64) {
+        let before = self.seen.swap(total, Ordering::Relaxed);
+        self.counter.inc_by(total.saturating_sub(before));
+    }
+}
+
+/// The disk tier's figures (all zero without one).
+#[derive(Default)]
+struct DiskMetrics {
+    bytes: Gauge,
+    capacity: Gauge,
+    objects: Gauge,
+    open: Gauge,
+    writes: Cumulative,
+    dropped_writes: Cumulative,
+    errors: Cumulative,
+    evictions: Cumulative,
+}
+
+impl DiskMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("disk_cache_bytes", "Bytes held by the disk tier", self.bytes.clone());
+        registry.register(
+            "disk_cache_capacity_bytes",
+            "Capacity of the disk tier",
+            self.capacity.clone(),
+        );
+        registry.register(
+            "disk_cache_objects",
+            "Primary keys held by the disk tier",
+            self.objects.clone(),
+        );
+        registry.register(
+            "disk_cache_open",
+            "1 once lookups read the disk tier (after the purges missed while away are applied)",
+            self.open.clone(),
+        );
+        registry.register(
+            "disk_cache_writes",
+            "Objects written to the disk tier",
+            self.writes.counter.clone(),
+        );
+        registry.register(
+            "disk_cache_dropped_writes",
+            "Objects not written to the disk tier because its write queue was full",
+            self.dropped_writes.counter.clone(),
+        );
+        registry.register(
+            "disk_cache_errors",
+            "Disk tier reads, writes and deletions that failed",
+            self.errors.counter.clone(),
+        );
+        registry.register(
+            "disk_cache_evictions",
+            "Objects evicted from the disk tier",
+            self.evictions.counter.clone(),
+        );
+    }
+
+    fn set(&self, disk: &DiskReport) {
+        self.bytes.set(disk.stats.bytes as i64);
+        self.capacity.set(disk.stats.capacity as i64);
+        self.objects.set(disk.stats.keys as i64);
+        self.open.set(i64::from(disk.open));
+        self.writes.set(disk.counters.writes);
+        self.dropped_writes.set(disk.counters.dropped_writes);
+        self.errors.set(disk.counters.errors);
+        self.evictions.set(disk.stats.evictions);
+    }
+}
+
 /// Every metric the node exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -54,8 +133,8 @@ pub struct Metrics {
     cache_bytes: Gauge,
     cache_capacity: Gauge,
     cache_keys: Gauge,
-    cache_evictions: Counter,
-    evictions_seen: AtomicU64,
+    cache_evictions: Cumulative,
+    disk: DiskMetrics,
     origin_breaker_open: Family<OriginLabel, Gauge>,
     origin_connections: Family<OriginLabel, Gauge>,
     fills_in_progress: Gauge,
@@ -143,12 +222,14 @@ impl Metrics {
             "Primary keys held by the memory tier",
             cache_keys.clone(),
         );
-        let cache_evictions = Counter::default();
+        let cache_evictions = Cumulative::default();
         registry.register(
             "cache_evictions",
             "Objects evicted from the memory tier",
-            cache_evictions.clone(),
+            cache_evictions.counter.clone(),
         );
+        let disk = DiskMetrics::default();
+        disk.register(&mut registry);
         let origin_breaker_open = Family::<OriginLabel, Gauge>::default();
         registry.register(
             "origin_breaker_open",
@@ -224,7 +305,7 @@ impl Metrics {
             cache_capacity,
             cache_keys,
             cache_evictions,
-            evictions_seen: AtomicU64::new(0),
+            disk,
         }
     }
 
@@ -264,6 +345,7 @@ impl Metrics {
     pub fn render(
         &self,
         stats: StorageStats,
+        disk: Option<DiskReport>,
         origins: &[OriginSample],
         fills: usize,
         tier: &TierSample,
@@ -300,9 +382,10 @@ impl Metrics {
         self.cache_bytes.set(stats.bytes as i64);
         self.cache_capacity.set(stats.capacity as i64);
         self.cache_keys.set(stats.keys as i64);
-        let before = self.evictions_seen.swap(stats.evictions, Ordering::Relaxed);
-        self.cache_evictions
-            .inc_by(stats.evictions.saturating_sub(before));
+        self.cache_evictions.set(stats.evictions);
+        if let Some(disk) = disk {
+            self.disk.set(&disk);
+        }
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing into a String cannot fail.

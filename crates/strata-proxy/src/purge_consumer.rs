@@ -3,19 +3,37 @@
 //!
 //! Because the consumer is durable, a node that was disconnected (or restarted) receives
 //! every event it had not acknowledged, in order, when it comes back.
+//!
+//! A node with a disk tier kept objects while it was away, and some of them may be covered
+//! by purges it missed. Its disk stays closed to lookups ([`TieredStorage`]) until it has
+//! applied every event the stream held when the node came back ([`Replay`]); a disk that
+//! cannot prove which purges it has seen (the stream discarded events it never applied, or
+//! the stream was recreated) is wiped instead.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use strata_bus::Bus;
+use strata_bus::{Bus, PurgeConsumer, StreamPosition};
+use strata_storage::TieredStorage;
 use tokio::sync::watch;
 
 use crate::proxy::Proxy;
 use crate::purge::{PurgeAck, PurgeEvent};
 
-/// Runs until `shutdown` flips.
-pub async fn run(proxy: Arc<Proxy>, bus: Bus, node: String, mut shutdown: watch::Receiver<bool>) {
+/// How long the consumer waits for an event before asking the stream where it stands again,
+/// while a replay is still under way.
+const REPLAY_POLL: Duration = Duration::from_secs(2);
+
+/// Runs until `shutdown` flips. `tiers`: the node's memory-over-disk storage, when it has
+/// a disk tier.
+pub async fn run(
+    proxy: Arc<Proxy>,
+    bus: Bus,
+    node: String,
+    tiers: Option<Arc<TieredStorage>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut consumer = loop {
         match bus.purge_consumer(&node).await {
             Ok(c) => break c,
@@ -28,9 +46,27 @@ pub async fn run(proxy: Arc<Proxy>, bus: Bus, node: String, mut shutdown: watch:
             }
         }
     };
+    let mut replay = match tiers {
+        Some(tiers) => {
+            let Some(r) = Replay::start(tiers, &mut consumer, &mut shutdown).await else {
+                return;
+            };
+            Some(r)
+        }
+        None => None,
+    };
     loop {
+        let waiting = replay.as_ref().is_some_and(|r| r.target.is_some());
         let first = tokio::select! {
             d = consumer.next() => d,
+            _ = tokio::time::sleep(REPLAY_POLL), if waiting => {
+                // Nothing came: the target may have been discarded, or acknowledged by an
+                // earlier run. Ask the stream.
+                if let (Some(r), Ok(position)) = (replay.as_mut(), consumer.position().await) {
+                    r.on_position(position);
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         // Take whatever else is already here: one ack message to the control plane covers
@@ -58,10 +94,127 @@ pub async fn run(proxy: Arc<Proxy>, bus: Bus, node: String, mut shutdown: watch:
         if acks.is_empty() {
             continue;
         }
+        if let (Some(r), Some(seq)) = (replay.as_mut(), acks.iter().map(|a| a.seq).max()) {
+            r.applied(seq).await;
+        }
         if let Ok(json) = serde_json::to_vec(&acks) {
             if let Err(e) = bus.publish_ack(Bytes::from(json)).await {
                 tracing::warn!(error = %e, "publishing purge acks failed");
             }
+        }
+    }
+}
+
+/// A disk tier's way back after the node was away: closed to lookups until every purge
+/// published before the node came back is applied, and the bus sequence applied so far
+/// kept beside the files.
+struct Replay {
+    tiers: Arc<TieredStorage>,
+    /// The stream's last sequence when the node came back; `None` once reached.
+    target: Option<u64>,
+    /// Whether sequences outlive processes (NATS): only then are they recorded.
+    durable: bool,
+    recorded: u64,
+}
+
+impl Replay {
+    /// Checks the disk against the stream (wiping it if it cannot prove which purges it
+    /// has seen) and sets the target. `None` when shut down meanwhile.
+    async fn start(
+        tiers: Arc<TieredStorage>,
+        consumer: &mut PurgeConsumer,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Self> {
+        let position = loop {
+            match consumer.position().await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purge stream position unavailable; disk cache stays closed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return None,
+                    }
+                }
+            }
+        };
+        let mut replay = Self {
+            tiers,
+            target: Some(position.last),
+            durable: position.durable,
+            recorded: 0,
+        };
+        if position.durable {
+            replay.check_continuity(position).await;
+        }
+        replay.on_position(position);
+        Some(replay)
+    }
+
+    /// Wipes the disk tier when purges it never applied may be gone from the stream.
+    async fn check_continuity(&mut self, position: StreamPosition) {
+        let tiers = Arc::clone(&self.tiers);
+        let verdict = tokio::task::spawn_blocking(move || {
+            let disk = tiers.disk();
+            let applied = disk.applied_through();
+            let why = match applied {
+                None if !disk.is_empty() => Some("it holds objects but no record of the purges applied to them".to_string()),
+                None => None,
+                Some(a) if a > position.last => Some(format!(
+                    "it applied purges up to #{a} but the stream ends at #{} (recreated?)",
+                    position.last
+                )),
+                Some(a) if a.max(position.acked).saturating_add(1) < position.first => Some(format!(
+                    "it applied purges up to #{} but the stream now starts at #{} (events it missed were discarded)",
+                    a.max(position.acked),
+                    position.first
+                )),
+                Some(_) => None,
+            };
+            if let Some(why) = &why {
+                tracing::warn!(reason = %why, "wiping the disk cache: it cannot prove which purges it has seen");
+                if let Err(e) = disk.wipe() {
+                    tracing::error!(error = %e, "wiping the disk cache failed; it stays closed");
+                    return Err(());
+                }
+            }
+            // An empty disk reflects every purge so far.
+            if why.is_some() || applied.is_none() {
+                let _ = disk.record_applied(position.last);
+            }
+            Ok(applied.unwrap_or(position.last))
+        })
+        .await;
+        match verdict {
+            Ok(Ok(applied)) => self.recorded = applied,
+            // The disk stays closed: never reached.
+            _ => self.target = Some(u64::MAX),
+        }
+    }
+
+    /// Opens the disk once the stream shows the target acknowledged (or discarded).
+    fn on_position(&mut self, position: StreamPosition) {
+        if let Some(target) = self.target {
+            if position.acked >= target || position.first > target {
+                self.reached();
+            }
+        }
+    }
+
+    /// Events up to `seq` were applied and acknowledged.
+    async fn applied(&mut self, seq: u64) {
+        if self.durable && seq > self.recorded {
+            self.recorded = seq;
+            let tiers = Arc::clone(&self.tiers);
+            let _ = tokio::task::spawn_blocking(move || tiers.disk().record_applied(seq)).await;
+        }
+        if self.target.is_some_and(|t| seq >= t) {
+            self.reached();
+        }
+    }
+
+    fn reached(&mut self) {
+        if self.target.take().is_some() {
+            self.tiers.open_disk();
         }
     }
 }

@@ -42,6 +42,15 @@ pub struct StorageStats {
     pub evictions: u64,
 }
 
+/// A disk tier's state, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskReport {
+    pub stats: StorageStats,
+    /// Whether lookups read it yet.
+    pub open: bool,
+    pub counters: disk::DiskCounters,
+}
+
 /// A cache tier.
 pub trait Storage: Send + Sync + 'static {
     /// The variants stored under a primary key.
@@ -69,7 +78,7 @@ pub trait Storage: Send + Sync + 'static {
     fn stats(&self) -> StorageStats;
 
     /// The disk tier's figures, when there is one.
-    fn disk_stats(&self) -> Option<StorageStats> {
+    fn disk_report(&self) -> Option<DiskReport> {
         None
     }
 }

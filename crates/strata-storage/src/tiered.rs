@@ -16,7 +16,7 @@ use crate::disk::DiskStorage;
 use crate::memory::MemoryStorage;
 use crate::object::{StoredObject, Variants};
 use crate::purge::Purge;
-use crate::{Storage, StorageStats};
+use crate::{DiskReport, Storage, StorageStats};
 
 pub struct TieredStorage {
     memory: Arc<MemoryStorage>,
@@ -134,8 +134,12 @@ impl Storage for TieredStorage {
         self.memory.stats()
     }
 
-    fn disk_stats(&self) -> Option<StorageStats> {
-        Some(self.disk.stats())
+    fn disk_report(&self) -> Option<DiskReport> {
+        Some(DiskReport {
+            stats: self.disk.stats(),
+            open: self.is_disk_open(),
+            counters: self.disk.counters(),
+        })
     }
 }
 

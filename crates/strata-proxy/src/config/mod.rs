@@ -295,6 +295,19 @@ pub struct CacheSection {
     /// Cap on heuristic freshness.
     #[serde(default = "default_heuristic_max")]
     pub heuristic_max: Seconds,
+    /// A disk tier under the memory tier: capacity, and a cache that survives restarts.
+    #[serde(default)]
+    pub disk: Option<DiskSection>,
+}
+
+/// `[cache.disk]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSection {
+    /// Directory of the tier (created if missing). One node per directory.
+    pub path: PathBuf,
+    /// Bytes the tier may hold on disk.
+    pub size: ByteSize,
 }
 
 fn default_cache_size() -> ByteSize {
@@ -317,6 +330,7 @@ impl Default for CacheSection {
             max_object_size: default_max_object_size(),
             heuristic_fraction: default_heuristic_fraction(),
             heuristic_max: default_heuristic_max(),
+            disk: None,
         }
     }
 }
@@ -703,6 +717,17 @@ impl NodeConfig {
                 "cache.max_object_size",
                 "must be at most 4GiB for the memory tier",
             ));
+        }
+        if let Some(disk) = &self.cache.disk {
+            if disk.path.as_os_str().is_empty() {
+                return Err(ConfigError::new("cache.disk.path", "must name a directory"));
+            }
+            if disk.size.0 < self.cache.max_object_size.0.max(1 << 20) {
+                return Err(ConfigError::new(
+                    "cache.disk.size",
+                    "must be at least 1MiB and at least cache.max_object_size",
+                ));
+            }
         }
         if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
             return Err(ConfigError::new(
@@ -1123,5 +1148,21 @@ mod tests {
             NodeConfig::from_toml(&bad).unwrap_err().path,
             "cache.max_object_size"
         );
+    }
+
+    #[test]
+    fn disk_tier_keys_are_checked_by_name() {
+        let ok = format!("{GOOD}\n[cache.disk]\npath = \"/var/cache/strata\"\nsize = \"10GiB\"\n");
+        let disk = NodeConfig::from_toml(&ok).unwrap().cache.disk.unwrap();
+        assert_eq!(disk.size.0, 10 << 30);
+        let small = ok.replace("\"10GiB\"", "\"1MiB\"");
+        assert_eq!(NodeConfig::from_toml(&small).unwrap_err().path, "cache.disk.size");
+        let missing = format!("{GOOD}\n[cache.disk]\nsize = \"10GiB\"\n");
+        assert!(NodeConfig::from_toml(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("path"));
+        let unknown = ok.replace("size =", "sise =");
+        assert!(NodeConfig::from_toml(&unknown).unwrap_err().path.starts_with("cache.disk"));
     }
 }
