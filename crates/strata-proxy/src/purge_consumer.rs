@@ -181,7 +181,10 @@ impl Replay {
             if why.is_some() || applied.is_none() {
                 let _ = disk.record_applied(position.last);
             }
-            Ok(applied.unwrap_or(position.last))
+            Ok(match (&why, applied) {
+                (None, Some(a)) => a,
+                _ => position.last,
+            })
         })
         .await;
         match verdict {
