@@ -116,7 +116,11 @@ pub struct Consumer {
 impl Consumer {
     pub async fn position(&mut self) -> Result<StreamPosition, BusError> {
         let err = |e: String| BusError::Subscribe(format!("purge stream position: {e}"));
-        let stream = self.stream.get_info().await.map_err(|e| err(e.to_string()))?;
+        let stream = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| err(e.to_string()))?;
         let consumer = self.consumer.info().await.map_err(|e| err(e.to_string()))?;
         Ok(StreamPosition {
             first: stream.state.first_sequence,

@@ -106,7 +106,8 @@ impl Node {
             Some(disk) => {
                 let (path, size) = (disk.path.clone(), disk.size.0);
                 let opened = tokio::task::spawn_blocking(move || {
-                    DiskStorage::open(&path, size).map_err(|source| StartError::Disk { path, source })
+                    DiskStorage::open(&path, size)
+                        .map_err(|source| StartError::Disk { path, source })
                 })
                 .await
                 .map_err(|e| StartError::Config(format!("opening the disk cache: {e}")))??;

@@ -72,7 +72,11 @@ struct DiskMetrics {
 
 impl DiskMetrics {
     fn register(&self, registry: &mut Registry) {
-        registry.register("disk_cache_bytes", "Bytes held by the disk tier", self.bytes.clone());
+        registry.register(
+            "disk_cache_bytes",
+            "Bytes held by the disk tier",
+            self.bytes.clone(),
+        );
         registry.register(
             "disk_cache_capacity_bytes",
             "Capacity of the disk tier",

@@ -251,9 +251,9 @@ impl Storage for MemoryStorage {
 mod tests {
     use super::*;
     use crate::fixtures::{key, object, purge, tagged};
-    use strata_http_cache::KeyRules;
     use http::{HeaderMap, HeaderValue};
     use std::time::Duration;
+    use strata_http_cache::KeyRules;
 
     #[test]
     fn bounded_in_bytes() {

@@ -88,7 +88,12 @@ impl Purge {
 
     /// Whether this purge covers a response stored under `key` at `stored_at` with
     /// `headers` (a tier that keeps bodies elsewhere asks with what it holds).
-    pub fn covers_stored(&self, key: &CacheKey, stored_at: SystemTime, headers: &HeaderMap) -> bool {
+    pub fn covers_stored(
+        &self,
+        key: &CacheKey,
+        stored_at: SystemTime,
+        headers: &HeaderMap,
+    ) -> bool {
         if stored_at >= self.issued_at {
             return false;
         }
@@ -147,9 +152,11 @@ impl RecentPurges {
 
     pub fn record(&mut self, purge: &Purge, now: SystemTime) {
         self.purges.push_back(purge.clone());
-        while self.purges.front().is_some_and(|p| {
-            now.duration_since(p.issued_at).unwrap_or_default() > Self::MEMORY
-        }) || self.purges.len() > Self::MAX
+        while self
+            .purges
+            .front()
+            .is_some_and(|p| now.duration_since(p.issued_at).unwrap_or_default() > Self::MEMORY)
+            || self.purges.len() > Self::MAX
         {
             self.purges.pop_front();
         }

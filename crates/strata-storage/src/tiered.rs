@@ -123,7 +123,9 @@ impl Storage for TieredStorage {
     /// Nearly every object is in both tiers, so the affected count is the larger of the
     /// two tiers' counts (an object held by one tier only may go uncounted).
     fn purge(&self, purge: &Purge, now: SystemTime) -> u64 {
-        self.memory.purge(purge, now).max(self.disk.purge(purge, now))
+        self.memory
+            .purge(purge, now)
+            .max(self.disk.purge(purge, now))
     }
 
     fn sweep(&self, now: SystemTime) -> u64 {
@@ -195,7 +197,10 @@ mod tests {
         earlier_run(&dir, 3, t0);
         let tiers = reopened(&dir, false);
         let missed = t0 + Duration::from_secs(1);
-        tiers.purge(&purge(Scope::Tags(vec!["k1".into()]), false, missed), missed);
+        tiers.purge(
+            &purge(Scope::Tags(vec!["k1".into()]), false, missed),
+            missed,
+        );
         tiers.purge(&purge(Scope::Tags(vec!["k2".into()]), true, missed), missed);
         tiers.open_disk();
         assert!(tiers.lookup(&key(1)).is_none());

@@ -1156,13 +1156,19 @@ mod tests {
         let disk = NodeConfig::from_toml(&ok).unwrap().cache.disk.unwrap();
         assert_eq!(disk.size.0, 10 << 30);
         let small = ok.replace("\"10GiB\"", "\"1MiB\"");
-        assert_eq!(NodeConfig::from_toml(&small).unwrap_err().path, "cache.disk.size");
+        assert_eq!(
+            NodeConfig::from_toml(&small).unwrap_err().path,
+            "cache.disk.size"
+        );
         let missing = format!("{GOOD}\n[cache.disk]\nsize = \"10GiB\"\n");
         assert!(NodeConfig::from_toml(&missing)
             .unwrap_err()
             .to_string()
             .contains("path"));
         let unknown = ok.replace("size =", "sise =");
-        assert!(NodeConfig::from_toml(&unknown).unwrap_err().path.starts_with("cache.disk"));
+        assert!(NodeConfig::from_toml(&unknown)
+            .unwrap_err()
+            .path
+            .starts_with("cache.disk"));
     }
 }

@@ -101,7 +101,8 @@ impl Meta {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             key: CacheKey::from_text(record.key),
-            status: StatusCode::from_u16(record.status).map_err(|_| RecordError::Field("status"))?,
+            status: StatusCode::from_u16(record.status)
+                .map_err(|_| RecordError::Field("status"))?,
             headers,
             policy: record.policy.into_policy()?,
             variant: VariantKey(variant),
@@ -278,7 +279,10 @@ mod tests {
 
     fn sample() -> Meta {
         let mut headers = HeaderMap::new();
-        headers.insert("cache-control", HeaderValue::from_static("max-age=60, stale-if-error=30"));
+        headers.insert(
+            "cache-control",
+            HeaderValue::from_static("max-age=60, stale-if-error=30"),
+        );
         headers.insert("surrogate-key", HeaderValue::from_static("a b"));
         headers.append("x-many", HeaderValue::from_static("1"));
         headers.append("x-many", HeaderValue::from_static("2"));
@@ -297,7 +301,13 @@ mod tests {
         )
         .unwrap();
         Meta {
-            key: CacheKey::new("https", "a.test", "/x", Some("b=2&a=1"), &KeyRules::default()),
+            key: CacheKey::new(
+                "https",
+                "a.test",
+                "/x",
+                Some("b=2&a=1"),
+                &KeyRules::default(),
+            ),
             status: StatusCode::OK,
             headers,
             policy,
@@ -323,16 +333,19 @@ mod tests {
         let bytes = sample().encode();
         assert!(Meta::decode(&bytes[..bytes.len() / 2]).is_err());
         assert!(Meta::decode(b"GIF89a").is_err());
-        let other = String::from_utf8(bytes)
-            .unwrap()
-            .replacen("\"version\":1", "\"version\":99", 1);
+        let other =
+            String::from_utf8(bytes)
+                .unwrap()
+                .replacen("\"version\":1", "\"version\":99", 1);
         assert!(matches!(
             Meta::decode(other.as_bytes()),
             Err(RecordError::Version(99))
         ));
-        let bad_source = String::from_utf8(sample().encode())
-            .unwrap()
-            .replacen("\"source\":\"max-age\"", "\"source\":\"guess\"", 1);
+        let bad_source = String::from_utf8(sample().encode()).unwrap().replacen(
+            "\"source\":\"max-age\"",
+            "\"source\":\"guess\"",
+            1,
+        );
         assert!(Meta::decode(bad_source.as_bytes()).is_err());
     }
 }

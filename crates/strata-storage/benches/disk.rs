@@ -1,0 +1,125 @@
+//! The disk tier's own costs, one run each (not criterion: a run makes hundreds of
+//! thousands of files): writing objects, rebuilding the index at open, and purging a tag
+//! carried by half of them, hard and soft.
+//!
+//! `cargo bench -p strata-storage --bench disk [-- OBJECTS [BODY_BYTES]]` (defaults 200000
+//! and 4096). Uses a directory under the system's temporary directory, removed at the end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use strata_http_cache::vary::VariantKey;
+use strata_http_cache::{CacheKey, CachePolicy, KeyRules, PolicyConfig, ResponseTimes};
+use strata_storage::{ChunkedBody, DiskStorage, Purge, Scope, Storage, StoredObject};
+
+fn object(now: SystemTime, tag: &'static str, body: &Bytes) -> Arc<StoredObject> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "cache-control",
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert("etag", HeaderValue::from_static("\"abc\""));
+    headers.insert("surrogate-key", HeaderValue::from_static(tag));
+    let policy = CachePolicy::for_response(
+        &Method::GET,
+        &HeaderMap::new(),
+        StatusCode::OK,
+        &headers,
+        ResponseTimes {
+            request_time: now,
+            response_time: now,
+        },
+        &PolicyConfig::default(),
+    )
+    .expect("storable");
+    Arc::new(StoredObject {
+        status: StatusCode::OK,
+        headers,
+        policy,
+        variant: VariantKey::default(),
+        body: ChunkedBody::complete(body.clone()),
+        stored_at: now,
+    })
+}
+
+fn rate(n: usize, d: Duration) -> String {
+    format!(
+        "{:>9.3} s  {:>10.0} objects/s",
+        d.as_secs_f64(),
+        n as f64 / d.as_secs_f64()
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let body_len: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(4096);
+    let dir = std::env::temp_dir().join(format!("strata-disk-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let capacity = (n as u64) * (body_len as u64 + (16 << 10));
+    let body = Bytes::from(vec![7u8; body_len]);
+    let now = SystemTime::now();
+    let rules = KeyRules::default();
+    let key = |i: usize| CacheKey::new("http", "example.com", &format!("/p/{i}"), None, &rules);
+    println!(
+        "disk tier: {n} objects of {body_len} bytes in {}",
+        dir.display()
+    );
+
+    let disk = DiskStorage::open(&dir, capacity).expect("open");
+    let t = Instant::now();
+    let mut queued = 0;
+    for i in 0..n {
+        let tag = if i % 2 == 0 { "product-123" } else { "other" };
+        // The writer's queue is bounded: offer again until it takes the object.
+        while !disk.insert(&key(i), object(now, tag, &body)) {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        queued += 1;
+    }
+    disk.flush();
+    println!("write          {}", rate(queued, t.elapsed()));
+    drop(disk);
+
+    let t = Instant::now();
+    let disk = DiskStorage::open(&dir, capacity).expect("reopen");
+    let opened = t.elapsed();
+    assert_eq!(disk.stats().keys as usize, n);
+    println!("open (index)   {}", rate(n, opened));
+
+    let later = now + Duration::from_secs(1);
+    let soft = Purge {
+        scope: Scope::Tags(vec!["other".into()]),
+        soft: true,
+        issued_at: later,
+    };
+    let t = Instant::now();
+    let affected = disk.purge(&soft, later);
+    println!(
+        "soft tag purge {} ({affected} marked stale)",
+        rate(affected as usize, t.elapsed())
+    );
+
+    let hard = Purge {
+        scope: Scope::Tags(vec!["product-123".into()]),
+        soft: false,
+        issued_at: later,
+    };
+    let t = Instant::now();
+    let affected = disk.purge(&hard, later);
+    println!(
+        "hard tag purge {} ({affected} removed)",
+        rate(affected as usize, t.elapsed())
+    );
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
