@@ -105,7 +105,13 @@ fn main() {
     let t = Instant::now();
     let affected = disk.purge(&soft, later);
     println!(
-        "soft tag purge {} ({affected} marked stale)",
+        "soft tag purge {} ({affected} listed; the call: journal + pending list)",
+        rate(affected as usize, t.elapsed())
+    );
+    let t = Instant::now();
+    disk.flush();
+    println!(
+        "  then janitor {} (index, metadata rewritten)",
         rate(affected as usize, t.elapsed())
     );
 
@@ -117,7 +123,13 @@ fn main() {
     let t = Instant::now();
     let affected = disk.purge(&hard, later);
     println!(
-        "hard tag purge {} ({affected} removed)",
+        "hard tag purge {} ({affected} listed; the call: journal + pending list)",
+        rate(affected as usize, t.elapsed())
+    );
+    let t = Instant::now();
+    disk.flush();
+    println!(
+        "  then janitor {} (index, files unlinked)",
         rate(affected as usize, t.elapsed())
     );
     drop(disk);

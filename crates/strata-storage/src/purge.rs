@@ -221,6 +221,35 @@ impl Index {
         self.keys.remove(key.as_str());
     }
 
+    /// How many keys the index lists under a scope, without collecting them (0 for
+    /// patterns, which only a scan can count). A key under two of a purge's tags counts
+    /// twice.
+    pub fn count(&self, scope: &Scope) -> u64 {
+        let n = match scope {
+            Scope::Keys(keys) => keys
+                .iter()
+                .filter(|k| self.keys.contains_key(k.as_str()))
+                .count(),
+            Scope::Tags(tags) => tags
+                .iter()
+                .filter_map(|t| self.tags.get(t))
+                .map(HashSet::len)
+                .sum(),
+            Scope::Prefixes(prefixes) => prefixes
+                .iter()
+                .map(|p| {
+                    self.keys
+                        .range(p.clone()..)
+                        .take_while(|(text, _)| text.starts_with(p.as_str()))
+                        .count()
+                })
+                .sum(),
+            Scope::All => self.keys.len(),
+            Scope::Patterns(_) => 0,
+        };
+        n as u64
+    }
+
     /// Keys a scope may touch.
     pub fn candidates(&self, scope: &Scope) -> Vec<CacheKey> {
         match scope {

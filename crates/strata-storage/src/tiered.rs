@@ -225,6 +225,7 @@ mod tests {
             1
         );
         assert!(tiers.lookup(&key(1)).is_none());
+        tiers.disk().flush();
         assert_eq!(dir.count("meta"), 0);
     }
 }

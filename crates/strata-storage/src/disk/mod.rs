@@ -44,7 +44,7 @@ use http::StatusCode;
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
-use strata_http_cache::CacheKey;
+use strata_http_cache::{CacheKey, CachePolicy};
 
 use crate::body::ChunkedBody;
 use crate::object::{StoredObject, Variants, MAX_VARIANTS};
@@ -129,10 +129,19 @@ struct Inner {
     /// purge in it are queued.
     journal: Mutex<Journal>,
     janitor: mpsc::Sender<Chore>,
+    /// Journaled purges the janitor has not applied to the index yet.
+    pending: Mutex<Vec<Arc<Purge>>>,
 }
 
-/// File work the index already reflects, done by the janitor thread in order.
+/// Work for the janitor thread, done in order.
 enum Chore {
+    /// A journaled purge: apply it to the index and the files, then drop it from the
+    /// pending list, and drop the journal segment it closed, if any.
+    Apply {
+        purge: Arc<Purge>,
+        now: SystemTime,
+        closed: Option<u64>,
+    },
     Delete(Vec<String>),
     /// Metadata rewritten (soft purges).
     Rewrite(Vec<(String, Meta)>),
@@ -173,15 +182,7 @@ impl DiskStorage {
         fs::create_dir_all(dir.join("objects"))?;
         let errors = Arc::new(AtomicU64::new(0));
         let evictions = Arc::new(AtomicU64::new(0));
-        let objects = dir.join("objects");
         let (janitor, chores) = mpsc::channel();
-        {
-            let (objects, dir, errors) = (objects.clone(), dir.to_path_buf(), Arc::clone(&errors));
-            std::thread::Builder::new()
-                .name("strata-disk-janitor".into())
-                // Ends when the tier is dropped (every sender goes with it).
-                .spawn(move || run_janitor(&objects, &dir, &errors, chores))?;
-        }
         let (journal, replay, replayed_through) = Journal::open(dir)?;
         let index = Cache::builder()
             .max_capacity(capacity)
@@ -213,6 +214,7 @@ impl DiskStorage {
             errors,
             journal: Mutex::new(journal),
             janitor,
+            pending: Mutex::default(),
         });
         inner.load()?;
         // Whatever the janitor had not written before the process ended is redone here.
@@ -223,6 +225,14 @@ impl DiskStorage {
         }
         if let Some(n) = replayed_through {
             inner.chore(Chore::DropSegments(n));
+        }
+        {
+            // A weak reference: the tier's senders live in `inner`, so the thread ends once
+            // the tier is dropped and they go.
+            let tier = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("strata-disk-janitor".into())
+                .spawn(move || run_janitor(&tier, chores))?;
         }
         let (writer, jobs) = mpsc::sync_channel(WRITE_QUEUE);
         let worker = Arc::clone(&inner);
@@ -311,12 +321,27 @@ impl Storage for DiskStorage {
         // Bodies are read on the blocking pool; without a runtime there is nothing to read
         // them with, and a miss is the honest answer.
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let objects = set
+        // Purges the janitor has not applied yet apply to what this lookup returns.
+        let pending = self.inner.pending().clone();
+        let now = SystemTime::now();
+        let objects: Vec<Arc<StoredObject>> = set
             .entries
             .iter()
-            .map(|e| Arc::new(self.inner.object(e, &runtime)))
+            .filter_map(|e| {
+                let mut policy = e.meta.policy.clone();
+                for p in pending
+                    .iter()
+                    .filter(|p| p.covers_stored(key, e.meta.stored_at, &e.meta.headers))
+                {
+                    if !p.soft {
+                        return None;
+                    }
+                    policy = stale_policy(&policy, now);
+                }
+                Some(Arc::new(self.inner.object(e, policy, &runtime)))
+            })
             .collect();
-        Some(Arc::new(Variants { objects }))
+        (!objects.is_empty()).then(|| Arc::new(Variants { objects }))
     }
 
     fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool {
@@ -355,27 +380,32 @@ impl Storage for DiskStorage {
         true
     }
 
+    /// Journals the purge and leaves the work to the janitor; until it is done, lookups
+    /// apply the purge to what they return. Returns the objects the index lists under the
+    /// scope (it may still list some evicted ones; 0 for patterns, as for memory).
     fn purge(&self, purge: &Purge, now: SystemTime) -> u64 {
         let mut journal = self.inner.journal();
         let logged = journal.append(purge);
         self.inner.recent().record(purge, now);
-        let mut effects = Effects::default();
-        let affected = self.inner.apply(purge, now, &mut effects);
         match logged {
             Ok(closed) => {
-                self.inner.queue(effects);
-                if let Some(n) = closed {
-                    self.inner.chore(Chore::DropSegments(n));
-                }
+                let purge = Arc::new(purge.clone());
+                self.inner.pending().push(Arc::clone(&purge));
+                let listed = self.inner.tags().count(&purge.scope);
+                // Sent under the journal lock: chores come in the journal's order.
+                self.inner.chore(Chore::Apply { purge, now, closed });
+                listed
             }
             Err(e) => {
                 // Without the journal, only the files themselves can make the purge last.
                 tracing::warn!(error = %e, "purge journal append failed; changing the files now");
                 self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                let mut effects = Effects::default();
+                let affected = self.inner.apply(purge, now, &mut effects);
                 effects.run(&self.inner.objects(), &self.inner.errors);
+                affected
             }
         }
-        affected
     }
 
     /// Patterns were applied when they arrived.
@@ -399,6 +429,10 @@ impl Storage for DiskStorage {
 impl Inner {
     fn tags(&self) -> MutexGuard<'_, Index> {
         self.tags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Vec<Arc<Purge>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -630,7 +664,12 @@ impl Inner {
     }
 
     /// A stored object whose body streams in from its file.
-    fn object(&self, entry: &Entry, runtime: &tokio::runtime::Handle) -> StoredObject {
+    fn object(
+        &self,
+        entry: &Entry,
+        policy: CachePolicy,
+        runtime: &tokio::runtime::Handle,
+    ) -> StoredObject {
         let meta = &entry.meta;
         let body = ChunkedBody::new();
         let path = self.path(&entry.id, "body");
@@ -651,7 +690,7 @@ impl Inner {
         StoredObject {
             status: meta.status,
             headers,
-            policy: meta.policy.clone(),
+            policy,
             variant: meta.variant.clone(),
             body,
             stored_at: meta.stored_at,
@@ -673,21 +712,35 @@ impl Effects {
     }
 }
 
-/// The janitor thread: file chores in the order they were queued.
-fn run_janitor(objects: &Path, dir: &Path, errors: &AtomicU64, chores: mpsc::Receiver<Chore>) {
+/// The janitor thread: chores in the order they were queued.
+fn run_janitor(tier: &std::sync::Weak<Inner>, chores: mpsc::Receiver<Chore>) {
     for chore in chores {
+        let Some(inner) = tier.upgrade() else {
+            return;
+        };
+        let (objects, errors) = (inner.objects(), &inner.errors);
         match chore {
+            Chore::Apply { purge, now, closed } => {
+                let mut effects = Effects::default();
+                inner.apply(&purge, now, &mut effects);
+                // The index reflects it now: lookups need not check it any more.
+                inner.pending().retain(|p| !Arc::ptr_eq(p, &purge));
+                effects.run(&objects, errors);
+                if let Some(n) = closed {
+                    journal::remove_through(&inner.dir, n);
+                }
+            }
             Chore::Delete(ids) => {
                 for id in &ids {
-                    delete_files(objects, id, errors);
+                    delete_files(&objects, id, errors);
                 }
             }
             Chore::Rewrite(list) => {
                 for (id, meta) in &list {
-                    rewrite_meta(objects, id, meta, errors);
+                    rewrite_meta(&objects, id, meta, errors);
                 }
             }
-            Chore::DropSegments(n) => journal::remove_through(dir, n),
+            Chore::DropSegments(n) => journal::remove_through(&inner.dir, n),
             Chore::Flush(done) => {
                 let _ = done.send(());
             }
@@ -882,6 +935,9 @@ mod tests {
             disk.purge(&purge(Scope::Tags(vec!["a".into()]), true, later), later),
             1
         );
+        // Stale at once, whether or not the janitor got to it.
+        let set = disk.lookup(&key(1)).unwrap();
+        assert!(!set.objects[0].policy.is_fresh(SystemTime::now()));
         drop(disk);
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
         let set = disk.lookup(&key(1)).expect("soft purge keeps the copy");
@@ -917,14 +973,21 @@ mod tests {
         );
         let later = t0 + Duration::from_secs(1);
         let glob = Scope::Patterns(vec![PathPattern::new(None, "/img/*.jpg")]);
-        assert_eq!(disk.purge(&purge(glob, false, later), later), 1);
+        // Patterns are not counted (only a scan could); the index lists the prefix's key.
+        assert_eq!(disk.purge(&purge(glob, false, later), later), 0);
         let prefix = Scope::Prefixes(vec!["http://h/css/".into()]);
         assert_eq!(disk.purge(&purge(prefix, false, later), later), 1);
+        // Before the janitor has applied them, lookups do.
+        assert!(disk.lookup(&k("/img/a.jpg")).is_none());
+        assert!(disk.lookup(&k("/css/c.css")).is_none());
         assert!(disk.lookup(&k("/img/b.png")).is_some());
         disk.flush();
         assert_eq!(dir.count("meta"), 1);
-        // A replay finds nothing more to do.
-        assert_eq!(disk.purge(&purge(Scope::All, false, t0), later), 0);
+        // A replay of an older purge leaves the rest alone.
+        disk.purge(&purge(Scope::All, false, t0), later);
+        disk.flush();
+        assert!(disk.lookup(&k("/img/b.png")).is_some());
+        assert_eq!(dir.count("meta"), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
