@@ -111,7 +111,7 @@ fn main() {
     let t = Instant::now();
     disk.flush();
     println!(
-        "  then janitor {} (index, metadata rewritten)",
+        "  then done    {} (index by the purger, metadata by the file thread)",
         rate(affected as usize, t.elapsed())
     );
 
@@ -129,7 +129,7 @@ fn main() {
     let t = Instant::now();
     disk.flush();
     println!(
-        "  then janitor {} (index, files unlinked)",
+        "  then done    {} (index by the purger, unlinks by the file thread)",
         rate(affected as usize, t.elapsed())
     );
     drop(disk);

@@ -14,14 +14,15 @@
 //! next open, never a half object.
 //!
 //! The index lives in memory (moka, bounded by bytes on disk, TinyLFU admission) and is
-//! rebuilt at open from the metadata files. A purge is appended to the [`journal`] first,
-//! then applied to the index at once (lookups stop seeing what it covers before
-//! [`Storage::purge`] returns); the files follow on a background *janitor* thread (hard:
+//! rebuilt at open from the metadata files. A purge is appended to the [`journal`] and put
+//! on a pending list that lookups apply (they stop seeing what it covers before
+//! [`Storage::purge`] returns); a *purger* thread then applies it to the index, and a
+//! *file* thread changes the files (hard:
 //! unlink; soft: rewrite the metadata as stale). At open the journal is applied again, so a
-//! purge a node acknowledged still holds after it crashes, whatever the janitor had done.
-//! Pattern purges are applied at once by a scan of the in-memory index: nothing lazy would
-//! survive a restart. Evicted and replaced copies are deleted by the janitor too, off the
-//! request path.
+//! purge a node acknowledged still holds after it crashes, whatever the background threads
+//! had done. Pattern purges are applied at once by a scan of the in-memory index: nothing
+//! lazy would survive a restart. Evicted and replaced copies are deleted by the file thread
+//! too, off the request path.
 //!
 //! Lookups answer from the index and read bodies on the blocking pool, streaming chunks
 //! into a [`ChunkedBody`] that readers follow while it loads.
@@ -128,20 +129,27 @@ struct Inner {
     /// Also serialises purges: a segment may be dropped only once the chores of every
     /// purge in it are queued.
     journal: Mutex<Journal>,
-    janitor: mpsc::Sender<Chore>,
-    /// Journaled purges the janitor has not applied to the index yet.
+    purger: mpsc::Sender<Purging>,
+    files: mpsc::Sender<Chore>,
+    /// Journaled purges the purger thread has not applied to the index yet.
     pending: Mutex<Vec<Arc<Purge>>>,
 }
 
-/// Work for the janitor thread, done in order.
-enum Chore {
-    /// A journaled purge: apply it to the index and the files, then drop it from the
-    /// pending list, and drop the journal segment it closed, if any.
+/// Work for the purger thread, in journal order.
+enum Purging {
+    /// Apply a journaled purge to the index, drop it from the pending list, and hand its
+    /// file work (then the journal segment it closed, if any) to the file thread.
     Apply {
         purge: Arc<Purge>,
         now: SystemTime,
         closed: Option<u64>,
     },
+    Flush(mpsc::Sender<()>),
+}
+
+/// File work the index already reflects, for the file thread, in order. Separate from the
+/// purger so that slow unlinks never hold back the next purge's index work.
+enum Chore {
     Delete(Vec<String>),
     /// Metadata rewritten (soft purges).
     Rewrite(Vec<(String, Meta)>),
@@ -182,21 +190,30 @@ impl DiskStorage {
         fs::create_dir_all(dir.join("objects"))?;
         let errors = Arc::new(AtomicU64::new(0));
         let evictions = Arc::new(AtomicU64::new(0));
-        let (janitor, chores) = mpsc::channel();
+        let (files, chores) = mpsc::channel();
+        {
+            let (objects, dir, errors) =
+                (dir.join("objects"), dir.to_path_buf(), Arc::clone(&errors));
+            std::thread::Builder::new()
+                .name("strata-disk-files".into())
+                // Ends when the tier is dropped (every sender goes with it).
+                .spawn(move || run_files(&objects, &dir, &errors, chores))?;
+        }
+        let (purger, purgings) = mpsc::channel();
         let (journal, replay, replayed_through) = Journal::open(dir)?;
         let index = Cache::builder()
             .max_capacity(capacity)
             .weigher(|_k: &CacheKey, v: &Arc<EntrySet>| v.weight().min(u64::from(u32::MAX)) as u32)
             .eviction_listener({
-                let (janitor, evictions) = (Mutex::new(janitor.clone()), Arc::clone(&evictions));
+                let (files, evictions) = (Mutex::new(files.clone()), Arc::clone(&evictions));
                 move |_key, set: Arc<EntrySet>, cause| {
                     // Replaced and explicit removals delete their own files (the new set
                     // may keep some of the old one's).
                     if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
                         evictions.fetch_add(1, Ordering::Relaxed);
                         let ids = set.entries.iter().map(|e| e.id.clone()).collect();
-                        let janitor = janitor.lock().unwrap_or_else(|e| e.into_inner());
-                        let _ = janitor.send(Chore::Delete(ids));
+                        let files = files.lock().unwrap_or_else(|e| e.into_inner());
+                        let _ = files.send(Chore::Delete(ids));
                     }
                 }
             })
@@ -213,11 +230,13 @@ impl DiskStorage {
             dropped_writes: AtomicU64::new(0),
             errors,
             journal: Mutex::new(journal),
-            janitor,
+            purger,
+            files,
             pending: Mutex::default(),
         });
         inner.load()?;
-        // Whatever the janitor had not written before the process ended is redone here.
+        // Whatever the purger and file threads had not done before the process ended is
+        // redone here.
         for p in &replay {
             let mut effects = Effects::default();
             inner.apply(p, p.issued_at, &mut effects);
@@ -227,12 +246,10 @@ impl DiskStorage {
             inner.chore(Chore::DropSegments(n));
         }
         {
-            // A weak reference: the tier's senders live in `inner`, so the thread ends once
-            // the tier is dropped and they go.
             let tier = Arc::downgrade(&inner);
             std::thread::Builder::new()
-                .name("strata-disk-janitor".into())
-                .spawn(move || run_janitor(&tier, chores))?;
+                .name("strata-disk-purger".into())
+                .spawn(move || run_purger(&tier, purgings))?;
         }
         let (writer, jobs) = mpsc::sync_channel(WRITE_QUEUE);
         let worker = Arc::clone(&inner);
@@ -261,6 +278,10 @@ impl DiskStorage {
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
         if self.writer.send(Job::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+        let (done, wait) = mpsc::channel();
+        if self.inner.purger.send(Purging::Flush(done)).is_ok() {
             let _ = wait.recv();
         }
         let (done, wait) = mpsc::channel();
@@ -299,6 +320,7 @@ impl DiskStorage {
     pub fn wipe(&self) -> io::Result<()> {
         let mut journal = self.inner.journal();
         journal.reset()?;
+        self.inner.pending().clear();
         self.inner.index.invalidate_all();
         self.inner.index.run_pending_tasks();
         *self.inner.tags() = Index::default();
@@ -321,7 +343,7 @@ impl Storage for DiskStorage {
         // Bodies are read on the blocking pool; without a runtime there is nothing to read
         // them with, and a miss is the honest answer.
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        // Purges the janitor has not applied yet apply to what this lookup returns.
+        // Purges the purger has not applied yet apply to what this lookup returns.
         let pending = self.inner.pending().clone();
         let now = SystemTime::now();
         let objects: Vec<Arc<StoredObject>> = set
@@ -380,7 +402,7 @@ impl Storage for DiskStorage {
         true
     }
 
-    /// Journals the purge and leaves the work to the janitor; until it is done, lookups
+    /// Journals the purge and leaves the work to the purger thread; until it is done, lookups
     /// apply the purge to what they return. Returns the objects the index lists under the
     /// scope (it may still list some evicted ones; 0 for patterns, as for memory).
     fn purge(&self, purge: &Purge, now: SystemTime) -> u64 {
@@ -393,7 +415,10 @@ impl Storage for DiskStorage {
                 self.inner.pending().push(Arc::clone(&purge));
                 let listed = self.inner.tags().count(&purge.scope);
                 // Sent under the journal lock: chores come in the journal's order.
-                self.inner.chore(Chore::Apply { purge, now, closed });
+                let _ = self
+                    .inner
+                    .purger
+                    .send(Purging::Apply { purge, now, closed });
                 listed
             }
             Err(e) => {
@@ -440,8 +465,8 @@ impl Inner {
     }
 
     fn chore(&self, chore: Chore) {
-        // The janitor lives as long as the tier; a send fails only while it is dropped.
-        let _ = self.janitor.send(chore);
+        // The file thread lives as long as the tier; a send fails only while it is dropped.
+        let _ = self.files.send(chore);
     }
 
     fn queue(&self, effects: Effects) {
@@ -712,35 +737,47 @@ impl Effects {
     }
 }
 
-/// The janitor thread: chores in the order they were queued.
-fn run_janitor(tier: &std::sync::Weak<Inner>, chores: mpsc::Receiver<Chore>) {
-    for chore in chores {
-        let Some(inner) = tier.upgrade() else {
-            return;
-        };
-        let (objects, errors) = (inner.objects(), &inner.errors);
-        match chore {
-            Chore::Apply { purge, now, closed } => {
+/// The purger thread: journaled purges applied to the index, in order.
+fn run_purger(tier: &std::sync::Weak<Inner>, purgings: mpsc::Receiver<Purging>) {
+    for purging in purgings {
+        match purging {
+            Purging::Apply { purge, now, closed } => {
+                // A weak reference: the tier's senders live in it, so this thread ends
+                // once the tier is dropped.
+                let Some(inner) = tier.upgrade() else {
+                    return;
+                };
                 let mut effects = Effects::default();
                 inner.apply(&purge, now, &mut effects);
                 // The index reflects it now: lookups need not check it any more.
                 inner.pending().retain(|p| !Arc::ptr_eq(p, &purge));
-                effects.run(&objects, errors);
+                inner.queue(effects);
                 if let Some(n) = closed {
-                    journal::remove_through(&inner.dir, n);
+                    inner.chore(Chore::DropSegments(n));
                 }
             }
+            Purging::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// The file thread: file work in the order it was queued.
+fn run_files(objects: &Path, dir: &Path, errors: &AtomicU64, chores: mpsc::Receiver<Chore>) {
+    for chore in chores {
+        match chore {
             Chore::Delete(ids) => {
                 for id in &ids {
-                    delete_files(&objects, id, errors);
+                    delete_files(objects, id, errors);
                 }
             }
             Chore::Rewrite(list) => {
                 for (id, meta) in &list {
-                    rewrite_meta(&objects, id, meta, errors);
+                    rewrite_meta(objects, id, meta, errors);
                 }
             }
-            Chore::DropSegments(n) => journal::remove_through(&inner.dir, n),
+            Chore::DropSegments(n) => journal::remove_through(dir, n),
             Chore::Flush(done) => {
                 let _ = done.send(());
             }
@@ -935,7 +972,7 @@ mod tests {
             disk.purge(&purge(Scope::Tags(vec!["a".into()]), true, later), later),
             1
         );
-        // Stale at once, whether or not the janitor got to it.
+        // Stale at once, whether or not the purger got to it.
         let set = disk.lookup(&key(1)).unwrap();
         assert!(!set.objects[0].policy.is_fresh(SystemTime::now()));
         drop(disk);
@@ -977,7 +1014,7 @@ mod tests {
         assert_eq!(disk.purge(&purge(glob, false, later), later), 0);
         let prefix = Scope::Prefixes(vec!["http://h/css/".into()]);
         assert_eq!(disk.purge(&purge(prefix, false, later), later), 1);
-        // Before the janitor has applied them, lookups do.
+        // Before the purger has applied them, lookups do.
         assert!(disk.lookup(&k("/img/a.jpg")).is_none());
         assert!(disk.lookup(&k("/css/c.css")).is_none());
         assert!(disk.lookup(&k("/img/b.png")).is_some());
@@ -1059,7 +1096,7 @@ mod tests {
             disk.insert(&key(i), object(20_000, None));
         }
         disk.flush();
-        // Settling the index queues the evictions' deletions; the janitor then does them.
+        // Settling the index queues the evictions' deletions; the file thread does them.
         let stats = disk.stats();
         disk.flush();
         assert!(stats.bytes <= 1 << 20, "{stats:?}");
