@@ -232,7 +232,8 @@ async fn node_killed_then_purged_does_not_serve_what_the_purge_covers_after_rest
     let config = scratch.config(&nats.url, &origin.url());
 
     let node = NodeProcess::start(&config);
-    node.wait_metric("strata_disk_cache_open", |v| v == 1.0).await;
+    node.wait_metric("strata_disk_cache_open", |v| v == 1.0)
+        .await;
     let (red, blue) = warm(&node).await;
     assert_eq!(origin.count(), 2);
     node.kill();
@@ -252,9 +253,13 @@ async fn node_killed_then_purged_does_not_serve_what_the_purge_covers_after_rest
     let node = NodeProcess::start(&config);
     // Asked at once, before or during the replay: never the purged copy.
     let (status, body) = node.get("/red").await;
-    assert_ne!(body, red, "served an object a missed purge covers ({status})");
+    assert_ne!(
+        body, red,
+        "served an object a missed purge covers ({status})"
+    );
     assert!(status.contains("fwd="), "{status}");
-    node.wait_metric("strata_disk_cache_open", |v| v == 1.0).await;
+    node.wait_metric("strata_disk_cache_open", |v| v == 1.0)
+        .await;
     // What the purge did not cover comes back from disk, untouched by the origin.
     let before = origin.count();
     let (status, body) = node.get("/blue").await;
@@ -286,7 +291,8 @@ async fn disk_whose_purge_history_the_stream_cannot_vouch_for_is_wiped() {
     let origin = origin().await;
     let scratch = Scratch::new("wipe");
     let node = NodeProcess::start(&scratch.config(&first_bus.url, &origin.url()));
-    node.wait_metric("strata_disk_cache_open", |v| v == 1.0).await;
+    node.wait_metric("strata_disk_cache_open", |v| v == 1.0)
+        .await;
     let (_, blue) = warm(&node).await;
     // A purge the node applies and records (sequence 1 of this stream).
     let control = control(&first_bus).await;
@@ -306,7 +312,8 @@ async fn disk_whose_purge_history_the_stream_cannot_vouch_for_is_wiped() {
     // Another stream (the bus was rebuilt): it cannot say which purges the disk missed.
     let second_bus = NatsServer::start();
     let node = NodeProcess::start(&scratch.config(&second_bus.url, &origin.url()));
-    node.wait_metric("strata_disk_cache_open", |v| v == 1.0).await;
+    node.wait_metric("strata_disk_cache_open", |v| v == 1.0)
+        .await;
     assert_eq!(node.metric("strata_disk_cache_objects").await, Some(0.0));
     let before = origin.count();
     let (status, body) = node.get("/blue").await;

@@ -974,7 +974,7 @@ mod tests {
         );
         // Stale at once, whether or not the purger got to it.
         let set = disk.lookup(&key(1)).unwrap();
-        assert!(!set.objects[0].policy.is_fresh(SystemTime::now()));
+        assert!(!set.objects[0].policy.is_fresh(later));
         drop(disk);
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
         let set = disk.lookup(&key(1)).expect("soft purge keeps the copy");
