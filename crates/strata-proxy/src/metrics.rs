@@ -64,6 +64,7 @@ struct DiskMetrics {
     capacity: Gauge,
     objects: Gauge,
     open: Gauge,
+    pending_purges: Gauge,
     writes: Cumulative,
     dropped_writes: Cumulative,
     errors: Cumulative,
@@ -93,6 +94,11 @@ impl DiskMetrics {
             self.open.clone(),
         );
         registry.register(
+            "disk_cache_pending_purges",
+            "Journaled purges not yet applied to the disk index (lookups apply them meanwhile)",
+            self.pending_purges.clone(),
+        );
+        registry.register(
             "disk_cache_writes",
             "Objects written to the disk tier",
             self.writes.counter.clone(),
@@ -119,6 +125,7 @@ impl DiskMetrics {
         self.capacity.set(disk.stats.capacity as i64);
         self.objects.set(disk.stats.keys as i64);
         self.open.set(i64::from(disk.open));
+        self.pending_purges.set(disk.pending_purges as i64);
         self.writes.set(disk.counters.writes);
         self.dropped_writes.set(disk.counters.dropped_writes);
         self.errors.set(disk.counters.errors);

@@ -48,6 +48,8 @@ pub struct DiskReport {
     pub stats: StorageStats,
     /// Whether lookups read it yet.
     pub open: bool,
+    /// Journaled purges not yet applied to its index.
+    pub pending_purges: usize,
     pub counters: disk::DiskCounters,
 }
 

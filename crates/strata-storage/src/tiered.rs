@@ -140,6 +140,7 @@ impl Storage for TieredStorage {
         Some(DiskReport {
             stats: self.disk.stats(),
             open: self.is_disk_open(),
+            pending_purges: self.disk.pending_purges(),
             counters: self.disk.counters(),
         })
     }

@@ -289,6 +289,11 @@ impl DiskStorage {
         let _ = wait.recv();
     }
 
+    /// Journaled purges not yet applied to the index (lookups apply them meanwhile).
+    pub fn pending_purges(&self) -> usize {
+        self.inner.pending().len()
+    }
+
     pub fn counters(&self) -> DiskCounters {
         DiskCounters {
             writes: self.inner.writes.load(Ordering::Relaxed),
