@@ -1,7 +1,8 @@
 //! The disk tier end to end, with the real binary killed by SIGKILL: what it stored comes
 //! back after a restart, except what purges issued while it was down cover (replayed from
 //! its durable NATS consumer before its disk is read), and a disk whose purge history
-//! cannot be proved against the stream is wiped rather than trusted.
+//! cannot be proved against the stream is wiped rather than trusted. And a node without a
+//! bus reads its disk at once after a restart, with its admin purges kept.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -318,5 +319,48 @@ async fn disk_whose_purge_history_the_stream_cannot_vouch_for_is_wiped() {
     let before = origin.count();
     let (status, body) = node.get("/blue").await;
     assert_ne!(body, blue, "{status}");
+    assert_eq!(origin.count(), before + 1);
+}
+
+/// A node without a bus, purged through its own admin listener: nothing can be missed
+/// while it is down, so its disk is read at once after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_restarts_with_its_disk_and_keeps_admin_purges() {
+    use crate::support::EdgeBuilder;
+    let origin = origin().await;
+    let scratch = Scratch::new("single");
+    let cache = scratch.0.join("cache");
+    let build = || {
+        let cache = cache.clone();
+        EdgeBuilder::new(&origin.url()).config(move |c| {
+            c.cache.disk = Some(strata_proxy::config::DiskSection {
+                path: cache,
+                size: strata_proxy::config::ByteSize(64 << 20),
+            });
+        })
+    };
+    let edge = build().start().await;
+    for path in ["/red", "/blue"] {
+        assert!(!edge.get(path).send().await.is_hit());
+    }
+    edge.eventually("both on disk", || {
+        edge.proxy()
+            .storage()
+            .disk_report()
+            .is_some_and(|d| d.stats.keys == 2)
+    })
+    .await;
+    assert_eq!(edge.purge(r#"{"tags": ["red"]}"#).await, 1);
+    edge.stop().await;
+
+    let edge = build().start().await;
+    assert!(edge.proxy().storage().disk_report().unwrap().open);
+    let before = origin.count();
+    let blue = edge.get("/blue").send().await;
+    assert!(blue.is_hit(), "{}", blue.cache_status());
+    assert_eq!(blue.text(), "/blue #2");
+    assert_eq!(origin.count(), before);
+    let red = edge.get("/red").send().await;
+    assert!(!red.is_hit(), "{}", red.cache_status());
     assert_eq!(origin.count(), before + 1);
 }

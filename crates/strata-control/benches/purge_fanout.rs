@@ -7,6 +7,9 @@
 //! 2. throughput: purges sent by 64 concurrent clients without `wait`, then the time until
 //!    every node acked every one: sustained purges/s, and how many (purge, node) acks are
 //!    missing (must be zero).
+//!
+//! `-- --disk` gives every node a disk tier (in the system's temporary directory), so each
+//! purge is also journaled and each batch's sequence recorded.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -87,6 +90,9 @@ fn main() {
         .build()
         .expect("runtime");
     let (mut server, url) = nats();
+    let disk_root = std::env::args().any(|a| a == "--disk").then(|| {
+        std::env::temp_dir().join(format!("strata-purge-bench-disk-{}", std::process::id()))
+    });
     rt.block_on(async {
         let mut nodes = Vec::new();
         let mut names = Vec::new();
@@ -96,6 +102,9 @@ fn main() {
             c.listen.http = vec!["127.0.0.1:0".parse().expect("addr")];
             c.log.access = "off".into();
             c.bus.nats = Some(url.clone());
+            if let Some(root) = &disk_root {
+                c.cache.disk = Some(strata_proxy::config::DiskSection { path: root.join(&c.node.name), size: strata_proxy::config::ByteSize(256 << 20) });
+            }
             names.push(c.node.name.clone());
             nodes.push(Node::start(&c).await.expect("node"));
         }
@@ -160,4 +169,7 @@ fn main() {
     });
     let _ = server.kill();
     let _ = server.wait();
+    if let Some(root) = disk_root {
+        let _ = std::fs::remove_dir_all(root);
+    }
 }
