@@ -23,7 +23,7 @@ use crate::purge::{PurgeAck, PurgeEvent};
 
 /// How long the consumer waits for an event before asking the stream where it stands again,
 /// while a replay is still under way.
-const REPLAY_POLL: Duration = Duration::from_secs(2);
+const REPLAY_POLL: Duration = Duration::from_millis(250);
 
 /// Runs until `shutdown` flips. `tiers`: the node's memory-over-disk storage, when it has
 /// a disk tier.
@@ -60,8 +60,8 @@ pub async fn run(
         let first = tokio::select! {
             d = consumer.next() => d,
             _ = tokio::time::sleep(REPLAY_POLL), if waiting => {
-                // Nothing came: the target may have been discarded, or acknowledged by an
-                // earlier run. Ask the stream.
+                // Nothing came: our last acks may not have reached the stream's ack floor
+                // yet, or events we were handed before a crash are still to come back.
                 if let (Some(r), Ok(position)) = (replay.as_mut(), consumer.position().await) {
                     r.on_position(position);
                 }
@@ -79,6 +79,7 @@ pub async fn run(
             }
         }
         let mut acks = Vec::with_capacity(batch.len());
+        let mut applied = Vec::with_capacity(batch.len());
         for delivery in batch {
             let delivery = match delivery {
                 None => return,
@@ -89,13 +90,27 @@ pub async fn run(
                 }
                 Some(Ok(d)) => d,
             };
-            acks.push(apply(&proxy, &node, delivery).await);
+            acks.push(apply(&proxy, &node, &delivery));
+            applied.push(delivery);
         }
         if acks.is_empty() {
             continue;
         }
+        // Recorded beside the disk before the stream hears of it: the consumer's ack floor
+        // then never runs ahead of what this disk has seen.
         if let (Some(r), Some(seq)) = (replay.as_mut(), acks.iter().map(|a| a.seq).max()) {
-            r.applied(seq).await;
+            r.record(seq).await;
+        }
+        for delivery in applied {
+            let seq = delivery.seq;
+            if let Err(e) = delivery.ack().await {
+                tracing::warn!(error = %e, seq, "purge ack to the stream failed");
+            }
+        }
+        if let Some(r) = replay.as_mut().filter(|r| r.target.is_some()) {
+            if let Ok(position) = consumer.position().await {
+                r.on_position(position);
+            }
         }
         if let Ok(json) = serde_json::to_vec(&acks) {
             if let Err(e) = bus.publish_ack(Bytes::from(json)).await {
@@ -105,12 +120,18 @@ pub async fn run(
     }
 }
 
-/// A disk tier's way back after the node was away: closed to lookups until every purge
-/// published before the node came back is applied, and the bus sequence applied so far
-/// kept beside the files.
+/// A disk tier's way back after the node was away: closed to lookups until this node's
+/// consumer has acknowledged every event the stream held when the node came back, and the
+/// bus sequence applied so far kept beside the files.
+///
+/// The consumer's *ack floor* decides, not the highest sequence seen: after a crash, events
+/// the old process was handed but never acknowledged come back only after the ack wait,
+/// behind later ones. Sequences are recorded before they are acknowledged, so the ack floor
+/// never runs ahead of what the disk has seen unless the consumer was used without this
+/// disk (then the disk is wiped).
 struct Replay {
     tiers: Arc<TieredStorage>,
-    /// The stream's last sequence when the node came back; `None` once reached.
+    /// The stream's last sequence when the node came back; `None` once acknowledged.
     target: Option<u64>,
     /// Whether sequences outlive processes (NATS): only then are they recorded.
     durable: bool,
@@ -150,26 +171,14 @@ impl Replay {
         Some(replay)
     }
 
-    /// Wipes the disk tier when purges it never applied may be gone from the stream.
+    /// Wipes the disk tier when purges it never applied may be gone from the stream, or
+    /// were acknowledged by this consumer without it.
     async fn check_continuity(&mut self, position: StreamPosition) {
         let tiers = Arc::clone(&self.tiers);
         let verdict = tokio::task::spawn_blocking(move || {
             let disk = tiers.disk();
             let applied = disk.applied_through();
-            let why = match applied {
-                None if !disk.is_empty() => Some("it holds objects but no record of the purges applied to them".to_string()),
-                None => None,
-                Some(a) if a > position.last => Some(format!(
-                    "it applied purges up to #{a} but the stream ends at #{} (recreated?)",
-                    position.last
-                )),
-                Some(a) if a.max(position.acked).saturating_add(1) < position.first => Some(format!(
-                    "it applied purges up to #{} but the stream now starts at #{} (events it missed were discarded)",
-                    a.max(position.acked),
-                    position.first
-                )),
-                Some(_) => None,
-            };
+            let why = wipe_reason(applied, disk.was_empty_at_open(), position);
             if let Some(why) = &why {
                 tracing::warn!(reason = %why, "wiping the disk cache: it cannot prove which purges it has seen");
                 if let Err(e) = disk.wipe() {
@@ -178,55 +187,74 @@ impl Replay {
                 }
             }
             // An empty disk reflects every purge so far.
-            if why.is_some() || applied.is_none() {
-                let _ = disk.record_applied(position.last);
-            }
-            Ok(match (&why, applied) {
+            let recorded = match (&why, applied) {
                 (None, Some(a)) => a,
                 _ => position.last,
-            })
+            };
+            if let Err(e) = disk.record_applied(recorded) {
+                tracing::error!(error = %e, "recording the purge sequence failed; the disk stays closed");
+                return Err(());
+            }
+            Ok(recorded)
         })
         .await;
         match verdict {
-            Ok(Ok(applied)) => self.recorded = applied,
+            Ok(Ok(recorded)) => self.recorded = recorded,
             // The disk stays closed: never reached.
             _ => self.target = Some(u64::MAX),
         }
     }
 
-    /// Opens the disk once the stream shows the target acknowledged (or discarded).
+    /// Opens the disk once the consumer's ack floor reaches the target.
     fn on_position(&mut self, position: StreamPosition) {
-        if let Some(target) = self.target {
-            if position.acked >= target || position.first > target {
-                self.reached();
-            }
-        }
-    }
-
-    /// Events up to `seq` were applied and acknowledged.
-    async fn applied(&mut self, seq: u64) {
-        if self.durable && seq > self.recorded {
-            self.recorded = seq;
-            let tiers = Arc::clone(&self.tiers);
-            let _ = tokio::task::spawn_blocking(move || tiers.disk().record_applied(seq)).await;
-        }
-        if self.target.is_some_and(|t| seq >= t) {
-            self.reached();
-        }
-    }
-
-    fn reached(&mut self) {
-        if self.target.take().is_some() {
+        if self.target.is_some_and(|t| position.acked >= t) {
+            self.target = None;
             self.tiers.open_disk();
         }
+    }
+
+    /// Records, before they are acknowledged, that events up to `seq` were applied.
+    async fn record(&mut self, seq: u64) {
+        if !self.durable || seq <= self.recorded {
+            return;
+        }
+        self.recorded = seq;
+        let tiers = Arc::clone(&self.tiers);
+        let written = tokio::task::spawn_blocking(move || tiers.disk().record_applied(seq)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            // The next start will find the ack floor ahead of the record and wipe.
+            tracing::error!(seq, "recording the purge sequence failed");
+        }
+    }
+}
+
+/// Why a disk must be wiped before it is trusted, if it must: `applied` is the sequence it
+/// recorded, `position` the stream and this node's consumer now.
+fn wipe_reason(applied: Option<u64>, empty: bool, position: StreamPosition) -> Option<String> {
+    match applied {
+        None if !empty => Some("it holds objects but no record of the purges applied to them".into()),
+        None => None,
+        Some(a) if a > position.last => Some(format!(
+            "it applied purges up to #{a} but the stream ends at #{} (recreated?)",
+            position.last
+        )),
+        Some(a) if position.acked > a => Some(format!(
+            "this node acknowledged purges up to #{} but the disk recorded only #{a} (run without this disk?)",
+            position.acked
+        )),
+        Some(_) if position.acked.saturating_add(1) < position.first => Some(format!(
+            "the stream now starts at #{} but this node acknowledged only up to #{} (events it missed were discarded)",
+            position.first, position.acked
+        )),
+        Some(_) => None,
     }
 }
 
 /// Most events applied before one ack message is sent.
 const MAX_BATCH: usize = 256;
 
-/// Applies one event and acknowledges it to the stream.
-async fn apply(proxy: &Arc<Proxy>, node: &str, delivery: strata_bus::Delivery) -> PurgeAck {
+/// Applies one event (the caller acknowledges it to the stream).
+fn apply(proxy: &Arc<Proxy>, node: &str, delivery: &strata_bus::Delivery) -> PurgeAck {
     let seq = delivery.seq;
     let (id, objects, error) = match serde_json::from_slice::<PurgeEvent>(&delivery.payload) {
         Ok(event) => {
@@ -242,9 +270,6 @@ async fn apply(proxy: &Arc<Proxy>, node: &str, delivery: strata_bus::Delivery) -
             Some(format!("malformed purge event: {e}")),
         ),
     };
-    if let Err(e) = delivery.ack().await {
-        tracing::warn!(error = %e, seq, "purge ack to the stream failed");
-    }
     PurgeAck {
         id,
         node: node.to_string(),
@@ -255,5 +280,36 @@ async fn apply(proxy: &Arc<Proxy>, node: &str, delivery: strata_bus::Delivery) -
             .unwrap_or_default()
             .as_millis() as u64,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(first: u64, last: u64, acked: u64) -> StreamPosition {
+        StreamPosition {
+            first,
+            last,
+            acked,
+            durable: true,
+        }
+    }
+
+    #[test]
+    fn a_disk_is_trusted_only_when_the_stream_vouches_for_it() {
+        // A new, empty disk; a disk that saw everything; one behind but with the events
+        // still in the stream (the replay brings it up to date).
+        assert_eq!(wipe_reason(None, true, at(1, 10, 10)), None);
+        assert_eq!(wipe_reason(Some(10), false, at(1, 10, 10)), None);
+        assert_eq!(wipe_reason(Some(7), false, at(5, 10, 7)), None);
+        // Retention emptied the stream after everything was acknowledged.
+        assert_eq!(wipe_reason(Some(10), false, at(11, 10, 10)), None);
+        // Objects but no record; stream recreated; consumer used without this disk;
+        // unacknowledged events discarded.
+        assert!(wipe_reason(None, false, at(1, 10, 0)).is_some());
+        assert!(wipe_reason(Some(10), false, at(1, 3, 3)).is_some());
+        assert!(wipe_reason(Some(5), false, at(1, 10, 8)).is_some());
+        assert!(wipe_reason(Some(5), false, at(9, 10, 5)).is_some());
     }
 }

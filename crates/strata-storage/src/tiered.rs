@@ -73,6 +73,21 @@ impl TieredStorage {
             return None;
         }
         accepted.reverse();
+        // What memory stored, which a purge that landed meanwhile may have made stale.
+        let stored = self.memory.lookup(key).map(|set| {
+            accepted
+                .iter()
+                .map(|o| {
+                    set.objects
+                        .iter()
+                        .find(|m| Arc::ptr_eq(&m.body, &o.body))
+                        .map_or_else(|| Arc::clone(o), Arc::clone)
+                })
+                .collect::<Vec<_>>()
+        });
+        if let Some(stored) = stored {
+            accepted = stored;
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (memory, key, objects) = (Arc::clone(&self.memory), key.clone(), accepted.clone());
             runtime.spawn(async move {

@@ -74,7 +74,11 @@ impl Journal {
     pub fn append(&mut self, purge: &Purge) -> io::Result<Option<u64>> {
         let mut line = encode(purge);
         line.push(b'\n');
-        self.file.write_all(&line)?;
+        if let Err(e) = self.file.write_all(&line) {
+            // A partial line would glue the next one to it, and both would be lost at replay.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
         self.len += line.len() as u64;
         if self.len < SEGMENT_BYTES {
             return Ok(None);

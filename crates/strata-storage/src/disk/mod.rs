@@ -62,6 +62,11 @@ const READ_CHUNK: usize = 256 << 10;
 /// Space a file costs beyond its bytes (a filesystem block, on average half wasted).
 const FILE_OVERHEAD: u64 = 4096;
 const APPLIED_FILE: &str = "purge-seq";
+/// Writes between two prunes of tag index entries for evicted keys.
+#[cfg(not(test))]
+const PRUNE_EVERY: u64 = 1 << 14;
+#[cfg(test)]
+const PRUNE_EVERY: u64 = 64;
 
 /// One stored copy on disk.
 #[derive(Debug)]
@@ -155,6 +160,8 @@ enum Chore {
     Rewrite(Vec<(String, Meta)>),
     /// Journal segments up to this one: the chores of their purges were queued before.
     DropSegments(u64),
+    /// A wiped objects directory, renamed aside.
+    RemoveDir(PathBuf),
     Flush(mpsc::Sender<()>),
 }
 
@@ -173,12 +180,15 @@ enum Job {
     },
     /// Answers once every job queued before it is done.
     Flush(mpsc::Sender<()>),
+    /// Done by the writer so that no write is under way meanwhile.
+    Wipe(mpsc::Sender<io::Result<()>>),
 }
 
 /// A directory-backed tier.
 pub struct DiskStorage {
     inner: Arc<Inner>,
     writer: SyncSender<Job>,
+    empty_at_open: bool,
 }
 
 // === impl DiskStorage ===
@@ -235,6 +245,16 @@ impl DiskStorage {
             pending: Mutex::default(),
         });
         inner.load()?;
+        // Wipes a crash interrupted.
+        for entry in fs::read_dir(dir)?.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("objects.wiped-")
+            {
+                inner.chore(Chore::RemoveDir(entry.path()));
+            }
+        }
         // Whatever the purger and file threads had not done before the process ended is
         // redone here.
         for p in &replay {
@@ -267,10 +287,21 @@ impl DiskStorage {
                         Job::Flush(done) => {
                             let _ = done.send(());
                         }
+                        Job::Wipe(done) => {
+                            let _ = done.send(worker.wipe());
+                        }
                     }
                 }
             })?;
-        Ok(Self { inner, writer })
+        let empty_at_open = {
+            inner.index.run_pending_tasks();
+            inner.index.entry_count() == 0
+        };
+        Ok(Self {
+            inner,
+            writer,
+            empty_at_open,
+        })
     }
 
     /// Blocks until every object queued so far is written and every file chore queued so
@@ -325,35 +356,39 @@ impl DiskStorage {
     }
 
     /// Forgets everything stored: the index and every file. For a cache that can no
-    /// longer prove which purges it has seen.
+    /// longer prove which purges it has seen. Quick: the objects directory is renamed
+    /// aside and deleted in the background. Blocks until done.
     pub fn wipe(&self) -> io::Result<()> {
-        let mut journal = self.inner.journal();
-        journal.reset()?;
-        self.inner.pending().clear();
-        self.inner.index.invalidate_all();
-        self.inner.index.run_pending_tasks();
-        *self.inner.tags() = Index::default();
-        let objects = self.inner.dir.join("objects");
-        fs::remove_dir_all(&objects)?;
-        fs::create_dir_all(&objects)?;
-        let _ = fs::remove_file(self.inner.dir.join(APPLIED_FILE));
-        Ok(())
+        let (done, wait) = mpsc::channel();
+        self.writer
+            .send(Job::Wipe(done))
+            .map_err(|_| io::Error::other("the disk writer has stopped"))?;
+        wait.recv()
+            .map_err(|_| io::Error::other("the disk writer has stopped"))?
     }
 
     pub fn is_empty(&self) -> bool {
         self.inner.index.run_pending_tasks();
         self.inner.index.entry_count() == 0
     }
+
+    /// Whether the tier held nothing when it was opened (objects written since do not
+    /// count: they were stored after every purge the node could have missed).
+    pub fn was_empty_at_open(&self) -> bool {
+        self.empty_at_open
+    }
 }
 
 impl Storage for DiskStorage {
     fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>> {
+        // Purges the purger has not applied yet apply to what this lookup returns. Copied
+        // before the index is read: a purge leaves the list only after the index has it, so
+        // one of the two shows it.
+        let pending = self.inner.pending().clone();
         let set = self.inner.index.get(key)?;
         // Bodies are read on the blocking pool; without a runtime there is nothing to read
         // them with, and a miss is the honest answer.
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        // Purges the purger has not applied yet apply to what this lookup returns.
-        let pending = self.inner.pending().clone();
         let now = SystemTime::now();
         let objects: Vec<Arc<StoredObject>> = set
             .entries
@@ -601,48 +636,87 @@ impl Inner {
             stored_at: object.stored_at,
             body_len: chunks.iter().map(|c| c.len() as u64).sum(),
         };
-        if let Err(e) = self.write_files(&id, &meta, chunks) {
+        let failed = |e: io::Error| {
             tracing::warn!(key = %key.as_str(), error = %e, "disk cache write failed");
             self.errors.fetch_add(1, Ordering::Relaxed);
             self.delete(&id);
-            return;
+        };
+        if let Err(e) = self.write_body(&id, chunks) {
+            return failed(e);
         }
         // Purges that landed since the object was filled still apply to it. The purge log
-        // stays locked until the entry is indexed: a purge recorded after this check finds
-        // the entry in the index.
+        // stays locked from this check until the metadata is committed and indexed: a purge
+        // recorded later finds the entry in the index, so its journal segment cannot be
+        // dropped while a copy it covers sits on disk unindexed.
         let recent = self.recent();
         let mut meta = meta;
-        let mut keep = true;
+        let mut removed = false;
         for p in recent.iter() {
             if !p.covers_stored(key, meta.stored_at, &meta.headers) {
                 continue;
             }
             if !p.soft {
-                keep = false;
+                removed = true;
                 break;
             }
             meta.policy = stale_policy(&meta.policy, SystemTime::now());
-            if self.write_meta(&id, &meta).is_err() {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                keep = false;
-                break;
-            }
         }
-        if !keep {
+        if removed {
             drop(recent);
             self.delete(&id);
             return;
         }
+        if let Err(e) = self.write_meta(&id, &meta) {
+            drop(recent);
+            return failed(e);
+        }
         self.index_entry(Arc::new(Entry { id, meta }));
+        if self.writes.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            // Under the purge log's lock, like every insert: no entry is added meanwhile.
+            self.prune_tags();
+        }
         drop(recent);
-        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The writer thread's side of [`DiskStorage::wipe`].
+    fn wipe(&self) -> io::Result<()> {
+        let journal = &mut *self.journal();
+        let objects = self.objects();
+        let aside = self.dir.join(format!(
+            "objects.wiped-{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        fs::rename(&objects, &aside)?;
+        fs::create_dir_all(&objects)?;
+        journal.reset()?;
+        self.pending().clear();
+        self.index.invalidate_all();
+        self.index.run_pending_tasks();
+        *self.tags() = Index::default();
+        let _ = fs::remove_file(self.dir.join(APPLIED_FILE));
+        self.chore(Chore::RemoveDir(aside));
+        Ok(())
+    }
+
+    /// Drops tag and key index entries for keys the index no longer holds (evicted).
+    fn prune_tags(&self) {
+        let listed = self.tags().candidates(&Scope::All);
+        let gone: HashSet<CacheKey> = listed
+            .into_iter()
+            .filter(|k| !self.index.contains_key(k))
+            .collect();
+        if !gone.is_empty() {
+            self.tags().retain(|k| !gone.contains(k));
+        }
     }
 
     fn path(&self, id: &str, ext: &str) -> PathBuf {
         shard_dir(&self.objects(), id).join(format!("{id}.{ext}"))
     }
 
-    fn write_files(&self, id: &str, meta: &Meta, chunks: &[Bytes]) -> io::Result<()> {
+    fn write_body(&self, id: &str, chunks: &[Bytes]) -> io::Result<()> {
         fs::create_dir_all(shard_dir(&self.objects(), id))?;
         let mut body =
             io::BufWriter::with_capacity(READ_CHUNK, fs::File::create(self.path(id, "body"))?);
@@ -650,7 +724,7 @@ impl Inner {
             body.write_all(c)?;
         }
         body.into_inner().map_err(|e| e.into_error())?;
-        self.write_meta(id, meta)
+        Ok(())
     }
 
     fn write_meta(&self, id: &str, meta: &Meta) -> io::Result<()> {
@@ -790,6 +864,11 @@ fn run_files(objects: &Path, dir: &Path, errors: &AtomicU64, chores: mpsc::Recei
                 }
             }
             Chore::DropSegments(n) => journal::remove_through(dir, n),
+            Chore::RemoveDir(path) => {
+                if fs::remove_dir_all(&path).is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Chore::Flush(done) => {
                 let _ = done.send(());
             }
@@ -894,6 +973,7 @@ mod tests {
         assert_eq!((dir.count("meta"), dir.count("body")), (1, 1));
 
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
+        assert!(!disk.was_empty_at_open());
         let set = disk.lookup(&key(1)).expect("found after reopen");
         let back = &set.objects[0];
         assert_eq!(back.status, o.status);
@@ -1112,6 +1192,8 @@ mod tests {
         let stats = disk.stats();
         disk.flush();
         assert!(stats.bytes <= 1 << 20, "{stats:?}");
+        // The tag index forgets evicted keys as it goes.
+        assert!(disk.inner.tags().len() < 200, "{}", disk.inner.tags().len());
         assert!(stats.evictions > 0);
         assert_eq!(dir.count("meta") as u64, stats.keys);
         assert_eq!(dir.count("body") as u64, stats.keys);
