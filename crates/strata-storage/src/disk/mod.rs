@@ -136,6 +136,9 @@ struct Inner {
     journal: Mutex<Journal>,
     purger: mpsc::Sender<Purging>,
     files: mpsc::Sender<Chore>,
+    /// An exclusive lock on `<dir>/lock`, held while the tier is open: two processes (or
+    /// two tiers) sharing a directory would delete each other's files.
+    _lock: fs::File,
     /// Journaled purges the purger thread has not applied to the index yet.
     pending: Mutex<Vec<Arc<Purge>>>,
 }
@@ -187,7 +190,9 @@ enum Job {
 /// A directory-backed tier.
 pub struct DiskStorage {
     inner: Arc<Inner>,
-    writer: SyncSender<Job>,
+    /// `None` only while dropping.
+    writer: Option<SyncSender<Job>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     empty_at_open: bool,
 }
 
@@ -198,6 +203,20 @@ impl DiskStorage {
     /// and rebuilds the index from the files there.
     pub fn open(dir: &Path, capacity: u64) -> io::Result<Self> {
         fs::create_dir_all(dir.join("objects"))?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(match e {
+                fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another process has this directory open (one node per directory)",
+                ),
+                fs::TryLockError::Error(e) => e,
+            });
+        }
         let errors = Arc::new(AtomicU64::new(0));
         let evictions = Arc::new(AtomicU64::new(0));
         let (files, chores) = mpsc::channel();
@@ -242,6 +261,7 @@ impl DiskStorage {
             journal: Mutex::new(journal),
             purger,
             files,
+            _lock: lock,
             pending: Mutex::default(),
         });
         inner.load()?;
@@ -273,7 +293,7 @@ impl DiskStorage {
         }
         let (writer, jobs) = mpsc::sync_channel(WRITE_QUEUE);
         let worker = Arc::clone(&inner);
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("strata-disk-writer".into())
             .spawn(move || {
                 // Ends when the tier is dropped (the sender goes with it).
@@ -299,16 +319,24 @@ impl DiskStorage {
         };
         Ok(Self {
             inner,
-            writer,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
             empty_at_open,
         })
+    }
+
+    fn send(&self, job: Job) -> Result<(), ()> {
+        match &self.writer {
+            Some(writer) => writer.send(job).map_err(drop),
+            None => Err(()),
+        }
     }
 
     /// Blocks until every object queued so far is written and every file chore queued so
     /// far is done (tests, benchmarks, orderly shutdown).
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
-        if self.writer.send(Job::Flush(done)).is_ok() {
+        if self.send(Job::Flush(done)).is_ok() {
             let _ = wait.recv();
         }
         let (done, wait) = mpsc::channel();
@@ -360,8 +388,7 @@ impl DiskStorage {
     /// aside and deleted in the background. Blocks until done.
     pub fn wipe(&self) -> io::Result<()> {
         let (done, wait) = mpsc::channel();
-        self.writer
-            .send(Job::Wipe(done))
+        self.send(Job::Wipe(done))
             .map_err(|_| io::Error::other("the disk writer has stopped"))?;
         wait.recv()
             .map_err(|_| io::Error::other("the disk writer has stopped"))?
@@ -376,6 +403,18 @@ impl DiskStorage {
     /// count: they were stored after every purge the node could have missed).
     pub fn was_empty_at_open(&self) -> bool {
         self.empty_at_open
+    }
+}
+
+impl Drop for DiskStorage {
+    /// Writes what is queued (an orderly shutdown keeps it), then lets the directory go: once
+    /// the writer has finished, nothing else holds the tier for long, and its lock is released
+    /// with it.
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -422,7 +461,10 @@ impl Storage for DiskStorage {
             object,
             chunks,
         };
-        match self.writer.try_send(job) {
+        let Some(writer) = &self.writer else {
+            return false;
+        };
+        match writer.try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.inner.dropped_writes.fetch_add(1, Ordering::Relaxed);
@@ -1228,6 +1270,16 @@ mod tests {
         assert!(disk.remove(&key(1)));
         disk.flush();
         assert_eq!(dir.count("meta") + dir.count("body"), 0);
+    }
+
+    #[test]
+    fn one_tier_per_directory() {
+        let dir = TempDir::new("lock");
+        let disk = DiskStorage::open(&dir.0, 1 << 20).unwrap();
+        let second = DiskStorage::open(&dir.0, 1 << 20).err().unwrap();
+        assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+        drop(disk);
+        assert!(DiskStorage::open(&dir.0, 1 << 20).is_ok());
     }
 
     #[test]
