@@ -4,31 +4,9 @@
 
 use std::process::Command;
 
-use strata_bus::Bus;
-use strata_control::config::NodeEntry;
-use strata_control::{Control, ControlConfig};
-
-use crate::support::control::call;
+use crate::support::control::{call, post_purge, purge_control as control, purge_status, TOKEN};
 use crate::support::nats::{edge_on_bus, NatsServer};
 use crate::support::{Edge, Reply, TestOrigin};
-
-const TOKEN: &str = "test-token-0123456789";
-
-async fn control(nats: &NatsServer, nodes: &[&str]) -> Control {
-    let config = ControlConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        token: TOKEN.into(),
-        nats: nats.url.clone(),
-        nodes: nodes
-            .iter()
-            .map(|n| NodeEntry::Name(n.to_string()))
-            .collect(),
-        health: Default::default(),
-    };
-    Control::start(&config, Bus::nats(&nats.url).await.unwrap())
-        .await
-        .unwrap()
-}
 
 async fn warmed_pair(nats: &NatsServer) -> (TestOrigin, Edge, Edge) {
     let origin = TestOrigin::fixed(|| {
@@ -54,14 +32,7 @@ async fn purge_with_wait_returns_when_every_node_applied() {
     let nats = NatsServer::start();
     let (_origin, a, b) = warmed_pair(&nats).await;
     let control = control(&nats, &["edge-a", "edge-b"]).await;
-    let (status, report) = call(
-        control.addr,
-        "POST",
-        "/v1/purge",
-        Some(TOKEN),
-        r#"{"tags": ["red"], "wait": 10}"#,
-    )
-    .await;
+    let (status, report) = post_purge(&control, r#"{"tags": ["red"], "wait": 10}"#).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["complete"], true);
     let nodes = report["nodes"].as_array().unwrap();
@@ -75,14 +46,7 @@ async fn purge_with_wait_returns_when_every_node_applied() {
     assert!(!a.get("/p").send().await.is_hit());
     assert!(!b.get("/p").send().await.is_hit());
     let id = report["id"].as_str().unwrap();
-    let (status, again) = call(
-        control.addr,
-        "GET",
-        &format!("/v1/purge/{id}"),
-        Some(TOKEN),
-        "",
-    )
-    .await;
+    let (status, again) = purge_status(&control, id).await;
     assert_eq!(status, 200);
     assert_eq!(again["complete"], true);
 }
@@ -92,14 +56,7 @@ async fn wait_that_ends_first_answers_202_naming_pending_nodes() {
     let nats = NatsServer::start();
     let (_origin, _a, _b) = warmed_pair(&nats).await;
     let control = control(&nats, &["edge-a", "edge-b", "edge-gone"]).await;
-    let (status, report) = call(
-        control.addr,
-        "POST",
-        "/v1/purge",
-        Some(TOKEN),
-        r#"{"tags": ["red"], "wait": 1}"#,
-    )
-    .await;
+    let (status, report) = post_purge(&control, r#"{"tags": ["red"], "wait": 1}"#).await;
     assert_eq!(status, 202, "{report}");
     let pending: Vec<_> = report["nodes"]
         .as_array()
@@ -150,7 +107,7 @@ async fn bad_input_is_refused_and_nothing_is_published() {
         (r#"{"patterns": ["no-slash*"]}"#, "patterns[0]"),
         (r#"{"all": true, "wait": 9999}"#, "wait"),
     ] {
-        let (status, report) = call(control.addr, "POST", "/v1/purge", Some(TOKEN), body).await;
+        let (status, report) = post_purge(&control, body).await;
         assert_eq!(status, 400, "{body}");
         assert!(
             report["error"].as_str().unwrap().contains(needle),
@@ -158,14 +115,7 @@ async fn bad_input_is_refused_and_nothing_is_published() {
         );
     }
     // The first thing ever published gets sequence 1: none of the above reached the bus.
-    let (status, report) = call(
-        control.addr,
-        "POST",
-        "/v1/purge",
-        Some(TOKEN),
-        r#"{"all": true}"#,
-    )
-    .await;
+    let (status, report) = post_purge(&control, r#"{"all": true}"#).await;
     assert_eq!(status, 202);
     assert_eq!(report["seq"], 1, "{report}");
 }

@@ -10,16 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use strata_bus::Bus;
-use strata_control::config::NodeEntry;
-use strata_control::{Control, ControlConfig};
-
-use crate::support::control::call;
+use crate::support::control::{post_purge, purge_control, purge_status};
 use crate::support::nats::NatsServer;
-use crate::support::{Reply, TestOrigin};
+use crate::support::{scratch_dir, Reply, TestOrigin};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
-const TOKEN: &str = "disk-test-token-0123456789";
 const NODE: &str = "edge-disk";
 
 /// A `strata edge` process, killed (SIGKILL, by PID) when dropped.
@@ -133,16 +128,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "strata-disk-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
+        Self(scratch_dir(&format!("disk-{name}")))
     }
 
     fn config(&self, nats: &str, origin: &str) -> PathBuf {
@@ -201,19 +187,6 @@ async fn origin() -> TestOrigin {
     .await
 }
 
-async fn control(nats: &NatsServer) -> Control {
-    let config = ControlConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        token: TOKEN.into(),
-        nats: nats.url.clone(),
-        nodes: vec![NodeEntry::Name(NODE.into())],
-        health: Default::default(),
-    };
-    Control::start(&config, Bus::nats(&nats.url).await.unwrap())
-        .await
-        .unwrap()
-}
-
 /// Fills /red and /blue and waits until both are on disk.
 async fn warm(node: &NodeProcess) -> (String, String) {
     let (status, red) = node.get("/red").await;
@@ -228,7 +201,7 @@ async fn warm(node: &NodeProcess) -> (String, String) {
 async fn node_killed_then_purged_does_not_serve_what_the_purge_covers_after_restart() {
     let nats = NatsServer::start();
     let origin = origin().await;
-    let control = control(&nats).await;
+    let control = purge_control(&nats, &[NODE]).await;
     let scratch = Scratch::new("replay");
     let config = scratch.config(&nats.url, &origin.url());
 
@@ -240,14 +213,7 @@ async fn node_killed_then_purged_does_not_serve_what_the_purge_covers_after_rest
     node.kill();
 
     // Issued while the node is down: the control plane reports it pending.
-    let (status, accepted) = call(
-        control.addr,
-        "POST",
-        "/v1/purge",
-        Some(TOKEN),
-        r#"{"tags": ["red"], "wait": 1}"#,
-    )
-    .await;
+    let (status, accepted) = post_purge(&control, r#"{"tags": ["red"], "wait": 1}"#).await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["id"].as_str().unwrap().to_string();
 
@@ -269,14 +235,7 @@ async fn node_killed_then_purged_does_not_serve_what_the_purge_covers_after_rest
     assert_eq!(origin.count(), before);
     // The control plane saw the node apply the purge it missed.
     for _ in 0..100 {
-        let (_, report) = call(
-            control.addr,
-            "GET",
-            &format!("/v1/purge/{id}"),
-            Some(TOKEN),
-            "",
-        )
-        .await;
+        let (_, report) = purge_status(&control, &id).await;
         if report["complete"] == true {
             assert_eq!(report["nodes"][0]["status"], "applied", "{report}");
             return;
@@ -296,12 +255,9 @@ async fn disk_whose_purge_history_the_stream_cannot_vouch_for_is_wiped() {
         .await;
     let (_, blue) = warm(&node).await;
     // A purge the node applies and records (sequence 1 of this stream).
-    let control = control(&first_bus).await;
-    let (status, report) = call(
-        control.addr,
-        "POST",
-        "/v1/purge",
-        Some(TOKEN),
+    let control = purge_control(&first_bus, &[NODE]).await;
+    let (status, report) = post_purge(
+        &control,
         r#"{"tags": ["nothing-carries-this"], "wait": 10}"#,
     )
     .await;

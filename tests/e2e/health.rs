@@ -10,10 +10,8 @@ use strata_control::{Control, ControlConfig};
 use strata_health::{HealthReport, HealthSnapshot, NodeState};
 use strata_proxy::config::Seconds;
 
-use crate::support::control::call;
+use crate::support::control::{call, TOKEN};
 use crate::support::{Edge, PopBuilder, Reply, TestOrigin};
-
-const TOKEN: &str = "test-token-0123456789";
 
 async fn start_pop(origin: &TestOrigin, pop: &'static str, names: &[&str]) -> Vec<Edge> {
     PopBuilder::new(&origin.url(), names)

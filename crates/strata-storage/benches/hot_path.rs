@@ -7,51 +7,21 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue};
 use strata_http_cache::policy::Decision;
-use strata_http_cache::vary::{vary_of, VariantKey};
-use strata_http_cache::{
-    CacheKey, CachePolicy, KeyRules, PolicyConfig, RequestCacheControl, ResponseTimes,
-};
-use strata_storage::{ChunkedBody, MemoryStorage, Purge, Scope, Storage, StoredObject};
+use strata_http_cache::{CacheKey, KeyRules, RequestCacheControl};
+use strata_storage::{MemoryStorage, Purge, Scope, Storage, StoredObject};
 
+mod common;
+
+/// Half the objects vary on `Accept-Encoding`.
 fn object(now: SystemTime, vary: bool) -> Arc<StoredObject> {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "cache-control",
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert("etag", HeaderValue::from_static("\"abc\""));
-    if vary {
-        headers.insert("vary", HeaderValue::from_static("accept-encoding"));
-    }
-    let times = ResponseTimes {
-        request_time: now,
-        response_time: now,
+    let extra: &[(&str, &str)] = if vary {
+        &[("vary", "accept-encoding")]
+    } else {
+        &[]
     };
-    let policy = CachePolicy::for_response(
-        &Method::GET,
-        &HeaderMap::new(),
-        StatusCode::OK,
-        &headers,
-        times,
-        &PolicyConfig::default(),
-    )
-    .expect("storable");
-    let mut req = HeaderMap::new();
-    req.insert("accept-encoding", HeaderValue::from_static("gzip, br"));
-    Arc::new(StoredObject {
-        status: StatusCode::OK,
-        variant: VariantKey::for_request(&vary_of(&headers), &req),
-        headers,
-        policy,
-        body: ChunkedBody::complete(Bytes::from(vec![0u8; 4096])),
-        stored_at: now,
-    })
+    common::object(now, extra, Bytes::from(vec![0u8; 4096]))
 }
 
 fn hot_path(c: &mut Criterion) {
@@ -113,17 +83,7 @@ fn purge_tag_100k(c: &mut Criterion) {
     let now = SystemTime::now();
     let rules = KeyRules::default();
     let tagged = |tag: &'static str| {
-        let o = object(now, false);
-        let mut headers = o.headers.clone();
-        headers.insert("surrogate-key", HeaderValue::from_static(tag));
-        Arc::new(StoredObject {
-            status: o.status,
-            headers,
-            policy: o.policy.clone(),
-            variant: o.variant.clone(),
-            body: Arc::clone(&o.body),
-            stored_at: now,
-        })
+        common::object(now, &[("surrogate-key", tag)], Bytes::from(vec![0u8; 4096]))
     };
     let mut group = c.benchmark_group("purge");
     group.sample_size(10);

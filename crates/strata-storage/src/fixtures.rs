@@ -13,9 +13,19 @@ use crate::object::StoredObject;
 use crate::purge::Purge;
 
 pub fn object(size: usize, vary_value: Option<&str>) -> Arc<StoredObject> {
-    let now = SystemTime::now();
     let mut headers = HeaderMap::new();
     headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+    response(headers, SystemTime::now(), vary_value, size)
+}
+
+/// A 200 with these fields, stored at `now`, for a request whose `Accept-Language` (the
+/// field it varies on) is `vary_value`.
+pub fn response(
+    headers: HeaderMap,
+    now: SystemTime,
+    vary_value: Option<&str>,
+    size: usize,
+) -> Arc<StoredObject> {
     let policy = strata_http_cache::CachePolicy::for_response(
         &http::Method::GET,
         &HeaderMap::new(),

@@ -52,10 +52,6 @@ impl TieredStorage {
         &self.disk
     }
 
-    pub fn memory(&self) -> &MemoryStorage {
-        &self.memory
-    }
-
     /// Puts a disk hit into memory so the next lookup does not read the file again. Its
     /// body is still loading: once complete the entry is re-stored so memory weighs it
     /// with its bytes; if the read fails, the key leaves memory (it would serve an error).
@@ -73,23 +69,14 @@ impl TieredStorage {
             return None;
         }
         accepted.reverse();
-        // What memory stored, which a purge that landed meanwhile may have made stale.
-        let stored = self.memory.lookup(key).map(|set| {
-            accepted
-                .iter()
-                .map(|o| {
-                    set.objects
-                        .iter()
-                        .find(|m| Arc::ptr_eq(&m.body, &o.body))
-                        .map_or_else(|| Arc::clone(o), Arc::clone)
-                })
-                .collect::<Vec<_>>()
-        });
-        if let Some(stored) = stored {
-            accepted = stored;
-        }
+        // What memory now holds, which a purge that landed meanwhile may have made stale.
+        let promoted = self
+            .memory
+            .lookup(key)
+            .unwrap_or_else(|| Arc::new(Variants { objects: accepted }));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (memory, key, objects) = (Arc::clone(&self.memory), key.clone(), accepted.clone());
+            let (memory, key) = (Arc::clone(&self.memory), key.clone());
+            let objects = promoted.objects.clone();
             runtime.spawn(async move {
                 for o in objects {
                     match o.body.wait_finished().await {
@@ -102,7 +89,7 @@ impl TieredStorage {
                 }
             });
         }
-        Some(Arc::new(Variants { objects: accepted }))
+        Some(promoted)
     }
 }
 
@@ -196,14 +183,14 @@ mod tests {
         let set = tiers.lookup(&key(1)).expect("disk hit once open");
         set.objects[0].body.wait_finished().await.unwrap();
         // Promoted: memory answers the next lookup, weighed with its bytes.
-        assert!(tiers.memory().lookup(&key(1)).is_some());
+        assert!(tiers.memory.lookup(&key(1)).is_some());
         for _ in 0..100 {
-            if tiers.memory().stats().bytes > 0 {
+            if tiers.memory.stats().bytes > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(tiers.memory().stats().bytes >= 10);
+        assert!(tiers.memory.stats().bytes >= 10);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

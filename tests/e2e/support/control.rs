@@ -1,6 +1,49 @@
-//! Raw calls to a control plane's API.
+//! A control plane on a test NATS server, and raw calls to its API.
 
 use std::time::Duration;
+
+use strata_bus::Bus;
+use strata_control::config::NodeEntry;
+use strata_control::{Control, ControlConfig};
+
+use super::nats::NatsServer;
+
+/// The token of [`purge_control`]'s API.
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A control plane on `nats` that tracks purge acks from `nodes` (no health probing).
+pub async fn purge_control(nats: &NatsServer, nodes: &[&str]) -> Control {
+    let config = ControlConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: TOKEN.into(),
+        nats: nats.url.clone(),
+        nodes: nodes
+            .iter()
+            .map(|n| NodeEntry::Name(n.to_string()))
+            .collect(),
+        health: Default::default(),
+    };
+    Control::start(&config, Bus::nats(&nats.url).await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// `POST /v1/purge` with [`TOKEN`].
+pub async fn post_purge(control: &Control, json: &str) -> (u16, serde_json::Value) {
+    call(control.addr, "POST", "/v1/purge", Some(TOKEN), json).await
+}
+
+/// `GET /v1/purge/{id}` with [`TOKEN`].
+pub async fn purge_status(control: &Control, id: &str) -> (u16, serde_json::Value) {
+    call(
+        control.addr,
+        "GET",
+        &format!("/v1/purge/{id}"),
+        Some(TOKEN),
+        "",
+    )
+    .await
+}
 
 /// A raw HTTP/1.1 request to the control plane; returns (status, JSON).
 pub async fn call(

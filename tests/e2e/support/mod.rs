@@ -18,3 +18,17 @@ pub async fn edge_for(reply: impl Fn() -> Reply + Send + Sync + 'static) -> (Tes
     let edge = EdgeBuilder::new(&origin.url()).start().await;
     (origin, edge)
 }
+
+/// A new, empty directory under the system's temporary directory, unique to this call.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

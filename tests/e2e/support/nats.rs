@@ -27,15 +27,7 @@ fn binary() -> String {
 
 impl NatsServer {
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "strata-nats-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::scratch_dir("nats");
         let mut child = Command::new(binary())
             .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
             .arg(&dir)

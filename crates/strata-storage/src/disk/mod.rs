@@ -401,11 +401,6 @@ impl DiskStorage {
             .map_err(|_| io::Error::other("the disk writer has stopped"))?
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.inner.index.run_pending_tasks();
-        self.inner.index.entry_count() == 0
-    }
-
     /// Whether the tier held nothing when it was opened (objects written since do not
     /// count: they were stored after every purge the node could have missed).
     pub fn was_empty_at_open(&self) -> bool {
@@ -681,15 +676,7 @@ impl Inner {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let id = format!("{:016x}-{started:x}-{unique:x}", key.hash64());
-        let meta = Meta {
-            key: key.clone(),
-            status: object.status,
-            headers: object.headers.clone(),
-            policy: object.policy.clone(),
-            variant: object.variant.clone(),
-            stored_at: object.stored_at,
-            body_len: chunks.iter().map(|c| c.len() as u64).sum(),
-        };
+        let meta = Meta::of(key, object, chunks.iter().map(|c| c.len() as u64).sum());
         let failed = |e: io::Error| {
             tracing::warn!(key = %key.as_str(), error = %e, "disk cache write failed");
             self.errors.fetch_add(1, Ordering::Relaxed);
@@ -1334,12 +1321,14 @@ mod tests {
         );
         disk.insert(&key(1), object(10, None));
         disk.flush();
-        assert!(!disk.is_empty());
+        assert_eq!(disk.stats().keys, 1);
         disk.wipe().unwrap();
-        assert!(disk.is_empty());
+        assert_eq!(disk.stats().keys, 0);
         assert_eq!(disk.applied_through(), None);
         assert_eq!(dir.count("meta"), 0);
         drop(disk);
-        assert!(DiskStorage::open(&dir.0, 1 << 20).unwrap().is_empty());
+        assert!(DiskStorage::open(&dir.0, 1 << 20)
+            .unwrap()
+            .was_empty_at_open());
     }
 }

@@ -14,6 +14,8 @@ use strata_http_cache::freshness::{Freshness, FreshnessSource};
 use strata_http_cache::vary::VariantKey;
 use strata_http_cache::{CacheKey, CachePolicy, ResponseCacheControl};
 
+use crate::object::StoredObject;
+
 /// Bumped when the layout changes; other versions are dropped at open.
 pub const VERSION: u32 = 1;
 
@@ -44,6 +46,19 @@ pub enum RecordError {
 // === impl Meta ===
 
 impl Meta {
+    /// What a metadata file holds for `object` stored under `key` with a body of `body_len`.
+    pub fn of(key: &CacheKey, object: &StoredObject, body_len: u64) -> Self {
+        Self {
+            key: key.clone(),
+            status: object.status,
+            headers: object.headers.clone(),
+            policy: object.policy.clone(),
+            variant: object.variant.clone(),
+            stored_at: object.stored_at,
+            body_len,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let record = Record {
             version: VERSION,
@@ -274,8 +289,8 @@ impl PolicyRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::Method;
-    use strata_http_cache::{KeyRules, PolicyConfig, ResponseTimes};
+    use crate::fixtures::response;
+    use strata_http_cache::KeyRules;
 
     fn sample() -> Meta {
         let mut headers = HeaderMap::new();
@@ -288,36 +303,14 @@ mod tests {
         headers.append("x-many", HeaderValue::from_static("2"));
         headers.insert("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
         let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let policy = CachePolicy::for_response(
-            &Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &headers,
-            ResponseTimes {
-                request_time: now,
-                response_time: now,
-            },
-            &PolicyConfig::default(),
-        )
-        .unwrap();
-        Meta {
-            key: CacheKey::new(
-                "https",
-                "a.test",
-                "/x",
-                Some("b=2&a=1"),
-                &KeyRules::default(),
-            ),
-            status: StatusCode::OK,
-            headers,
-            policy,
-            variant: VariantKey(vec![(
-                HeaderName::from_static("accept-encoding"),
-                Some("gzip".into()),
-            )]),
-            stored_at: now,
-            body_len: 1234,
-        }
+        let key = CacheKey::new(
+            "https",
+            "a.test",
+            "/x",
+            Some("b=2&a=1"),
+            &KeyRules::default(),
+        );
+        Meta::of(&key, &response(headers, now, Some("fr"), 1234), 1234)
     }
 
     #[test]
