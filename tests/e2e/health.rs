@@ -269,8 +269,11 @@ async fn a_node_that_cannot_reach_any_origin_reports_the_service_unreachable() {
     let origin = TestOrigin::fixed(|| Reply::status(503)).await;
     let edge = PopBuilder::new(&origin.url(), &["u1"])
         .config(|c, _| {
-            c.services[0].health.failures = 2;
-            c.services[0].health.cooldown = Seconds(Duration::from_secs(600));
+            // Two 503s from two URLs are enough to call the origin down.
+            let h = &mut c.services[0].health;
+            h.error_min_responses = 2;
+            h.distinct_urls = 2;
+            h.cooldown = Seconds(Duration::from_secs(600));
         })
         .start()
         .await

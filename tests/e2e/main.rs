@@ -12,6 +12,7 @@ mod disk_cache;
 mod dns;
 mod headers;
 mod health;
+mod hostile;
 mod limits;
 mod operations;
 mod origins;

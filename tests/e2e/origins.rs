@@ -100,42 +100,56 @@ async fn non_idempotent_request_is_never_retried_on_another_origin() {
 }
 
 #[tokio::test]
-async fn open_breaker_fails_fast_and_stale_if_error_answers() {
-    let origin = TestOrigin::start(|_, n| {
-        if n == 1 {
+async fn open_breaker_lets_stale_if_error_answer_and_never_fails_closed() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = Arc::clone(&failing);
+    let origin = TestOrigin::start(move |_, _| {
+        if f.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::status(503)
+        } else {
             Reply::ok("cached")
                 .cc("max-age=1, stale-if-error=600")
                 .header("age", "5")
                 .header("etag", "\"c\"")
-        } else {
-            Reply::status(503)
         }
     })
     .await;
     let edge = EdgeBuilder::new(&origin.url())
         .config(|c| {
-            c.services[0].health.failures = 2;
-            c.services[0].health.cooldown = Seconds(Duration::from_secs(60));
+            // Two 503 answers from two URLs call the origin down.
+            let h = &mut c.services[0].health;
+            h.error_min_responses = 2;
+            h.distinct_urls = 2;
+            h.cooldown = Seconds(Duration::from_secs(60));
         })
         .start()
         .await;
     edge.get("/s").send().await;
-    // Two failures open the breaker; stale-if-error answers each time.
-    for _ in 0..2 {
-        assert_eq!(edge.get("/s").send().await.text(), "cached");
-    }
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        edge.get("/s").send().await.text(),
+        "cached",
+        "stale-if-error"
+    );
+    assert_eq!(edge.get("/t").send().await.status, 503);
+    let state = edge.proxy().services().all()[0].origins.all()[0].breaker_state();
+    assert_eq!(state, "open");
+    // Open, with a stale copy that may stand in: the origin is not asked.
     let before = origin.count();
     let r = edge.get("/s").send().await;
     assert_eq!(r.text(), "cached");
     assert_eq!(
         origin.count(),
         before,
-        "open breaker: the origin is not contacted"
+        "open breaker and a stale copy: not asked"
     );
+    // Open, and nothing to stand in: the origin is still asked (never fail closed), and
+    // its own answer goes back.
     let r = edge.get("/other").send().await;
-    assert_eq!(r.status, 502);
+    assert_eq!(origin.count(), before + 1, "the least-bad origin is tried");
+    assert_eq!(r.status, 503);
     assert!(
-        r.cache_status().contains("origin-unavailable"),
+        !r.cache_status().contains("origin-unavailable"),
         "{}",
         r.cache_status()
     );
@@ -173,7 +187,8 @@ async fn active_probes_open_and_close_the_breaker() {
     let state = |edge: &Edge| edge.proxy().services().all()[0].origins.all()[0].breaker_state();
     edge.eventually("probes open the breaker", || state(&edge) == "open")
         .await;
-    assert_eq!(edge.get("/x").send().await.status, 502);
+    // Open, but the only origin: requests still go to it rather than fail closed.
+    assert_eq!(edge.get("/x").send().await.text(), "content");
     healthy.store(true, std::sync::atomic::Ordering::SeqCst);
     edge.eventually("probes close the breaker", || state(&edge) == "closed")
         .await;

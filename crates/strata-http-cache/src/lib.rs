@@ -4,6 +4,7 @@
 //! proxy, in tests, and in a simulator on a virtual clock. Rule references are to RFC 9111
 //! (HTTP Caching) unless a module says otherwise.
 
+pub mod authority;
 pub mod cache_control;
 pub mod cache_status;
 pub mod conditional;
@@ -15,6 +16,7 @@ pub mod range;
 pub mod targeted;
 pub mod vary;
 
+pub use authority::{Authority, AuthorityError};
 pub use cache_control::{RequestCacheControl, ResponseCacheControl};
 pub use cache_status::CacheStatus;
 pub use freshness::{Freshness, ResponseTimes};

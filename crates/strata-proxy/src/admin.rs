@@ -1,25 +1,90 @@
-//! The admin listener: `/metrics` (Prometheus/OpenMetrics text), `/healthz`, and
-//! `POST /v1/purge` (this node only; the control plane fans purges out to every node).
+//! The admin listener: `/metrics` (Prometheus/OpenMetrics text), `/healthz`, the health
+//! report (`/.well-known/strata/health`), and `POST /v1/purge` (this node only; the
+//! control plane fans purges out to every node).
+//!
+//! It changes what every client is served, so:
+//! - with `admin.token` set (required when it listens beyond loopback), every request but
+//!   `/healthz` needs `Authorization: Bearer <token>` (401 otherwise);
+//! - requests a browser makes (an `Origin` field, or `Sec-Fetch-Site` other than `none`)
+//!   are refused (403): a web page cannot make a visitor's browser purge;
+//! - a purge must be `Content-Type: application/json` (415 otherwise), which a page can
+//!   only send after a CORS preflight this listener never grants.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::proxy::Proxy;
+use crate::tier::HEALTH_PATH;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
-pub async fn handle(
+/// The admin listener's state.
+pub struct Admin {
     proxy: Arc<Proxy>,
+    token: Option<String>,
+}
+
+impl Admin {
+    pub fn new(proxy: Arc<Proxy>, token: Option<String>) -> Self {
+        Self { proxy, token }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not tell how much
+/// of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a browser sent this (fetch metadata, or any `Origin`).
+fn from_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key(ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() != b"none")
+}
+
+pub async fn handle(
+    admin: Arc<Admin>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let proxy = &admin.proxy;
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => (StatusCode::OK, TEXT, "ok\n".to_string()),
+        _ if from_browser(req.headers()) => (
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "browser requests are refused\n".into(),
+        ),
+        _ if !admin.authorized(req.headers()) => {
+            let mut resp = respond(
+                StatusCode::UNAUTHORIZED,
+                TEXT,
+                "admin token required\n".into(),
+            );
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return Ok(resp);
+        }
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -31,20 +96,38 @@ pub async fn handle(
                 &proxy.tier_sample(),
             ),
         ),
-        (&Method::GET, "/healthz") => (StatusCode::OK, TEXT, "ok\n".to_string()),
-        (&Method::POST, "/v1/purge") => purge(&proxy, req).await,
-        (_, "/metrics" | "/healthz" | "/v1/purge") => (
+        (&Method::GET, HEALTH_PATH) => (StatusCode::OK, JSON, proxy.health_json()),
+        (&Method::POST, "/v1/purge") if !is_json(req.headers()) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            JSON,
+            serde_json::json!({ "error": "Content-Type must be application/json" }).to_string()
+                + "\n",
+        ),
+        (&Method::POST, "/v1/purge") => purge(proxy, req).await,
+        (_, "/metrics" | "/healthz" | "/v1/purge" | HEALTH_PATH) => (
             StatusCode::METHOD_NOT_ALLOWED,
             TEXT,
             "method not allowed\n".into(),
         ),
         _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
     };
+    Ok(respond(status, content_type, body))
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(resp)
+    resp
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(JSON))
 }
 
 async fn purge(proxy: &Arc<Proxy>, req: Request<Incoming>) -> (StatusCode, &'static str, String) {
@@ -66,5 +149,43 @@ async fn purge(proxy: &Arc<Proxy>, req: Request<Incoming>) -> (StatusCode, &'sta
             serde_json::to_string(&report).unwrap_or_default() + "\n",
         ),
         Err(why) => error(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcdeX", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123", b"0123456789abcdef"));
+    }
+
+    #[test]
+    fn browsers_are_recognised_by_origin_or_fetch_metadata() {
+        let mut h = HeaderMap::new();
+        assert!(!from_browser(&h));
+        h.insert("sec-fetch-site", HeaderValue::from_static("none"));
+        assert!(!from_browser(&h), "typed in the address bar");
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(from_browser(&h));
+        let mut h = HeaderMap::new();
+        h.insert(ORIGIN, HeaderValue::from_static("https://evil.test"));
+        assert!(from_browser(&h));
+    }
+
+    #[test]
+    fn purge_needs_json() {
+        let mut h = HeaderMap::new();
+        assert!(!is_json(&h));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_json(&h));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(is_json(&h));
     }
 }

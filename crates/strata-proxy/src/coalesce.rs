@@ -16,9 +16,13 @@
 //!   stale-if-error, or answer 502/504 with the reason.
 //!
 //! Waiting is bounded by the service's lock timeout; past it a follower goes upstream alone.
+//!
+//! Every client waiting on a fill holds a [`Waiter`]. When the last one leaves (its stream
+//! reset, its connection closed) before the response head, the fill is cancelled: an
+//! abandoned URL does not hold an origin connection for anyone (see `Proxy::spawn_fill`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +30,7 @@ use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use strata_http_cache::CacheKey;
 use strata_storage::StoredObject;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 
 use crate::error::ProxyError;
 
@@ -70,6 +74,9 @@ pub struct Inflight {
     /// Set when the object is invalidated while this fill runs: its body still reaches
     /// the readers that have it, but it is not stored.
     pub discard: Arc<AtomicBool>,
+    /// Clients waiting for the outcome.
+    waiters: AtomicUsize,
+    left: Notify,
 }
 
 impl Inflight {
@@ -77,7 +84,33 @@ impl Inflight {
         Arc::new(Self {
             outcome: watch::Sender::new(None),
             discard: Arc::new(AtomicBool::new(false)),
+            waiters: AtomicUsize::new(0),
+            left: Notify::new(),
         })
+    }
+
+    fn waiter(self: &Arc<Self>) -> Waiter {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        Waiter(Arc::clone(self))
+    }
+
+    /// Clients waiting for the outcome now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no client waits any more.
+    pub async fn abandoned(&self) {
+        loop {
+            let left = self.left.notified();
+            tokio::pin!(left);
+            // Register before looking, so a waiter leaving in between wakes us.
+            left.as_mut().enable();
+            if self.waiting() == 0 {
+                return;
+            }
+            left.await;
+        }
     }
 
     fn current(&self) -> Option<Arc<Outcome>> {
@@ -100,14 +133,32 @@ impl Inflight {
     }
 }
 
+/// A client waiting on a fill; the fill knows how many there are.
+pub struct Waiter(Arc<Inflight>);
+
+impl std::ops::Deref for Waiter {
+    type Target = Arc<Inflight>;
+    fn deref(&self) -> &Arc<Inflight> {
+        &self.0
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.0.waiters.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.left.notify_waiters();
+        }
+    }
+}
+
 /// What joining a key's fills gave.
 pub enum Join {
     /// An object became usable in the cache meanwhile.
     Found(Arc<StoredObject>),
     /// Lead a new fill: start it, then wait on it like everyone else.
-    Leader(Arc<Inflight>),
+    Leader(Waiter),
     /// Wait on an existing fill.
-    Follower(Arc<Inflight>),
+    Follower(Waiter),
 }
 
 /// The table of fills in progress, by primary key.
@@ -134,9 +185,9 @@ impl Coalescer {
             for inflight in list {
                 match inflight.current().as_deref() {
                     // Pending: its variant is not known yet; wait and see.
-                    None => return Join::Follower(Arc::clone(inflight)),
+                    None => return Join::Follower(inflight.waiter()),
                     Some(Outcome::Object { object, .. }) if serves(object) => {
-                        return Join::Follower(Arc::clone(inflight))
+                        return Join::Follower(inflight.waiter())
                     }
                     Some(_) => {}
                 }
@@ -150,7 +201,7 @@ impl Coalescer {
             .entry(key.clone())
             .or_default()
             .push(Arc::clone(&inflight));
-        Join::Leader(inflight)
+        Join::Leader(inflight.waiter())
     }
 
     /// The object under `key` changed: fills in progress must not store what they fetched,

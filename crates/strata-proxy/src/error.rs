@@ -25,7 +25,23 @@ pub enum ProxyError {
     PurgeForbidden,
     #[error("invalid purge: {0}")]
     BadPurge(String),
+    #[error("this method is not served here")]
+    MethodNotAllowed,
+    /// Answered locally: nothing here for this client (the health report, to a network
+    /// that may not read it).
+    #[error("not found")]
+    NotFound,
+    /// The client's request body broke the exchange (invalid chunked coding, cut short).
+    #[error("invalid request body")]
+    BadRequestBody,
+    /// The client sent its request body too slowly for the upstream to answer in time.
+    #[error("request body too slow")]
+    RequestBodyTimeout,
 }
+
+/// Methods a 405 names in `Allow` (RFC 9110 §15.5.6). Other methods unknown to Strata are
+/// passed to the origin too; these are the ones every service takes.
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
@@ -40,6 +56,10 @@ impl ProxyError {
             ProxyError::PurgeDisabled => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PurgeForbidden => StatusCode::FORBIDDEN,
             ProxyError::BadPurge(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -55,6 +75,10 @@ impl ProxyError {
             ProxyError::PurgeDisabled => "purge-disabled".into(),
             ProxyError::PurgeForbidden => "purge-forbidden".into(),
             ProxyError::BadPurge(_) => "bad-purge".into(),
+            ProxyError::MethodNotAllowed => "method-not-allowed".into(),
+            ProxyError::NotFound => "not-found".into(),
+            ProxyError::BadRequestBody => "bad-request-body".into(),
+            ProxyError::RequestBodyTimeout => "request-body-timeout".into(),
         }
     }
 
@@ -68,7 +92,25 @@ impl ProxyError {
             status.canonical_reason().unwrap_or(""),
             self
         );
-        crate::respond::text(status, text)
+        let allow = matches!(
+            self,
+            ProxyError::MethodNotAllowed | ProxyError::PurgeDisabled
+        );
+        let mut resp = crate::respond::text(status, text);
+        if allow {
+            resp.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static(ALLOWED_METHODS),
+            );
+        }
+        if status == StatusCode::REQUEST_TIMEOUT || self == ProxyError::BadRequestBody {
+            // The rest of the request body is still in flight: this connection is done.
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
     }
 }
 

@@ -1,10 +1,15 @@
 //! A cache fill: the task that copies an upstream body into a [`ChunkedBody`] and stores
 //! the object when it is complete.
 //!
-//! The fill runs on its own task, not on the client's: a client that goes away does not
-//! abort it, and every reader (the first client now, coalesced waiters later) streams from
-//! the same chunks as they arrive.
+//! The fill runs on its own task, not on the client's, and every reader (the first client
+//! now, coalesced waiters later) streams from the same chunks as they arrive. When no
+//! client is left (every waiter and reader gone: resets, closed connections), the fill
+//! goes on only within the node's background budget (`limits.max_background_fills`, and
+//! per client address): a cacheable body is then still stored for the next request.
+//! Without budget it is abandoned and its origin connection closed, so abandoned requests
+//! cannot hold every origin slot.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,19 +17,65 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body::Body;
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_http_cache::CacheKey;
-use strata_storage::{Storage, StoredObject};
+use strata_storage::{ChunkedBody, Storage, StoredObject};
 
-use crate::body::IdleTimeout;
+use crate::body::{BoxError, IdleTimeout};
+use crate::budget::{Budget, Permit};
+use crate::coalesce::Inflight;
 
 /// How far the writer may run ahead of the slowest reader once a body is too large to keep.
 const STREAM_WINDOW: u64 = 4 << 20;
 
 /// Largest chunk assembled from pieces that arrived together.
 const MAX_CHUNK: usize = 256 << 10;
+
+/// How a fill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillEnd {
+    /// The object is in the cache.
+    Stored,
+    /// Complete, but not kept: invalidated (purge, unsafe method) while it ran, or refused
+    /// by the storage.
+    Discarded,
+    /// Streamed to its readers but larger than the object size limit.
+    TooLarge,
+    /// The upstream body failed or went silent.
+    Failed,
+    /// No client was left and the background budget was spent.
+    Abandoned,
+}
+
+/// Who still wants a fill's body, and the budget it may run on without them.
+pub struct Interest {
+    /// Clients waiting for the fill's outcome (`None`: a fill nobody else can join).
+    pub inflight: Option<Arc<Inflight>>,
+    pub budget: Arc<Budget>,
+    /// The client the fill was started for: its share of the budget is used.
+    pub client: IpAddr,
+    /// Held from the start by fills that are background work by design (refreshes):
+    /// they never look for clients.
+    pub permit: Option<Permit>,
+    /// Called once when the fill is about to give up for lack of interest: takes it out of
+    /// the coalescer, so nobody new joins a fill that is ending.
+    pub on_abandon: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Interest {
+    /// Interest that is never lost: background work already within budget.
+    pub fn budgeted(budget: Arc<Budget>, client: IpAddr, permit: Permit) -> Self {
+        Self {
+            inflight: None,
+            budget,
+            client,
+            permit: Some(permit),
+            on_abandon: None,
+        }
+    }
+}
 
 pub struct Fill {
     pub key: CacheKey,
@@ -39,6 +90,7 @@ pub struct Fill {
     /// Set when the object was invalidated (unsafe method, purge) while the fill ran: the
     /// body still reaches its readers but is not stored.
     pub discard: Arc<AtomicBool>,
+    pub interest: Interest,
 }
 
 impl Drop for Fill {
@@ -50,7 +102,7 @@ impl Drop for Fill {
 }
 
 impl Fill {
-    pub async fn run(mut self, upstream: Incoming) {
+    pub async fn run(mut self, upstream: Incoming) -> FillEnd {
         let body = Arc::clone(&self.object.body);
         let mut upstream = IdleTimeout::new(upstream, self.idle, self.slot.take());
         let mut size: u64 = 0;
@@ -62,7 +114,11 @@ impl Fill {
             let mut batch: Vec<Bytes> = Vec::new();
             let mut batch_len = 0;
             let mut ended = false;
-            let mut next = upstream.frame().await;
+            let Some(mut next) = next_frame(&mut upstream, &mut self.interest, &body).await else {
+                tracing::debug!(key = %self.key, "fill abandoned: no client left, no background budget");
+                body.abandon("no client left");
+                return FillEnd::Abandoned;
+            };
             loop {
                 match next {
                     None => {
@@ -72,7 +128,7 @@ impl Fill {
                     Some(Err(e)) => {
                         tracing::debug!(key = %self.key, error = %e, "fill aborted by upstream");
                         body.abandon("upstream body failed");
-                        return;
+                        return FillEnd::Failed;
                     }
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
@@ -91,9 +147,11 @@ impl Fill {
                     Poll::Pending => break,
                 }
             }
+            // Always a copy of exactly the bytes received: the pieces are slices of the
+            // upstream connection's read buffer, and a stored slice would keep the whole
+            // buffer alive (an 8 KiB or larger allocation behind a 150-byte object).
             let chunk = match batch.len() {
                 0 => Bytes::new(),
-                1 => batch.pop().unwrap_or_default(),
                 _ => {
                     let mut joined = BytesMut::with_capacity(batch_len);
                     for b in &batch {
@@ -115,7 +173,7 @@ impl Fill {
                 body.push(chunk);
                 if !storing && !body.wait_for_readers(STREAM_WINDOW, self.idle).await {
                     body.abandon("no reader left for an uncacheable body");
-                    return;
+                    return FillEnd::TooLarge;
                 }
             }
             if ended {
@@ -124,9 +182,65 @@ impl Fill {
         }
         // Store before announcing the end, so whoever sees the body finish also finds the
         // object in the cache.
-        if storing && !self.discard.load(Ordering::Acquire) {
-            self.storage.insert(&self.key, Arc::clone(&self.object));
-        }
+        let end = if !storing {
+            FillEnd::TooLarge
+        } else if self.discard.load(Ordering::Acquire) {
+            FillEnd::Discarded
+        } else if self.storage.insert(&self.key, Arc::clone(&self.object)) {
+            FillEnd::Stored
+        } else {
+            FillEnd::Discarded
+        };
         body.finish();
+        end
+    }
+}
+
+type Polled = Option<Result<Frame<Bytes>, BoxError>>;
+
+/// The next frame of the upstream body, or `None` when the fill should stop: no client
+/// is left (no waiter, no reader) and the background budget has no room for it.
+async fn next_frame(
+    upstream: &mut IdleTimeout<Incoming>,
+    interest: &mut Interest,
+    body: &ChunkedBody,
+) -> Option<Polled> {
+    loop {
+        if interest.permit.is_some() {
+            return Some(upstream.frame().await);
+        }
+        tokio::select! {
+            biased;
+            frame = upstream.frame() => return Some(frame),
+            _ = lost(interest.inflight.as_deref(), body) => {
+                match interest.budget.admit(interest.client) {
+                    Ok(permit) => interest.permit = Some(permit),
+                    Err(_) => {
+                        if let Some(leave) = interest.on_abandon.take() {
+                            leave();
+                        }
+                        // Someone may have joined just before it left the coalescer.
+                        let waiting = interest.inflight.as_ref().map_or(0, |i| i.waiting());
+                        if waiting == 0 && body.readers() == 0 {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when no client waits for the fill's outcome and none reads its body.
+pub async fn lost(inflight: Option<&Inflight>, body: &ChunkedBody) {
+    loop {
+        if let Some(i) = inflight {
+            i.abandoned().await;
+        }
+        body.readers_gone().await;
+        // A waiter becomes a reader before it stops waiting: both at zero means nobody.
+        if inflight.is_none_or(|i| i.waiting() == 0) {
+            return;
+        }
     }
 }

@@ -1,22 +1,108 @@
-//! Building requests to upstream and cleaning what comes back.
+//! Building requests to upstream, and cleaning what comes back.
+//!
+//! Every upstream request (fills, revalidations, passes, ring forwards) is built here, by
+//! one [`Forwarder`], from a fresh field list. What goes in:
+//!
+//! - **Strata's own fields**: `Host` (the canonical authority, or the service's
+//!   `origin_host`), `Via` and `CDN-Loop` (appended), `X-Forwarded-For`, `Forwarded`,
+//!   `X-Forwarded-Proto` and `X-Forwarded-Host`. Framing (`Content-Length`,
+//!   `Transfer-Encoding`) is never copied: hyper writes it for the body Strata actually
+//!   sends, so a client's `Content-Length` on a GET cannot make the origin read the next
+//!   request on the connection as a body.
+//! - **The client's end-to-end fields**, except those in the lists below. Connection-level
+//!   fields ([`CONNECTION_FIELDS`], and whatever `Connection` names), fields that claim who
+//!   the client is ([`CLIENT_IDENTITY`]: kept only from trusted proxies), and fields an
+//!   application may read as the request's real URL, host or method ([`OVERRIDES`]: not in
+//!   the cache key, so forwarding them would let one client change what everyone is
+//!   served; dropped unless `forwarding.allow_request_headers` names them) never pass.
+//! - For fills, the client's conditionals and `Range` are replaced by Strata's own
+//!   validators: the fill fetches the whole object for everyone.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, RANGE, VIA,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, IF_MATCH,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, RANGE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use http::{Method, Request, Version};
-use strata_http_cache::hop_by_hop::strip_hop_by_hop;
+use http_body_util::{BodyExt, Empty};
+use strata_http_cache::hop_by_hop::{connection_named, strip_hop_by_hop};
 use strata_http_cache::targeted::TARGETED_FIELDS;
 
 use crate::error::ProxyError;
+use crate::request::Head;
 use crate::upstream::{Origin, UpstreamBody, UpstreamError};
 
 pub const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Fields about one connection, or about the framing of its bytes. Never copied from a
+/// client; hyper writes framing for the body actually sent.
+pub static CONNECTION_FIELDS: [HeaderName; 14] = [
+    HOST,
+    CONTENT_LENGTH,
+    TRANSFER_ENCODING,
+    EXPECT,
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    UPGRADE,
+    HeaderName::from_static("http2-settings"),
+    PROXY_AUTHORIZATION,
+    PROXY_AUTHENTICATE,
+    // Peers mark ring forwards themselves (see `tier::RING_HOP`).
+    HeaderName::from_static("strata-ring"),
+];
+
+/// Fields that claim who the client is or how it reached us. Kept (and extended) only
+/// when the connection comes from a trusted proxy; otherwise Strata states the facts of
+/// the connection itself.
+pub static CLIENT_IDENTITY: [HeaderName; 9] = [
+    X_FORWARDED_FOR,
+    FORWARDED,
+    X_FORWARDED_PROTO,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+];
+
+/// Fields frameworks read as the request's real host, URL or method. They are not part of
+/// the cache key: forwarded, one client could make the origin answer another URL (or
+/// method) and have it stored for everyone. Dropped unless allowed by name.
+pub static OVERRIDES: [HeaderName; 12] = [
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Conditionals and `Range`: a fill asks for the whole object with Strata's validators.
+static CLIENT_CONDITIONALS: [HeaderName; 6] = [
+    IF_MATCH,
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_UNMODIFIED_SINCE,
+    IF_RANGE,
+    RANGE,
+];
 
 /// Whether our node name already appears in `CDN-Loop` (RFC 8586 §2): the request has
 /// been through us before.
@@ -32,7 +118,8 @@ pub fn is_loop(headers: &HeaderMap, node: &str) -> bool {
 
 /// What kind of upstream request to build.
 pub enum Purpose<'a> {
-    /// Forward the client's request as it is (pass).
+    /// Forward the client's request (pass, ring forward): its conditionals and `Range`
+    /// stay.
     Pass,
     /// Fetch the full object for the cache: client conditionals and `Range` removed, and
     /// our own validators added when revalidating.
@@ -41,54 +128,117 @@ pub enum Purpose<'a> {
     },
 }
 
-/// The request to send to `origin` for a client request.
-#[allow(clippy::too_many_arguments)]
-pub fn upstream_request(
-    method: Method,
-    path_and_query: &str,
-    client_headers: &HeaderMap,
-    host: &str,
-    origin_host: Option<&str>,
-    client: SocketAddr,
-    node: &str,
-    origin: &Origin,
-    purpose: Purpose<'_>,
-    body: UpstreamBody,
-) -> Result<Request<UpstreamBody>, ProxyError> {
-    let uri = origin
-        .uri_for(path_and_query)
-        .map_err(|_| ProxyError::Upstream(UpstreamError::BadUri))?;
-    let mut headers = client_headers.clone();
-    strip_hop_by_hop(&mut headers);
-    if let Purpose::Fill { validators } = purpose {
-        for name in [
-            IF_MATCH,
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_UNMODIFIED_SINCE,
-            IF_RANGE,
-            RANGE,
-        ] {
-            headers.remove(name);
-        }
-        for (name, value) in validators {
-            headers.insert(name.clone(), value.clone());
+/// One upstream request to build: where it goes and what it carries.
+pub struct Outbound<'a> {
+    pub method: Method,
+    pub origin: &'a Origin,
+    /// `Host` to send: the client's canonical authority unless the service sets
+    /// `origin_host`.
+    pub host: &'a str,
+    pub purpose: Purpose<'a>,
+    /// The client's body (passes of methods that carry one); `None` sends none.
+    pub body: Option<UpstreamBody>,
+}
+
+/// Builds upstream requests for one node (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    node: String,
+    trusted: Vec<ipnet::IpNet>,
+    allowed_overrides: Vec<HeaderName>,
+}
+
+// === impl Forwarder ===
+
+impl Forwarder {
+    /// `trusted`: networks whose forwarding fields are believed and extended.
+    /// `allowed_overrides`: names from [`OVERRIDES`] to forward anyway.
+    pub fn new(node: &str, trusted: Vec<ipnet::IpNet>, allowed_overrides: Vec<HeaderName>) -> Self {
+        Self {
+            node: node.to_string(),
+            trusted,
+            allowed_overrides,
         }
     }
-    let host_value = HeaderValue::from_str(origin_host.unwrap_or(host))
-        .map_err(|_| ProxyError::BadRequest("invalid host"))?;
-    headers.insert(HOST, host_value);
-    append_list(&mut headers, VIA, &format!("1.1 {node}"));
-    append_list(&mut headers, CDN_LOOP, node);
-    append_list(&mut headers, X_FORWARDED_FOR, &client.ip().to_string());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 
-    let mut req = Request::new(body);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Ok(req)
+    /// Whether forwarding fields from this address are believed.
+    pub fn trusts(&self, addr: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&addr))
+    }
+
+    /// The request to send upstream for `head`.
+    pub fn request(
+        &self,
+        head: &Head,
+        out: Outbound<'_>,
+    ) -> Result<Request<UpstreamBody>, ProxyError> {
+        let uri = out
+            .origin
+            .uri_for(head.path_and_query())
+            .map_err(|_| ProxyError::Upstream(UpstreamError::BadUri))?;
+        let trusted = self.trusts(head.client.ip());
+        let mut headers = HeaderMap::with_capacity(head.headers.len() + 6);
+        let hop_by_hop = connection_named(&head.headers);
+        for (name, value) in &head.headers {
+            let owned = CONNECTION_FIELDS.contains(name)
+                || hop_by_hop.contains(name)
+                || (CLIENT_IDENTITY.contains(name) && !trusted)
+                || (OVERRIDES.contains(name) && !self.allowed_overrides.contains(name))
+                || (matches!(out.purpose, Purpose::Fill { .. })
+                    && CLIENT_CONDITIONALS.contains(name));
+            if !owned {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Purpose::Fill { validators } = out.purpose {
+            for (name, value) in validators {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        let host =
+            HeaderValue::from_str(out.host).map_err(|_| ProxyError::BadRequest("invalid host"))?;
+        headers.insert(HOST, host);
+        append_list(&mut headers, VIA, &format!("1.1 {}", self.node));
+        append_list(&mut headers, CDN_LOOP, &self.node);
+        self.set_forwarded(&mut headers, head, trusted);
+
+        let mut req = Request::new(out.body.unwrap_or_else(empty_body));
+        *req.method_mut() = out.method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// `X-Forwarded-For`, `Forwarded` (RFC 7239), `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` from the connection: appended to a trusted proxy's values,
+    /// replacing anyone else's (removed above).
+    fn set_forwarded(&self, headers: &mut HeaderMap, head: &Head, trusted: bool) {
+        let ip = head.client.ip();
+        append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        // The authority is canonical (no quote or backslash can appear in it).
+        let element = format!("for={node};host=\"{}\";proto=http", head.host());
+        append_list(headers, FORWARDED, &element);
+        if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
+        if !self.allowed_overrides.contains(&X_FORWARDED_HOST) {
+            if let Ok(v) = HeaderValue::from_str(head.host()) {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+        }
+    }
+}
+
+/// An empty request body.
+pub fn empty_body() -> UpstreamBody {
+    Empty::new()
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed()
 }
 
 /// Appends a member to a list field, keeping one field line.
@@ -118,6 +268,43 @@ pub fn strip_cdn_only(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_http_cache::Authority;
+
+    fn head(method: Method, client: &str, fields: &[(&str, &str)]) -> Head {
+        let mut headers = HeaderMap::new();
+        for (k, v) in fields {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        Head {
+            method,
+            uri: "/x?a=1".parse().unwrap(),
+            headers,
+            authority: Authority::parse(b"Example.com", 80).unwrap(),
+            client: client.parse().unwrap(),
+        }
+    }
+
+    fn build(f: &Forwarder, head: &Head, purpose: Purpose<'_>) -> Request<UpstreamBody> {
+        let origin = Origin::parse("http://127.0.0.1:1").unwrap();
+        f.request(
+            head,
+            Outbound {
+                method: head.method.clone(),
+                origin: &origin,
+                host: head.host(),
+                purpose,
+                body: None,
+            },
+        )
+        .unwrap()
+    }
+
+    fn forwarder() -> Forwarder {
+        Forwarder::new("edge-1", vec!["10.0.0.0/8".parse().unwrap()], Vec::new())
+    }
 
     #[test]
     fn rfc8586_2_own_cdn_id_is_a_loop() {
@@ -129,32 +316,111 @@ mod tests {
 
     #[test]
     fn rfc8586_2_upstream_request_adds_cdn_loop_and_via() {
-        let mut client = HeaderMap::new();
-        client.insert(CDN_LOOP, HeaderValue::from_static("other"));
-        client.insert("connection", HeaderValue::from_static("close"));
-        client.insert(RANGE, HeaderValue::from_static("bytes=0-1"));
-        let origin = Origin::parse("http://127.0.0.1:1").unwrap();
-        use http_body_util::BodyExt;
-        let body = http_body_util::Empty::new()
-            .map_err(|n: std::convert::Infallible| match n {})
-            .boxed();
-        let req = upstream_request(
+        let h = head(
             Method::GET,
-            "/x",
-            &client,
-            "example.com",
-            None,
-            "10.0.0.1:5".parse().unwrap(),
-            "edge-1",
-            &origin,
-            Purpose::Fill { validators: &[] },
-            body,
-        )
-        .unwrap();
+            "192.0.2.1:5",
+            &[
+                ("cdn-loop", "other"),
+                ("connection", "close"),
+                ("range", "bytes=0-1"),
+            ],
+        );
+        let req = build(&forwarder(), &h, Purpose::Fill { validators: &[] });
         assert_eq!(req.headers()[CDN_LOOP], "other, edge-1");
         assert_eq!(req.headers()[VIA], "1.1 edge-1");
         assert_eq!(req.headers()[HOST], "example.com");
         assert!(!req.headers().contains_key("connection"));
         assert!(!req.headers().contains_key(RANGE));
+    }
+
+    #[test]
+    fn rfc9112_6_framing_comes_from_the_body_sent_not_the_client() {
+        let h = head(
+            Method::GET,
+            "192.0.2.1:5",
+            &[
+                ("content-length", "40"),
+                ("transfer-encoding", "chunked"),
+                ("expect", "100-continue"),
+                ("upgrade", "h2c"),
+                ("http2-settings", "AAMAAABkAAQAAP__"),
+                ("strata-ring", "edge-9"),
+            ],
+        );
+        for purpose in [Purpose::Pass, Purpose::Fill { validators: &[] }] {
+            let req = build(&forwarder(), &h, purpose);
+            for name in [
+                "content-length",
+                "transfer-encoding",
+                "expect",
+                "upgrade",
+                "http2-settings",
+                "strata-ring",
+            ] {
+                assert!(!req.headers().contains_key(name), "{name} forwarded");
+            }
+        }
+    }
+
+    #[test]
+    fn override_fields_are_dropped_unless_allowed() {
+        let fields = [
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("x-forwarded-host", "evil.test"),
+            ("x-custom", "kept"),
+        ];
+        let h = head(Method::GET, "192.0.2.1:5", &fields);
+        let req = build(&forwarder(), &h, Purpose::Pass);
+        assert_eq!(req.headers().get("x-original-url"), None);
+        assert_eq!(req.headers().get("x-rewrite-url"), None);
+        assert_eq!(req.headers().get("x-http-method-override"), None);
+        assert_eq!(req.headers()["x-forwarded-host"], "example.com");
+        assert_eq!(req.headers()["x-custom"], "kept");
+
+        let allowing = Forwarder::new(
+            "edge-1",
+            Vec::new(),
+            vec![HeaderName::from_static("x-original-url")],
+        );
+        let req = build(&allowing, &h, Purpose::Pass);
+        assert_eq!(req.headers()["x-original-url"], "/admin");
+    }
+
+    #[test]
+    fn rfc7239_forwarding_fields_are_believed_only_from_trusted_proxies() {
+        let claims = [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "1.2.3.4"),
+        ];
+        let untrusted = head(Method::GET, "192.0.2.1:5", &claims);
+        let req = build(&forwarder(), &untrusted, Purpose::Pass);
+        assert_eq!(req.headers()[X_FORWARDED_FOR], "192.0.2.1");
+        assert_eq!(
+            req.headers()[FORWARDED],
+            "for=192.0.2.1;host=\"example.com\";proto=http"
+        );
+        assert_eq!(req.headers()[X_FORWARDED_PROTO], "http");
+        assert_eq!(req.headers().get("x-real-ip"), None);
+
+        let proxied = head(Method::GET, "10.1.2.3:5", &claims);
+        let req = build(&forwarder(), &proxied, Purpose::Pass);
+        assert_eq!(req.headers()[X_FORWARDED_FOR], "1.2.3.4, 10.1.2.3");
+        assert_eq!(
+            req.headers()[FORWARDED],
+            "for=1.2.3.4, for=10.1.2.3;host=\"example.com\";proto=http"
+        );
+        assert_eq!(req.headers()[X_FORWARDED_PROTO], "https");
+        assert_eq!(req.headers()["x-real-ip"], "1.2.3.4");
+
+        let v6 = head(Method::GET, "[2001:db8::1]:5", &[]);
+        let req = build(&forwarder(), &v6, Purpose::Pass);
+        assert_eq!(
+            req.headers()[FORWARDED],
+            "for=\"[2001:db8::1]\";host=\"example.com\";proto=http"
+        );
     }
 }

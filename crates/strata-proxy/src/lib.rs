@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod budget;
 pub mod coalesce;
 pub mod config;
 pub mod error;
@@ -16,9 +17,11 @@ pub mod metrics;
 pub mod proxy;
 pub mod purge;
 pub mod purge_consumer;
+pub mod request;
 pub mod respond;
 pub mod server;
 pub mod service;
+pub mod throttled_log;
 pub mod tier;
 pub mod upstream;
 
@@ -31,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::access_log::AccessLog;
+use crate::budget::Budget;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -124,6 +128,17 @@ impl Node {
             Arc::new(Proxy::new(config, storage, metrics, access_log).map_err(StartError::Config)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let builder = Arc::new(server::connection_builder(&config.limits));
+        let serve = server::ServeConfig {
+            node: config.node.name.clone(),
+            builder,
+            limits: Budget::new(
+                connection_budget(config.limits.max_connections),
+                config.limits.max_connections_per_client,
+            ),
+            idle_timeout: config.limits.client_idle_timeout.0,
+            send_timeout: config.limits.client_send_timeout.0,
+            metrics: Arc::clone(proxy.metrics()),
+        };
         let mut tasks = JoinSet::new();
 
         let mut http_addrs = Vec::new();
@@ -134,7 +149,7 @@ impl Node {
             let handler = move |req, peer| Arc::clone(&proxy).handle(req, peer);
             tasks.spawn(server::serve(
                 listener,
-                Arc::clone(&builder),
+                serve.clone(),
                 handler,
                 shutdown_rx.clone(),
             ));
@@ -142,11 +157,25 @@ impl Node {
         let admin_addr = match listeners.admin {
             Some((listener, bound)) => {
                 let listener = into_tokio(listener, bound)?;
-                let proxy = Arc::clone(&proxy);
-                let handler = move |req, _peer| admin::handle(Arc::clone(&proxy), req);
+                if !bound.ip().is_loopback() {
+                    tracing::warn!(addr = %bound, "the admin listener is reachable beyond loopback: every request needs the admin token");
+                }
+                let admin = Arc::new(admin::Admin::new(
+                    Arc::clone(&proxy),
+                    config
+                        .admin
+                        .token()
+                        .map_err(|e| StartError::Config(e.to_string()))?,
+                ));
+                let handler = move |req, _peer| admin::handle(Arc::clone(&admin), req);
+                // Its own budget: a flood on the HTTP listeners leaves room for operators.
+                let admin_serve = server::ServeConfig {
+                    limits: Budget::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS as u32),
+                    ..serve.clone()
+                };
                 tasks.spawn(server::serve(
                     listener,
-                    Arc::clone(&builder),
+                    admin_serve,
                     handler,
                     shutdown_rx.clone(),
                 ));
@@ -198,6 +227,32 @@ impl Node {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Connections the admin listener holds at once.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// How many client connections the node may hold: raises the descriptor limit to its
+/// hard maximum, and keeps a quarter of it for upstream connections and files.
+/// `configured` (0: as many as that allows) is lowered to fit, with a warning.
+fn connection_budget(configured: usize) -> usize {
+    let descriptors = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let fits = usize::try_from(descriptors / 4 * 3)
+        .unwrap_or(usize::MAX)
+        .clamp(64, 1_000_000);
+    match configured {
+        0 => fits,
+        n if n > fits => {
+            tracing::warn!(
+                configured = n,
+                descriptors,
+                using = fits,
+                "limits.max_connections is more than the descriptor limit allows"
+            );
+            fits
+        }
+        n => n,
     }
 }
 

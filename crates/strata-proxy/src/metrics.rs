@@ -26,6 +26,11 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HopLabel {
     /// `peer` (ring member of this PoP) or `parent` (shield).
     pub kind: String,
@@ -153,6 +158,10 @@ pub struct Metrics {
     hot_objects: Gauge,
     hot_object_rate: Family<KeyLabel, Gauge<f64, AtomicU64>>,
     by_status: Vec<(&'static str, Counter, Histogram)>,
+    client_connections: Gauge,
+    connections_refused: Family<ReasonLabel, Counter>,
+    connections_timed_out: Family<ReasonLabel, Counter>,
+    fills_cancelled: Family<ReasonLabel, Counter>,
 }
 
 /// Live topology state, sampled when metrics are scraped.
@@ -277,6 +286,30 @@ impl Metrics {
             "Request rate of the hottest keys on this node",
             hot_object_rate.clone(),
         );
+        let client_connections = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client connections open (HTTP and admin listeners)",
+            client_connections.clone(),
+        );
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "client_connections_refused",
+            "Client connections answered 503 and closed: `connection-limit` (the node's), `client-connection-limit` (one address's)",
+            connections_refused.clone(),
+        );
+        let connections_timed_out = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "client_connections_closed_by_timeout",
+            "Client connections closed by Strata: `idle` (no request in progress), `send` (the client stopped reading)",
+            connections_timed_out.clone(),
+        );
+        let fills_cancelled = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "fills_cancelled",
+            "Fills stopped because no client waited for them any more: `head` (before the response head), `body` (while storing, over the background budget); and background refreshes not started (`budget`)",
+            fills_cancelled.clone(),
+        );
         let by_status = [
             "hit",
             "uri-miss",
@@ -299,6 +332,10 @@ impl Metrics {
         })
         .collect();
         Self {
+            client_connections,
+            connections_refused,
+            connections_timed_out,
+            fills_cancelled,
             by_status,
             tier_upstream_up,
             hot_objects,
@@ -350,6 +387,39 @@ impl Metrics {
         if let Some(d) = first_byte {
             self.origin_first_byte.observe(d.as_secs_f64());
         }
+    }
+
+    pub fn connection_opened(&self) {
+        self.client_connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.client_connections.dec();
+    }
+
+    /// `reason` is one of a fixed set (never client text).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn connection_timed_out(&self, reason: &'static str) {
+        self.connections_timed_out
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn fill_cancelled(&self, reason: &'static str) {
+        self.fills_cancelled
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Renders the registry, refreshing sampled figures first.

@@ -1,14 +1,19 @@
-//! The request path. Phases, in order (see ARCHITECTURE.md):
+//! The request path. Phases, in order (see docs/request-path.md):
 //!
-//! 1. **parse**: limits (header size/count are enforced by hyper, 431; URI length here,
-//!    414), `Host`, `CDN-Loop` (508);
-//! 2. **service**: `Host` → service, path → rule (bypass, key rules, TTL override);
-//! 3. **cache key**: scheme + host + path + normalised query;
+//! 1. **parse** (`request`): limits (header size/count are enforced by hyper, 431; URI
+//!    length here, 414), `CONNECT`/`TRACE` (405), the authority validated and made
+//!    canonical (400), `CDN-Loop` (508);
+//! 2. **service**: the canonical host → service, path → rule (bypass, key rules, TTL);
+//! 3. **cache key**: scheme + canonical host + path + normalised query;
 //! 4. **lookup**: fresh hit → respond; stale within stale-while-revalidate → respond and
-//!    revalidate in the background; otherwise validate or fetch;
+//!    revalidate in the background (within the background budget); otherwise validate or
+//!    fetch;
 //! 5. **coalesce and fill**: one upstream request per object however many clients miss at
-//!    once (see `coalesce`); the fill runs on its own task and clients stream from it;
-//! 6. **response**: `Age`, conditionals, ranges, `Cache-Status`, `Via`; access log.
+//!    once (see `coalesce`); the fill runs on its own task and clients stream from it; a
+//!    fill nobody waits for any more is cancelled (see `fill`);
+//! 6. **upstream selection** (`upstream::send`): ring owner, parents, origins; breakers
+//!    that never fail closed; requests built by `forward::Forwarder`;
+//! 7. **response**: `Age`, conditionals, ranges, `Cache-Status`, `Via`; access log.
 //!
 //! Unsafe methods pass through, and a success invalidates the URI (RFC 9111 §4.4).
 
@@ -19,35 +24,44 @@ use std::time::{Instant, SystemTime};
 
 use http::header::{
     HeaderMap, HeaderValue, AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
-    DATE, HOST, LOCATION, PRAGMA, VIA,
+    DATE, LOCATION, PRAGMA, VIA,
 };
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::conditional::{not_modified_selects, refresh_headers, validation_headers};
 use strata_http_cache::policy::Decision;
 use strata_http_cache::vary::{vary_of, VariantKey};
-use strata_http_cache::{CacheKey, CachePolicy, CacheStatus, RequestCacheControl, ResponseTimes};
+use strata_http_cache::{
+    Authority, CacheKey, CachePolicy, CacheStatus, RequestCacheControl, ResponseTimes,
+};
 use strata_storage::{ChunkedBody, Storage, StoredObject};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::{ClientBody, IdleTimeout, ProxyBody};
+use crate::budget::Budget;
 use crate::coalesce::{Coalescer, FetchMeta, FillGuard, Inflight, Join, Outcome, Passed};
 use crate::config::NodeConfig;
 use crate::error::ProxyError;
-use crate::fill::Fill;
-use crate::forward::{self, Purpose, CACHE_STATUS};
+use crate::fill::{Fill, FillEnd, Interest};
+use crate::forward::{self, Forwarder, Outbound, Purpose, CACHE_STATUS};
 use crate::health_report::HealthCounters;
 use crate::metrics::Metrics;
+use crate::request::{self, Head};
 use crate::respond;
 use crate::service::{Resolved, Service, Services};
 use crate::tier::{Hop, HopKind, Tier, HEALTH_PATH, RING_HOP};
-use crate::upstream::{Timeouts, UpstreamBody, UpstreamClient, UpstreamError};
+use crate::upstream::request_body::watched;
+use crate::upstream::send::{FromUpstream, SendPolicy, Sender};
+use crate::upstream::{Timeouts, UpstreamClient, UpstreamError};
 
 /// How many times a follower looks again after a fill that could not serve it.
 const MAX_JOIN_ATTEMPTS: usize = 3;
+
+/// Bodies up to this size with a known length are complete before their first client
+/// is answered, so `Cache-Status` says `stored` only when they were (they usually arrive
+/// with the head). Larger ones stream at once, and are stored when they end.
+const PREBUFFER_MAX: u64 = 64 << 10;
 
 /// Shared state of one node's data plane.
 pub struct Proxy {
@@ -57,6 +71,8 @@ pub struct Proxy {
     services: Services,
     storage: Arc<dyn Storage>,
     upstream: UpstreamClient,
+    sender: Sender,
+    forwarder: Forwarder,
     metrics: Arc<Metrics>,
     access_log: AccessLog,
     max_uri_length: usize,
@@ -65,6 +81,10 @@ pub struct Proxy {
     coalescer: Coalescer,
     purge_method_enabled: bool,
     purge_allow: Vec<ipnet::IpNet>,
+    /// Who may read the health report on the HTTP listeners.
+    health_allow: Vec<ipnet::IpNet>,
+    /// Fills with no client waiting: refreshes, bodies whose clients left.
+    background: Arc<Budget>,
     /// Keys that recently answered uncacheable, with the time the mark expires.
     hit_for_pass: moka::sync::Cache<CacheKey, Instant>,
     tier: Tier,
@@ -73,26 +93,12 @@ pub struct Proxy {
     health: HealthCounters,
 }
 
-/// The parts of a client request the cache path needs, cheap to share with fill tasks.
-#[derive(Clone)]
-struct Head {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    host: String,
-    client: SocketAddr,
-}
-
-impl Head {
-    fn path_and_query(&self) -> &str {
-        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
-    }
-}
-
 /// Facts about one request gathered on the way through, for the response phase and log.
 struct Ctx {
     status: CacheStatus,
     upstream: Option<String>,
+    /// The canonical authority, once the parse phase has it (for the log).
+    host: Option<String>,
 }
 
 impl Ctx {
@@ -124,12 +130,16 @@ enum Fetched {
     Pass(Passed, FetchMeta),
 }
 
-/// A response head from an origin, and the connection slot it occupies until its body is
-/// done.
-struct FromOrigin {
-    resp: Response<Incoming>,
-    origin: String,
-    slot: OwnedSemaphorePermit,
+impl Fetched {
+    /// Whether a storable body is small enough, and of known length, to complete before
+    /// anyone is answered.
+    fn prebuffers(first_headers: &HeaderMap) -> bool {
+        first_headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len <= PREBUFFER_MAX)
+    }
 }
 
 // === impl Proxy ===
@@ -141,26 +151,48 @@ impl Proxy {
         metrics: Arc<Metrics>,
         access_log: AccessLog,
     ) -> Result<Self, String> {
+        let upstream = UpstreamClient::new(config.limits.upstream_connect_timeout.0);
+        let timeouts = Timeouts {
+            first_byte: config.limits.upstream_first_byte_timeout.0,
+            idle: config.limits.upstream_idle_timeout.0,
+        };
+        let tier = Tier::new(config)?;
+        let mut trusted = config.forwarding.trusted_networks();
+        trusted.extend(tier.peer_addresses().into_iter().map(ipnet::IpNet::from));
+        let allowed = config
+            .forwarding
+            .allow_request_headers
+            .iter()
+            .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
         Ok(Self {
             via: HeaderValue::from_str(&format!("1.1 {}", config.node.name))
                 .map_err(|_| "node.name is not a valid header value".to_string())?,
             node: config.node.name.clone(),
             purge_method_enabled: config.purge.http_method,
             purge_allow: config.purge.allowed_networks(),
+            health_allow: config.admin.health_networks(),
             services: Services::from_config(config)?,
             storage,
-            upstream: UpstreamClient::new(config.limits.upstream_connect_timeout.0),
+            sender: Sender {
+                client: upstream.clone(),
+                timeouts,
+                metrics: Arc::clone(&metrics),
+            },
+            forwarder: Forwarder::new(&config.node.name, trusted, allowed),
+            upstream,
             metrics,
             access_log,
             max_uri_length: config.limits.max_uri_length,
             max_object_size: config.cache.max_object_size.0,
-            timeouts: Timeouts {
-                first_byte: config.limits.upstream_first_byte_timeout.0,
-                idle: config.limits.upstream_idle_timeout.0,
-            },
+            timeouts,
             coalescer: Coalescer::default(),
+            background: Budget::new(
+                config.limits.max_background_fills,
+                config.limits.max_background_fills_per_client,
+            ),
             hit_for_pass: moka::sync::Cache::new(100_000),
-            tier: Tier::new(config)?,
+            tier,
             pop: config.node.pop.clone().unwrap_or_default(),
             role: config.node.role.as_str(),
             health: HealthCounters::default(),
@@ -338,6 +370,12 @@ impl Proxy {
         self.coalescer.in_progress()
     }
 
+    /// The health report as JSON, for the health endpoint (HTTP listeners, for allowed
+    /// networks; admin listener).
+    pub fn health_json(&self) -> String {
+        serde_json::to_string(&self.health_report()).unwrap_or_default() + "\n"
+    }
+
     /// Handles one client request. Never fails: errors become responses here.
     pub async fn handle(
         self: Arc<Self>,
@@ -354,13 +392,13 @@ impl Proxy {
             (
                 SystemTime::now(),
                 req.method().to_string(),
-                request_host(&req).unwrap_or_default(),
                 req.uri().path().to_string(),
             )
         });
         let mut ctx = Ctx {
             status: CacheStatus::new(&self.node),
             upstream: None,
+            host: None,
         };
 
         let mut resp = match Arc::clone(&self).process(req, client, &mut ctx).await {
@@ -384,16 +422,17 @@ impl Proxy {
         forward::strip_cdn_only(headers);
 
         let label = ctx.status.label();
-        self.metrics.request(label, started.elapsed());
         if !probe {
+            self.metrics.request(label, started.elapsed());
             self.health
                 .response(resp.status().as_u16(), started.elapsed());
         }
-        let record = logged.map(|(arrived, method, host, path)| AccessRecord {
+        // The log names the canonical host, never a client's raw `Host` bytes.
+        let record = logged.map(|(arrived, method, path)| AccessRecord {
             time: humantime::format_rfc3339_millis(arrived).to_string(),
             client: client.ip().to_string(),
             method,
-            host,
+            host: ctx.host.unwrap_or_default(),
             path,
             status: resp.status().as_u16(),
             cache_status: label.to_string(),
@@ -422,29 +461,35 @@ impl Proxy {
         if uri_len > self.max_uri_length {
             return Err(ProxyError::UriTooLong);
         }
+        request::check_method(req.method())?;
         if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
+            // Node name, role, error counts and load: for the monitor and peers, not for
+            // anyone on the internet.
+            if !self.health_allow.iter().any(|n| n.contains(&client.ip())) {
+                return Err(ProxyError::NotFound);
+            }
             ctx.status.fwd = Some(Fwd::Bypass);
             ctx.status.detail = Some("health".into());
-            let json = serde_json::to_string(&self.health_report()).unwrap_or_default() + "\n";
-            let mut resp = respond::text(StatusCode::OK, json);
+            let mut resp = respond::text(StatusCode::OK, self.health_json());
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
             return Ok(resp);
         }
-        let host = request_host(&req).ok_or(ProxyError::BadRequest("missing host"))?;
+        let authority = request::authority(&req)?;
+        ctx.host = Some(authority.as_str().to_string());
         if forward::is_loop(req.headers(), &self.node) {
             return Err(ProxyError::Loop);
         }
         if req.method().as_str() == "PURGE" {
-            return self.purge_method(&req, &host, client);
+            return self.purge_method(&req, authority.as_str(), client);
         }
 
         // === service ===
         let service = Arc::clone(
             self.services
-                .for_host(&host)
+                .for_host(authority.as_str())
                 .ok_or(ProxyError::UnknownHost)?,
         );
         let (parts, body) = req.into_parts();
@@ -453,7 +498,7 @@ impl Proxy {
             method: parts.method,
             uri: parts.uri,
             headers: parts.headers,
-            host,
+            authority,
             client,
         };
 
@@ -464,13 +509,16 @@ impl Proxy {
             } else {
                 Fwd::Method
             });
-            return self.pass(&service, &head, body.boxed(), ctx).await;
+            return self.pass(&service, &head, body, ctx).await;
         }
+        // A body on GET/HEAD is never forwarded (see `Head::forwards_body`); hyper reads
+        // and discards it, or closes the connection, by its framing.
+        drop(body);
 
         // === cache key and lookup ===
         let key = CacheKey::new(
             "http",
-            service.key_host(&head.host),
+            service.key_host(head.host()),
             head.uri.path(),
             head.uri.query(),
             &resolved.key_rules,
@@ -483,7 +531,7 @@ impl Proxy {
                 if self.storage.lookup(&key).is_some() {
                     self.storage.remove(&key);
                 }
-                if let Some(resp) = self.forward_to_owner(&owners, &head, ctx).await {
+                if let Some(resp) = self.forward_to_owner(&owners, &head, &key, ctx).await {
                     return Ok(resp);
                 }
                 // Every node before us on the ring is down: we are the owner now.
@@ -605,7 +653,15 @@ impl Proxy {
             let (inflight, leader) = match self.coalescer.join(&key, serves, usable) {
                 Join::Found(obj) => return Ok(self.hit(&obj, &head, SystemTime::now(), ctx)),
                 Join::Leader(inflight) => {
-                    self.spawn_fill(&inflight, &service, &resolved, &head, &key, stored.clone());
+                    self.spawn_fill(
+                        &inflight,
+                        &service,
+                        &resolved,
+                        &head,
+                        &key,
+                        stored.clone(),
+                        None,
+                    );
                     (inflight, true)
                 }
                 Join::Follower(inflight) => {
@@ -707,7 +763,11 @@ impl Proxy {
             .await
     }
 
-    /// Starts the task that performs a registered fill.
+    /// Starts the task that performs a registered fill. `permit`: the fill is background
+    /// work within budget (a refresh) and runs to its end whoever waits. Without one, when
+    /// its last waiter leaves before the response head, it takes a place in the
+    /// background budget if there is one, and is cancelled if not.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_fill(
         self: &Arc<Self>,
         inflight: &Arc<Inflight>,
@@ -716,6 +776,7 @@ impl Proxy {
         head: &Head,
         key: &CacheKey,
         stored: Option<Arc<StoredObject>>,
+        permit: Option<crate::budget::Permit>,
     ) {
         let (this, inflight, service, resolved, head, key) = (
             Arc::clone(self),
@@ -731,10 +792,29 @@ impl Proxy {
                 key: &key,
                 inflight: &inflight,
             };
-            match this
-                .fetch(&service, &resolved, &head, &key, stored.as_ref())
-                .await
-            {
+            let mut permit = permit;
+            let fetch = this.fetch(&service, &resolved, &head, &key, stored.as_ref());
+            tokio::pin!(fetch);
+            let fetched = loop {
+                if permit.is_some() {
+                    break fetch.await;
+                }
+                tokio::select! {
+                    fetched = &mut fetch => break fetched,
+                    _ = inflight.abandoned() => match this.background.admit(head.client.ip()) {
+                        // Within budget it goes on, so the next request for the key joins
+                        // it instead of asking again.
+                        Ok(p) => permit = Some(p),
+                        Err(_) => {
+                            // Dropping the request closes its origin connection and frees
+                            // the slot: an abandoned URL holds nothing.
+                            this.metrics.fill_cancelled("head");
+                            break Err(ProxyError::Upstream(UpstreamError::Cancelled));
+                        }
+                    },
+                }
+            };
+            match fetched {
                 Ok(Fetched::Refreshed(object, meta)) => {
                     let first_headers = object.headers.clone();
                     inflight.publish(Outcome::Object {
@@ -748,28 +828,60 @@ impl Proxy {
                     first_headers,
                     mut fill,
                     body,
-                    meta,
+                    mut meta,
                 }) => {
-                    inflight.publish(Outcome::Object {
-                        object,
-                        first_headers,
-                        meta,
-                    });
                     // Late arrivals keep joining this fill until its object is stored; the
                     // guard leaves the table after that. A body that outgrows the object
-                    // size limit is no longer kept from the start, so it leaves at once.
-                    let (this2, key2, inflight2, hfp) = (
-                        Arc::clone(&this),
-                        key.clone(),
-                        Arc::clone(&inflight),
-                        service.hit_for_pass,
-                    );
+                    // size limit is no longer kept from the start, so it leaves at once;
+                    // so does a fill about to be abandoned.
+                    let leave = |this: &Arc<Self>| {
+                        let (this, key, inflight) =
+                            (Arc::clone(this), key.clone(), Arc::clone(&inflight));
+                        move || this.coalescer.leave(&key, &inflight)
+                    };
+                    let (on_leave, hfp) = (leave(&this), service.hit_for_pass);
+                    let (this2, key2) = (Arc::clone(&this), key.clone());
                     fill.on_too_large = Some(Box::new(move || {
-                        this2.coalescer.leave(&key2, &inflight2);
+                        on_leave();
                         this2.hit_for_pass.insert(key2, Instant::now() + hfp);
                     }));
+                    fill.interest.on_abandon = Some(Box::new(leave(&this)));
+                    fill.interest.inflight = Some(Arc::clone(&inflight));
+                    fill.interest.permit = permit;
                     fill.discard = Arc::clone(&inflight.discard);
-                    fill.run(body).await;
+                    if Fetched::prebuffers(&first_headers) {
+                        match fill.run(body).await {
+                            FillEnd::Stored => meta.stored = true,
+                            FillEnd::Discarded | FillEnd::TooLarge => meta.stored = false,
+                            FillEnd::Failed => {
+                                inflight.publish(Outcome::Failed(ProxyError::Upstream(
+                                    UpstreamError::Protocol,
+                                )));
+                                return;
+                            }
+                            FillEnd::Abandoned => {
+                                this.metrics.fill_cancelled("body");
+                                return;
+                            }
+                        }
+                        inflight.publish(Outcome::Object {
+                            object,
+                            first_headers,
+                            meta,
+                        });
+                    } else {
+                        // Streamed as it arrives: whether it gets stored is known only at
+                        // its end, so `Cache-Status` does not claim it.
+                        meta.stored = false;
+                        inflight.publish(Outcome::Object {
+                            object,
+                            first_headers,
+                            meta,
+                        });
+                        if fill.run(body).await == FillEnd::Abandoned {
+                            this.metrics.fill_cancelled("body");
+                        }
+                    }
                 }
                 Ok(Fetched::Pass(resp, meta)) => {
                     if meta.uncacheable {
@@ -815,19 +927,39 @@ impl Proxy {
                 first_headers,
                 fill,
                 body,
-                meta,
+                mut meta,
             }) => {
+                self.hit_for_pass.invalidate(key);
+                let deferred = if Fetched::prebuffers(&first_headers) {
+                    // This request is the fill's only client: it reads along from the start.
+                    let _reading = object.body.reader(0, None);
+                    match fill.run(body).await {
+                        FillEnd::Stored => meta.stored = true,
+                        FillEnd::Discarded | FillEnd::TooLarge => meta.stored = false,
+                        FillEnd::Failed | FillEnd::Abandoned => {
+                            return Err(ProxyError::Upstream(UpstreamError::Protocol))
+                        }
+                    }
+                    None
+                } else {
+                    meta.stored = false;
+                    Some((fill, body))
+                };
                 ctx.absorb(&meta);
                 ctx.status.ttl = Some(object.policy.ttl(now));
-                self.hit_for_pass.invalidate(key);
-                tokio::spawn(fill.run(body));
-                Ok(respond::from_object(
+                // The response (and its reader) exists before the fill starts, so the fill
+                // sees its client.
+                let resp = respond::from_object(
                     &object,
                     Some(first_headers),
                     &head.method,
                     &head.headers,
                     now,
-                ))
+                );
+                if let Some((fill, body)) = deferred {
+                    tokio::spawn(fill.run(body));
+                }
+                Ok(resp)
             }
             Ok(Fetched::Pass(resp, meta)) => {
                 ctx.absorb(&meta);
@@ -914,24 +1046,37 @@ impl Proxy {
         };
         hops.extend(self.tier.parents().iter().cloned());
         hops.extend(service.origin_hops());
+        // A stale copy that may stand in for a failure is better than an origin every
+        // breaker calls down: only without one does panic routing try such an origin.
+        let stale_can_answer = stored.is_some_and(|o| {
+            o.policy
+                .stale_if_error(request_time, service.stale_if_error)
+        });
+        let policy = SendPolicy {
+            failover: true,
+            url: key.hash64(),
+            body: None,
+            panic_routing: !stale_can_answer,
+        };
         // A HEAD miss is fetched as GET so the object can be stored (as nginx and Varnish do).
-        let FromOrigin { resp, origin, slot } = self
-            .send_upstream(&hops, true, |hop| {
-                forward::upstream_request(
-                    Method::GET,
-                    head.path_and_query(),
-                    &head.headers,
-                    &head.host,
-                    self.host_for(service, hop.kind),
-                    head.client,
-                    &self.node,
-                    &hop.state.origin,
-                    Purpose::Fill {
+        let FromUpstream {
+            resp,
+            upstream,
+            slot,
+        } = self
+            .sender
+            .send(&hops, policy, |hop| {
+                let out = Outbound {
+                    method: Method::GET,
+                    origin: &hop.state.origin,
+                    host: self.host_for(service, head, hop.kind),
+                    purpose: Purpose::Fill {
                         validators: &validators,
                     },
-                    empty_body(),
-                )
-                .map(|req| with_ring_hop(req, hop.kind, &self.node))
+                    body: None,
+                };
+                let req = self.forwarder.request(head, out)?;
+                Ok(with_ring_hop(req, hop.kind, &self.node))
             })
             .await?;
         let response_time = SystemTime::now();
@@ -941,7 +1086,7 @@ impl Proxy {
         };
         let mut meta = FetchMeta {
             fwd_status: Some(resp.status().as_u16()),
-            upstream: Some(origin),
+            upstream: Some(upstream),
             ..FetchMeta::default()
         };
 
@@ -972,6 +1117,7 @@ impl Proxy {
                         &resolved.policy,
                     ) {
                         Ok(policy) => {
+                            let headers = strata_storage::owned_headers(&headers);
                             let refreshed = Arc::new(old.refreshed(headers, policy, response_time));
                             self.storage.replace(key, old, Arc::clone(&refreshed));
                             meta.stored = true;
@@ -1025,7 +1171,7 @@ impl Proxy {
         };
         match policy {
             Ok(policy) => {
-                let mut stored_headers = parts.headers.clone();
+                let mut stored_headers = strata_storage::owned_headers(&parts.headers);
                 for name in &policy.private_fields {
                     stored_headers.remove(name);
                 }
@@ -1048,8 +1194,14 @@ impl Proxy {
                     on_too_large: None,
                     slot: Some(slot),
                     discard: Arc::default(),
+                    interest: Interest {
+                        inflight: None,
+                        budget: Arc::clone(&self.background),
+                        client: head.client.ip(),
+                        permit: None,
+                        on_abandon: None,
+                    },
                 };
-                meta.stored = true;
                 Ok(Fetched::Storable {
                     object,
                     first_headers: parts.headers,
@@ -1073,139 +1225,51 @@ impl Proxy {
         }
     }
 
-    /// Sends to `hops` in order, skipping those whose breaker is open: the key's owner in
-    /// the PoP, parent shields, then the service's origins. With `failover` (idempotent
-    /// fills, no client body), a connection failure, timeout or origin 5xx moves on to the
-    /// next hop; the last 5xx is answered if none does better.
-    ///
-    /// Outcomes feed each hop's breaker (passive health): connect errors, timeouts and
-    /// origin 502/503/504 count against it; other statuses for it. Errors a client can
-    /// cause (a broken request body, a 500 for one bad URL) do not, so one client cannot
-    /// take an origin offline for everyone. A peer or shield that answers is up: its 5xx is
-    /// the origin's trouble seen through it, answered as it is (with its `Cache-Status`).
-    async fn send_upstream(
-        &self,
-        hops: &[Hop],
-        failover: bool,
-        build: impl Fn(&Hop) -> Result<Request<UpstreamBody>, ProxyError>,
-    ) -> Result<FromOrigin, ProxyError> {
-        let mut last = UpstreamError::Unavailable;
-        let mut server_error: Option<FromOrigin> = None;
-        for hop in hops {
-            let origin = &hop.state;
-            if origin.refuses(Instant::now()) {
-                continue;
-            }
-            let slot = match origin.acquire(self.timeouts.first_byte).await {
-                Ok(slot) => slot,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            // Checked again after queueing: the breaker may have opened meanwhile.
-            let Some(attempt) = origin.attempt(Instant::now()) else {
-                continue;
-            };
-            let is_origin = hop.kind == HopKind::Origin;
-            let started = Instant::now();
-            match self.upstream.send(build(hop)?, self.timeouts).await {
-                Ok(resp) if resp.status().is_server_error() && is_origin => {
-                    if matches!(resp.status().as_u16(), 502..=504) {
-                        attempt.failure();
-                    } else {
-                        attempt.neutral();
-                    }
-                    self.metrics
-                        .origin_request("server-error", Some(started.elapsed()));
-                    server_error = Some(FromOrigin {
-                        resp,
-                        origin: hop.name.clone(),
-                        slot,
-                    });
-                    if !failover {
-                        break;
-                    }
-                }
-                Ok(resp) => {
-                    attempt.success();
-                    if is_origin {
-                        self.metrics.origin_request("ok", Some(started.elapsed()));
-                    }
-                    return Ok(FromOrigin {
-                        resp,
-                        origin: hop.name.clone(),
-                        slot,
-                    });
-                }
-                Err(e) => {
-                    let upstream_fault = match e {
-                        UpstreamError::ConnectFailed
-                        | UpstreamError::ConnectTimeout
-                        | UpstreamError::FirstByteTimeout => true,
-                        // Without a client body, a protocol error is the upstream's doing.
-                        UpstreamError::Protocol => failover,
-                        _ => false,
-                    };
-                    if upstream_fault {
-                        attempt.failure();
-                    } else {
-                        attempt.neutral();
-                    }
-                    if is_origin {
-                        self.metrics.origin_request(&e.to_string(), None);
-                    } else {
-                        tracing::debug!(upstream = %hop.name, error = %e, "tier hop failed, moving on");
-                    }
-                    last = e;
-                    // A peer or shield that cannot be reached is skipped even for a pass:
-                    // nothing was sent.
-                    if !failover && (is_origin || !upstream_fault) {
-                        break;
-                    }
-                }
-            }
-        }
-        server_error.ok_or(ProxyError::Upstream(last))
-    }
-
-    /// The `Host` sent to a hop: peers and shields get the client's, so they resolve the
-    /// same service; origins get the service's `origin_host` when set.
-    fn host_for<'a>(&self, service: &'a Service, kind: HopKind) -> Option<&'a str> {
-        match kind {
-            HopKind::Origin => service.origin_host.as_deref(),
-            HopKind::Peer | HopKind::Parent => None,
+    /// The `Host` sent to a hop: peers and shields get the client's (canonical), so they
+    /// resolve the same service; origins get the service's `origin_host` when set.
+    fn host_for<'a>(&self, service: &'a Service, head: &'a Head, kind: HopKind) -> &'a str {
+        match (kind, service.origin_host.as_deref()) {
+            (HopKind::Origin, Some(host)) => host,
+            _ => head.host(),
         }
     }
 
     /// Forwards a request to the key's owner in this PoP, walking the ring past owners
-    /// that are down (as `send_upstream` does for any hops), and streams its answer back
-    /// without storing it: each object is stored once per PoP. `None` when every node
-    /// before this one is down.
+    /// that are down, and streams its answer back without storing it: each object is
+    /// stored once per PoP. `None` when every node before this one is down.
     async fn forward_to_owner(
         &self,
         owners: &[Hop],
         head: &Head,
+        key: &CacheKey,
         ctx: &mut Ctx,
     ) -> Option<Response<ProxyBody>> {
+        let policy = SendPolicy {
+            failover: true,
+            url: key.hash64(),
+            body: None,
+            // Every owner down: this node serves the key itself.
+            panic_routing: false,
+        };
         let sent = self
-            .send_upstream(owners, true, |hop| {
-                forward::upstream_request(
-                    head.method.clone(),
-                    head.path_and_query(),
-                    &head.headers,
-                    &head.host,
-                    None,
-                    head.client,
-                    &self.node,
-                    &hop.state.origin,
-                    Purpose::Pass,
-                    empty_body(),
-                )
-                .map(|req| with_ring_hop(req, hop.kind, &self.node))
+            .sender
+            .send(owners, policy, |hop| {
+                let out = Outbound {
+                    method: head.method.clone(),
+                    origin: &hop.state.origin,
+                    host: head.host(),
+                    purpose: Purpose::Pass,
+                    body: None,
+                };
+                let req = self.forwarder.request(head, out)?;
+                Ok(with_ring_hop(req, hop.kind, &self.node))
             })
             .await;
-        let FromOrigin { resp, origin, slot } = match sent {
+        let FromUpstream {
+            resp,
+            upstream,
+            slot,
+        } = match sent {
             Ok(sent) => sent,
             Err(e) => {
                 tracing::debug!(error = %e.detail(), "no ring owner reachable, serving the key here");
@@ -1214,61 +1278,72 @@ impl Proxy {
         };
         ctx.status.fwd = Some(Fwd::Bypass);
         ctx.status.fwd_status = Some(resp.status().as_u16());
-        ctx.status.detail = Some(format!("owner={origin}"));
-        ctx.upstream = Some(origin);
+        ctx.status.detail = Some(format!("owner={upstream}"));
+        ctx.upstream = Some(upstream);
         Some(self.respond_pass((resp, Some(slot)), head))
     }
 
     /// Forwards a request the cache does not handle. A successful unsafe method invalidates
-    /// the target URI and same-host `Location`/`Content-Location` (RFC 9111 §4.4).
+    /// the target URI and same-origin `Location`/`Content-Location` (RFC 9111 §4.4; see
+    /// `Service::invalidates` for which methods and answers).
     async fn pass(
         &self,
         service: &Service,
         head: &Head,
-        body: UpstreamBody,
+        body: Incoming,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (body, progress) = if head.forwards_body() {
+            let (body, progress) = watched(body);
+            (Some(body), Some(progress))
+        } else {
+            (None, None)
+        };
         // The body can be sent once, so a pass is never retried on another origin.
-        let body = std::sync::Mutex::new(Some(body));
+        let body = std::sync::Mutex::new(body);
         let hops = service.origin_hops();
-        let FromOrigin { resp, origin, slot } = self
-            .send_upstream(&hops, false, |hop| {
-                let body = body
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                    .ok_or(ProxyError::Upstream(UpstreamError::Protocol))?;
-                forward::upstream_request(
-                    head.method.clone(),
-                    head.path_and_query(),
-                    &head.headers,
-                    &head.host,
-                    self.host_for(service, hop.kind),
-                    head.client,
-                    &self.node,
-                    &hop.state.origin,
-                    Purpose::Pass,
+        let policy = SendPolicy {
+            failover: false,
+            url: xxhash_rust::xxh64::xxh64(head.path_and_query().as_bytes(), 0),
+            body: progress.as_ref(),
+            panic_routing: true,
+        };
+        let FromUpstream {
+            resp,
+            upstream,
+            slot,
+        } = self
+            .sender
+            .send(&hops, policy, |hop| {
+                let body = body.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if head.forwards_body() && body.is_none() {
+                    return Err(ProxyError::Upstream(UpstreamError::Protocol));
+                }
+                let out = Outbound {
+                    method: head.method.clone(),
+                    origin: &hop.state.origin,
+                    host: self.host_for(service, head, hop.kind),
+                    purpose: Purpose::Pass,
                     body,
-                )
+                };
+                self.forwarder.request(head, out)
             })
             .await?;
-        ctx.upstream = Some(origin);
+        ctx.upstream = Some(upstream);
         ctx.status.fwd_status = Some(resp.status().as_u16());
-        let unsafe_method = !matches!(
-            head.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-        );
-        if unsafe_method && (resp.status().is_success() || resp.status().is_redirection()) {
-            self.invalidate_uri(service, &head.host, &head.uri);
+        if service.invalidates(&head.method, resp.status()) {
+            self.invalidate_uri(service, &head.authority, &head.uri);
             for name in [LOCATION, CONTENT_LOCATION] {
-                if let Some(target) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
-                    if let Ok(uri) = target.parse::<Uri>() {
-                        // Only same-origin targets (§4.4): relative, or our host.
-                        if uri.host().is_none_or(|h| {
-                            h.eq_ignore_ascii_case(crate::service::strip_port(&head.host))
-                        }) {
-                            self.invalidate_uri(service, &head.host, &uri);
-                        }
+                let target = resp.headers().get(name).and_then(|v| v.to_str().ok());
+                if let Some(uri) = target.and_then(|t| t.parse::<Uri>().ok()) {
+                    // Only same-origin targets (§4.4): relative, or our own authority.
+                    let same_origin = match uri.authority() {
+                        None => true,
+                        Some(a) => Authority::parse(a.as_str().as_bytes(), 80)
+                            .is_ok_and(|a| a == head.authority),
+                    };
+                    if same_origin {
+                        self.invalidate_uri(service, &head.authority, &uri);
                     }
                 }
             }
@@ -1276,11 +1351,14 @@ impl Proxy {
         Ok(self.respond_pass((resp, Some(slot)), head))
     }
 
-    fn invalidate_uri(&self, service: &Service, host: &str, uri: &Uri) {
+    fn invalidate_uri(&self, service: &Service, authority: &Authority, uri: &Uri) {
+        if !uri.path().starts_with('/') {
+            return;
+        }
         let rules = service.resolve(uri.path()).key_rules;
         let key = CacheKey::new(
             "http",
-            service.key_host(host),
+            service.key_host(authority.as_str()),
             uri.path(),
             uri.query(),
             &rules,
@@ -1289,8 +1367,10 @@ impl Proxy {
         self.storage.remove(&key);
     }
 
-    /// stale-while-revalidate: one background revalidation per object. It goes through
-    /// the coalescer, so it also serves as the fill for requests that must wait.
+    /// stale-while-revalidate: one background revalidation per object, within the
+    /// background budget (over it, the stale copy is served and nothing is refreshed). It
+    /// goes through the coalescer, so it also serves as the fill for requests that must
+    /// wait.
     fn revalidate_in_background(
         self: &Arc<Self>,
         service: &Arc<Service>,
@@ -1306,6 +1386,16 @@ impl Proxy {
             head.headers.remove(name);
         }
         if let Join::Leader(inflight) = self.coalescer.join(key, |_| false, || None) {
+            let Ok(permit) = self.background.admit(head.client.ip()) else {
+                self.metrics.fill_cancelled("budget");
+                // Nobody waits on it: the guard's drop releases and unregisters it.
+                drop(FillGuard {
+                    coalescer: &self.coalescer,
+                    key,
+                    inflight: &inflight,
+                });
+                return;
+            };
             self.spawn_fill(
                 &inflight,
                 service,
@@ -1313,32 +1403,18 @@ impl Proxy {
                 &head,
                 key,
                 Some(Arc::clone(obj)),
+                Some(permit),
             );
         }
     }
 }
 
-fn empty_body() -> UpstreamBody {
-    Empty::new()
-        .map_err(|never: Infallible| match never {})
-        .boxed()
-}
-
-/// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` field.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
-    }
-    let h = req.headers().get(HOST)?.to_str().ok()?.trim();
-    (!h.is_empty()).then(|| h.to_string())
-}
-
 /// Marks a request to a ring peer so that it serves the key itself.
 fn with_ring_hop(
-    mut req: Request<UpstreamBody>,
+    mut req: Request<crate::upstream::UpstreamBody>,
     kind: HopKind,
     node: &str,
-) -> Request<UpstreamBody> {
+) -> Request<crate::upstream::UpstreamBody> {
     let headers = req.headers_mut();
     headers.remove(RING_HOP);
     if kind == HopKind::Peer {

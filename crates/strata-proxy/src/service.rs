@@ -26,6 +26,8 @@ pub struct Service {
     pub stale_if_error: Option<Duration>,
     pub lock_timeout: Duration,
     pub hit_for_pass: Duration,
+    /// Methods besides POST, PUT, DELETE and PATCH whose 2xx answer invalidates.
+    invalidating_methods: Vec<http::Method>,
     base_key: KeyRules,
     base_policy: PolicyConfig,
     rules: Vec<RuleConfig>,
@@ -94,6 +96,11 @@ impl Service {
             stale_if_error: c.stale_if_error.map(|s| s.0),
             lock_timeout: c.lock_timeout.0,
             hit_for_pass: c.hit_for_pass.0,
+            invalidating_methods: c
+                .invalidating_methods
+                .iter()
+                .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
             base_key: KeyRules {
                 strip_query: c.strip_query.clone(),
                 ignore_query: false,
@@ -108,6 +115,19 @@ impl Service {
             },
             rules: c.rules.clone(),
         })
+    }
+
+    /// Whether an answer with `status` to `method` invalidates the target URI (RFC 9111
+    /// §4.4): a non-error answer to POST, PUT, DELETE or PATCH; a 2xx to a method this
+    /// service lists. Safe methods, and unsafe ones nobody listed, leave the cache alone:
+    /// any client can invent a method, and it should not be a way to purge.
+    pub fn invalidates(&self, method: &http::Method, status: http::StatusCode) -> bool {
+        use http::Method;
+        let standard = [Method::POST, Method::PUT, Method::DELETE, Method::PATCH];
+        if standard.contains(method) {
+            return status.is_success() || status.is_redirection();
+        }
+        self.invalidating_methods.contains(method) && status.is_success()
     }
 
     /// The first rule whose prefix matches `path` shapes key and policy.
@@ -137,6 +157,10 @@ fn breaker_config(h: &HealthConfig) -> BreakerConfig {
         failures: h.failures,
         successes: h.successes,
         cooldown: h.cooldown.0,
+        error_rate: h.error_rate,
+        window: h.error_window.0,
+        min_responses: h.error_min_responses,
+        distinct_urls: h.distinct_urls,
     }
 }
 

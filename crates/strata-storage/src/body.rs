@@ -195,6 +195,25 @@ impl ChunkedBody {
         }
     }
 
+    /// Readers of this body now.
+    pub fn readers(&self) -> usize {
+        self.lock().readers.len()
+    }
+
+    /// Resolves once no reader is left.
+    pub async fn readers_gone(&self) {
+        loop {
+            let notified = self.consumed.notified();
+            tokio::pin!(notified);
+            // Register before looking, so a reader dropped in between wakes us.
+            notified.as_mut().enable();
+            if self.readers() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.lock().len

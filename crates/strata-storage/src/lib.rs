@@ -27,7 +27,7 @@ use strata_http_cache::CacheKey;
 pub use body::{BodyError, BodyReader, ChunkedBody};
 pub use disk::DiskStorage;
 pub use memory::MemoryStorage;
-pub use object::{StoredObject, Variants};
+pub use object::{owned_headers, StoredObject, Variants};
 pub use purge::{Purge, Scope};
 pub use tiered::TieredStorage;
 

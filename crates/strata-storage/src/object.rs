@@ -54,6 +54,20 @@ impl StoredObject {
     }
 }
 
+/// A copy of `headers` that owns its bytes. Field values parsed by hyper are slices of the
+/// connection's read buffer: keeping them in the cache would keep that whole buffer (8 KiB
+/// or more) alive for as long as the object, whatever its own size.
+pub fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy =
+            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+    }
+    out
+}
+
 /// The variants under one primary key, newest first. Immutable: updates build a new set.
 #[derive(Debug, Default, Clone)]
 pub struct Variants {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod control;
 pub mod edge;
 pub mod nats;

@@ -55,6 +55,10 @@ pub struct NodeConfig {
     pub parents: ParentsSection,
     #[serde(default)]
     pub hot: HotSection,
+    #[serde(default)]
+    pub forwarding: ForwardingSection,
+    #[serde(default)]
+    pub admin: AdminSection,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
 }
@@ -67,6 +71,100 @@ pub struct BusSection {
     /// this node through a durable consumer named after `node.name`.
     #[serde(default)]
     pub nats: Option<String>,
+}
+
+/// What this node believes of the forwarding fields clients send, and which of the
+/// fields it drops by default it forwards anyway.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingSection {
+    /// Networks of proxies in front of this node (a load balancer; a shield's edges):
+    /// their `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto` and client-address fields
+    /// are kept and extended. Anyone else's are replaced with what the connection says.
+    /// The ring's peers are trusted without being listed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Fields Strata drops from client requests because origins read them as the real
+    /// host, URL or method (`X-Forwarded-Host`, `X-Original-URL`, `X-Rewrite-URL`,
+    /// `X-HTTP-Method-Override`, ...) that this node forwards anyway.
+    #[serde(default)]
+    pub allow_request_headers: Vec<String>,
+}
+
+impl ForwardingSection {
+    /// The trusted networks, parsed (validation has checked every entry).
+    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|a| parse_network(a).ok())
+            .collect()
+    }
+}
+
+/// The admin listener's credentials, and who may read the node's health report.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Bearer token every admin request must carry (`Authorization: Bearer <token>`).
+    /// Required when `listen.admin` is not a loopback address. At least 16 characters.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token (trailing whitespace ignored), instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Networks allowed to read `/.well-known/strata/health` on the HTTP listeners (node
+    /// name, role, error counts, load). Others get 404; the admin listener serves it too.
+    #[serde(default = "default_health_allow")]
+    pub health_allow: Vec<String>,
+}
+
+fn default_health_allow() -> Vec<String> {
+    [
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            token: None,
+            token_file: None,
+            health_allow: default_health_allow(),
+        }
+    }
+}
+
+impl AdminSection {
+    /// The token, read from `token_file` when that is how it is given.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                "admin.token_file",
+                "give either admin.token or admin.token_file, not both",
+            )),
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim_end().to_string()))
+                .map_err(|e| {
+                    ConfigError::new("admin.token_file", format!("{}: {e}", path.display()))
+                }),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn health_networks(&self) -> Vec<ipnet::IpNet> {
+        self.health_allow
+            .iter()
+            .filter_map(|a| parse_network(a).ok())
+            .collect()
+    }
 }
 
 /// The HTTP `PURGE` method on the edge listener (the admin API's `POST /v1/purge` is
@@ -358,6 +456,51 @@ pub struct LimitsSection {
     /// Longest silence between two pieces of an upstream body.
     #[serde(default = "default_idle_timeout")]
     pub upstream_idle_timeout: Seconds,
+    /// A client connection with no request in progress this long is closed: before its
+    /// first byte, inside the h2 preface, after SETTINGS, or between keep-alive requests.
+    #[serde(default = "default_client_idle_timeout")]
+    pub client_idle_timeout: Seconds,
+    /// A response write blocked this long (the client stopped reading) closes the
+    /// connection.
+    #[serde(default = "default_client_send_timeout")]
+    pub client_send_timeout: Seconds,
+    /// Client connections held at once; 0 picks three quarters of the descriptor limit
+    /// (raised to its hard maximum at start). Connections past it are answered 503.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Client connections one address (IPv6: one /64) may hold; past it, 503.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: u32,
+    /// Concurrent h2 streams per connection.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
+    /// Fills that run on with no client waiting (stale-while-revalidate refreshes, fills
+    /// whose clients left) at once on this node; others are cancelled (or not started).
+    /// Kept well below an origin's connection limit, so abandoned work cannot hold it.
+    #[serde(default = "default_max_background_fills")]
+    pub max_background_fills: usize,
+    /// The same, per client address: one client cannot use the node's whole budget.
+    #[serde(default = "default_max_background_fills_per_client")]
+    pub max_background_fills_per_client: u32,
+}
+
+fn default_client_idle_timeout() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+fn default_client_send_timeout() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}
+fn default_max_connections_per_client() -> u32 {
+    256
+}
+fn default_max_streams_per_connection() -> u32 {
+    256
+}
+fn default_max_background_fills() -> usize {
+    64
+}
+fn default_max_background_fills_per_client() -> u32 {
+    16
 }
 
 fn default_max_header_bytes() -> ByteSize {
@@ -392,6 +535,13 @@ impl Default for LimitsSection {
             upstream_connect_timeout: default_connect_timeout(),
             upstream_first_byte_timeout: default_first_byte_timeout(),
             upstream_idle_timeout: default_idle_timeout(),
+            client_idle_timeout: default_client_idle_timeout(),
+            client_send_timeout: default_client_send_timeout(),
+            max_connections: 0,
+            max_connections_per_client: default_max_connections_per_client(),
+            max_streams_per_connection: default_max_streams_per_connection(),
+            max_background_fills: default_max_background_fills(),
+            max_background_fills_per_client: default_max_background_fills_per_client(),
         }
     }
 }
@@ -483,6 +633,11 @@ pub struct ServiceConfig {
     /// How long a key that answered uncacheable skips coalescing (hit-for-pass).
     #[serde(default = "default_hit_for_pass")]
     pub hit_for_pass: Seconds,
+    /// Methods besides POST, PUT, DELETE and PATCH whose 2xx answer invalidates the target
+    /// URI (RFC 9111 §4.4), e.g. WebDAV's `MOVE`. Other methods unknown to Strata pass
+    /// through without touching the cache.
+    #[serde(default)]
+    pub invalidating_methods: Vec<String>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
 }
@@ -542,8 +697,9 @@ pub struct HealthConfig {
     pub timeout: Seconds,
     #[serde(default = "default_expected_status")]
     pub expected_status: u16,
-    /// Consecutive failures (probes or requests: connect errors, timeouts, 5xx) that open
-    /// an origin's breaker.
+    /// Transport failures in a row (failed probes; connections refused, reset or timed
+    /// out; requests with no response head in time) that open an origin's breaker.
+    /// Failures of sent requests count only when they span `distinct_urls` URLs.
     #[serde(default = "default_breaker_failures")]
     pub failures: u32,
     /// Successes in half-open that close it again.
@@ -552,6 +708,31 @@ pub struct HealthConfig {
     /// Time an open breaker waits before letting a test request through.
     #[serde(default = "default_breaker_cooldown")]
     pub cooldown: Seconds,
+    /// Share of 5xx answers over `error_window` that opens the breaker (0 < rate <= 1).
+    #[serde(default = "default_error_rate")]
+    pub error_rate: f64,
+    #[serde(default = "default_error_window")]
+    pub error_window: Seconds,
+    /// Answers in the window before the 5xx share is judged.
+    #[serde(default = "default_error_min_responses")]
+    pub error_min_responses: u32,
+    /// Different URLs the 5xx answers, or a run of failed requests, must span: one URL
+    /// that fails cannot open the breaker for a whole site.
+    #[serde(default = "default_distinct_urls")]
+    pub distinct_urls: u32,
+}
+
+fn default_error_rate() -> f64 {
+    0.5
+}
+fn default_error_window() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+fn default_error_min_responses() -> u32 {
+    20
+}
+fn default_distinct_urls() -> u32 {
+    3
 }
 
 fn default_probe_interval() -> Seconds {
@@ -583,6 +764,10 @@ impl Default for HealthConfig {
             failures: default_breaker_failures(),
             successes: default_breaker_successes(),
             cooldown: default_breaker_cooldown(),
+            error_rate: default_error_rate(),
+            error_window: default_error_window(),
+            error_min_responses: default_error_min_responses(),
+            distinct_urls: default_distinct_urls(),
         }
     }
 }
@@ -613,6 +798,7 @@ impl ServiceConfig {
             stale_if_error: None,
             lock_timeout: default_lock_timeout(),
             hit_for_pass: default_hit_for_pass(),
+            invalidating_methods: Vec::new(),
             rules: Vec::new(),
         }
     }
@@ -681,6 +867,8 @@ impl NodeConfig {
             ring: RingSection::default(),
             parents: ParentsSection::default(),
             hot: HotSection::default(),
+            forwarding: ForwardingSection::default(),
+            admin: AdminSection::default(),
             services: vec![ServiceConfig::new(
                 "default",
                 vec!["*".into()],
@@ -750,9 +938,50 @@ impl NodeConfig {
                 "must be at least 16",
             ));
         }
+        for (key, d) in [
+            (
+                "limits.client_idle_timeout",
+                self.limits.client_idle_timeout,
+            ),
+            (
+                "limits.client_send_timeout",
+                self.limits.client_send_timeout,
+            ),
+            (
+                "limits.client_header_timeout",
+                self.limits.client_header_timeout,
+            ),
+        ] {
+            if d.0.is_zero() {
+                return Err(ConfigError::new(key, "must be more than 0"));
+            }
+        }
+        for (key, n) in [
+            (
+                "limits.max_connections_per_client",
+                self.limits.max_connections_per_client as usize,
+            ),
+            (
+                "limits.max_streams_per_connection",
+                self.limits.max_streams_per_connection as usize,
+            ),
+            (
+                "limits.max_background_fills",
+                self.limits.max_background_fills,
+            ),
+            (
+                "limits.max_background_fills_per_client",
+                self.limits.max_background_fills_per_client as usize,
+            ),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
         for (i, a) in self.purge.allow.iter().enumerate() {
             parse_network(a).map_err(|m| ConfigError::new(format!("purge.allow[{i}]"), m))?;
         }
+        self.validate_access()?;
         if self.purge.http_method && self.purge.allow.is_empty() {
             return Err(ConfigError::new(
                 "purge.allow",
@@ -850,6 +1079,24 @@ impl NodeConfig {
                     "failures and successes must be at least 1",
                 ));
             }
+            if !(s.health.error_rate > 0.0 && s.health.error_rate <= 1.0) {
+                return Err(ConfigError::new(
+                    at("health.error_rate"),
+                    "must be more than 0 and at most 1",
+                ));
+            }
+            if s.health.error_window.0.is_zero() {
+                return Err(ConfigError::new(
+                    at("health.error_window"),
+                    "must be more than 0",
+                ));
+            }
+            if s.health.error_min_responses == 0 || s.health.distinct_urls == 0 {
+                return Err(ConfigError::new(
+                    at("health"),
+                    "error_min_responses and distinct_urls must be at least 1",
+                ));
+            }
             if s.health.interval.0.is_zero() {
                 return Err(ConfigError::new(
                     at("health.interval"),
@@ -869,6 +1116,17 @@ impl NodeConfig {
                     return Err(ConfigError::new(
                         at("origin_host"),
                         "not a valid Host value",
+                    ));
+                }
+            }
+            for (m, method) in s.invalidating_methods.iter().enumerate() {
+                let safe = ["GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"];
+                if http::Method::from_bytes(method.as_bytes()).is_err()
+                    || safe.contains(&method.as_str())
+                {
+                    return Err(ConfigError::new(
+                        format!("service[{i}].invalidating_methods[{m}]"),
+                        format!("'{method}' is not an unsafe method name"),
                     ));
                 }
             }
@@ -894,6 +1152,61 @@ impl NodeConfig {
 }
 
 impl NodeConfig {
+    /// Forwarding trust, the admin token and who may read health.
+    fn validate_access(&self) -> Result<(), ConfigError> {
+        for (i, a) in self.forwarding.trusted_proxies.iter().enumerate() {
+            parse_network(a)
+                .map_err(|m| ConfigError::new(format!("forwarding.trusted_proxies[{i}]"), m))?;
+        }
+        for (i, name) in self.forwarding.allow_request_headers.iter().enumerate() {
+            let known = http::HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .filter(|n| crate::forward::OVERRIDES.contains(n));
+            if known.is_none() {
+                let list: Vec<&str> = crate::forward::OVERRIDES
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect();
+                return Err(ConfigError::new(
+                    format!("forwarding.allow_request_headers[{i}]"),
+                    format!(
+                        "'{name}' is not a field Strata drops (every other end-to-end field is forwarded): one of {}",
+                        list.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (i, a) in self.admin.health_allow.iter().enumerate() {
+            parse_network(a)
+                .map_err(|m| ConfigError::new(format!("admin.health_allow[{i}]"), m))?;
+        }
+        let token = self.admin.token()?;
+        let key = if self.admin.token_file.is_some() {
+            "admin.token_file"
+        } else {
+            "admin.token"
+        };
+        if let Some(t) = &token {
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::new(
+                    key,
+                    "must be at least 16 characters, without spaces",
+                ));
+            }
+        }
+        if let Some(addr) = self.listen.admin {
+            if !addr.ip().is_loopback() && token.is_none() {
+                return Err(ConfigError::new(
+                    "admin.token",
+                    format!(
+                        "required when the admin listener ({addr}) is not on a loopback address"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_topology(&self) -> Result<(), ConfigError> {
         if let Some(pop) = &self.node.pop {
             if !is_token(pop) {

@@ -85,11 +85,7 @@ impl Tier {
         let interval = config.ring.probe_interval.0;
         // A peer or shield that refuses a connection is down: one failure opens its
         // breaker, and one good probe (every interval) closes it again.
-        let breaker = BreakerConfig {
-            failures: 1,
-            successes: 1,
-            cooldown: interval,
-        };
+        let breaker = BreakerConfig::transport_only(1, 1, interval);
         let max = config.parents.max_connections;
         let mut peer_states = Vec::new();
         let mut peers = Vec::new();
@@ -189,6 +185,21 @@ impl Tier {
 
     pub fn pop(&self) -> Option<&str> {
         self.pop.as_deref()
+    }
+
+    /// The addresses of the ring's peers named by IP: their forwarding fields are
+    /// trusted (a peer forwards its clients' requests).
+    pub fn peer_addresses(&self) -> Vec<std::net::IpAddr> {
+        self.peers
+            .iter()
+            .filter_map(|p| {
+                let host = p.state.origin.authority.host();
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .ok()
+            })
+            .collect()
     }
 
     /// The peers to try, in ring order, before this node serves `key` itself: empty when

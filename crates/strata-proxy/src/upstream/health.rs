@@ -9,6 +9,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::watch;
 
+use super::breaker::Verdict;
 use super::origins::{OriginSet, OriginState};
 use super::{Timeouts, UpstreamClient};
 
@@ -36,9 +37,13 @@ pub async fn run(
         tokio::select! {
             _ = ticker.tick() => {
                 for origin in origins.all() {
-                    let healthy = check(&client, origin, &probe).await;
-                    let now = Instant::now();
-                    if healthy { origin.success(now) } else { origin.failure(now) }
+                    let verdict = if check(&client, origin, &probe).await {
+                        Verdict::Success
+                    } else {
+                        // A fixed path on every round: not one client's URL.
+                        Verdict::ConnectFailure
+                    };
+                    origin.record(verdict, Instant::now());
                 }
             }
             _ = shutdown.changed() => return,

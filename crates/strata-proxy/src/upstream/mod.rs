@@ -2,7 +2,11 @@
 //!
 //! - [`origins`]: priority groups, weights, per-origin connection limits and breakers;
 //! - [`breaker`]: the circuit breaker (pure logic, time passed in);
-//! - [`health`]: active HTTP probes that feed the breakers.
+//! - [`health`]: active HTTP probes that feed the breakers;
+//! - [`send`]: upstream selection (hops in order, failover, panic routing) and the
+//!   verdicts that feed the breakers;
+//! - [`request_body`]: a client body on its way upstream, so its failures are the
+//!   client's.
 //!
 //! One `hyper-util` client serves every origin; it keeps idle connections per host. The
 //! connect timeout lives in the connector; the first-byte timeout wraps the request future;
@@ -11,7 +15,9 @@
 pub mod breaker;
 pub mod health;
 pub mod origins;
+pub mod request_body;
 pub mod ring;
+pub mod send;
 
 use std::time::Duration;
 
@@ -91,6 +97,9 @@ pub enum UpstreamError {
     /// No connection slot to the origin freed up in time.
     #[error("connection-limit")]
     ConnectionLimit,
+    /// Every client waiting for this fill left before the answer came.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl UpstreamError {

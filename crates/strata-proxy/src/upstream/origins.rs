@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::breaker::{Breaker, BreakerConfig};
+use super::breaker::{Breaker, BreakerConfig, Verdict};
 use super::{Origin, UpstreamError};
 
 /// One origin and its live state.
@@ -71,17 +71,25 @@ impl OriginState {
         })
     }
 
-    pub fn success(&self, now: Instant) {
-        self.breaker().success(now);
+    /// An attempt that goes ahead whatever the breaker says: every origin of the pool is
+    /// open, and failing closed is worse than trying the least-bad one.
+    pub fn panic_attempt(self: &Arc<Self>) -> Attempt {
+        Attempt {
+            origin: Arc::clone(self),
+            done: false,
+        }
     }
 
-    pub fn failure(&self, now: Instant) {
-        let mut b = self.breaker();
-        let was = b.name();
-        b.failure(now);
-        if was != "open" && b.name() == "open" {
-            tracing::warn!(origin = %self.origin.authority, "circuit breaker opened");
+    /// Records an exchange's verdict (requests and active probes).
+    pub fn record(&self, verdict: Verdict, now: Instant) {
+        if self.breaker().record(verdict, now) {
+            tracing::warn!(origin = %self.origin.authority, ?verdict, "circuit breaker opened");
         }
+    }
+
+    /// When the breaker opened, while it is open.
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.breaker().opened_at()
     }
 
     pub fn breaker_state(&self) -> &'static str {
@@ -110,21 +118,10 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn success(mut self) {
+    /// Ends the attempt with its verdict on the origin's health.
+    pub fn finish(mut self, verdict: Verdict, now: Instant) {
         self.done = true;
-        self.origin.success(Instant::now());
-    }
-
-    pub fn failure(mut self) {
-        self.done = true;
-        self.origin.failure(Instant::now());
-    }
-
-    /// Ends the attempt without a verdict on the origin's health (the failure was ours or
-    /// the client's).
-    pub fn neutral(mut self) {
-        self.done = true;
-        self.origin.breaker().abandon();
+        self.origin.record(verdict, now);
     }
 }
 
@@ -217,11 +214,7 @@ mod tests {
     use super::*;
 
     fn state(port: u16, priority: u32, weight: u32) -> OriginState {
-        let cfg = BreakerConfig {
-            failures: 3,
-            successes: 1,
-            cooldown: Duration::from_secs(5),
-        };
+        let cfg = BreakerConfig::transport_only(3, 1, Duration::from_secs(5));
         OriginState::new(
             Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
             priority,

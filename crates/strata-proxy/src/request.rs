@@ -1,0 +1,187 @@
+//! The parse phase: what a client sent, checked once, in the form the rest of the request
+//! path uses.
+//!
+//! Everything here is hostile input. The authority (`Host`, `:authority` or an
+//! absolute-form target) is validated and canonicalised (`strata_http_cache::authority`);
+//! the cache key, service routing and the `Host` sent upstream all use that one form, so a
+//! client cannot make them disagree. Methods that make no sense at a reverse proxy
+//! (`CONNECT`, `TRACE`) are answered here.
+
+use std::net::SocketAddr;
+
+use http::header::{HeaderMap, HOST};
+use http::{Method, Request, Uri, Version};
+use strata_http_cache::Authority;
+
+use crate::error::ProxyError;
+
+/// The parts of a client request the cache path needs, cheap to share with fill tasks.
+#[derive(Clone)]
+pub struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    /// The canonical authority: keys, service routing and forwarding all use it.
+    pub authority: Authority,
+    pub client: SocketAddr,
+}
+
+impl Head {
+    pub fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    }
+
+    /// `host[:port]`, canonical.
+    pub fn host(&self) -> &str {
+        self.authority.as_str()
+    }
+
+    /// Whether the client's body may go upstream. GET and HEAD never carry one: a body on
+    /// them has no meaning (RFC 9110 §9.3.1) and forwarding it, or its framing, is how a
+    /// request smuggled inside it reaches the origin.
+    pub fn forwards_body(&self) -> bool {
+        forwards_body(&self.method)
+    }
+}
+
+/// See [`Head::forwards_body`].
+pub fn forwards_body(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD)
+}
+
+/// The request's authority, canonical. RFC 9110 §7.2 and RFC 9112 §3.2: one `Host`
+/// field, required unless the target carries the authority; when both are present they
+/// must name the same authority (RFC 9113 §8.3.1 for `:authority`), else 400.
+pub fn authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host field"));
+    }
+    let default_port = match req.uri().scheme_str() {
+        None | Some("http") => 80,
+        Some("https") => 443,
+        Some(_) => return Err(ProxyError::BadRequest("unsupported scheme in target")),
+    };
+    let parse = |bytes: &[u8]| {
+        Authority::parse(bytes, default_port).map_err(|e| ProxyError::BadRequest(e.as_str()))
+    };
+    let from_host = host.map(|h| parse(h.as_bytes())).transpose()?;
+    match req.uri().authority() {
+        Some(target) => {
+            let from_target = parse(target.as_str().as_bytes())?;
+            if from_host.is_some_and(|h| h != from_target) {
+                return Err(ProxyError::BadRequest(
+                    if req.version() == Version::HTTP_2 {
+                        "Host does not match :authority"
+                    } else {
+                        "Host does not match the request target"
+                    },
+                ));
+            }
+            Ok(from_target)
+        }
+        None => from_host.ok_or(ProxyError::BadRequest("missing host")),
+    }
+}
+
+/// Methods answered here rather than forwarded: `CONNECT` (a tunnel through a reverse
+/// proxy to whatever the client names) and `TRACE` (echoes request fields, cookies
+/// included, back to a script that asks). 405 with `Allow`.
+pub fn check_method(method: &Method) -> Result<(), ProxyError> {
+    if *method == Method::CONNECT || *method == Method::TRACE {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, hosts: &[&str], version: Version) -> Request<()> {
+        let mut b = Request::builder().uri(uri).version(version);
+        for h in hosts {
+            b = b.header(HOST, *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn auth(uri: &str, hosts: &[&str]) -> Result<String, ProxyError> {
+        authority(&req(uri, hosts, Version::HTTP_11)).map(|a| a.as_str().to_string())
+    }
+
+    #[test]
+    fn rfc9112_3_2_host_is_required_and_canonical() {
+        assert_eq!(auth("/a", &["Shop.Test:80"]).unwrap(), "shop.test");
+        assert_eq!(auth("/a", &[]), Err(ProxyError::BadRequest("missing host")));
+        assert_eq!(auth("/a", &[""]), Err(ProxyError::BadRequest("empty host")));
+    }
+
+    #[test]
+    fn rfc9110_7_2_a_second_host_field_is_400() {
+        assert_eq!(
+            auth("/a", &["a.test", "a.test"]),
+            Err(ProxyError::BadRequest("more than one Host field"))
+        );
+    }
+
+    #[test]
+    fn rfc9110_7_2_invalid_host_is_400() {
+        for bad in [
+            "shop.test/pois",
+            "../../etc",
+            "user@evil.com",
+            "a b",
+            "a:99999",
+        ] {
+            assert!(
+                matches!(auth("/a", &[bad]), Err(ProxyError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc9112_3_2_2_absolute_form_target_names_the_authority() {
+        assert_eq!(auth("http://A.test/x", &[]).unwrap(), "a.test");
+        assert_eq!(auth("http://a.test/x", &["A.TEST:80"]).unwrap(), "a.test");
+        assert_eq!(
+            auth("http://a.test/x", &["b.test"]),
+            Err(ProxyError::BadRequest(
+                "Host does not match the request target"
+            ))
+        );
+        assert_eq!(
+            auth("http://user@a.test/x", &[]),
+            Err(ProxyError::BadRequest("userinfo in host"))
+        );
+        assert_eq!(auth("https://a.test:443/x", &[]).unwrap(), "a.test");
+    }
+
+    #[test]
+    fn rfc9113_8_3_1_host_must_match_authority_pseudo_header() {
+        let r = req("http://a.test/x", &["b.test"], Version::HTTP_2);
+        assert_eq!(
+            authority(&r),
+            Err(ProxyError::BadRequest("Host does not match :authority"))
+        );
+        let r = req("http://a.test/x", &["a.test"], Version::HTTP_2);
+        assert_eq!(authority(&r).unwrap().as_str(), "a.test");
+    }
+
+    #[test]
+    fn connect_and_trace_are_answered_here() {
+        assert_eq!(
+            check_method(&Method::CONNECT),
+            Err(ProxyError::MethodNotAllowed)
+        );
+        assert_eq!(
+            check_method(&Method::TRACE),
+            Err(ProxyError::MethodNotAllowed)
+        );
+        assert!(check_method(&Method::from_bytes(b"PROPFIND").unwrap()).is_ok());
+        assert!(!forwards_body(&Method::GET) && !forwards_body(&Method::HEAD));
+        assert!(forwards_body(&Method::POST));
+    }
+}

@@ -1,0 +1,336 @@
+//! Listeners: accept loops for the HTTP and admin ports, and the life of each connection.
+//!
+//! Every resource a client can hold is bounded here:
+//! - **connections**: `limits.max_connections` in all (kept below the descriptor limit)
+//!   and `limits.max_connections_per_client` per client address (IPv6: per /64). Past
+//!   either, the connection gets a `503` with `Connection: close` and `Retry-After` and is
+//!   closed at once: the client knows why, and the descriptor comes back.
+//! - **idle time**: a connection with no request in progress for
+//!   `limits.client_idle_timeout` is closed (gracefully: HTTP/1 closes, h2 gets GOAWAY),
+//!   whether it has sent nothing at all, stopped inside the h2 preface, gone quiet after
+//!   SETTINGS, or sits between keep-alive requests. Idle time is counted from the end of
+//!   the last request, not from the last byte, so PINGs or empty frames do not keep a
+//!   connection alive.
+//! - **a client that stops reading**: a response write blocked for
+//!   `limits.client_send_timeout` closes the connection.
+//! - **a slow request head**: `limits.client_header_timeout` (HTTP/1, hyper's timer).
+//! - **accept errors** (out of descriptors): exponential back-off up to 1 s; the warning
+//!   is rate-limited.
+
+mod io;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::body::BoxError;
+use crate::budget::{Budget, Exhausted};
+use crate::config::LimitsSection;
+use crate::metrics::Metrics;
+use crate::warn_throttled;
+use io::WatchedIo;
+
+/// How long open connections get to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection closed for idleness gets to say goodbye (h2 GOAWAY) before its
+/// socket is dropped: a client that never answers cannot hold it open.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Refusals written at once; past this, refused sockets are closed without an answer.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+
+/// Longest wait between two accept attempts after errors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How a listener treats its connections.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Named in refusals' `Cache-Status`.
+    pub node: String,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub limits: Arc<Budget>,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An HTTP/1.1 + h2c (prior knowledge) connection builder with the node's limits.
+pub fn connection_builder(limits: &LimitsSection) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.client_header_timeout.0)
+        .max_buf_size(limits.max_header_bytes.0.max(8192) as usize)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.0.min(u64::from(u32::MAX)) as u32)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        // Clients that reset streams as fast as they open them (CVE-2023-44487) are
+        // cut off by hyper's pending-accept-reset limit; keep it explicit.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
+    builder
+}
+
+/// Accepts connections until `shutdown` flips, then drains for a bounded time.
+pub async fn serve<F, Fut, B>(
+    listener: TcpListener,
+    config: ServeConfig,
+    handler: F,
+    shutdown: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+    let mut backoff = Duration::ZERO;
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::ZERO;
+                a
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning, and say so once in a
+                // while rather than once per attempt.
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_ACCEPT_BACKOFF);
+                warn_throttled!(Duration::from_secs(10), error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
+        };
+        let permit = match config.limits.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(exhausted) => {
+                let reason = match exhausted {
+                    Exhausted::Node => "connection-limit",
+                    Exhausted::Client => "client-connection-limit",
+                };
+                config.metrics.connection_refused(reason);
+                warn_throttled!(Duration::from_secs(10), client = %peer.ip(), reason, "connection refused");
+                if let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() {
+                    let node = config.node.clone();
+                    tokio::spawn(async move {
+                        refuse(stream, &node, reason).await;
+                        drop(slot);
+                    });
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let config = config.clone();
+        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            config.metrics.connection_opened();
+            connection(stream, peer, &config, handler, shutdown).await;
+            config.metrics.connection_closed();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT + CLOSE_GRACE, config.limits.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain timeout");
+    }
+}
+
+/// Answers a connection over the limits: a short 503, then close.
+async fn refuse(mut stream: TcpStream, node: &str, reason: &str) {
+    let body = "503 Service Unavailable: too many connections\n";
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\ncache-status: {node}; detail={}\r\n\r\n{body}",
+        body.len(),
+        reason,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        // Lingering close: read what the client already sent before closing, or the
+        // kernel answers it with a reset that can destroy the 503 before it is read.
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Requests in progress on one connection, and when the last one ended.
+struct Activity {
+    started: Instant,
+    active: AtomicUsize,
+    /// Milliseconds from `started` to the end of the last request.
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+
+    /// When the connection falls idle, or `None` while a request is in progress.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        (self.active.load(Ordering::Acquire) == 0).then(|| {
+            self.started + Duration::from_millis(self.last_end_ms.load(Ordering::Acquire)) + idle
+        })
+    }
+}
+
+/// One request in progress: from the moment hyper hands it over until its response body
+/// is done (or the request is dropped, on a reset).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = a.started.elapsed().as_millis() as u64;
+        a.last_end_ms.store(ms, Ordering::Release);
+        a.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it is done.
+struct Tracked<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves one connection until it ends, idles out, stalls, or the node shuts down.
+async fn connection<F, Fut, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &ServeConfig,
+    handler: F,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let activity = Arc::new(Activity {
+        started: Instant::now(),
+        active: AtomicUsize::new(0),
+        last_end_ms: AtomicU64::new(0),
+    });
+    let (io, stall) = WatchedIo::new(stream);
+    let tracker = Arc::clone(&activity);
+    let svc = service_fn(move |req| {
+        let in_flight = tracker.begin();
+        let fut = handler(req, peer);
+        async move {
+            let resp = fut.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
+                inner,
+                _in_flight: in_flight,
+            }))
+        }
+    });
+    let conn = config
+        .builder
+        .serve_connection(TokioIo::new(io), svc)
+        .into_owned();
+    let mut conn = pin!(conn);
+    // Set once the connection is told to close: then it has until this instant.
+    let mut closing: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let check = match closing {
+            Some(deadline) => deadline,
+            None => {
+                let idle = activity
+                    .idle_deadline(config.idle_timeout)
+                    .unwrap_or(now + config.idle_timeout);
+                let stalled = stall
+                    .blocked_since()
+                    .map_or(idle, |since| since + config.send_timeout);
+                idle.min(stalled)
+            }
+        };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, %peer, "connection ended with error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(check) => {
+                let now = Instant::now();
+                if closing.is_some() {
+                    // It had its chance to finish: drop the socket.
+                    return;
+                }
+                if stall.blocked_since().is_some_and(|s| now >= s + config.send_timeout) {
+                    config.metrics.connection_timed_out("send");
+                    return;
+                }
+                if activity.idle_deadline(config.idle_timeout).is_some_and(|d| now >= d) {
+                    config.metrics.connection_timed_out("idle");
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(now + CLOSE_GRACE);
+                }
+            }
+            _ = shutdown.changed(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now() + DRAIN_TIMEOUT);
+            }
+        }
+    }
+}

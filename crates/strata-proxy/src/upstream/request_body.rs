@@ -1,0 +1,85 @@
+//! A client's request body on its way upstream, watched so that a failure it causes is
+//! blamed on the client: an invalid chunked body is a 400 (not a 502), a body sent too
+//! slowly for the origin to answer in time is a 408 (not a 504), and neither counts
+//! against the origin's circuit breaker.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::UpstreamBody;
+
+/// 0: still sending.
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+/// How far the client's body got. Shared between the body (in hyper's client) and the
+/// request path that judges the exchange.
+#[derive(Debug, Clone, Default)]
+pub struct BodyProgress(Arc<AtomicU8>);
+
+impl BodyProgress {
+    /// The whole body was read from the client.
+    pub fn done(&self) -> bool {
+        self.0.load(Ordering::Acquire) == DONE
+    }
+
+    /// Reading the client's body failed (invalid framing, connection cut).
+    pub fn failed(&self) -> bool {
+        self.0.load(Ordering::Acquire) == FAILED
+    }
+}
+
+/// Wraps a client body for sending upstream; returns it with its progress.
+pub fn watched(body: Incoming) -> (UpstreamBody, BodyProgress) {
+    let progress = BodyProgress::default();
+    if body.is_end_stream() {
+        progress.0.store(DONE, Ordering::Release);
+    }
+    let body = Watched {
+        inner: body,
+        progress: progress.clone(),
+    };
+    (body.boxed(), progress)
+}
+
+struct Watched {
+    inner: Incoming,
+    progress: BodyProgress,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let state = match &polled {
+            Poll::Ready(None) => Some(DONE),
+            Poll::Ready(Some(Err(_))) => Some(FAILED),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => Some(DONE),
+            _ => None,
+        };
+        if let Some(state) = state {
+            self.progress.0.store(state, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

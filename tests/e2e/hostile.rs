@@ -1,0 +1,513 @@
+//! Attacks found by probing the edge as an attacker would, each kept as a test against the
+//! real binary (`strata edge` as a child process, spoken to over raw sockets), so the next
+//! change cannot reopen them. Origins are real HTTP servers in the test process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::binary::{closed_by_server, exchange, read_response, Strata};
+use crate::support::{Reply, TestOrigin};
+
+/// A node in front of `origin` for any host, with `extra` TOML appended.
+fn edge(origin: &TestOrigin, service_extra: &str, extra: &str) -> Strata {
+    Strata::edge(&format!(
+        r#"
+[node]
+name = "edge-h"
+[listen]
+http = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+[log]
+access = "off"
+{extra}
+[[service]]
+name = "site"
+hosts = ["*"]
+origins = ["{}"]
+{service_extra}
+"#,
+        origin.url()
+    ))
+}
+
+fn get(path: &str, host: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").into_bytes()
+}
+
+/// An origin that serves `/<name>` as `body of <name>`, cacheable.
+async fn file_origin() -> TestOrigin {
+    TestOrigin::start(|req, _| {
+        Reply::ok(format!("body of {}", req.path()))
+            .cc("max-age=600")
+            .header("content-type", "text/plain")
+    })
+    .await
+}
+
+// === Cache poisoning ===
+
+#[tokio::test]
+async fn get_with_content_length_does_not_reach_the_origin_with_its_framing() {
+    let origin = file_origin().await;
+    let node = edge(
+        &origin,
+        "",
+        "[limits]\nupstream_first_byte_timeout = \"3s\"\n",
+    );
+    // The "body" is a request an origin would read as the next one on the connection.
+    let smuggled = "GET /secret.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request = format!(
+        "GET /a.txt HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let r = exchange(node.http, request.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.cache_status());
+    assert_eq!(r.text(), "body of /a.txt");
+    // Chunked framing on a GET, likewise.
+    let request = "GET /b.txt HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let r = exchange(node.http, request.as_bytes()).await;
+    assert_eq!(r.text(), "body of /b.txt");
+    let v = exchange(node.http, &get("/v.txt", "shop.test", "")).await;
+    assert_eq!(
+        v.text(),
+        "body of /v.txt",
+        "the next request got someone else's answer"
+    );
+    for seen in origin.seen() {
+        assert_ne!(seen.path(), "/secret.txt");
+        assert_eq!(seen.header("content-length"), None, "{seen:?}");
+        assert_eq!(seen.header("transfer-encoding"), None, "{seen:?}");
+        assert!(seen.body.is_empty(), "{seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn host_header_that_is_not_an_authority_is_400_and_poisons_nothing() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "");
+    for bad in [
+        "shop.test/pois",
+        "../../etc",
+        "user@evil.com",
+        "a b",
+        "a:99999",
+        "shop.test\\x",
+    ] {
+        let r = exchange(node.http, &get("/a.txt", bad, "")).await;
+        assert_eq!(
+            r.status,
+            400,
+            "Host: {bad} → {} {}",
+            r.status,
+            r.cache_status()
+        );
+    }
+    assert_eq!(origin.count(), 0, "nothing invalid reached the origin");
+    // The URL an attacker aimed at was never stored: its first request is a miss.
+    let r = exchange(node.http, &get("/pois/a.txt", "shop.test", "")).await;
+    assert!(
+        r.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(r.text(), "body of /pois/a.txt");
+}
+
+#[tokio::test]
+async fn duplicate_or_disagreeing_host_is_400() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "");
+    let two = exchange(
+        node.http,
+        b"GET /a HTTP/1.1\r\nHost: shop.test\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(two.status, 400);
+    let disagree = exchange(
+        node.http,
+        b"GET http://shop.test/a HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(disagree.status, 400);
+    assert_eq!(origin.count(), 0);
+    // One canonical form: case, default port and a trailing dot share one object.
+    exchange(node.http, &get("/same", "Shop.Test:80", "")).await;
+    let r = exchange(node.http, &get("/same", "shop.test.", "")).await;
+    assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
+    assert_eq!(origin.last().header("host"), Some("shop.test"));
+}
+
+#[tokio::test]
+async fn unkeyed_override_and_identity_fields_do_not_reach_the_origin() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "");
+    let fields = "X-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nX-Forwarded-Host: evil.test\r\n\
+                  X-HTTP-Method-Override: DELETE\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n";
+    exchange(node.http, &get("/f", "shop.test", fields)).await;
+    let seen = origin.last();
+    assert_eq!(seen.header("x-original-url"), None);
+    assert_eq!(seen.header("x-rewrite-url"), None);
+    assert_eq!(seen.header("x-http-method-override"), None);
+    assert_eq!(seen.header("x-forwarded-host"), Some("shop.test"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        seen.header("forwarded"),
+        Some("for=127.0.0.1;host=\"shop.test\";proto=http")
+    );
+}
+
+// === Availability ===
+
+#[tokio::test]
+async fn one_url_answering_5xx_never_takes_the_site_offline() {
+    let origin = TestOrigin::start(|req, _| {
+        if req.path() == "/bad" {
+            Reply::status(503)
+        } else {
+            Reply::ok("fine")
+        }
+    })
+    .await;
+    let node = edge(&origin, "", "");
+    for _ in 0..20 {
+        assert_eq!(
+            exchange(node.http, &get("/bad", "shop.test", ""))
+                .await
+                .status,
+            503
+        );
+    }
+    let r = exchange(node.http, &get("/good", "shop.test", "")).await;
+    assert_eq!(r.status, 200, "{}", r.cache_status());
+    assert_eq!(r.text(), "fine");
+}
+
+#[tokio::test]
+async fn every_origin_down_still_tries_one_instead_of_failing_closed() {
+    // Three URLs time out in a row: the origin's breaker opens. The origin then recovers;
+    // the next request must reach it rather than get `origin-unavailable`.
+    let slow = Arc::new(AtomicBool::new(true));
+    let s = Arc::clone(&slow);
+    let origin = TestOrigin::start(move |_, _| {
+        if s.load(Ordering::SeqCst) {
+            Reply::ok("late").delay(Duration::from_secs(3))
+        } else {
+            Reply::ok("back")
+        }
+    })
+    .await;
+    let node = edge(
+        &origin,
+        "[service.health]\nfailures = 3\ncooldown = \"60s\"\n",
+        "[limits]\nupstream_first_byte_timeout = \"300ms\"\n",
+    );
+    for path in ["/1", "/2", "/3"] {
+        assert_eq!(
+            exchange(node.http, &get(path, "shop.test", ""))
+                .await
+                .status,
+            504
+        );
+    }
+    slow.store(false, Ordering::SeqCst);
+    let r = exchange(node.http, &get("/4", "shop.test", "")).await;
+    assert_eq!(r.status, 200, "{}", r.cache_status());
+    assert_eq!(r.text(), "back");
+}
+
+#[tokio::test]
+async fn idle_sockets_are_closed_however_far_they_got() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "[limits]\nclient_idle_timeout = \"1s\"\n");
+    let mut sockets = Vec::new();
+    // Nothing at all.
+    sockets.push(TcpStream::connect(node.http).await.unwrap());
+    // Inside the h2 preface.
+    let mut s = TcpStream::connect(node.http).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    sockets.push(s);
+    // The whole preface and an empty SETTINGS frame, then quiet.
+    let mut s = TcpStream::connect(node.http).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    sockets.push(s);
+    // One keep-alive request, then quiet.
+    let mut s = TcpStream::connect(node.http).await.unwrap();
+    s.write_all(b"GET /k HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s).await.unwrap().status, 200);
+    sockets.push(s);
+    for (i, s) in sockets.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(s, Duration::from_secs(15)).await,
+            "socket {i} still open"
+        );
+    }
+    // The node still serves.
+    let r = exchange(node.http, &get("/after", "shop.test", "")).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn connections_over_the_per_client_cap_are_refused_with_503() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "[limits]\nmax_connections_per_client = 4\n");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(node.http).await.unwrap());
+    }
+    // Let the node admit them before the next one arrives.
+    let probe = exchange(node.http, &get("/x", "shop.test", "")).await;
+    assert_eq!(probe.status, 503, "{:?}", probe);
+    assert_eq!(probe.header("connection"), Some("close"));
+    assert!(probe.header("retry-after").is_some());
+    assert!(probe.cache_status().contains("client-connection-limit"));
+    drop(held);
+    // Places come back when connections close.
+    let mut ok = false;
+    for _ in 0..100 {
+        if exchange(node.http, &get("/x", "shop.test", ""))
+            .await
+            .status
+            == 200
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "closed connections gave their places back");
+}
+
+#[tokio::test]
+async fn abandoned_fills_do_not_hold_the_origin_connections() {
+    // Every /hang/* request waits 20 s at the origin; the origin takes 4 connections.
+    let origin = TestOrigin::start(|req, _| {
+        if req.path().starts_with("/hang/") {
+            Reply::ok("late").delay(Duration::from_secs(20))
+        } else {
+            Reply::ok("ok")
+        }
+    })
+    .await;
+    let node = edge(
+        &origin,
+        "origin_max_connections = 4",
+        "[limits]\nupstream_first_byte_timeout = \"30s\"\nmax_background_fills_per_client = 1\n",
+    );
+    // 30 clients ask for distinct hanging URLs and go away after 50 ms.
+    for i in 0..30 {
+        let mut s = TcpStream::connect(node.http).await.unwrap();
+        s.write_all(&get(&format!("/hang/{i}"), "shop.test", ""))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(s);
+    }
+    // One of them may go on in the background (budget of 1); the others were cancelled,
+    // so a slot is free for a real client well before the hanging requests would end.
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        exchange(node.http, &get("/ok", "shop.test", "")),
+    )
+    .await
+    .expect("served while abandoned fills would still hang");
+    assert_eq!(r.status, 200, "{}", r.cache_status());
+}
+
+// === Requests answered here ===
+
+#[tokio::test]
+async fn connect_and_trace_are_405_and_never_forwarded() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "");
+    let r = exchange(
+        node.http,
+        b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert!(r.header("allow").is_some());
+    let r = exchange(
+        node.http,
+        b"TRACE /a HTTP/1.1\r\nHost: shop.test\r\nCookie: secret=1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test]
+async fn invalid_chunked_body_is_400_not_502() {
+    let origin = TestOrigin::fixed(|| Reply::ok("posted")).await;
+    let node = edge(&origin, "", "");
+    let r = exchange(
+        node.http,
+        b"POST /form HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot hex\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.cache_status());
+}
+
+#[tokio::test]
+async fn an_invented_method_does_not_purge() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "");
+    exchange(node.http, &get("/p", "shop.test", "")).await;
+    let r = exchange(
+        node.http,
+        b"FOO /p HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "unknown methods pass through");
+    let again = exchange(node.http, &get("/p", "shop.test", "")).await;
+    assert!(
+        again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
+}
+
+#[tokio::test]
+async fn cache_status_never_claims_stored_for_a_body_that_was_not() {
+    // 2 MiB with no Content-Length, over a 1 MiB object limit: streamed, never stored.
+    let origin = TestOrigin::start(|_, _| {
+        use crate::support::origin::Piece;
+        Reply::ok("").cc("max-age=600").pieces(
+            (0..32)
+                .map(|_| Piece {
+                    data: bytes::Bytes::from(vec![b'x'; 64 << 10]),
+                    delay: Duration::ZERO,
+                    gate: None,
+                })
+                .collect(),
+        )
+    })
+    .await;
+    let node = edge(&origin, "", "[cache]\nmax_object_size = \"1MiB\"\n");
+    let r = exchange(node.http, &get("/big", "shop.test", "")).await;
+    assert_eq!(r.body.len(), 2 << 20);
+    assert!(!r.cache_status().contains("stored"), "{}", r.cache_status());
+    let again = exchange(node.http, &get("/big", "shop.test", "")).await;
+    let hit = again.cache_status().split(';').any(|p| p.trim() == "hit");
+    assert!(!hit, "{}", again.cache_status());
+}
+
+// === The admin listener and the health report ===
+
+#[tokio::test]
+async fn admin_purge_refuses_forms_and_browsers() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "");
+    let admin = node.admin.expect("admin");
+    let body = r#"{"all":true}"#;
+    let form = format!(
+        "POST /v1/purge HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(exchange(admin, form.as_bytes()).await.status, 415);
+    let browser = format!(
+        "POST /v1/purge HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(exchange(admin, browser.as_bytes()).await.status, 403);
+    let api = format!(
+        "POST /v1/purge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(exchange(admin, api.as_bytes()).await.status, 200);
+}
+
+#[tokio::test]
+async fn admin_token_is_required_when_set() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "[admin]\ntoken = \"0123456789abcdef0123\"\n");
+    let admin = node.admin.expect("admin");
+    let r = exchange(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = exchange(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer 0123456789abcdef0123\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn check_config_requires_a_token_for_an_admin_listener_beyond_loopback() {
+    let dir = crate::support::scratch_dir("admin-token");
+    let path = dir.join("open.toml");
+    std::fs::write(
+        &path,
+        "[listen]\nadmin = \"0.0.0.0:9901\"\n[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::binary::strata_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.token"));
+}
+
+#[tokio::test]
+async fn the_health_report_is_only_for_allowed_networks() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "[admin]\nhealth_allow = [\"10.0.0.0/8\"]\n");
+    let r = exchange(
+        node.http,
+        &get("/.well-known/strata/health", "shop.test", ""),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(!r.text().contains("edge-h"), "{}", r.text());
+    let admin = node.admin.expect("admin");
+    let r = exchange(
+        admin,
+        b"GET /.well-known/strata/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("edge-h"));
+}
+
+#[tokio::test]
+async fn slow_request_body_is_the_clients_408_and_not_the_origins_failure() {
+    let origin = TestOrigin::fixed(|| Reply::ok("posted")).await;
+    let node = edge(
+        &origin,
+        "[service.health]\nfailures = 1\ndistinct_urls = 1\n",
+        "[limits]\nupstream_first_byte_timeout = \"500ms\"\n",
+    );
+    let mut s = TcpStream::connect(node.http).await.unwrap();
+    s.write_all(
+        b"POST /slow HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 100\r\n\r\nonly a part",
+    )
+    .await
+    .unwrap();
+    let r = read_response(&mut s).await.expect("an answer");
+    assert_eq!(r.status, 408, "{}", r.cache_status());
+    // The origin's breaker did not count it (one failure would have opened it).
+    let metrics = exchange(
+        node.admin.expect("admin"),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .text();
+    let open = metrics
+        .lines()
+        .find(|l| l.starts_with("strata_origin_breaker_open{"))
+        .expect("breaker metric");
+    assert!(open.ends_with(" 0"), "{open}");
+}
