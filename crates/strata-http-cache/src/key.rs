@@ -30,9 +30,12 @@ impl KeyRules {
 }
 
 /// The primary cache key of a request (Vary selection is kept beside it, per variant).
+///
+/// The text is shared: the memory tier's table, its purge index and fills in progress
+/// hold one allocation of it between them.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    text: String,
+    text: std::sync::Arc<str>,
     hash: u64,
 }
 
@@ -61,17 +64,28 @@ impl CacheKey {
             }
         }
         let hash = xxh3_64(text.as_bytes());
-        Self { text, hash }
+        Self {
+            text: text.into(),
+            hash,
+        }
     }
 
     /// A key from the text [`CacheKey::as_str`] gave (read back from a disk tier). The text
     /// is taken as already normalised.
     pub fn from_text(text: String) -> Self {
         let hash = xxh3_64(text.as_bytes());
-        Self { text, hash }
+        Self {
+            text: text.into(),
+            hash,
+        }
     }
 
     pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The shared text (for indexes ordered by it).
+    pub fn text(&self) -> &std::sync::Arc<str> {
         &self.text
     }
 

@@ -47,6 +47,16 @@ pub fn vary_of(headers: &HeaderMap) -> Vary {
 pub struct VariantKey(pub Vec<(HeaderName, Option<String>)>);
 
 impl VariantKey {
+    /// Bytes it holds on the heap (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<(HeaderName, Option<String>)>()
+            + self
+                .0
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, String::capacity))
+                .sum::<usize>()
+    }
+
     pub fn for_request(vary: &Vary, request: &HeaderMap) -> Self {
         match vary {
             Vary::Fields(fields) => VariantKey(

@@ -45,9 +45,26 @@ struct State {
     /// Some reader was dropped for stalling (its reads now fail).
     evicted: bool,
     next_reader: u64,
+    /// Ticks on every append and at the end; dropped once the body is complete, so a
+    /// stored object does not carry a channel (about 350 bytes) nobody will wait on.
+    ticks: Option<watch::Sender<u64>>,
 }
 
 impl State {
+    fn tick(&self) {
+        if let Some(t) = &self.ticks {
+            t.send_modify(|t| *t = t.wrapping_add(1));
+        }
+    }
+
+    /// No more writes: readers waiting are woken a last time and the channel goes.
+    fn close(&mut self) {
+        self.chunks.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.tick();
+        self.ticks = None;
+    }
+
     fn min_reader_pos(&self) -> Option<u64> {
         self.readers.values().copied().min()
     }
@@ -66,7 +83,6 @@ impl State {
 #[derive(Debug)]
 pub struct ChunkedBody {
     state: Mutex<State>,
-    ticks: watch::Sender<u64>,
     consumed: Notify,
 }
 
@@ -75,8 +91,10 @@ pub struct ChunkedBody {
 impl ChunkedBody {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(State::default()),
-            ticks: watch::Sender::new(0),
+            state: Mutex::new(State {
+                ticks: Some(watch::Sender::new(0)),
+                ..State::default()
+            }),
             consumed: Notify::new(),
         })
     }
@@ -95,42 +113,38 @@ impl ChunkedBody {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn tick(&self) {
-        self.ticks.send_modify(|t| *t = t.wrapping_add(1));
-    }
-
     pub fn push(&self, chunk: Bytes) {
         if chunk.is_empty() {
             return;
         }
-        {
-            let mut s = self.lock();
-            if s.finished || s.error.is_some() {
-                return;
-            }
-            s.len += chunk.len() as u64;
-            let end = s.len;
-            s.ends.push(end);
-            s.chunks.push(chunk);
+        let mut s = self.lock();
+        if s.finished || s.error.is_some() {
+            return;
         }
-        self.tick();
+        s.len += chunk.len() as u64;
+        let end = s.len;
+        s.ends.push(end);
+        s.chunks.push(chunk);
+        s.tick();
     }
 
     pub fn finish(&self) {
-        self.lock().finished = true;
-        self.tick();
+        let mut s = self.lock();
+        if s.finished || s.error.is_some() {
+            return;
+        }
+        s.finished = true;
+        s.close();
     }
 
     /// Ends the body with an error: readers that reach the end see it.
     pub fn abandon(&self, why: &'static str) {
-        {
-            let mut s = self.lock();
-            if s.finished {
-                return;
-            }
-            s.error = Some(BodyError::Abandoned(why));
+        let mut s = self.lock();
+        if s.finished || s.error.is_some() {
+            return;
         }
-        self.tick();
+        s.error = Some(BodyError::Abandoned(why));
+        s.close();
     }
 
     /// Stops keeping the whole body: from now on only what readers still need is held.
@@ -178,18 +192,27 @@ impl ChunkedBody {
 
     /// Waits until the body is complete, or fails with why it never will be.
     pub async fn wait_finished(&self) -> Result<(), BodyError> {
-        let mut ticks = self.ticks.subscribe();
-        loop {
-            {
-                let s = self.lock();
-                if let Some(err) = &s.error {
-                    return Err(err.clone());
-                }
-                if s.finished {
-                    return Ok(());
-                }
+        let outcome = |s: &State| match (&s.error, s.finished) {
+            (Some(err), _) => Some(Err(err.clone())),
+            (None, true) => Some(Ok(())),
+            (None, false) => None,
+        };
+        let mut ticks = {
+            let s = self.lock();
+            if let Some(done) = outcome(&s) {
+                return done;
             }
-            if ticks.changed().await.is_err() {
+            match &s.ticks {
+                Some(t) => t.subscribe(),
+                None => return Err(BodyError::Abandoned("writer dropped")),
+            }
+        };
+        loop {
+            let closed = ticks.changed().await.is_err();
+            if let Some(done) = outcome(&self.lock()) {
+                return done;
+            }
+            if closed {
                 return Err(BodyError::Abandoned("writer dropped"));
             }
         }
@@ -233,16 +256,20 @@ impl ChunkedBody {
 
     /// A reader of `[start, end]` (inclusive); `None` reads to the end of the body.
     pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> BodyReader {
-        let id = {
+        let (id, ticks) = {
             let mut s = self.lock();
             let id = s.next_reader;
             s.next_reader += 1;
             s.readers.insert(id, start);
-            id
+            // A complete body never makes a reader wait: no channel needed.
+            (
+                id,
+                s.ticks.as_ref().map(|t| WatchStream::new(t.subscribe())),
+            )
         };
         BodyReader {
             body: Arc::clone(self),
-            ticks: WatchStream::new(self.ticks.subscribe()),
+            ticks,
             id,
             pos: start,
             end_exclusive: end.map(|e| e.saturating_add(1)),
@@ -291,6 +318,11 @@ impl ChunkedBody {
     fn drop_reader(&self, id: u64) {
         let mut s = self.lock();
         s.readers.remove(&id);
+        if s.readers.is_empty() {
+            // A stored object is read by many clients over its life: do not keep the
+            // table of the busiest moment.
+            s.readers = HashMap::new();
+        }
         if s.streaming_only {
             s.release_consumed();
         }
@@ -309,7 +341,7 @@ enum Step {
 /// Reads a [`ChunkedBody`] from a position, waiting for the writer when it catches up.
 pub struct BodyReader {
     body: Arc<ChunkedBody>,
-    ticks: WatchStream<u64>,
+    ticks: Option<WatchStream<u64>>,
     id: u64,
     pos: u64,
     end_exclusive: Option<u64>,
@@ -330,12 +362,15 @@ impl BodyReader {
                 Step::Error(e) => return Poll::Ready(Some(Err(e))),
                 // The watch stream yields once per change it has not shown us yet, so a
                 // chunk pushed after `step` looked makes this ready and we look again.
-                Step::Wait => match Pin::new(&mut self.ticks).poll_next(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(_)) => continue,
-                    Poll::Ready(None) => {
-                        return Poll::Ready(Some(Err(BodyError::Abandoned("writer dropped"))))
+                Step::Wait => match self.ticks.as_mut().map(|t| Pin::new(t).poll_next(cx)) {
+                    Some(Poll::Pending) => return Poll::Pending,
+                    Some(Poll::Ready(Some(_))) => continue,
+                    // The channel closes only after the last tick: look once more.
+                    Some(Poll::Ready(None)) => {
+                        self.ticks = None;
+                        continue;
                     }
+                    None => return Poll::Ready(Some(Err(BodyError::Abandoned("writer dropped")))),
                 },
             }
         }

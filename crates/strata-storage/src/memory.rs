@@ -19,8 +19,21 @@ use crate::object::{StoredObject, Variants};
 use crate::purge::{Index, Purge, RecentPurges};
 use crate::{Storage, StorageStats};
 
-/// Inserts between two prunes of index entries for evicted objects.
-const PRUNE_EVERY: u64 = 1 << 16;
+/// Bytes over capacity the memory tier may hold until moka's buffered writes are
+/// applied: a `1 / SETTLE_FRACTION` share of the capacity.
+const SETTLE_FRACTION: u64 = 16;
+
+/// Inserts between two looks at how many index entries outlived their objects.
+const PRUNE_CHECK: u64 = 1 << 10;
+
+/// What one key costs besides its objects: moka's entry and its queues, the variant list,
+/// the key text (held by the table and by the purge index) and its index entries.
+/// Measured with heaptrack on small objects (see bench/README.md, "Memory").
+pub const KEY_OVERHEAD: u64 = 448;
+
+fn key_weight(key: &CacheKey) -> u64 {
+    KEY_OVERHEAD + 2 * key.as_str().len() as u64
+}
 
 /// A byte-bounded in-memory tier.
 pub struct MemoryStorage {
@@ -31,21 +44,29 @@ pub struct MemoryStorage {
     keys_added: AtomicU64,
     keys_removed: AtomicU64,
     capacity: u64,
-    /// Never held while calling into `cache`: its eviction listener runs on the caller.
+    /// Held while asking `cache` whether it holds a key (pruning); `cache` has no
+    /// eviction listener, so it never calls back into this lock.
     index: Mutex<Index>,
     recent_purges: Mutex<RecentPurges>,
     /// Pattern purges not yet applied by a sweep: checked at every lookup.
     bans: Mutex<Vec<Purge>>,
     inserts: AtomicU64,
+    /// Bytes inserted since moka last applied its buffered writes (and evictions).
+    unsettled: AtomicU64,
 }
 
 impl MemoryStorage {
-    /// `capacity` bytes. Objects weigh their body, headers and a fixed overhead.
+    /// `capacity` bytes of what objects really hold: bodies, fields, bookkeeping, and
+    /// each key's cost in the table and the purge index ([`KEY_OVERHEAD`]).
     pub fn new(capacity: u64) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
             // Weights are u32; objects are limited far below 4 GiB by configuration.
-            .weigher(|_k: &CacheKey, v: &Arc<Variants>| v.weight().min(u64::from(u32::MAX)) as u32)
+            .weigher(|k: &CacheKey, v: &Arc<Variants>| {
+                key_weight(k)
+                    .saturating_add(v.weight())
+                    .min(u64::from(u32::MAX)) as u32
+            })
             .build();
         Self {
             cache,
@@ -56,6 +77,7 @@ impl MemoryStorage {
             recent_purges: Mutex::default(),
             bans: Mutex::default(),
             inserts: AtomicU64::new(0),
+            unsettled: AtomicU64::new(0),
         }
     }
 }
@@ -73,6 +95,17 @@ impl MemoryStorage {
 impl MemoryStorage {
     fn bans(&self) -> MutexGuard<'_, Vec<Purge>> {
         self.bans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops index entries of evicted objects once they are as many as the live ones (so
+    /// the index costs at most twice what the cache holds, and each prune, a walk over
+    /// the index, is paid for by as many inserts). In place: no copy of the keys.
+    fn prune_index(&self) {
+        let live = self.cache.entry_count();
+        let mut index = self.index();
+        if (index.len() as u64) > 2 * live + PRUNE_CHECK {
+            index.retain(|k| self.cache.contains_key(k));
+        }
     }
 
     /// Applies purges to the variants under one key. Returns the objects affected and what
@@ -139,7 +172,8 @@ impl Storage for MemoryStorage {
     }
 
     fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool {
-        if object.weight() > self.capacity {
+        let weight = object.weight() + key_weight(key);
+        if weight > self.capacity {
             return false;
         }
         // A purge that landed while this object was being filled still applies to it. The
@@ -171,13 +205,16 @@ impl Storage for MemoryStorage {
         });
         self.index().add(key, &indexed.headers);
         drop(purges);
-        if self.inserts.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            let live: Vec<CacheKey> = self.index().candidates(&crate::purge::Scope::All);
-            let gone: std::collections::HashSet<CacheKey> = live
-                .into_iter()
-                .filter(|k| !self.cache.contains_key(k))
-                .collect();
-            self.index().retain(|k| !gone.contains(k));
+        if self.inserts.fetch_add(1, Ordering::Relaxed) % PRUNE_CHECK == PRUNE_CHECK - 1 {
+            self.prune_index();
+        }
+        // moka applies writes (and the evictions they cause) in batches: with large
+        // objects a batch is a lot of memory over capacity. Settle once the bytes inserted
+        // since the last batch reach a sixteenth of the capacity.
+        let unsettled = self.unsettled.fetch_add(weight, Ordering::Relaxed) + weight;
+        if unsettled >= self.capacity / SETTLE_FRACTION {
+            self.unsettled.store(0, Ordering::Relaxed);
+            self.cache.run_pending_tasks();
         }
         true
     }

@@ -13,9 +13,17 @@ use crate::body::ChunkedBody;
 /// a `Vary` on a high-cardinality field (`User-Agent`).
 pub const MAX_VARIANTS: usize = 32;
 
-/// Fixed accounting overhead per object (metadata, index entries), so that millions of tiny
-/// objects still count against the byte budget.
-const OBJECT_OVERHEAD: u64 = 256;
+/// What an object holds besides its body bytes and field bytes: the object itself and
+/// its body's bookkeeping (the `Arc`s, the policy, the chunk list), with allocator
+/// headers. Measured with heaptrack on small objects (see bench/README.md, "Memory").
+pub const OBJECT_OVERHEAD: u64 = 640;
+
+/// Per response field: its `HeaderMap` bucket and index slot, and the allocation that
+/// holds its value.
+pub const FIELD_OVERHEAD: u64 = 128;
+
+/// Per body chunk: its `Bytes`, its end offset and the allocation behind it.
+pub const CHUNK_OVERHEAD: u64 = 64;
 
 /// One stored response.
 #[derive(Debug)]
@@ -31,14 +39,24 @@ pub struct StoredObject {
 }
 
 impl StoredObject {
-    /// Bytes this object costs the cache.
+    /// Bytes this object really holds in memory: body, fields and bookkeeping. The
+    /// memory tier's capacity bounds the sum of these (plus its per-key cost), so it
+    /// bounds what the process holds, not only the bodies.
     pub fn weight(&self) -> u64 {
-        let headers: usize = self
+        let fields = self.headers.capacity().max(self.headers.len()) as u64 * FIELD_OVERHEAD;
+        let field_bytes: usize = self
             .headers
             .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            // Standard names are static, others own their bytes: counted alike (a little
+            // over, never under).
+            .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
-        self.body.len() + headers as u64 + OBJECT_OVERHEAD + 48 * self.body.chunk_count() as u64
+        self.body.len()
+            + CHUNK_OVERHEAD * self.body.chunk_count() as u64
+            + fields
+            + field_bytes as u64
+            + self.variant.heap_bytes() as u64
+            + OBJECT_OVERHEAD
     }
 
     /// The same object with refreshed headers and policy (after a 304), sharing the body.

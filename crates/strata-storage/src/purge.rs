@@ -9,6 +9,7 @@
 //! Tag and prefix purges go through indexes and touch only the objects affected.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -203,7 +204,8 @@ fn carries_any(headers: &HeaderMap, tags: &[String]) -> bool {
 #[derive(Default)]
 pub struct Index {
     tags: HashMap<String, HashSet<CacheKey>>,
-    keys: BTreeMap<String, CacheKey>,
+    /// By key text, for prefixes; the text is the key's own (shared) allocation.
+    keys: BTreeMap<Arc<str>, CacheKey>,
 }
 
 impl Index {
@@ -213,7 +215,7 @@ impl Index {
             self.tags.entry(tag).or_default().insert(key.clone());
         }
         self.keys
-            .entry(key.as_str().to_string())
+            .entry(Arc::clone(key.text()))
             .or_insert_with(|| key.clone());
     }
 
@@ -239,7 +241,7 @@ impl Index {
                 .iter()
                 .map(|p| {
                     self.keys
-                        .range(p.clone()..)
+                        .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
                         .take_while(|(text, _)| text.starts_with(p.as_str()))
                         .count()
                 })
@@ -267,7 +269,7 @@ impl Index {
                 .iter()
                 .flat_map(|p| {
                     self.keys
-                        .range(p.clone()..)
+                        .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
                         .take_while(move |(text, _)| text.starts_with(p.as_str()))
                         .map(|(_, k)| k.clone())
                 })

@@ -7,7 +7,9 @@
 //! until its rate has stayed below the threshold for the cool-down, so a key hovering at
 //! the threshold does not flap between local and owner copies.
 //!
-//! Time is passed in; the table of tracked keys is bounded (least recently seen go first).
+//! Time is passed in; the table of tracked keys is bounded in bytes, key text included
+//! (least recently seen go first): clients choose the keys, and 100,000 of them at 8 KiB
+//! each would otherwise be 800 MB.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,14 +24,14 @@ pub struct HotConfig {
     pub window: Duration,
     /// How long a key stays hot after its rate last reached the threshold.
     pub cooldown: Duration,
-    /// Most keys tracked at once.
-    pub max_tracked: u64,
+    /// Bytes the tracked keys may take (text and counters).
+    pub max_bytes: u64,
 }
 
 /// One key's counters.
 #[derive(Debug)]
 struct Counter {
-    key: String,
+    key: CacheKey,
     window_start: Instant,
     current: u32,
     previous: u32,
@@ -37,7 +39,7 @@ struct Counter {
 }
 
 impl Counter {
-    fn new(key: String, now: Instant) -> Self {
+    fn new(key: CacheKey, now: Instant) -> Self {
         Self {
             key,
             window_start: now,
@@ -78,6 +80,9 @@ impl Counter {
     }
 }
 
+/// What a tracked key costs besides its text: the counters, the table entry.
+const COUNTER_OVERHEAD: usize = 192;
+
 /// Per-node request rates of recently requested keys.
 pub struct HotTracker {
     config: HotConfig,
@@ -87,7 +92,11 @@ pub struct HotTracker {
 impl HotTracker {
     pub fn new(config: HotConfig) -> Self {
         let counters = moka::sync::Cache::builder()
-            .max_capacity(config.max_tracked)
+            .max_capacity(config.max_bytes)
+            .weigher(|_: &u64, c: &Arc<Mutex<Counter>>| {
+                let key = c.lock().map_or(0, |c| c.key.as_str().len());
+                u32::try_from(key + COUNTER_OVERHEAD).unwrap_or(u32::MAX)
+            })
             // A key unseen for longer than a window plus its cool-down has nothing left.
             .time_to_idle(config.window * 2 + config.cooldown)
             .build();
@@ -97,7 +106,7 @@ impl HotTracker {
     /// Counts a request for `key` and says whether it is hot now.
     pub fn record(&self, key: &CacheKey, now: Instant) -> bool {
         let counter = self.counters.get_with(key.hash64(), || {
-            Arc::new(Mutex::new(Counter::new(key.as_str().to_string(), now)))
+            Arc::new(Mutex::new(Counter::new(key.clone(), now)))
         });
         let mut c = counter.lock().unwrap_or_else(|e| e.into_inner());
         let was = c.is_hot(now);
@@ -116,7 +125,7 @@ impl HotTracker {
             .filter_map(|(_, c)| {
                 let c = c.lock().unwrap_or_else(|e| e.into_inner());
                 c.is_hot(now)
-                    .then(|| (c.key.clone(), c.rate(now, &self.config)))
+                    .then(|| (c.key.as_str().to_string(), c.rate(now, &self.config)))
             })
             .collect();
         hot.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -133,7 +142,7 @@ mod tests {
         threshold: 10.0,
         window: Duration::from_secs(1),
         cooldown: Duration::from_secs(5),
-        max_tracked: 1000,
+        max_bytes: 1 << 20,
     };
 
     fn key(path: &str) -> CacheKey {
@@ -167,7 +176,7 @@ mod tests {
 
     #[test]
     fn the_sliding_window_counts_the_previous_window_by_overlap() {
-        let mut c = Counter::new("k".into(), Instant::now());
+        let mut c = Counter::new(key("/k"), Instant::now());
         let start = c.window_start;
         for _ in 0..8 {
             c.record(start, &CFG);

@@ -151,7 +151,7 @@ impl Tier {
                 threshold: config.hot.threshold,
                 window: config.hot.window.0,
                 cooldown: config.hot.cooldown.0,
-                max_tracked: 100_000,
+                max_bytes: 16 << 20,
             })
         });
         Ok(Self {
