@@ -87,7 +87,8 @@ impl State {
                 Some((latency, ack)) => NodeStatus {
                     node: n.clone(),
                     status: "applied",
-                    ms: Some(latency.as_secs_f64() * 1000.0),
+                    // Whole microseconds: 1.607, not 1.6076860000000002.
+                    ms: Some(latency.as_micros() as f64 / 1000.0),
                     objects: Some(ack.objects),
                     error: ack.error.clone(),
                 },
@@ -119,7 +120,9 @@ pub struct Control {
 
 impl Control {
     pub async fn start(config: &ControlConfig, bus: Bus) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+        })?;
         let addr = listener.local_addr()?;
         let mut registry = Registry::with_prefix("strata");
         let health_metrics = health::HealthMetrics::default();

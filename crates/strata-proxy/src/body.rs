@@ -220,7 +220,8 @@ impl Drop for ClientBody {
             done.metrics.response_bytes(done.bytes);
             if let Some(mut record) = done.record.take() {
                 record.bytes = done.bytes;
-                record.duration_ms = done.started.elapsed().as_secs_f64() * 1000.0;
+                // Whole microseconds, so the log shows 0.16, not 0.16042800000000002.
+                record.duration_ms = done.started.elapsed().as_micros() as f64 / 1000.0;
                 done.log.log(record);
             }
         }

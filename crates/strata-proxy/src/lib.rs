@@ -42,7 +42,7 @@ use crate::proxy::Proxy;
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -53,7 +53,7 @@ pub enum StartError {
     Config(String),
     #[error("cannot join the bus: {0}")]
     Bus(strata_bus::BusError),
-    #[error("cannot open the disk cache (cache.disk.path) {path}: {source}")]
+    #[error("cannot open the disk cache (cache.disk.path) {path}")]
     Disk {
         path: std::path::PathBuf,
         source: std::io::Error,

@@ -46,7 +46,8 @@ enum Command {
         #[arg(long)]
         anycast: bool,
     },
-    /// Run a self-contained demo: a sample origin behind an edge node, in one process.
+    /// Run the whole CDN in one process: a sample origin, a shield, two PoPs of two edges,
+    /// the control plane and the DNS router, on an embedded bus.
     Demo(demo::DemoArgs),
     /// Run the control plane (purge API with per-node acks over NATS).
     Control {

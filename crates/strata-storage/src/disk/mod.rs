@@ -136,9 +136,6 @@ struct Inner {
     journal: Mutex<Journal>,
     purger: mpsc::Sender<Purging>,
     files: mpsc::Sender<Chore>,
-    /// An exclusive lock on `<dir>/lock`, held while the tier is open: two processes (or
-    /// two tiers) sharing a directory would delete each other's files.
-    _lock: fs::File,
     /// `purge-seq`, kept open.
     applied: Mutex<fs::File>,
     /// Journaled purges the purger thread has not applied to the index yet.
@@ -196,6 +193,10 @@ pub struct DiskStorage {
     writer: Option<SyncSender<Job>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     empty_at_open: bool,
+    /// The directory's lock (one node per directory), held here rather than by the
+    /// shared state a thread may still hold for a moment, so that dropping the tier
+    /// releases it before `drop` returns.
+    lock: Option<fs::File>,
 }
 
 // === impl DiskStorage ===
@@ -263,7 +264,6 @@ impl DiskStorage {
             journal: Mutex::new(journal),
             purger,
             files,
-            _lock: lock,
             applied: Mutex::new(
                 fs::OpenOptions::new()
                     .create(true)
@@ -332,6 +332,7 @@ impl DiskStorage {
             writer: Some(writer),
             writer_thread: Some(writer_thread),
             empty_at_open,
+            lock: Some(lock),
         })
     }
 
@@ -409,16 +410,30 @@ impl DiskStorage {
 }
 
 impl Drop for DiskStorage {
-    /// Writes what is queued (an orderly shutdown keeps it), then lets the directory go: once
-    /// the writer has finished, nothing else holds the tier for long, and its lock is released
-    /// with it.
+    /// Writes what is queued (an orderly shutdown keeps it), lets the purger and the file
+    /// thread finish what they were given (each for at most [`DROP_WAIT`]; what is left
+    /// is redone from the journal at the next open), then releases the directory: a tier
+    /// reopened right after finds it free and nobody else working in it.
     fn drop(&mut self) {
         self.writer.take();
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
+        let (done, wait) = mpsc::channel();
+        if self.inner.purger.send(Purging::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(DROP_WAIT);
+        }
+        let (done, wait) = mpsc::channel();
+        self.inner.chore(Chore::Flush(done));
+        if wait.recv_timeout(DROP_WAIT).is_err() {
+            tracing::warn!(dir = %self.inner.dir.display(), "disk tier closed with file work still queued (redone at the next open)");
+        }
+        self.lock.take();
     }
 }
+
+/// Longest a dropped tier waits for each of its threads.
+const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Storage for DiskStorage {
     fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>> {
@@ -1122,6 +1137,23 @@ mod tests {
         );
         assert!(!o.policy.is_fresh(later));
         assert_eq!(body_of(&set).await.len(), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_tier_releases_its_directory_before_drop_returns() {
+        // A purge leaves work on the purger and file threads; the tier is dropped and
+        // reopened at once. It used to fail about 4 times in 100 ("another process has
+        // this directory open") while a thread still held the shared state and the lock.
+        let dir = TempDir::new("reopen");
+        let t0 = SystemTime::now();
+        drop(stored(&dir, &[(key(1), tagged("a", t0))]));
+        for i in 0..50u64 {
+            let disk = DiskStorage::open(&dir.0, 64 << 20)
+                .unwrap_or_else(|e| panic!("reopen {i}: {e}"));
+            let at = t0 + Duration::from_millis(i + 1);
+            disk.purge(&purge(Scope::Tags(vec!["a".into()]), true, at), at);
+            drop(disk);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

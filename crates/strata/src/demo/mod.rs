@@ -27,11 +27,13 @@ const DEMO_TOKEN: &str = "demo-token-change-me";
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Listen address of the first edge; the other nodes take the next ports (all take
-    /// free ports when this port is 0).
+    /// HTTP address of the first edge; the other nodes take the next ports (pop-b's
+    /// edges on 127.0.0.2 when this is 127.0.0.1; every node takes a free port when this
+    /// port is 0).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Admin listen address of the first edge; the other nodes take the next ports.
+    /// Admin address of the first edge; the other nodes take the next ports (free ports
+    /// when this port is 0).
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
     /// Control plane API address.
@@ -40,13 +42,14 @@ pub struct DemoArgs {
     /// DNS router address (UDP and TCP), authoritative for `cdn.test`.
     #[arg(long, default_value = "127.0.0.1:5353")]
     dns: SocketAddr,
-    /// Print access log lines.
+    /// Print every node's access log lines on stdout.
     #[arg(long)]
     access_log: bool,
-    /// Run the built-in traffic generator (Zipf over the sample catalog).
+    /// Run the built-in traffic generator (Zipf over the sample catalog); prints
+    /// requests/s, hits per tier and origin offload every 3 seconds.
     #[arg(long)]
     load: bool,
-    /// How long the generator runs.
+    /// How long the generator runs, e.g. 60s or 2m.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     load_duration: Duration,
     /// The generator's request rate (requests per second, all edges together).
@@ -200,7 +203,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  metrics  http://{admin}/metrics   (edge-a1; the other nodes on the next ports)");
     let dns = router.udp_addr;
     println!(
-        "  dns      {dns}/udp  zone {}   nearest healthy PoP: 127.0.0.0/8 -> pop-a, 10.0.0.0/8 -> pop-b",
+        "  dns      {dns} (UDP and TCP)  zone {}   nearest healthy PoP: 127.0.0.0/8 -> pop-a, 10.0.0.0/8 -> pop-b",
         router_config.zone
     );
     println!();
