@@ -333,3 +333,31 @@ async fn cache_key_host_lets_every_host_name_of_a_service_share_one_copy() {
         1
     );
 }
+
+#[tokio::test]
+async fn rfc9213_an_edge_behind_a_shield_applies_the_origins_cdn_cache_control_too() {
+    // Browsers must not keep it (no-store); every CDN cache may, for a minute. The shield
+    // passes the targeted field on, so the edge caches it as the shield does.
+    let origin = TestOrigin::fixed(|| {
+        Reply::ok("targeted")
+            .cc("no-store")
+            .header("cdn-cache-control", "max-age=60")
+    })
+    .await;
+    let shield = PopBuilder::new(&origin.url(), &["shield-1"])
+        .no_ring()
+        .shields()
+        .start()
+        .await;
+    let edge = PopBuilder::new(&origin.url(), &["e1"])
+        .no_ring()
+        .parents(&[shield[0].url()])
+        .start()
+        .await
+        .remove(0);
+    edge.get("/t").send().await;
+    let again = edge.get("/t").send().await;
+    assert!(again.is_hit(), "{}", again.cache_status());
+    assert_eq!(again.header("cache-control"), Some("no-store"));
+    assert_eq!(origin.count(), 1);
+}

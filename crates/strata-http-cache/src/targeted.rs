@@ -3,8 +3,9 @@
 //!
 //! RFC 9213 §2.2: a cache selects the first field of its target list that has a valid,
 //! non-empty value, and then ignores `Cache-Control` and `Expires` for its own decisions.
-//! A field that fails to parse is ignored as if absent. Both fields are for us alone, so the
-//! proxy removes them before the response reaches clients (see [`TARGETED_FIELDS`]).
+//! A field that fails to parse is ignored as if absent. `CDN-Cache-Control` is for every
+//! CDN cache on the path, so the proxy passes it on; `Surrogate-Control` is for the
+//! surrogate that acts on it, and the proxy removes it.
 
 use http::header::{HeaderMap, HeaderName};
 use sfv::{BareItem, Dictionary, ListEntry, Parser};
@@ -13,9 +14,6 @@ use crate::cache_control::{parse_directives, ResponseCacheControl, DELTA_SECONDS
 
 pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 pub const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
-
-/// Our target list, in precedence order.
-pub const TARGETED_FIELDS: [HeaderName; 2] = [CDN_CACHE_CONTROL, SURROGATE_CONTROL];
 
 /// The directives targeted at this cache, if any valid targeted field is present.
 pub fn targeted_cache_control(headers: &HeaderMap) -> Option<ResponseCacheControl> {

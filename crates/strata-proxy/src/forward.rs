@@ -28,7 +28,7 @@ use http::header::{
 use http::{Method, Request, Version};
 use http_body_util::{BodyExt, Empty};
 use strata_http_cache::hop_by_hop::{connection_named, strip_hop_by_hop};
-use strata_http_cache::targeted::TARGETED_FIELDS;
+use strata_http_cache::targeted::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
 
 use crate::error::ProxyError;
 use crate::request::Head;
@@ -257,11 +257,13 @@ pub fn clean_upstream_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
-/// Removes fields meant for this CDN only (RFC 9213 targeted fields) before a client
-/// sees the response.
-pub fn strip_cdn_only(headers: &mut HeaderMap) {
-    for name in TARGETED_FIELDS {
-        headers.remove(name);
+/// Removes the targeted fields no one after this node should see: `Surrogate-Control`
+/// always, `CDN-Cache-Control` when `cache.strip_cdn_cache_control` says so (by default it
+/// goes on to the next CDN cache, RFC 9213).
+pub fn strip_targeted(headers: &mut HeaderMap, cdn_cache_control_too: bool) {
+    headers.remove(SURROGATE_CONTROL);
+    if cdn_cache_control_too {
+        headers.remove(CDN_CACHE_CONTROL);
     }
 }
 

@@ -318,7 +318,6 @@ impl Metrics {
             "request",
             "bypass",
             "method",
-            "miss",
             "none",
         ]
         .into_iter()

@@ -83,6 +83,7 @@ pub struct Proxy {
     purge_allow: Vec<ipnet::IpNet>,
     /// Who may read the health report on the HTTP listeners.
     health_allow: Vec<ipnet::IpNet>,
+    strip_cdn_cache_control: bool,
     /// Fills with no client waiting: refreshes, bodies whose clients left.
     background: Arc<Budget>,
     /// Keys that recently answered uncacheable, with the time the mark expires.
@@ -172,6 +173,7 @@ impl Proxy {
             purge_method_enabled: config.purge.http_method,
             purge_allow: config.purge.allowed_networks(),
             health_allow: config.admin.health_networks(),
+            strip_cdn_cache_control: config.cache.strip_cdn_cache_control,
             services: Services::from_config(config)?,
             storage,
             sender: Sender {
@@ -419,7 +421,7 @@ impl Proxy {
         } else {
             headers.insert(VIA, self.via.clone());
         }
-        forward::strip_cdn_only(headers);
+        forward::strip_targeted(headers, self.strip_cdn_cache_control);
 
         let label = ctx.status.label();
         if !probe {

@@ -396,6 +396,13 @@ pub struct CacheSection {
     /// A disk tier under the memory tier: capacity, and a cache that survives restarts.
     #[serde(default)]
     pub disk: Option<DiskSection>,
+    /// Remove `CDN-Cache-Control` from responses. Off by default: the field is for every
+    /// CDN cache on the way (RFC 9213), so a Strata edge behind a Strata shield, or another
+    /// CDN in front of this one, applies the same policy; browsers ignore it.
+    /// `Surrogate-Control` is always removed (Edge Architecture 1.0: it is for the
+    /// surrogate that acts on it).
+    #[serde(default)]
+    pub strip_cdn_cache_control: bool,
 }
 
 /// `[cache.disk]`.
@@ -429,6 +436,7 @@ impl Default for CacheSection {
             heuristic_fraction: default_heuristic_fraction(),
             heuristic_max: default_heuristic_max(),
             disk: None,
+            strip_cdn_cache_control: false,
         }
     }
 }

@@ -1148,8 +1148,8 @@ mod tests {
         let t0 = SystemTime::now();
         drop(stored(&dir, &[(key(1), tagged("a", t0))]));
         for i in 0..50u64 {
-            let disk = DiskStorage::open(&dir.0, 64 << 20)
-                .unwrap_or_else(|e| panic!("reopen {i}: {e}"));
+            let disk =
+                DiskStorage::open(&dir.0, 64 << 20).unwrap_or_else(|e| panic!("reopen {i}: {e}"));
             let at = t0 + Duration::from_millis(i + 1);
             disk.purge(&purge(Scope::Tags(vec!["a".into()]), true, at), at);
             drop(disk);
