@@ -106,6 +106,25 @@ impl fmt::Display for CacheKey {
     }
 }
 
+/// The request target as keyed: the path and the normalised query (nothing when the
+/// rules ignore the query, or when nothing is left of it). A fill asks the origin for
+/// this, so what is stored under a key is the answer to the key, not to parameters the
+/// key leaves out (which an origin may still act on: `?utm_x=1;lang=evil`).
+pub fn keyed_target(path: &str, query: Option<&str>, rules: &KeyRules) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    match query.filter(|_| !rules.ignore_query) {
+        Some(q) => {
+            let normalised = normalise_query(q, rules);
+            if normalised.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{normalised}")
+            }
+        }
+        None => path.to_string(),
+    }
+}
+
 /// Sorts and filters `a=1&b=2` pairs. Values keep their encoding: `%20` and `+` differ on
 /// the wire and an origin may treat them differently.
 pub fn normalise_query(query: &str, rules: &KeyRules) -> String {
@@ -167,6 +186,22 @@ mod tests {
             CacheKey::new("http", "h", "/x", None, &r),
             CacheKey::new("https", "h", "/x", None, &r)
         );
+    }
+
+    #[test]
+    fn the_keyed_target_is_what_the_key_names() {
+        let r = rules(&["utm_*"]);
+        assert_eq!(
+            keyed_target("/p", Some("utm_x=1;lang=evil&b=2&a=1"), &r),
+            "/p?a=1&b=2"
+        );
+        assert_eq!(keyed_target("/p", Some("utm_x=1"), &r), "/p");
+        let ignore = KeyRules {
+            ignore_query: true,
+            ..KeyRules::default()
+        };
+        assert_eq!(keyed_target("/p", Some("a=1"), &ignore), "/p");
+        assert_eq!(keyed_target("", None, &r), "/");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! connections (see `server`), fills that run on with no client waiting (see `fill`).
 //!
 //! Per address means per IPv4 address and per IPv6 /64 (one subscriber's prefix: a client
-//! with a /64 has 2^64 addresses to spread over).
+//! with a /64 has 2^64 addresses to spread over). Trusted proxies and ring peers carry many
+//! clients' requests from one address: only the node's cap applies to them.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -25,22 +26,28 @@ pub struct Budget {
     global: Arc<Semaphore>,
     per_client_max: u32,
     per_client: Mutex<HashMap<IpAddr, u32>>,
+    /// Addresses the per-client cap does not apply to.
+    exempt: Vec<ipnet::IpNet>,
 }
 
 /// One unit of the budget; dropping it gives its place back.
 pub struct Permit {
     _global: OwnedSemaphorePermit,
     limits: Arc<Budget>,
-    client: IpAddr,
+    /// The address counted against its cap (`None`: exempt).
+    client: Option<IpAddr>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let Some(client) = self.client else {
+            return;
+        };
         let mut map = self.limits.clients();
-        if let Some(n) = map.get_mut(&self.client) {
+        if let Some(n) = map.get_mut(&client) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&self.client);
+                map.remove(&client);
             }
         }
     }
@@ -50,12 +57,18 @@ impl Drop for Permit {
 
 impl Budget {
     pub fn new(max: usize, per_client_max: u32) -> Arc<Self> {
+        Self::with_exempt(max, per_client_max, Vec::new())
+    }
+
+    /// A budget whose per-client cap does not apply to `exempt`.
+    pub fn with_exempt(max: usize, per_client_max: u32, exempt: Vec<ipnet::IpNet>) -> Arc<Self> {
         let max = max.max(1);
         Arc::new(Self {
             max,
             global: Arc::new(Semaphore::new(max)),
             per_client_max: per_client_max.max(1),
             per_client: Mutex::default(),
+            exempt,
         })
     }
 
@@ -69,6 +82,13 @@ impl Budget {
         let global = Arc::clone(&self.global)
             .try_acquire_owned()
             .map_err(|_| Exhausted::Node)?;
+        if self.exempt.iter().any(|net| net.contains(&ip)) {
+            return Ok(Permit {
+                _global: global,
+                limits: Arc::clone(self),
+                client: None,
+            });
+        }
         let mut map = self.clients();
         let n = map.entry(client).or_insert(0);
         if *n >= self.per_client_max {
@@ -79,7 +99,7 @@ impl Budget {
         Ok(Permit {
             _global: global,
             limits: Arc::clone(self),
-            client,
+            client: Some(client),
         })
     }
 
@@ -127,6 +147,18 @@ mod tests {
         drop(a1);
         assert_eq!(limits.used(), 2);
         assert!(limits.admit(a).is_ok());
+    }
+
+    #[test]
+    fn exempt_addresses_meet_only_the_node_cap() {
+        let limits = Budget::with_exempt(3, 1, vec!["10.0.0.0/8".parse().unwrap()]);
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| limits.admit(proxy).unwrap()).collect();
+        assert_eq!(limits.admit(proxy).err(), Some(Exhausted::Node));
+        drop(held);
+        let other: IpAddr = "192.0.2.9".parse().unwrap();
+        let _one = limits.admit(other).unwrap();
+        assert_eq!(limits.admit(other).err(), Some(Exhausted::Client));
     }
 
     #[test]

@@ -27,10 +27,6 @@ pub enum ProxyError {
     BadPurge(String),
     #[error("this method is not served here")]
     MethodNotAllowed,
-    /// Answered locally: nothing here for this client (the health report, to a network
-    /// that may not read it).
-    #[error("not found")]
-    NotFound,
     /// The client's request body broke the exchange (invalid chunked coding, cut short).
     #[error("invalid request body")]
     BadRequestBody,
@@ -57,7 +53,6 @@ impl ProxyError {
             ProxyError::PurgeForbidden => StatusCode::FORBIDDEN,
             ProxyError::BadPurge(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
@@ -76,7 +71,6 @@ impl ProxyError {
             ProxyError::PurgeForbidden => "purge-forbidden".into(),
             ProxyError::BadPurge(_) => "bad-purge".into(),
             ProxyError::MethodNotAllowed => "method-not-allowed".into(),
-            ProxyError::NotFound => "not-found".into(),
             ProxyError::BadRequestBody => "bad-request-body".into(),
             ProxyError::RequestBodyTimeout => "request-body-timeout".into(),
         }

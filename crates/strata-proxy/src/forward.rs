@@ -14,7 +14,8 @@
 //!   the client is ([`CLIENT_IDENTITY`]: kept only from trusted proxies), and fields an
 //!   application may read as the request's real URL, host or method ([`OVERRIDES`]: not in
 //!   the cache key, so forwarding them would let one client change what everyone is
-//!   served; dropped unless `forwarding.allow_request_headers` names them) never pass.
+//!   served; dropped unless `forwarding.allow_request_headers` names them *and* they come
+//!   from a trusted proxy) never pass.
 //! - For fills, the client's conditionals and `Range` are replaced by Strata's own
 //!   validators: the fill fetches the whole object for everyone.
 
@@ -26,6 +27,7 @@ use http::header::{
     PROXY_AUTHORIZATION, RANGE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use http::{Method, Request, Version};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Empty};
 use strata_http_cache::hop_by_hop::{connection_named, strip_hop_by_hop};
 use strata_http_cache::targeted::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
@@ -79,12 +81,16 @@ pub static CLIENT_IDENTITY: [HeaderName; 9] = [
 /// Fields frameworks read as the request's real host, URL or method. They are not part of
 /// the cache key: forwarded, one client could make the origin answer another URL (or
 /// method) and have it stored for everyone. Dropped unless allowed by name.
-pub static OVERRIDES: [HeaderName; 12] = [
+pub static OVERRIDES: [HeaderName; 17] = [
     X_FORWARDED_HOST,
     HeaderName::from_static("x-forwarded-server"),
     HeaderName::from_static("x-forwarded-scheme"),
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("front-end-https"),
+    HeaderName::from_static("x-url-scheme"),
     HeaderName::from_static("x-host"),
     HeaderName::from_static("x-original-host"),
     HeaderName::from_static("x-original-url"),
@@ -92,6 +98,7 @@ pub static OVERRIDES: [HeaderName; 12] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-method"),
 ];
 
 /// Conditionals and `Range`: a fill asks for the whole object with Strata's validators.
@@ -132,6 +139,9 @@ pub enum Purpose<'a> {
 pub struct Outbound<'a> {
     pub method: Method,
     pub origin: &'a Origin,
+    /// The target's path and query. For a fill, the query as keyed: the object stored
+    /// under a key must be the answer to that key, not to parameters the key leaves out.
+    pub path_and_query: &'a str,
     /// `Host` to send: the client's canonical authority unless the service sets
     /// `origin_host`.
     pub host: &'a str,
@@ -174,7 +184,7 @@ impl Forwarder {
     ) -> Result<Request<UpstreamBody>, ProxyError> {
         let uri = out
             .origin
-            .uri_for(head.path_and_query())
+            .uri_for(out.path_and_query)
             .map_err(|_| ProxyError::Upstream(UpstreamError::BadUri))?;
         let trusted = self.trusts(head.client.ip());
         let mut headers = HeaderMap::with_capacity(head.headers.len() + 6);
@@ -183,7 +193,8 @@ impl Forwarder {
             let owned = CONNECTION_FIELDS.contains(name)
                 || hop_by_hop.contains(name)
                 || (CLIENT_IDENTITY.contains(name) && !trusted)
-                || (OVERRIDES.contains(name) && !self.allowed_overrides.contains(name))
+                || (OVERRIDES.contains(name)
+                    && !(trusted && self.allowed_overrides.contains(name)))
                 || (matches!(out.purpose, Purpose::Fill { .. })
                     && CLIENT_CONDITIONALS.contains(name));
             if !owned {
@@ -202,7 +213,21 @@ impl Forwarder {
         append_list(&mut headers, CDN_LOOP, &self.node);
         self.set_forwarded(&mut headers, head, trusted);
 
-        let mut req = Request::new(out.body.unwrap_or_else(empty_body));
+        // RFC 9110 §8.6: a request whose method gives content a meaning says how long it is,
+        // even when empty; hyper writes no length for an empty body, so say it here. (The
+        // value comes from the body sent, like all framing.)
+        let body = out.body.unwrap_or_else(empty_body);
+        let content_means_something = matches!(out.method, Method::POST | Method::PUT)
+            || out.method == Method::PATCH
+            || head.headers.contains_key(CONTENT_LENGTH);
+        if content_means_something
+            && !matches!(out.purpose, Purpose::Fill { .. })
+            && body.size_hint().exact() == Some(0)
+            && head.forwards_body()
+        {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        let mut req = Request::new(body);
         *req.method_mut() = out.method;
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
@@ -241,13 +266,19 @@ pub fn empty_body() -> UpstreamBody {
         .boxed()
 }
 
-/// Appends a member to a list field, keeping one field line.
+/// Appends a member to a list field, joining every field line into one (RFC 9110 §5.3),
+/// whatever bytes they hold.
 pub fn append_list(headers: &mut HeaderMap, name: HeaderName, member: &str) {
-    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {member}"),
-        _ => member.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    let mut joined: Vec<u8> = Vec::new();
+    for line in headers.get_all(&name) {
+        let line = line.as_bytes().trim_ascii();
+        if !line.is_empty() {
+            joined.extend_from_slice(line);
+            joined.extend_from_slice(b", ");
+        }
+    }
+    joined.extend_from_slice(member.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(name, v);
     }
 }
@@ -296,6 +327,7 @@ mod tests {
             Outbound {
                 method: head.method.clone(),
                 origin: &origin,
+                path_and_query: head.path_and_query(),
                 host: head.host(),
                 purpose,
                 body: None,
@@ -365,6 +397,29 @@ mod tests {
     }
 
     #[test]
+    fn rfc9110_8_6_an_empty_post_says_content_length_0() {
+        let h = head(Method::POST, "192.0.2.1:5", &[("content-length", "0")]);
+        let req = build(&forwarder(), &h, Purpose::Pass);
+        assert_eq!(req.headers()[CONTENT_LENGTH], "0");
+        let get = head(Method::GET, "192.0.2.1:5", &[("content-length", "0")]);
+        let req = build(&forwarder(), &get, Purpose::Pass);
+        assert_eq!(req.headers().get(CONTENT_LENGTH), None);
+    }
+
+    #[test]
+    fn list_fields_keep_every_line_when_appended() {
+        let mut h = HeaderMap::new();
+        h.append(VIA, HeaderValue::from_static("1.1 a"));
+        h.append(VIA, HeaderValue::from_static("1.1 b"));
+        append_list(&mut h, VIA, "1.1 c");
+        assert_eq!(h[VIA], "1.1 a, 1.1 b, 1.1 c");
+        let mut h = HeaderMap::new();
+        h.append(CDN_LOOP, HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        append_list(&mut h, CDN_LOOP, "edge-1");
+        assert_eq!(h[CDN_LOOP].as_bytes(), b"caf\xe9, edge-1");
+    }
+
+    #[test]
     fn override_fields_are_dropped_unless_allowed() {
         let fields = [
             ("x-original-url", "/admin"),
@@ -381,12 +436,16 @@ mod tests {
         assert_eq!(req.headers()["x-forwarded-host"], "example.com");
         assert_eq!(req.headers()["x-custom"], "kept");
 
+        // Allowed, and only from a trusted proxy.
         let allowing = Forwarder::new(
             "edge-1",
-            Vec::new(),
+            vec!["10.0.0.0/8".parse().unwrap()],
             vec![HeaderName::from_static("x-original-url")],
         );
         let req = build(&allowing, &h, Purpose::Pass);
+        assert_eq!(req.headers().get("x-original-url"), None, "not from anyone");
+        let proxied = head(Method::GET, "10.1.2.3:5", &fields);
+        let req = build(&allowing, &proxied, Purpose::Pass);
         assert_eq!(req.headers()["x-original-url"], "/admin");
     }
 

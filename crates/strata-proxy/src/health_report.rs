@@ -116,6 +116,13 @@ impl HealthProber {
                 .await
                 .map_err(|e| format!("reading the report: {e}"))?
                 .to_bytes();
+            if body.as_ref() == b"ok\n" {
+                // What a node tells addresses outside its `admin.health_allow`.
+                return Err(
+                    "only liveness: the node's admin.health_allow does not list this address"
+                        .into(),
+                );
+            }
             serde_json::from_slice::<HealthReport>(&body)
                 .map_err(|e| format!("unreadable report: {e}"))
         })

@@ -131,9 +131,10 @@ impl Node {
         let serve = server::ServeConfig {
             node: config.node.name.clone(),
             builder,
-            limits: Budget::new(
+            limits: Budget::with_exempt(
                 connection_budget(config.limits.max_connections),
                 config.limits.max_connections_per_client,
+                proxy.carriers(),
             ),
             idle_timeout: config.limits.client_idle_timeout.0,
             send_timeout: config.limits.client_send_timeout.0,
@@ -170,7 +171,7 @@ impl Node {
                 let handler = move |req, _peer| admin::handle(Arc::clone(&admin), req);
                 // Its own budget: a flood on the HTTP listeners leaves room for operators.
                 let admin_serve = server::ServeConfig {
-                    limits: Budget::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS as u32),
+                    limits: Budget::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS_PER_CLIENT),
                     ..serve.clone()
                 };
                 tasks.spawn(server::serve(
@@ -230,8 +231,10 @@ impl Node {
     }
 }
 
-/// Connections the admin listener holds at once.
+/// Connections the admin listener holds at once, and per client address (one address
+/// cannot take them all before it has even shown a token).
 const ADMIN_CONNECTIONS: usize = 64;
+const ADMIN_CONNECTIONS_PER_CLIENT: u32 = 8;
 
 /// How many client connections the node may hold: raises the descriptor limit to its
 /// hard maximum, and keeps a quarter of it for upstream connections and files.

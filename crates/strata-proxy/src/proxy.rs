@@ -30,6 +30,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::conditional::{not_modified_selects, refresh_headers, validation_headers};
+use strata_http_cache::hop_by_hop::strip_hop_by_hop;
 use strata_http_cache::policy::Decision;
 use strata_http_cache::vary::{vary_of, VariantKey};
 use strata_http_cache::{
@@ -52,11 +53,17 @@ use crate::respond;
 use crate::service::{Resolved, Service, Services};
 use crate::tier::{Hop, HopKind, Tier, HEALTH_PATH, RING_HOP};
 use crate::upstream::request_body::watched;
-use crate::upstream::send::{FromUpstream, SendPolicy, Sender};
+use crate::upstream::send::{path_hash, FromUpstream, SendPolicy, Sender};
 use crate::upstream::{Timeouts, UpstreamClient, UpstreamError};
 
 /// How many times a follower looks again after a fill that could not serve it.
 const MAX_JOIN_ATTEMPTS: usize = 3;
+
+/// Longest a small body is waited for before its first answer (see [`start_fill`]).
+const PREBUFFER_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Bytes the hit-for-pass marks may take, key text included.
+const HIT_FOR_PASS_BYTES: u64 = 8 << 20;
 
 /// Bodies up to this size with a known length are complete before their first client
 /// is answered, so `Cache-Status` says `stored` only when they were (they usually arrive
@@ -86,6 +93,8 @@ pub struct Proxy {
     strip_cdn_cache_control: bool,
     /// Fills with no client waiting: refreshes, bodies whose clients left.
     background: Arc<Budget>,
+    /// Trusted proxies and ring peers.
+    carriers: Vec<ipnet::IpNet>,
     /// Keys that recently answered uncacheable, with the time the mark expires.
     hit_for_pass: moka::sync::Cache<CacheKey, Instant>,
     tier: Tier,
@@ -143,6 +152,31 @@ impl Fetched {
     }
 }
 
+/// A fill started by [`start_fill`].
+enum Started {
+    /// It ended before anyone was answered.
+    Ended(FillEnd),
+    /// It runs on its own task.
+    Running(tokio::task::JoinHandle<FillEnd>),
+}
+
+/// Starts a fill on its own task. With `prebuffer` (a small body of known length) it waits,
+/// briefly ([`PREBUFFER_WAIT`]), for the body to complete, so the first answer knows
+/// whether it was stored; a body slower than that is answered as a stream, so coalesced
+/// waiters are not held up by it.
+async fn start_fill(fill: Fill, body: Incoming, prebuffer: bool) -> Started {
+    let written = Arc::clone(&fill.object.body);
+    let running = tokio::spawn(fill.run(body));
+    if !prebuffer {
+        return Started::Running(running);
+    }
+    match tokio::time::timeout(PREBUFFER_WAIT, written.wait_finished()).await {
+        // Complete, or failed: the task is at its last step.
+        Ok(_) => Started::Ended(running.await.unwrap_or(FillEnd::Failed)),
+        Err(_) => Started::Running(running),
+    }
+}
+
 // === impl Proxy ===
 
 impl Proxy {
@@ -158,8 +192,14 @@ impl Proxy {
             idle: config.limits.upstream_idle_timeout.0,
         };
         let tier = Tier::new(config)?;
-        let mut trusted = config.forwarding.trusted_networks();
-        trusted.extend(tier.peer_addresses().into_iter().map(ipnet::IpNet::from));
+        // Trusted proxies and ring peers: their forwarding fields are believed, and they
+        // carry many clients' requests (the per-client caps do not apply to them).
+        let mut carriers = config.forwarding.trusted_networks();
+        carriers.extend(
+            tier.peer_addresses()
+                .iter()
+                .map(|ip| ipnet::IpNet::from(*ip)),
+        );
         let allowed = config
             .forwarding
             .allow_request_headers
@@ -181,7 +221,7 @@ impl Proxy {
                 timeouts,
                 metrics: Arc::clone(&metrics),
             },
-            forwarder: Forwarder::new(&config.node.name, trusted, allowed),
+            forwarder: Forwarder::new(&config.node.name, carriers.clone(), allowed),
             upstream,
             metrics,
             access_log,
@@ -189,11 +229,29 @@ impl Proxy {
             max_object_size: config.cache.max_object_size.0,
             timeouts,
             coalescer: Coalescer::default(),
-            background: Budget::new(
+            background: Budget::with_exempt(
                 config.limits.max_background_fills,
                 config.limits.max_background_fills_per_client,
+                carriers.clone(),
             ),
-            hit_for_pass: moka::sync::Cache::new(100_000),
+            carriers,
+            // Keys are chosen by clients: bounded in bytes, key text included, and kept no
+            // longer than the longest mark.
+            hit_for_pass: moka::sync::Cache::builder()
+                .max_capacity(HIT_FOR_PASS_BYTES)
+                .weigher(|k: &CacheKey, _: &Instant| {
+                    u32::try_from(k.as_str().len() + 96).unwrap_or(u32::MAX)
+                })
+                .time_to_live(
+                    config
+                        .services
+                        .iter()
+                        .map(|s| s.hit_for_pass.0)
+                        .max()
+                        .unwrap_or_default()
+                        .max(std::time::Duration::from_secs(1)),
+                )
+                .build(),
             tier,
             pop: config.node.pop.clone().unwrap_or_default(),
             role: config.node.role.as_str(),
@@ -219,6 +277,12 @@ impl Proxy {
 
     pub fn upstream(&self) -> &UpstreamClient {
         &self.upstream
+    }
+
+    /// Addresses that carry many clients' requests (trusted proxies, ring peers): the
+    /// per-client caps do not apply to them.
+    pub fn carriers(&self) -> Vec<ipnet::IpNet> {
+        self.carriers.clone()
     }
 
     /// Topology state for metrics.
@@ -465,13 +529,17 @@ impl Proxy {
         }
         request::check_method(req.method())?;
         if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
-            // Node name, role, error counts and load: for the monitor and peers, not for
-            // anyone on the internet.
-            if !self.health_allow.iter().any(|n| n.contains(&client.ip())) {
-                return Err(ProxyError::NotFound);
-            }
             ctx.status.fwd = Some(Fwd::Bypass);
             ctx.status.detail = Some("health".into());
+            // Node name, role, error counts and load: for the monitor and peers, not for
+            // anyone on the internet. Others learn only that the node is up (which any
+            // request tells them), so a peer or edge left out of the list still sees a
+            // live node rather than taking it for a dead one.
+            let allowed = self.health_allow.iter().any(|n| n.contains(&client.ip()))
+                || self.tier.is_peer(client.ip());
+            if !allowed {
+                return Ok(respond::text(StatusCode::OK, "ok\n".into()));
+            }
             let mut resp = respond::text(StatusCode::OK, self.health_json());
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -480,7 +548,9 @@ impl Proxy {
             return Ok(resp);
         }
         let authority = request::authority(&req)?;
-        ctx.host = Some(authority.as_str().to_string());
+        if self.access_log.enabled() {
+            ctx.host = Some(authority.as_str().to_string());
+        }
         if forward::is_loop(req.headers(), &self.node) {
             return Err(ProxyError::Loop);
         }
@@ -491,15 +561,25 @@ impl Proxy {
         // === service ===
         let service = Arc::clone(
             self.services
-                .for_host(authority.as_str())
+                .for_authority(&authority)
                 .ok_or(ProxyError::UnknownHost)?,
         );
         let (parts, body) = req.into_parts();
         let resolved = service.resolve(parts.uri.path());
+        let mut headers = parts.headers;
+        // The connection's own fields, and whatever `Connection` names, are not part of the
+        // request: not forwarded, and not what a stored variant is selected by (a client
+        // naming `Accept-Language` in `Connection` would otherwise store an answer made
+        // without it under its own language).
+        strip_hop_by_hop(&mut headers);
+        // Only a ring peer may ask this node to serve a key it does not own.
+        if headers.contains_key(RING_HOP) && !self.tier.is_peer(client.ip()) {
+            headers.remove(RING_HOP);
+        }
         let head = Head {
             method: parts.method,
             uri: parts.uri,
-            headers: parts.headers,
+            headers,
             authority,
             client,
         };
@@ -533,7 +613,7 @@ impl Proxy {
                 if self.storage.lookup(&key).is_some() {
                     self.storage.remove(&key);
                 }
-                if let Some(resp) = self.forward_to_owner(&owners, &head, &key, ctx).await {
+                if let Some(resp) = self.forward_to_owner(&owners, &head, ctx).await {
                     return Ok(resp);
                 }
                 // Every node before us on the ring is down: we are the owner now.
@@ -851,36 +931,34 @@ impl Proxy {
                     fill.interest.inflight = Some(Arc::clone(&inflight));
                     fill.interest.permit = permit;
                     fill.discard = Arc::clone(&inflight.discard);
-                    if Fetched::prebuffers(&first_headers) {
-                        match fill.run(body).await {
-                            FillEnd::Stored => meta.stored = true,
-                            FillEnd::Discarded | FillEnd::TooLarge => meta.stored = false,
-                            FillEnd::Failed => {
-                                inflight.publish(Outcome::Failed(ProxyError::Upstream(
-                                    UpstreamError::Protocol,
-                                )));
-                                return;
-                            }
-                            FillEnd::Abandoned => {
-                                this.metrics.fill_cancelled("body");
-                                return;
-                            }
+                    let started = start_fill(fill, body, Fetched::prebuffers(&first_headers));
+                    let running = match started.await {
+                        Started::Ended(FillEnd::Stored) => {
+                            meta.stored = true;
+                            None
                         }
-                        inflight.publish(Outcome::Object {
-                            object,
-                            first_headers,
-                            meta,
-                        });
-                    } else {
+                        Started::Ended(FillEnd::Discarded | FillEnd::TooLarge) => None,
+                        Started::Ended(FillEnd::Failed) => {
+                            inflight.publish(Outcome::Failed(ProxyError::Upstream(
+                                UpstreamError::Protocol,
+                            )));
+                            return;
+                        }
+                        Started::Ended(FillEnd::Abandoned) => {
+                            this.metrics.fill_cancelled("body");
+                            return;
+                        }
                         // Streamed as it arrives: whether it gets stored is known only at
                         // its end, so `Cache-Status` does not claim it.
-                        meta.stored = false;
-                        inflight.publish(Outcome::Object {
-                            object,
-                            first_headers,
-                            meta,
-                        });
-                        if fill.run(body).await == FillEnd::Abandoned {
+                        Started::Running(fill) => Some(fill),
+                    };
+                    inflight.publish(Outcome::Object {
+                        object,
+                        first_headers,
+                        meta,
+                    });
+                    if let Some(fill) = running {
+                        if fill.await.ok() == Some(FillEnd::Abandoned) {
                             this.metrics.fill_cancelled("body");
                         }
                     }
@@ -932,25 +1010,18 @@ impl Proxy {
                 mut meta,
             }) => {
                 self.hit_for_pass.invalidate(key);
-                let deferred = if Fetched::prebuffers(&first_headers) {
-                    // This request is the fill's only client: it reads along from the start.
-                    let _reading = object.body.reader(0, None);
-                    match fill.run(body).await {
-                        FillEnd::Stored => meta.stored = true,
-                        FillEnd::Discarded | FillEnd::TooLarge => meta.stored = false,
-                        FillEnd::Failed | FillEnd::Abandoned => {
-                            return Err(ProxyError::Upstream(UpstreamError::Protocol))
-                        }
+                // This request is the fill's only client: it reads along from the start.
+                let reading = object.body.reader(0, None);
+                match start_fill(fill, body, Fetched::prebuffers(&first_headers)).await {
+                    Started::Ended(FillEnd::Stored) => meta.stored = true,
+                    Started::Ended(FillEnd::Discarded | FillEnd::TooLarge) => {}
+                    Started::Ended(FillEnd::Failed | FillEnd::Abandoned) => {
+                        return Err(ProxyError::Upstream(UpstreamError::Protocol))
                     }
-                    None
-                } else {
-                    meta.stored = false;
-                    Some((fill, body))
-                };
+                    Started::Running(_) => {}
+                }
                 ctx.absorb(&meta);
                 ctx.status.ttl = Some(object.policy.ttl(now));
-                // The response (and its reader) exists before the fill starts, so the fill
-                // sees its client.
                 let resp = respond::from_object(
                     &object,
                     Some(first_headers),
@@ -958,9 +1029,8 @@ impl Proxy {
                     &head.headers,
                     now,
                 );
-                if let Some((fill, body)) = deferred {
-                    tokio::spawn(fill.run(body));
-                }
+                // The response has its own reader now.
+                drop(reading);
                 Ok(resp)
             }
             Ok(Fetched::Pass(resp, meta)) => {
@@ -1056,10 +1126,15 @@ impl Proxy {
         });
         let policy = SendPolicy {
             failover: true,
-            url: key.hash64(),
+            url: path_hash(head.uri.path()),
             body: None,
             panic_routing: !stale_can_answer,
         };
+        let target = strata_http_cache::key::keyed_target(
+            head.uri.path(),
+            head.uri.query(),
+            &resolved.key_rules,
+        );
         // A HEAD miss is fetched as GET so the object can be stored (as nginx and Varnish do).
         let FromUpstream {
             resp,
@@ -1071,6 +1146,7 @@ impl Proxy {
                 let out = Outbound {
                     method: Method::GET,
                     origin: &hop.state.origin,
+                    path_and_query: &target,
                     host: self.host_for(service, head, hop.kind),
                     purpose: Purpose::Fill {
                         validators: &validators,
@@ -1121,8 +1197,7 @@ impl Proxy {
                         Ok(policy) => {
                             let headers = strata_storage::owned_headers(&headers);
                             let refreshed = Arc::new(old.refreshed(headers, policy, response_time));
-                            self.storage.replace(key, old, Arc::clone(&refreshed));
-                            meta.stored = true;
+                            meta.stored = self.storage.replace(key, old, Arc::clone(&refreshed));
                             Fetched::Refreshed(refreshed, meta)
                         }
                         Err(reason) => {
@@ -1243,12 +1318,11 @@ impl Proxy {
         &self,
         owners: &[Hop],
         head: &Head,
-        key: &CacheKey,
         ctx: &mut Ctx,
     ) -> Option<Response<ProxyBody>> {
         let policy = SendPolicy {
             failover: true,
-            url: key.hash64(),
+            url: path_hash(head.uri.path()),
             body: None,
             // Every owner down: this node serves the key itself.
             panic_routing: false,
@@ -1259,6 +1333,7 @@ impl Proxy {
                 let out = Outbound {
                     method: head.method.clone(),
                     origin: &hop.state.origin,
+                    path_and_query: head.path_and_query(),
                     host: head.host(),
                     purpose: Purpose::Pass,
                     body: None,
@@ -1306,7 +1381,7 @@ impl Proxy {
         let hops = service.origin_hops();
         let policy = SendPolicy {
             failover: false,
-            url: xxhash_rust::xxh64::xxh64(head.path_and_query().as_bytes(), 0),
+            url: path_hash(head.uri.path()),
             body: progress.as_ref(),
             panic_routing: true,
         };
@@ -1324,6 +1399,7 @@ impl Proxy {
                 let out = Outbound {
                     method: head.method.clone(),
                     origin: &hop.state.origin,
+                    path_and_query: head.path_and_query(),
                     host: self.host_for(service, head, hop.kind),
                     purpose: Purpose::Pass,
                     body,
@@ -1387,17 +1463,13 @@ impl Proxy {
         for name in [AUTHORIZATION, CACHE_CONTROL, PRAGMA] {
             head.headers.remove(name);
         }
+        // The budget first: a refresh that cannot run is never registered, so nobody
+        // joins it and sees it fail.
+        let Ok(permit) = self.background.admit(head.client.ip()) else {
+            self.metrics.fill_cancelled("budget");
+            return;
+        };
         if let Join::Leader(inflight) = self.coalescer.join(key, |_| false, || None) {
-            let Ok(permit) = self.background.admit(head.client.ip()) else {
-                self.metrics.fill_cancelled("budget");
-                // Nobody waits on it: the guard's drop releases and unregisters it.
-                drop(FillGuard {
-                    coalescer: &self.coalescer,
-                    key,
-                    inflight: &inflight,
-                });
-                return;
-            };
             self.spawn_fill(
                 &inflight,
                 service,

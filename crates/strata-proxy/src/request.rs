@@ -58,9 +58,10 @@ pub fn authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host field"));
     }
+    // This listener speaks plain HTTP: an `https` target would be keyed as `http` and
+    // forwarded with a port that says otherwise.
     let default_port = match req.uri().scheme_str() {
         None | Some("http") => 80,
-        Some("https") => 443,
         Some(_) => return Err(ProxyError::BadRequest("unsupported scheme in target")),
     };
     let parse = |bytes: &[u8]| {
@@ -156,7 +157,10 @@ mod tests {
             auth("http://user@a.test/x", &[]),
             Err(ProxyError::BadRequest("userinfo in host"))
         );
-        assert_eq!(auth("https://a.test:443/x", &[]).unwrap(), "a.test");
+        assert_eq!(
+            auth("https://a.test/x", &[]),
+            Err(ProxyError::BadRequest("unsupported scheme in target"))
+        );
     }
 
     #[test]

@@ -208,10 +208,19 @@ impl Services {
         &self.services
     }
 
+    /// The service for a canonical authority (its port ignored).
+    pub fn for_authority(&self, authority: &strata_http_cache::Authority) -> Option<&Arc<Service>> {
+        // Canonical: lower case, no trailing dot; nothing to copy.
+        self.for_name(authority.host())
+    }
+
     /// The service for a `Host` (port ignored).
     pub fn for_host(&self, host: &str) -> Option<&Arc<Service>> {
         let name = strip_port(host).to_ascii_lowercase();
-        let name = name.trim_end_matches('.');
+        self.for_name(name.trim_end_matches('.'))
+    }
+
+    fn for_name(&self, name: &str) -> Option<&Arc<Service>> {
         let idx = self
             .exact
             .iter()

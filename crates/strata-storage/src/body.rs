@@ -256,20 +256,27 @@ impl ChunkedBody {
 
     /// A reader of `[start, end]` (inclusive); `None` reads to the end of the body.
     pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> BodyReader {
-        let (id, ticks) = {
+        let (id, ticks, tracked) = {
             let mut s = self.lock();
             let id = s.next_reader;
             s.next_reader += 1;
-            s.readers.insert(id, start);
-            // A complete body never makes a reader wait: no channel needed.
+            // Positions matter while the body is written (the fill counts its readers, and
+            // a streaming-only body releases what all have passed). A complete body is
+            // read by every hit: no bookkeeping, no channel.
+            let tracked = !s.finished || s.streaming_only;
+            if tracked {
+                s.readers.insert(id, start);
+            }
             (
                 id,
                 s.ticks.as_ref().map(|t| WatchStream::new(t.subscribe())),
+                tracked,
             )
         };
         BodyReader {
             body: Arc::clone(self),
             ticks,
+            tracked,
             id,
             pos: start,
             end_exclusive: end.map(|e| e.saturating_add(1)),
@@ -299,7 +306,9 @@ impl ChunkedBody {
             }
             let data = s.chunks[i].slice(from..to);
             let new_pos = pos + data.len() as u64;
-            s.readers.insert(id, new_pos);
+            if let Some(p) = s.readers.get_mut(&id) {
+                *p = new_pos;
+            }
             if s.streaming_only {
                 s.release_consumed();
                 self.consumed.notify_waiters();
@@ -343,6 +352,8 @@ pub struct BodyReader {
     body: Arc<ChunkedBody>,
     ticks: Option<WatchStream<u64>>,
     id: u64,
+    /// Registered with the body (it was still being written when this reader started).
+    tracked: bool,
     pos: u64,
     end_exclusive: Option<u64>,
 }
@@ -384,7 +395,9 @@ impl BodyReader {
 
 impl Drop for BodyReader {
     fn drop(&mut self) {
-        self.body.drop_reader(self.id);
+        if self.tracked {
+            self.body.drop_reader(self.id);
+        }
     }
 }
 

@@ -63,8 +63,8 @@ pub trait Storage: Send + Sync + 'static {
     fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool;
 
     /// Replaces one stored variant with a refreshed copy (after a 304), if it is still
-    /// there.
-    fn replace(&self, key: &CacheKey, old: &Arc<StoredObject>, new: Arc<StoredObject>);
+    /// there. Returns whether it was (a purge or an eviction may have come first).
+    fn replace(&self, key: &CacheKey, old: &Arc<StoredObject>, new: Arc<StoredObject>) -> bool;
 
     /// Removes every variant under a key. Returns whether anything was removed.
     fn remove(&self, key: &CacheKey) -> bool;

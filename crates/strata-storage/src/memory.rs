@@ -23,8 +23,12 @@ use crate::{Storage, StorageStats};
 /// applied: a `1 / SETTLE_FRACTION` share of the capacity.
 const SETTLE_FRACTION: u64 = 16;
 
-/// Inserts between two looks at how many index entries outlived their objects.
+/// Inserts between two looks at how many index entries outlived their objects (and two
+/// steps of a prune under way).
 const PRUNE_CHECK: u64 = 1 << 10;
+
+/// Keys one prune step looks at.
+const PRUNE_STEP: usize = 4 << 10;
 
 /// What one key costs besides its objects: moka's entry and its queues, the variant list,
 /// the key text (held by the table and by the purge index) and its index entries.
@@ -53,6 +57,8 @@ pub struct MemoryStorage {
     inserts: AtomicU64,
     /// Bytes inserted since moka last applied its buffered writes (and evictions).
     unsettled: AtomicU64,
+    /// A prune under way: `Some(where it goes on from)`.
+    prune_cursor: Mutex<Option<Option<Arc<str>>>>,
 }
 
 impl MemoryStorage {
@@ -78,6 +84,7 @@ impl MemoryStorage {
             bans: Mutex::default(),
             inserts: AtomicU64::new(0),
             unsettled: AtomicU64::new(0),
+            prune_cursor: Mutex::default(),
         }
     }
 }
@@ -97,14 +104,20 @@ impl MemoryStorage {
         self.bans.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drops index entries of evicted objects once they are as many as the live ones (so
-    /// the index costs at most twice what the cache holds, and each prune, a walk over
-    /// the index, is paid for by as many inserts). In place: no copy of the keys.
+    /// Drops index entries of evicted objects once they are as many as the live ones, so
+    /// the index costs at most about twice what the cache holds. The walk is spread over
+    /// calls ([`PRUNE_STEP`] keys each), so no insert holds the index for long.
     fn prune_index(&self) {
         let live = self.cache.entry_count();
+        let mut cursor = self.prune_cursor.lock().unwrap_or_else(|e| e.into_inner());
         let mut index = self.index();
-        if (index.len() as u64) > 2 * live + PRUNE_CHECK {
-            index.retain(|k| self.cache.contains_key(k));
+        let from = match cursor.take() {
+            Some(from) => from,
+            None if (index.len() as u64) > 2 * live + PRUNE_CHECK => None,
+            None => return,
+        };
+        if let Some(next) = index.prune_step(from, PRUNE_STEP, |k| self.cache.contains_key(k)) {
+            *cursor = Some(Some(next));
         }
     }
 
@@ -219,13 +232,18 @@ impl Storage for MemoryStorage {
         true
     }
 
-    fn replace(&self, key: &CacheKey, old: &Arc<StoredObject>, new: Arc<StoredObject>) {
+    fn replace(&self, key: &CacheKey, old: &Arc<StoredObject>, new: Arc<StoredObject>) -> bool {
+        let mut replaced = false;
         self.cache.entry(key.clone()).and_compute_with(|current| {
             match current.and_then(|e| e.value().replacing(old, new)) {
-                Some(set) => Op::Put(Arc::new(set)),
+                Some(set) => {
+                    replaced = true;
+                    Op::Put(Arc::new(set))
+                }
                 None => Op::Nop,
             }
         });
+        replaced
     }
 
     fn remove(&self, key: &CacheKey) -> bool {

@@ -278,7 +278,55 @@ impl Index {
         }
     }
 
-    /// Drops entries for keys the tier no longer holds.
+    /// Drops key entries the tier no longer holds, looking at no more than `budget` keys
+    /// after `cursor` (the last key looked at; `None` starts over). Returns where to go on
+    /// from, or `None` when the walk reached the end, where tag entries are pruned too. A
+    /// long prune is spread over many calls, so none holds the index for long.
+    pub fn prune_step(
+        &mut self,
+        cursor: Option<Arc<str>>,
+        budget: usize,
+        holds: impl Fn(&CacheKey) -> bool,
+    ) -> Option<Arc<str>> {
+        let from = match &cursor {
+            Some(c) => Bound::Excluded(&**c),
+            None => Bound::Unbounded,
+        };
+        let mut last = None;
+        let mut gone = Vec::new();
+        for (text, key) in self
+            .keys
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(budget)
+        {
+            last = Some(Arc::clone(text));
+            if !holds(key) {
+                gone.push(Arc::clone(text));
+            }
+        }
+        for text in &gone {
+            self.keys.remove(&**text);
+        }
+        let at_end = match &last {
+            None => true,
+            Some(l) => self
+                .keys
+                .range::<str, _>((Bound::Excluded(&**l), Bound::Unbounded))
+                .next()
+                .is_none(),
+        };
+        if at_end {
+            self.tags.retain(|_, keys| {
+                keys.retain(|k| holds(k));
+                !keys.is_empty()
+            });
+            return None;
+        }
+        last
+    }
+
+    /// Drops entries for keys the tier no longer holds, in one go (the disk tier's index,
+    /// pruned by its writer).
     pub fn retain(&mut self, holds: impl Fn(&CacheKey) -> bool) {
         self.keys.retain(|_, k| holds(k));
         self.tags.retain(|_, keys| {
@@ -300,6 +348,39 @@ impl Index {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn a_prune_in_steps_leaves_only_live_keys_and_their_tags() {
+        let k = |i: u32| {
+            CacheKey::new(
+                "http",
+                "h",
+                &format!("/{i:03}"),
+                None,
+                &strata_http_cache::KeyRules::default(),
+            )
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("surrogate-key", HeaderValue::from_static("t"));
+        let mut index = Index::default();
+        for i in 0..10 {
+            index.add(&k(i), &headers);
+        }
+        let live = |key: &CacheKey| key.as_str().ends_with('0') || key.as_str().ends_with('5');
+        let mut cursor = None;
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            match index.prune_step(cursor, 3, live) {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            assert!(steps < 10, "the walk ends");
+        }
+        assert_eq!(steps, 4, "10 keys, 3 per step");
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.count(&Scope::Tags(vec!["t".into()])), 2);
+    }
 
     #[test]
     fn path_patterns_match_the_path_and_optionally_the_host() {

@@ -80,7 +80,9 @@ impl TieredStorage {
             runtime.spawn(async move {
                 for o in objects {
                     match o.body.wait_finished().await {
-                        Ok(()) => memory.replace(&key, &o, Arc::clone(&o)),
+                        Ok(()) => {
+                            memory.replace(&key, &o, Arc::clone(&o));
+                        }
                         Err(_) => {
                             memory.remove(&key);
                             return;
@@ -111,9 +113,10 @@ impl Storage for TieredStorage {
         in_memory || on_disk
     }
 
-    fn replace(&self, key: &CacheKey, old: &Arc<StoredObject>, new: Arc<StoredObject>) {
-        self.memory.replace(key, old, Arc::clone(&new));
-        self.disk.replace(key, old, new);
+    fn replace(&self, key: &CacheKey, old: &Arc<StoredObject>, new: Arc<StoredObject>) -> bool {
+        let in_memory = self.memory.replace(key, old, Arc::clone(&new));
+        let on_disk = self.disk.replace(key, old, new);
+        in_memory || on_disk
     }
 
     fn remove(&self, key: &CacheKey) -> bool {

@@ -1237,8 +1237,25 @@ impl NodeConfig {
                 ));
             }
             names.push(&peer.name);
-            crate::upstream::Origin::parse(&peer.url)
+            let origin = crate::upstream::Origin::parse(&peer.url)
                 .map_err(|why| ConfigError::new(format!("ring.peers[{i}].url"), why))?;
+            // Peers are recognised by the address they connect from: only a peer may ask a
+            // node to serve a key it does not own (`strata-ring`).
+            let host = origin.authority.host();
+            if host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_err()
+            {
+                return Err(ConfigError::new(
+                    format!("ring.peers[{i}].url"),
+                    format!(
+                        "'{}': a peer is named by its IP address, not a host name",
+                        peer.url
+                    ),
+                ));
+            }
         }
         if !peers.is_empty() {
             if !names.contains(&self.node.name.as_str()) {

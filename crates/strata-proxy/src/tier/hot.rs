@@ -112,7 +112,7 @@ impl HotTracker {
         let was = c.is_hot(now);
         let hot = c.record(now, &self.config);
         if hot && !was {
-            tracing::info!(key = %c.key, "object is hot: cached on this node too");
+            tracing::debug!(key = %c.key, "object is hot: cached on this node too");
         }
         hot
     }

@@ -78,6 +78,8 @@ pub struct Tier {
     parent_set: Arc<OriginSet>,
     hot: Option<HotTracker>,
     probe: Probe,
+    /// The peers' IP addresses (their URLs name them by address; see `config`).
+    peer_ips: Vec<std::net::IpAddr>,
 }
 
 impl Tier {
@@ -154,7 +156,18 @@ impl Tier {
                 max_bytes: 16 << 20,
             })
         });
+        let peer_ips = peers
+            .iter()
+            .filter_map(|p: &Hop| {
+                let host = p.state.origin.authority.host();
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .ok()
+            })
+            .collect();
         Ok(Self {
+            peer_ips,
             node: config.node.name.clone(),
             role: config.node.role,
             pop: config.node.pop.clone(),
@@ -187,19 +200,15 @@ impl Tier {
         self.pop.as_deref()
     }
 
-    /// The addresses of the ring's peers named by IP: their forwarding fields are
-    /// trusted (a peer forwards its clients' requests).
-    pub fn peer_addresses(&self) -> Vec<std::net::IpAddr> {
-        self.peers
-            .iter()
-            .filter_map(|p| {
-                let host = p.state.origin.authority.host();
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse()
-                    .ok()
-            })
-            .collect()
+    /// The addresses of the ring's peers: their forwarding fields are trusted (a peer
+    /// forwards its clients' requests), and only they may send [`RING_HOP`].
+    pub fn peer_addresses(&self) -> &[std::net::IpAddr] {
+        &self.peer_ips
+    }
+
+    /// Whether `ip` is one of the ring's peers.
+    pub fn is_peer(&self, ip: std::net::IpAddr) -> bool {
+        self.peer_ips.contains(&ip)
     }
 
     /// The peers to try, in ring order, before this node serves `key` itself: empty when

@@ -111,8 +111,8 @@ struct Bucket {
 #[derive(Debug, Clone, Default)]
 struct Run {
     failures: u32,
-    /// Every failure in the run was a failure to connect.
-    connect_only: bool,
+    /// Failures to connect in the run (they need no URL diversity).
+    connect_failures: u32,
     urls: Vec<u64>,
 }
 
@@ -237,29 +237,26 @@ impl Breaker {
                 }
             }
             Verdict::ConnectFailure | Verdict::RequestFailure { .. } => {
-                let connect = verdict == Verdict::ConnectFailure;
-                if self.run.failures == 0 {
-                    self.run.connect_only = true;
-                }
                 self.run.failures = self.run.failures.saturating_add(1);
-                self.run.connect_only &= connect;
-                if let Verdict::RequestFailure { url } = verdict {
-                    if !self.run.urls.contains(&url)
-                        && self.run.urls.len() < self.config.distinct_urls as usize
-                    {
-                        self.run.urls.push(url);
+                match verdict {
+                    Verdict::RequestFailure { url } => {
+                        if !self.run.urls.contains(&url)
+                            && self.run.urls.len() < self.config.distinct_urls as usize
+                        {
+                            self.run.urls.push(url);
+                        }
                     }
+                    _ => self.run.connect_failures = self.run.connect_failures.saturating_add(1),
                 }
-                let enough_urls = self.run.connect_only
-                    || self.run.urls.len() >= self.config.distinct_urls as usize;
+                // Enough failures to connect (they say nothing about URLs), or enough
+                // failures in all that span enough URLs.
+                let open = self.run.connect_failures >= self.config.failures
+                    || (self.run.failures >= self.config.failures
+                        && self.run.urls.len() >= self.config.distinct_urls as usize);
                 match self.state {
                     // A test request failed, or an open origin still fails: (re)open.
                     BreakerState::HalfOpen { .. } | BreakerState::Open { .. } => self.open(now),
-                    BreakerState::Closed
-                        if self.run.failures >= self.config.failures && enough_urls =>
-                    {
-                        self.open(now)
-                    }
+                    BreakerState::Closed if open => self.open(now),
                     BreakerState::Closed => {}
                 }
             }
@@ -404,6 +401,19 @@ mod tests {
         );
         assert_eq!(b.name(), "open");
         assert!(!b.allows(t + Duration::from_secs(5)), "skipped while open");
+    }
+
+    #[test]
+    fn a_request_failure_in_the_run_does_not_stop_connect_failures_from_opening_it() {
+        // The origin crashes: the request in flight is reset, every later one refused.
+        let t = Instant::now();
+        let mut b = breaker();
+        b.record(Verdict::RequestFailure { url: 1 }, t);
+        b.record(Verdict::ConnectFailure, t);
+        b.record(Verdict::ConnectFailure, t);
+        assert_eq!(b.name(), "closed");
+        b.record(Verdict::ConnectFailure, t);
+        assert_eq!(b.name(), "open");
     }
 
     #[test]

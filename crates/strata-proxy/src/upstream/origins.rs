@@ -83,7 +83,7 @@ impl OriginState {
     /// Records an exchange's verdict (requests and active probes).
     pub fn record(&self, verdict: Verdict, now: Instant) {
         if self.breaker().record(verdict, now) {
-            tracing::warn!(origin = %self.origin.authority, ?verdict, "circuit breaker opened");
+            crate::warn_throttled!(std::time::Duration::from_secs(10), origin = %self.origin.authority, ?verdict, "circuit breaker opened");
         }
     }
 

@@ -1,7 +1,9 @@
 //! A client's request body on its way upstream, watched so that a failure it causes is
-//! blamed on the client: an invalid chunked body is a 400 (not a 502), a body sent too
-//! slowly for the origin to answer in time is a 408 (not a 504), and neither counts
-//! against the origin's circuit breaker.
+//! blamed on the client: an invalid chunked body is a 400 (not a 502), a body the client
+//! sends too slowly for the origin to answer in time is a 408 (not a 504), and neither
+//! counts against the origin's circuit breaker. A body held up because the origin does not
+//! read it is the origin's doing, not the client's: the watch tells the two apart by whom
+//! the last read was waiting for.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -15,9 +17,11 @@ use hyper::body::Incoming;
 
 use super::UpstreamBody;
 
-/// 0: still sending.
+/// 0: the origin's turn (not asked for more yet, or the last piece handed over).
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
+/// Asked for more, and the client has not sent it yet.
+const WAITING_FOR_CLIENT: u8 = 3;
 
 /// How far the client's body got. Shared between the body (in hyper's client) and the
 /// request path that judges the exchange.
@@ -33,6 +37,11 @@ impl BodyProgress {
     /// Reading the client's body failed (invalid framing, connection cut).
     pub fn failed(&self) -> bool {
         self.0.load(Ordering::Acquire) == FAILED
+    }
+
+    /// The last read of the body is waiting for the client to send more.
+    pub fn waiting_for_client(&self) -> bool {
+        self.0.load(Ordering::Acquire) == WAITING_FOR_CLIENT
     }
 }
 
@@ -64,14 +73,13 @@ impl Body for Watched {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let state = match &polled {
-            Poll::Ready(None) => Some(DONE),
-            Poll::Ready(Some(Err(_))) => Some(FAILED),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => Some(DONE),
-            _ => None,
+            Poll::Ready(None) => DONE,
+            Poll::Ready(Some(Err(_))) => FAILED,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => DONE,
+            Poll::Ready(Some(Ok(_))) => 0,
+            Poll::Pending => WAITING_FOR_CLIENT,
         };
-        if let Some(state) = state {
-            self.progress.0.store(state, Ordering::Release);
-        }
+        self.progress.0.store(state, Ordering::Release);
         polled
     }
 

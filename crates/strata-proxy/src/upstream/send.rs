@@ -42,12 +42,18 @@ pub struct FromUpstream {
 pub struct SendPolicy<'a> {
     /// Move on to the next hop after a failure or a 5xx (only without a client body).
     pub failover: bool,
-    /// The URL's hash: the breaker counts how many URLs fail.
+    /// The path's hash ([`path_hash`]): the breaker counts how many URLs fail.
     pub url: u64,
     /// The client's body, when one is sent: its failures are the client's.
     pub body: Option<&'a BodyProgress>,
     /// Try the least-bad origin when every hop refuses.
     pub panic_routing: bool,
+}
+
+/// The hash a URL counts under for the breaker's distinct-URL rules: its path. Not its
+/// query, which any client can vary at will to look like many URLs.
+pub fn path_hash(path: &str) -> u64 {
+    xxhash_rust::xxh64::xxh64(path.as_bytes(), 0)
 }
 
 /// What one hop did with the request.
@@ -80,11 +86,15 @@ impl Sender {
     ) -> Result<FromUpstream, ProxyError> {
         let mut last = UpstreamError::Unavailable;
         let mut server_error: Option<FromUpstream> = None;
-        let mut tried = false;
+        // Whether some origin's breaker let the request through (whatever came of it):
+        // only when every origin refused does panic routing step in. Peers and shields
+        // tried first do not count: their failure must not fail the request closed.
+        let mut origin_allowed = false;
         for hop in hops {
             if hop.state.refuses(Instant::now()) {
                 continue;
             }
+            origin_allowed |= hop.kind == HopKind::Origin;
             let slot = match hop.state.acquire(self.timeouts.first_byte).await {
                 Ok(slot) => slot,
                 Err(e) => {
@@ -96,7 +106,6 @@ impl Sender {
             let Some(attempt) = hop.state.attempt(Instant::now()) else {
                 continue;
             };
-            tried = true;
             match self.exchange(hop, attempt, slot, &policy, &build).await? {
                 Step::Answered(from) => return Ok(from),
                 Step::ServerError(from) => {
@@ -120,7 +129,7 @@ impl Sender {
                 }
             }
         }
-        if !tried && server_error.is_none() && policy.panic_routing {
+        if !origin_allowed && server_error.is_none() && policy.panic_routing {
             // Every hop refused: the least-bad origin gets the request anyway.
             let now = Instant::now();
             let least_bad = hops
@@ -186,10 +195,11 @@ impl Sender {
                     UpstreamError::ConnectFailed | UpstreamError::ConnectTimeout => {
                         Verdict::ConnectFailure
                     }
-                    // Sent whole, with nothing unusual: no (usable) answer is the upstream's
-                    // doing. (Cut off while a client body was still going: undecided.)
+                    // Sent with nothing unusual (or the origin stopped reading what was sent):
+                    // no (usable) answer is the upstream's doing. (Cut off while waiting for
+                    // the client's body: undecided.)
                     UpstreamError::FirstByteTimeout | UpstreamError::Protocol
-                        if policy.body.is_none_or(BodyProgress::done) =>
+                        if policy.body.is_none_or(|b| !b.waiting_for_client()) =>
                     {
                         Verdict::RequestFailure { url: policy.url }
                     }
@@ -208,13 +218,14 @@ impl Sender {
 }
 
 /// Whether a failed exchange was the client's doing: its body broke (invalid chunked
-/// coding, connection cut), or was still arriving when the upstream ran out of time.
+/// coding, connection cut), or the upstream ran out of time while the body waited for the
+/// client (not while the origin was not reading it).
 fn client_fault(e: &UpstreamError, body: Option<&BodyProgress>) -> Option<ProxyError> {
     let body = body?;
     if body.failed() {
         return Some(ProxyError::BadRequestBody);
     }
-    if !body.done() && *e == UpstreamError::FirstByteTimeout {
+    if body.waiting_for_client() && *e == UpstreamError::FirstByteTimeout {
         return Some(ProxyError::RequestBodyTimeout);
     }
     None

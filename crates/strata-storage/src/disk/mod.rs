@@ -165,6 +165,8 @@ enum Chore {
     /// A wiped objects directory, renamed aside.
     RemoveDir(PathBuf),
     Flush(mpsc::Sender<()>),
+    /// The directory's lock, let go once every chore queued before it is done.
+    Release(fs::File, mpsc::Sender<()>),
 }
 
 /// The file work one purge leaves.
@@ -410,10 +412,11 @@ impl DiskStorage {
 }
 
 impl Drop for DiskStorage {
-    /// Writes what is queued (an orderly shutdown keeps it), lets the purger and the file
-    /// thread finish what they were given (each for at most [`DROP_WAIT`]; what is left
-    /// is redone from the journal at the next open), then releases the directory: a tier
-    /// reopened right after finds it free and nobody else working in it.
+    /// Writes what is queued (an orderly shutdown keeps it), lets the purger finish what
+    /// it was given, then hands the directory's lock to the file thread, which lets it go
+    /// once the file work queued before is done: a tier reopened right after finds the
+    /// directory free and nobody else working in it. Each wait is bounded by
+    /// [`DROP_WAIT`]; past it, the directory stays locked until the file thread is done.
     fn drop(&mut self) {
         self.writer.take();
         if let Some(thread) = self.writer_thread.take() {
@@ -423,12 +426,13 @@ impl Drop for DiskStorage {
         if self.inner.purger.send(Purging::Flush(done)).is_ok() {
             let _ = wait.recv_timeout(DROP_WAIT);
         }
-        let (done, wait) = mpsc::channel();
-        self.inner.chore(Chore::Flush(done));
-        if wait.recv_timeout(DROP_WAIT).is_err() {
-            tracing::warn!(dir = %self.inner.dir.display(), "disk tier closed with file work still queued (redone at the next open)");
+        if let Some(lock) = self.lock.take() {
+            let (done, wait) = mpsc::channel();
+            self.inner.chore(Chore::Release(lock, done));
+            if wait.recv_timeout(DROP_WAIT).is_err() {
+                tracing::warn!(dir = %self.inner.dir.display(), "disk tier closed with file work still queued: the directory stays locked until it is done");
+            }
         }
-        self.lock.take();
     }
 }
 
@@ -492,7 +496,9 @@ impl Storage for DiskStorage {
 
     /// A refreshed copy (after a 304) is not written: the disk keeps the older one, which
     /// revalidates again if it is ever read back.
-    fn replace(&self, _key: &CacheKey, _old: &Arc<StoredObject>, _new: Arc<StoredObject>) {}
+    fn replace(&self, _key: &CacheKey, _old: &Arc<StoredObject>, _new: Arc<StoredObject>) -> bool {
+        false
+    }
 
     /// A hard purge of the key as of now, journaled like any other: a write of an older
     /// copy still queued is caught when it commits, and the removal holds after a crash.
@@ -930,6 +936,10 @@ fn run_files(objects: &Path, dir: &Path, errors: &AtomicU64, chores: mpsc::Recei
                 }
             }
             Chore::Flush(done) => {
+                let _ = done.send(());
+            }
+            Chore::Release(lock, done) => {
+                drop(lock);
                 let _ = done.send(());
             }
         }

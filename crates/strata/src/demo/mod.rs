@@ -137,6 +137,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut configs = Vec::new();
     for p in &planned {
         let mut config = node_config(&args, origin.addr, p);
+        if p.role == Role::Shield {
+            // Its clients are the edges, on loopback: they carry every user's misses.
+            config.forwarding.trusted_proxies = vec!["127.0.0.0/8".into()];
+        }
         if p.role == Role::Edge {
             config.parents.shields = vec![shield_url.clone()];
             config.ring.peers = planned
