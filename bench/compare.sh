@@ -44,14 +44,8 @@ ORIGIN_BIN="$ROOT/bench/tools/target/release/bench-origin"
 LOADGEN="$ROOT/bench/tools/target/release/loadgen"
 
 ulimit -n 65536 2>/dev/null || true
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2; return 1
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 ORIGIN_PORT=$(free_port)
 taskset -c 1 "$ORIGIN_BIN" "127.0.0.1:$ORIGIN_PORT" 2>"$WORK/origin.log" &

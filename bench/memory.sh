@@ -26,14 +26,8 @@ STRATA="${STRATA_BIN:-$ROOT/target/release/strata}"
 ORIGIN_BIN="$ROOT/bench/tools/target/release/bench-origin"
 LOADGEN="$ROOT/bench/tools/target/release/loadgen"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2; return 1
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 to_bytes() { python3 -c "import sys; s=sys.argv[1]; u={'KiB':1<<10,'MiB':1<<20,'GiB':1<<30}; print(int(s[:-3])*u[s[-3:]])" "$1"; }
 
 ORIGIN_PORT=$(free_port)
