@@ -282,6 +282,60 @@ async fn idle_sockets_are_closed_however_far_they_got() {
 }
 
 #[tokio::test]
+async fn a_flood_of_sockets_never_runs_the_node_out_of_descriptors() {
+    // 128 descriptors: the node keeps a quarter for itself (upstream, files) and caps client
+    // connections at 96. 200 idle sockets: those past the cap get a 503 and are closed, so
+    // `accept` never fails and the node keeps serving. Before, every descriptor went to the
+    // flood, new clients timed out and stderr filled with `accept failed`.
+    let origin = file_origin().await;
+    let node = Strata::edge_with_descriptors(
+        &format!(
+            "[listen]\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n\
+             [limits]\nmax_connections_per_client = 1000\n\
+             [[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
+            origin.url()
+        ),
+        Some(128),
+    );
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.push(TcpStream::connect(node.http).await.unwrap());
+    }
+    // Those past the cap were closed at once: answered 503 first while few refusals are
+    // being written, closed without one past that (each answer holds a descriptor).
+    let mut answered = 0;
+    for s in flood.iter_mut().skip(96) {
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            use tokio::io::AsyncReadExt;
+            let _ = s.read_to_end(&mut got).await;
+        })
+        .await;
+        assert!(closed.is_ok(), "a socket past the cap was left open");
+        if got.starts_with(b"HTTP/1.1 503") {
+            answered += 1;
+            assert!(String::from_utf8_lossy(&got).contains("detail=connection-limit"));
+        }
+    }
+    assert!(answered > 0, "no refusal was answered");
+    assert_eq!(node.stderr_lines_with("accept failed"), 0);
+    drop(flood);
+    let mut served = false;
+    for _ in 0..100 {
+        if exchange(node.http, &get("/after", "shop.test", ""))
+            .await
+            .status
+            == 200
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served);
+}
+
+#[tokio::test]
 async fn connections_over_the_per_client_cap_are_refused_with_503() {
     let origin = file_origin().await;
     let node = edge(&origin, "", "[limits]\nmax_connections_per_client = 4\n");

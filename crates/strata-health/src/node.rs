@@ -274,7 +274,8 @@ impl NodeHealth {
         let mut reasons = Vec::new();
         if responses >= t.min_responses.max(1) {
             let ratio = errors as f64 / responses as f64;
-            figures.ratio_5xx = Some(ratio);
+            // Reported to six decimals: 0.012346, not 0.012345679012345678.
+            figures.ratio_5xx = Some(rounded(ratio, 1e6));
             let limit = if self.over_5xx {
                 t.recover_5xx_ratio
             } else {
@@ -286,7 +287,7 @@ impl NodeHealth {
                 ratio > limit
             };
             if let Some(p99) = quantile_ms(&oldest.latency_buckets, &newest.latency_buckets, 0.99) {
-                figures.p99_ms = Some(p99);
+                figures.p99_ms = Some(rounded(p99, 1e3));
                 let limit = if self.over_p99 {
                     t.recover_p99
                 } else {
@@ -304,8 +305,8 @@ impl NodeHealth {
             reasons.push(format!(
                 "5xx {:.2}% (fail >{}%, recover <{}%)",
                 figures.ratio_5xx.unwrap_or(0.0) * 100.0,
-                t.fail_5xx_ratio * 100.0,
-                t.recover_5xx_ratio * 100.0
+                rounded(t.fail_5xx_ratio * 100.0, 1e3),
+                rounded(t.recover_5xx_ratio * 100.0, 1e3)
             ));
         }
         if self.over_p99 {
@@ -338,6 +339,12 @@ impl NodeHealth {
             NodeState::Degraded
         }
     }
+}
+
+/// `x` rounded to a `1 / scale` step: figures and thresholds print as people wrote them
+/// (7%, not 7.000000000000001%).
+fn rounded(x: f64, scale: f64) -> f64 {
+    (x * scale).round() / scale
 }
 
 #[cfg(test)]

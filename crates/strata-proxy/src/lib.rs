@@ -128,14 +128,16 @@ impl Node {
             Arc::new(Proxy::new(config, storage, metrics, access_log).map_err(StartError::Config)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let builder = Arc::new(server::connection_builder(&config.limits));
+        let connections = connection_budget(config.limits.max_connections);
         let serve = server::ServeConfig {
             node: config.node.name.clone(),
             builder,
             limits: Budget::with_exempt(
-                connection_budget(config.limits.max_connections),
+                connections,
                 config.limits.max_connections_per_client,
                 proxy.carriers(),
             ),
+            refusals: (connections / 32).clamp(4, 256),
             idle_timeout: config.limits.client_idle_timeout.0,
             send_timeout: config.limits.client_send_timeout.0,
             metrics: Arc::clone(proxy.metrics()),
@@ -172,6 +174,7 @@ impl Node {
                 // Its own budget: a flood on the HTTP listeners leaves room for operators.
                 let admin_serve = server::ServeConfig {
                     limits: Budget::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS_PER_CLIENT),
+                    refusals: 4,
                     ..serve.clone()
                 };
                 tasks.spawn(server::serve(

@@ -23,16 +23,33 @@ pub struct Strata {
     child: Child,
     pub http: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// Every line it wrote to stderr so far.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Strata {
     /// `strata edge --config <file>` with `toml` as the file (its listeners should be on
     /// port 0). Waits (bounded) until it listens.
     pub fn edge(toml: &str) -> Self {
+        Self::edge_with_descriptors(toml, None)
+    }
+
+    /// The same, with the process's descriptor limit (soft and hard) set to `limit`.
+    pub fn edge_with_descriptors(toml: &str, limit: Option<u32>) -> Self {
         let dir = super::scratch_dir("bin");
         let path = dir.join("edge.toml");
         std::fs::write(&path, toml).expect("write config");
-        let mut child = Command::new(strata_bin())
+        let mut command = match limit {
+            None => Command::new(strata_bin()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(strata_bin());
+                c
+            }
+        };
+        let mut child = command
             .args(["edge", "--config"])
             .arg(&path)
             .stdout(Stdio::null())
@@ -69,12 +86,29 @@ impl Strata {
             }
         }
         // Keep reading stderr in the background (the thread above) until exit.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            while let Ok(line) = rx.recv() {
+                lines.lock().expect("stderr lines").push(line);
+            }
+        });
         Self {
             child,
             http: http.expect("http addr"),
             admin,
+            stderr,
         }
+    }
+
+    /// Lines written to stderr since start (after the listening lines) containing `needle`.
+    pub fn stderr_lines_with(&self, needle: &str) -> usize {
+        self.stderr
+            .lock()
+            .expect("stderr lines")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Resident memory of the process, in bytes (Linux `/proc`).

@@ -51,9 +51,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// socket is dropped: a client that never answers cannot hold it open.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Refusals written at once; past this, refused sockets are closed without an answer.
-const MAX_REFUSALS_IN_FLIGHT: usize = 256;
-
 /// Longest wait between two accept attempts after errors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -64,6 +61,10 @@ pub struct ServeConfig {
     pub node: String,
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     pub limits: Arc<Budget>,
+    /// Refusals written at once (each holds its descriptor up to a second); past this,
+    /// refused sockets are closed without an answer. Part of the descriptors kept beside
+    /// the connection cap.
+    pub refusals: usize,
     pub idle_timeout: Duration,
     pub send_timeout: Duration,
     pub metrics: Arc<Metrics>,
@@ -102,7 +103,7 @@ pub async fn serve<F, Fut, B>(
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+    let refusals = Arc::new(Semaphore::new(config.refusals.max(1)));
     let mut backoff = Duration::ZERO;
     let mut stop = shutdown.clone();
     loop {
