@@ -652,9 +652,14 @@ async fn a_field_named_in_connection_cannot_select_the_stored_variant() {
 
 #[tokio::test]
 async fn only_ring_peers_may_ask_a_node_to_serve_a_key_it_does_not_own() {
-    // A ring of this node and a peer at 192.0.2.1. A client sending `strata-ring` from
-    // 127.0.0.1 is no peer: the field is dropped, and never reaches the origin either.
+    // A ring of this node and a peer, "other", on 127.0.0.2 (a stand-in that records what
+    // reaches it). A client on 127.0.0.1 sending `strata-ring` is no peer: the field is
+    // dropped, so the keys "other" owns still go to it instead of being stored here.
     let origin = file_origin().await;
+    let peer = TestOrigin::start_on("127.0.0.2:0", |req, _| {
+        Reply::ok(format!("from the owner: {}", req.path())).cc("max-age=600")
+    })
+    .await;
     let node = Strata::edge(&format!(
         r#"
 [node]
@@ -665,25 +670,37 @@ admin = "127.0.0.1:0"
 [log]
 access = "off"
 [ring]
-peers = [{{ name = "edge-h", url = "http://127.0.0.2:1" }}, {{ name = "other", url = "http://192.0.2.1:1" }}]
+peers = [{{ name = "edge-h", url = "http://127.0.0.3:1" }}, {{ name = "other", url = "{}" }}]
+[hot]
+threshold = 0
 [[service]]
 name = "site"
 hosts = ["*"]
 origins = ["{}"]
 "#,
+        peer.url(),
         origin.url()
     ));
-    // Keys this node does not own would go to the (unreachable) peer first: ask several,
-    // so some are keys the spoofed field would have made this node store.
-    for i in 0..8 {
+    for i in 0..16 {
         exchange(
             node.http,
             &get(&format!("/r{i}"), "shop.test", "Strata-Ring: other\r\n"),
         )
         .await;
     }
-    for seen in origin.seen() {
-        assert_eq!(seen.header("strata-ring"), None);
+    // (The peer is also probed at the health path; only the keys count here.)
+    let forwarded: Vec<_> = peer
+        .seen()
+        .into_iter()
+        .filter(|s| s.path().starts_with("/r"))
+        .collect();
+    assert!(
+        !forwarded.is_empty(),
+        "every key was served here: the spoofed field was believed"
+    );
+    for seen in forwarded {
+        // What reaches the owner is this node's own ring forward.
+        assert_eq!(seen.header("strata-ring"), Some("edge-h"));
     }
 }
 

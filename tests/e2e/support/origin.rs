@@ -116,7 +116,15 @@ pub struct TestOrigin {
 impl TestOrigin {
     /// Starts an origin; `handler` gets each request and its 1-based sequence number.
     pub async fn start(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        Self::start_on("127.0.0.1:0", handler).await
+    }
+
+    /// An origin listening on `addr` (another loopback address, to stand for another host).
+    pub async fn start_on(
+        addr: &str,
+        handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let count = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
