@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use strata_health::Thresholds;
-use strata_proxy::config::{parse_toml, ConfigError, Seconds};
+use strata_wire::config::{parse_toml, ConfigError, Seconds};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

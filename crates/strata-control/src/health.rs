@@ -20,7 +20,7 @@ use strata_bus::{Bus, HEALTH_SUBJECT};
 use strata_health::node::Probe;
 use strata_health::pop::pop_state;
 use strata_health::{HealthSnapshot, NodeHealth, NodeState, NodeView, PopHealth};
-use strata_proxy::health_report::{health_url, HealthProber};
+use strata_wire::health::{health_url, HealthProber};
 use tokio::sync::watch;
 
 use crate::config::{HealthSection, NodeEntry};

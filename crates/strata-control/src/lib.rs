@@ -31,7 +31,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use strata_bus::Bus;
-use strata_proxy::purge::{PurgeAck, PurgeEvent, PurgeRequest};
+use strata_wire::purge::{PurgeAck, PurgeEvent, PurgeRequest};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
@@ -273,7 +273,7 @@ async fn handle(
 }
 
 async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let request: PurgeRequest = match strata_proxy::purge::read_request(req.into_body()).await {
+    let request: PurgeRequest = match strata_wire::purge::read_request(req.into_body()).await {
         Ok(r) => r,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };

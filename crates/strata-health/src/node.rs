@@ -53,9 +53,9 @@ pub struct Thresholds {
     pub fail_5xx_ratio: f64,
     /// Share of 5xx responses a degraded node must get under to recover.
     pub recover_5xx_ratio: f64,
-    #[serde(with = "duration_text")]
+    #[serde(with = "strata_wire::config::duration")]
     pub fail_p99: Duration,
-    #[serde(with = "duration_text")]
+    #[serde(with = "strata_wire::config::duration")]
     pub recover_p99: Duration,
     pub fail_in_flight: u64,
     pub recover_in_flight: u64,
@@ -64,7 +64,7 @@ pub struct Thresholds {
     /// Successful probes in a row that bring an unhealthy node back.
     pub rise: u32,
     /// The span the 5xx share and p99 are taken over.
-    #[serde(with = "duration_text")]
+    #[serde(with = "strata_wire::config::duration")]
     pub window: Duration,
     /// Responses a window needs before its 5xx share and p99 are judged.
     pub min_responses: u64,
@@ -102,28 +102,6 @@ impl Thresholds {
     }
 }
 
-/// Durations written as text ("500ms", "10s") or whole seconds.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{de, Deserialize, Deserializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        Secs(u64),
-        Text(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Text::deserialize(d)? {
-            Text::Secs(s) => Ok(Duration::from_secs(s)),
-            Text::Text(t) => humantime::parse_duration(t.trim())
-                .map_err(|e| de::Error::custom(format!("invalid duration '{t}': {e}"))),
-        }
-    }
-}
-
 impl Default for Thresholds {
     fn default() -> Self {
         Self {
@@ -141,12 +119,7 @@ impl Default for Thresholds {
     }
 }
 
-/// The outcome of one probe.
-#[derive(Debug, Clone)]
-pub enum Probe {
-    Answered(HealthReport),
-    Failed(String),
-}
+pub use strata_wire::health::Probe;
 
 /// Figures of the last window, for the API.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -5,19 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use strata_health::latency::LatencyHistogram;
-use strata_health::node::Probe;
 use strata_health::HealthReport;
-
-use crate::tier::HEALTH_PATH;
-
-/// Largest health report read.
-const MAX_REPORT: usize = 256 << 10;
 
 #[derive(Default)]
 pub struct HealthCounters {
@@ -67,70 +56,6 @@ impl HealthCounters {
             latency_buckets: self.latency.counts(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             unreachable,
-        }
-    }
-}
-
-/// The health endpoint of the node whose HTTP listener is `base` (`http://host:port`).
-pub fn health_url(base: &str) -> Option<Uri> {
-    format!("{}{HEALTH_PATH}", base.trim_end_matches('/'))
-        .parse()
-        .ok()
-}
-
-/// Reads nodes' health reports (the control plane's monitor, the anycast announcer).
-#[derive(Clone)]
-pub struct HealthProber {
-    client: Client<HttpConnector, Empty<Bytes>>,
-    timeout: Duration,
-}
-
-impl HealthProber {
-    pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Self { client, timeout }
-    }
-
-    /// One probe: answered (200 and a readable report within the timeout) or failed, why.
-    pub async fn probe(&self, url: Uri) -> Probe {
-        let req = match Request::get(url).body(Empty::new()) {
-            Ok(r) => r,
-            Err(e) => return Probe::Failed(e.to_string()),
-        };
-        let answer = tokio::time::timeout(self.timeout, async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("no answer: {e}"))?;
-            if resp.status() != StatusCode::OK {
-                return Err(format!("answered {}", resp.status()));
-            }
-            let body = Limited::new(resp.into_body(), MAX_REPORT)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the report: {e}"))?
-                .to_bytes();
-            if body.as_ref() == b"ok\n" {
-                // What a node tells addresses outside its `admin.health_allow`.
-                return Err(
-                    "only liveness: the node's admin.health_allow does not list this address"
-                        .into(),
-                );
-            }
-            serde_json::from_slice::<HealthReport>(&body)
-                .map_err(|e| format!("unreadable report: {e}"))
-        })
-        .await;
-        match answer {
-            Ok(Ok(report)) => Probe::Answered(report),
-            Ok(Err(why)) => Probe::Failed(why),
-            Err(_) => Probe::Failed(format!("no answer within {:?}", self.timeout)),
         }
     }
 }

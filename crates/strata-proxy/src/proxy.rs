@@ -364,7 +364,7 @@ impl Proxy {
     ) -> Result<crate::purge::PurgeReport, String> {
         let started = Instant::now();
         let now = SystemTime::now();
-        let purges = request.resolve(&self.services, issued_at)?;
+        let purges = crate::purge::resolve(request, &self.services, issued_at)?;
         let mut objects = 0;
         let mut sweeping = false;
         for p in &purges {

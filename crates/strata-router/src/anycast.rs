@@ -35,8 +35,8 @@ use serde::Deserialize;
 use strata_health::damping::{Damper, DampingConfig};
 use strata_health::node::Probe;
 use strata_health::{NodeHealth, NodeState, Thresholds};
-use strata_proxy::config::{parse_toml, ConfigError, Seconds};
-use strata_proxy::health_report::{health_url, HealthProber};
+use strata_wire::config::{parse_toml, ConfigError, Seconds};
+use strata_wire::health::{health_url, HealthProber};
 
 use tokio::io::AsyncWriteExt;
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use strata_proxy::config::{parse_toml, ConfigError, Seconds};
+use strata_wire::config::{parse_toml, ConfigError, Seconds};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

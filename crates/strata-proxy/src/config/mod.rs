@@ -4,32 +4,13 @@
 //! `strata check-config` can point an operator at the line to fix. Parsing goes through
 //! `serde_path_to_error`; checks serde cannot express live in [`NodeConfig::validate`].
 
-mod units;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use units::{parse_size, ByteSize, Seconds};
-
-/// A configuration error and the key path it concerns.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use strata_wire::config::{parse_size, parse_toml, ByteSize, ConfigError, Seconds};
 
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -1307,30 +1288,6 @@ impl NodeConfig {
         }
         Ok(())
     }
-}
-
-/// Deserializes TOML into any configuration type; errors name the key path (or
-/// `(document)` for syntax errors). Shared by every role's configuration.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigError::new("(document)", e.to_string().trim().replace('\n', " ")))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        // toml's message repeats position details on several lines; keep the first.
-        let msg = e
-            .into_inner()
-            .message()
-            .lines()
-            .next()
-            .unwrap_or("invalid value")
-            .to_string();
-        let path = if path == "." || path.is_empty() {
-            "(document)".to_string()
-        } else {
-            path
-        };
-        ConfigError::new(path, msg)
-    })
 }
 
 fn check_strip_pattern(pattern: &str, path: impl Fn() -> String) -> Result<(), ConfigError> {

@@ -33,8 +33,7 @@ use hot::{HotConfig, HotTracker};
 /// Marks a request forwarded to its owner by a peer (value: the sender's name).
 pub const RING_HOP: HeaderName = HeaderName::from_static("strata-ring");
 
-/// Answered by every node's HTTP listener; peers and parents are probed here.
-pub const HEALTH_PATH: &str = "/.well-known/strata/health";
+pub use strata_wire::health::HEALTH_PATH;
 
 /// What kind of upstream a hop is: it decides the `Host` sent and what counts as failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,6 +38,18 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
+/// `#[serde(with = "strata_wire::config::duration")]` for a `Duration` field written the way
+/// [`Seconds`] is.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::Seconds::deserialize(d).map(|s| s.0)
+    }
+}
+
 /// A size in bytes: `"512MiB"`, `"1GB"`, `"64KiB"`, or an integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
