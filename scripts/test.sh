@@ -31,6 +31,13 @@ cargo fmt --all -- --check
 echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== fuzz and bench workspaces (type check)"
+# Separate workspaces (the fuzzers need their own instrumentation; the bench tools their
+# own dependencies): checked here so they cannot rot unnoticed.
+for manifest in fuzz/Cargo.toml bench/tools/Cargo.toml bench/hit-ratio/Cargo.toml; do
+    cargo check --locked --quiet --manifest-path "$manifest" --all-targets
+done
+
 echo "== tests"
 # One build serves every test binary; nextest runs them in parallel processes.
 if cargo nextest --version >/dev/null 2>&1; then
