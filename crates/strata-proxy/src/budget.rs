@@ -104,6 +104,7 @@ impl Budget {
     }
 
     /// Units held now.
+    #[cfg(test)]
     pub fn used(&self) -> usize {
         self.max - self.global.available_permits()
     }

@@ -64,19 +64,6 @@ pub struct Interest {
     pub on_abandon: Option<Box<dyn FnOnce() + Send>>,
 }
 
-impl Interest {
-    /// Interest that is never lost: background work already within budget.
-    pub fn budgeted(budget: Arc<Budget>, client: IpAddr, permit: Permit) -> Self {
-        Self {
-            inflight: None,
-            budget,
-            client,
-            permit: Some(permit),
-            on_abandon: None,
-        }
-    }
-}
-
 pub struct Fill {
     pub key: CacheKey,
     pub object: Arc<StoredObject>,

@@ -3,27 +3,29 @@
 //! [`Node::start`] binds everything a [`config::NodeConfig`] asks for and returns a handle
 //! with the bound addresses (tests bind port 0) and a graceful shutdown.
 
-pub mod access_log;
-pub mod admin;
-pub mod body;
-pub mod budget;
-pub mod coalesce;
+mod access_log;
+mod admin;
+mod body;
+mod budget;
+mod coalesce;
 pub mod config;
-pub mod error;
-pub mod fill;
-pub mod forward;
-pub mod health_report;
-pub mod metrics;
-pub mod proxy;
+mod error;
+mod fill;
+mod forward;
+mod health_report;
+mod metrics;
+mod proxy;
 pub mod purge;
-pub mod purge_consumer;
-pub mod request;
-pub mod respond;
-pub mod server;
-pub mod service;
-pub mod throttled_log;
-pub mod tier;
-pub mod upstream;
+mod purge_consumer;
+mod request;
+mod respond;
+mod server;
+mod service;
+mod throttled_log;
+mod tier;
+mod upstream;
+
+pub use crate::proxy::Proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +39,6 @@ use crate::access_log::AccessLog;
 use crate::budget::Budget;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

@@ -300,7 +300,7 @@ impl Edge {
         }
     }
 
-    pub fn proxy(&self) -> &std::sync::Arc<strata_proxy::proxy::Proxy> {
+    pub fn proxy(&self) -> &std::sync::Arc<strata_proxy::Proxy> {
         self.node.as_ref().expect("running").proxy()
     }
 }

@@ -141,6 +141,7 @@ impl Breaker {
         }
     }
 
+    #[cfg(test)]
     pub fn state(&self) -> BreakerState {
         self.state
     }

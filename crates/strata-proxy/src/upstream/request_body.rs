@@ -29,11 +29,6 @@ const WAITING_FOR_CLIENT: u8 = 3;
 pub struct BodyProgress(Arc<AtomicU8>);
 
 impl BodyProgress {
-    /// The whole body was read from the client.
-    pub fn done(&self) -> bool {
-        self.0.load(Ordering::Acquire) == DONE
-    }
-
     /// Reading the client's body failed (invalid framing, connection cut).
     pub fn failed(&self) -> bool {
         self.0.load(Ordering::Acquire) == FAILED

@@ -44,10 +44,6 @@ impl Ring {
         Self { members, points }
     }
 
-    pub fn members(&self) -> &[Member] {
-        &self.members
-    }
-
     /// The hash a key is placed by.
     pub fn hash_key(key: &str) -> u64 {
         xxh64(key.as_bytes(), 0)
@@ -67,6 +63,7 @@ impl Ring {
     }
 
     /// The owner of `key` (members with weight 0 never own).
+    #[cfg(test)]
     pub fn owner(&self, key: &str) -> Option<&Member> {
         self.owners(key).next()
     }
