@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use strata_storage::{DiskReport, StorageStats};
+
+use crate::proxy::Proxy;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabel {
@@ -477,5 +479,38 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+// === impl Proxy ===
+
+/// Samples of node state taken when metrics are read.
+impl Proxy {
+    /// Topology state for metrics.
+    pub fn tier_sample(&self) -> TierSample {
+        let now = Instant::now();
+        TierSample {
+            upstreams: self
+                .tier
+                .upstreams()
+                .map(|hop| (hop.kind.as_str(), hop.name.clone(), !hop.state.refuses(now)))
+                .collect(),
+            hot: self.tier.hot_keys(now, usize::MAX),
+        }
+    }
+
+    /// Origin states for metrics.
+    pub fn origin_samples(&self) -> Vec<OriginSample> {
+        let mut out = Vec::new();
+        for service in self.services.all() {
+            for o in service.origins.all() {
+                out.push(OriginSample {
+                    service: service.name.clone(),
+                    origin: o.name(),
+                    breaker_open: o.breaker_state() != "closed",
+                    connections: o.busy(),
+                });
+            }
+        }
+        out
     }
 }

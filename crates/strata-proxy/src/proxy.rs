@@ -72,35 +72,35 @@ const PREBUFFER_MAX: u64 = 64 << 10;
 
 /// Shared state of one node's data plane.
 pub struct Proxy {
-    node: String,
+    pub(crate) node: String,
     /// `Via: 1.1 <node>`, built once.
-    via: HeaderValue,
-    services: Services,
-    storage: Arc<dyn Storage>,
-    upstream: UpstreamClient,
-    sender: Sender,
-    forwarder: Forwarder,
-    metrics: Arc<Metrics>,
-    access_log: AccessLog,
-    max_uri_length: usize,
-    max_object_size: u64,
-    timeouts: Timeouts,
-    coalescer: Coalescer,
-    purge_method_enabled: bool,
-    purge_allow: Vec<ipnet::IpNet>,
+    pub(crate) via: HeaderValue,
+    pub(crate) services: Services,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) upstream: UpstreamClient,
+    pub(crate) sender: Sender,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access_log: AccessLog,
+    pub(crate) max_uri_length: usize,
+    pub(crate) max_object_size: u64,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) coalescer: Coalescer,
+    pub(crate) purge_method_enabled: bool,
+    pub(crate) purge_allow: Vec<ipnet::IpNet>,
     /// Who may read the health report on the HTTP listeners.
-    health_allow: Vec<ipnet::IpNet>,
-    strip_cdn_cache_control: bool,
+    pub(crate) health_allow: Vec<ipnet::IpNet>,
+    pub(crate) strip_cdn_cache_control: bool,
     /// Fills with no client waiting: refreshes, bodies whose clients left.
-    background: Arc<Budget>,
+    pub(crate) background: Arc<Budget>,
     /// Trusted proxies and ring peers.
-    carriers: Vec<ipnet::IpNet>,
+    pub(crate) carriers: Vec<ipnet::IpNet>,
     /// Keys that recently answered uncacheable, with the time the mark expires.
-    hit_for_pass: moka::sync::Cache<CacheKey, Instant>,
-    tier: Tier,
-    pop: String,
-    role: &'static str,
-    health: HealthCounters,
+    pub(crate) hit_for_pass: moka::sync::Cache<CacheKey, Instant>,
+    pub(crate) tier: Tier,
+    pub(crate) pop: String,
+    pub(crate) role: &'static str,
+    pub(crate) health: HealthCounters,
 }
 
 /// Facts about one request gathered on the way through, for the response phase and log.
@@ -285,161 +285,9 @@ impl Proxy {
         self.carriers.clone()
     }
 
-    /// Topology state for metrics.
-    pub fn tier_sample(&self) -> crate::metrics::TierSample {
-        let now = Instant::now();
-        crate::metrics::TierSample {
-            upstreams: self
-                .tier
-                .upstreams()
-                .map(|hop| (hop.kind.as_str(), hop.name.clone(), !hop.state.refuses(now)))
-                .collect(),
-            hot: self.tier.hot_keys(now, usize::MAX),
-        }
-    }
-
-    /// What the health endpoint answers: this node's counters, load, and the services it
-    /// cannot reach any upstream for (every origin's breaker open and no parent shield up).
-    pub fn health_report(&self) -> strata_health::HealthReport {
-        let now = Instant::now();
-        let parent_up = self
-            .tier
-            .upstreams()
-            .any(|hop| hop.kind == HopKind::Parent && !hop.state.refuses(now));
-        let unreachable = if parent_up {
-            Vec::new()
-        } else {
-            self.services
-                .all()
-                .iter()
-                .filter(|s| {
-                    let origins = s.origins.all();
-                    !origins.is_empty() && origins.iter().all(|o| o.refuses(now))
-                })
-                .map(|s| s.name.clone())
-                .collect()
-        };
-        self.health
-            .report(&self.node, &self.pop, self.role, unreachable)
-    }
-
-    /// Origin states for metrics.
-    pub fn origin_samples(&self) -> Vec<crate::metrics::OriginSample> {
-        let mut out = Vec::new();
-        for service in self.services.all() {
-            for o in service.origins.all() {
-                out.push(crate::metrics::OriginSample {
-                    service: service.name.clone(),
-                    origin: o.name(),
-                    breaker_open: o.breaker_state() != "closed",
-                    connections: o.busy(),
-                });
-            }
-        }
-        out
-    }
-
-    /// Applies a purge request to this node: storage, then fills in progress. Pattern
-    /// purges take effect at once (checked at lookup) and are swept in the background.
-    pub fn purge(
-        self: &Arc<Self>,
-        request: &crate::purge::PurgeRequest,
-    ) -> Result<crate::purge::PurgeReport, String> {
-        let now = SystemTime::now();
-        let id = format!(
-            "{:x}",
-            now.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        );
-        self.purge_at(request, now, id)
-    }
-
-    /// Applies a purge issued elsewhere (the control plane) at `issued_at`.
-    pub fn purge_at(
-        self: &Arc<Self>,
-        request: &crate::purge::PurgeRequest,
-        issued_at: SystemTime,
-        id: String,
-    ) -> Result<crate::purge::PurgeReport, String> {
-        let started = Instant::now();
-        let now = SystemTime::now();
-        let purges = crate::purge::resolve(request, &self.services, issued_at)?;
-        let mut objects = 0;
-        let mut sweeping = false;
-        for p in &purges {
-            objects += self.storage.purge(p, now);
-            self.coalescer.invalidate_covered(p);
-            sweeping |= matches!(p.scope, strata_storage::Scope::Patterns(_));
-        }
-        if sweeping {
-            let (storage, sweep_id) = (Arc::clone(&self.storage), id.clone());
-            tokio::task::spawn_blocking(move || {
-                let swept = storage.sweep(SystemTime::now());
-                tracing::info!(id = %sweep_id, objects = swept, "pattern purge swept");
-            });
-        }
-        tracing::info!(%id, objects, soft = request.soft, "purge applied");
-        Ok(crate::purge::PurgeReport {
-            id,
-            objects,
-            applied_us: started.elapsed().as_micros() as u64,
-            sweeping,
-        })
-    }
-
-    /// `PURGE <path>` on the edge listener: purges that URL (or, with a `Surrogate-Key`
-    /// request field, those tags); `Strata-Soft-Purge: 1` makes it soft. Off unless
-    /// configured, and only from allowed networks.
-    fn purge_method(
-        self: &Arc<Self>,
-        req: &Request<Incoming>,
-        host: &str,
-        client: SocketAddr,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        if !self.purge_method_enabled {
-            return Err(ProxyError::PurgeDisabled);
-        }
-        if !self
-            .purge_allow
-            .iter()
-            .any(|net| net.contains(&client.ip()))
-        {
-            return Err(ProxyError::PurgeForbidden);
-        }
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let mut request = crate::purge::PurgeRequest {
-            soft: header("strata-soft-purge") == Some("1"),
-            ..Default::default()
-        };
-        match header("surrogate-key") {
-            Some(tags) => request.tags = tags.split_whitespace().map(String::from).collect(),
-            None => {
-                let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-                request.urls = vec![format!("http://{host}{pq}")];
-            }
-        }
-        let report = self.purge(&request).map_err(ProxyError::BadPurge)?;
-        let json = serde_json::to_string(&report).unwrap_or_default() + "\n";
-        let mut resp = Response::new(ProxyBody::full(json.clone()));
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        resp.headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
-        Ok(resp)
-    }
-
     /// Fills in progress.
     pub fn fills_in_progress(&self) -> usize {
         self.coalescer.in_progress()
-    }
-
-    /// The health report as JSON, for the health endpoint (HTTP listeners, for allowed
-    /// networks; admin listener).
-    pub fn health_json(&self) -> String {
-        serde_json::to_string(&self.health_report()).unwrap_or_default() + "\n"
     }
 
     /// Handles one client request. Never fails: errors become responses here.
@@ -531,21 +379,7 @@ impl Proxy {
         if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
             ctx.status.fwd = Some(Fwd::Bypass);
             ctx.status.detail = Some("health".into());
-            // Node name, role, error counts and load: for the monitor and peers, not for
-            // anyone on the internet. Others learn only that the node is up (which any
-            // request tells them), so a peer or edge left out of the list still sees a
-            // live node rather than taking it for a dead one.
-            let allowed = self.health_allow.iter().any(|n| n.contains(&client.ip()))
-                || self.tier.is_peer(client.ip());
-            if !allowed {
-                return Ok(respond::text(StatusCode::OK, "ok\n".into()));
-            }
-            let mut resp = respond::text(StatusCode::OK, self.health_json());
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            return Ok(resp);
+            return Ok(self.health_endpoint(client));
         }
         let authority = request::authority(&req)?;
         if self.access_log.enabled() {

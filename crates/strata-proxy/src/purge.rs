@@ -3,14 +3,25 @@
 //!
 //! `POST /v1/purge` on the admin listener takes the same JSON the control plane takes:
 //! `{"urls": [...], "tags": [...], "prefixes": [...], "all": false, "soft": false}`. Bad
-//! input is refused whole with 400 and the reason; nothing is applied.
+//! input is refused whole with 400 and the reason; nothing is applied. `PURGE <path>` on
+//! the HTTP listeners, when enabled, purges one URL or a list of tags. Both are applied
+//! to storage and to fills in progress ([`Proxy::purge_at`]).
 
-use std::time::SystemTime;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::{Request, Response};
+use hyper::body::Incoming;
 
 use strata_http_cache::{CacheKey, KeyRules};
 use strata_storage::purge::PathPattern;
 use strata_storage::{Purge, Scope};
 
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::proxy::Proxy;
 use crate::service::Services;
 
 pub use strata_wire::purge::{
@@ -87,6 +98,99 @@ pub fn resolve(
         add(Scope::All);
     }
     Ok(purges)
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// Applies a purge request to this node: storage, then fills in progress. Pattern
+    /// purges take effect at once (checked at lookup) and are swept in the background.
+    pub fn purge(self: &Arc<Self>, request: &PurgeRequest) -> Result<PurgeReport, String> {
+        let now = SystemTime::now();
+        let id = format!(
+            "{:x}",
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        self.purge_at(request, now, id)
+    }
+
+    /// Applies a purge issued elsewhere (the control plane) at `issued_at`.
+    pub fn purge_at(
+        self: &Arc<Self>,
+        request: &PurgeRequest,
+        issued_at: SystemTime,
+        id: String,
+    ) -> Result<PurgeReport, String> {
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let purges = resolve(request, &self.services, issued_at)?;
+        let mut objects = 0;
+        let mut sweeping = false;
+        for p in &purges {
+            objects += self.storage.purge(p, now);
+            self.coalescer.invalidate_covered(p);
+            sweeping |= matches!(p.scope, strata_storage::Scope::Patterns(_));
+        }
+        if sweeping {
+            let (storage, sweep_id) = (Arc::clone(&self.storage), id.clone());
+            tokio::task::spawn_blocking(move || {
+                let swept = storage.sweep(SystemTime::now());
+                tracing::info!(id = %sweep_id, objects = swept, "pattern purge swept");
+            });
+        }
+        tracing::info!(%id, objects, soft = request.soft, "purge applied");
+        Ok(PurgeReport {
+            id,
+            objects,
+            applied_us: started.elapsed().as_micros() as u64,
+            sweeping,
+        })
+    }
+
+    /// `PURGE <path>` on the edge listener: purges that URL (or, with a `Surrogate-Key`
+    /// request field, those tags); `Strata-Soft-Purge: 1` makes it soft. Off unless
+    /// configured, and only from allowed networks.
+    pub(crate) fn purge_method(
+        self: &Arc<Self>,
+        req: &Request<Incoming>,
+        host: &str,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if !self.purge_method_enabled {
+            return Err(ProxyError::PurgeDisabled);
+        }
+        if !self
+            .purge_allow
+            .iter()
+            .any(|net| net.contains(&client.ip()))
+        {
+            return Err(ProxyError::PurgeForbidden);
+        }
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let mut request = PurgeRequest {
+            soft: header("strata-soft-purge") == Some("1"),
+            ..Default::default()
+        };
+        match header("surrogate-key") {
+            Some(tags) => request.tags = tags.split_whitespace().map(String::from).collect(),
+            None => {
+                let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                request.urls = vec![format!("http://{host}{pq}")];
+            }
+        }
+        let report = self.purge(&request).map_err(ProxyError::BadPurge)?;
+        let json = serde_json::to_string(&report).unwrap_or_default() + "\n";
+        let mut resp = Response::new(ProxyBody::full(json.clone()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
+        Ok(resp)
+    }
 }
 
 #[cfg(test)]
