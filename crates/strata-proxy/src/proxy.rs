@@ -124,35 +124,120 @@ impl Ctx {
     }
 }
 
+/// What the response phase needs from the request as it arrived, taken before the parse
+/// phase consumes it.
+struct Arrival {
+    started: Instant,
+    client: SocketAddr,
+    /// Health probes are not traffic: counting them would dilute a quiet node's error
+    /// share.
+    probe: bool,
+    /// Arrival time, method and path, only when there is an access log to write.
+    logged: Option<(SystemTime, String, String)>,
+}
+
+/// A cacheable request from its lookup on: what every later phase (coalesce, fill,
+/// upstream, respond) needs, travelling together. Cloned into fill tasks.
+#[derive(Clone)]
+struct Cacheable {
+    service: Arc<Service>,
+    resolved: Resolved,
+    head: Head,
+    key: CacheKey,
+    req_cc: RequestCacheControl,
+    /// The stored copy: validated by the fill, served stale in place of an error.
+    stored: Option<Arc<StoredObject>>,
+}
+
+impl Cacheable {
+    /// Whether an object (stored, or being filled) may answer this request as it is.
+    fn served_by(&self, obj: &StoredObject, now: SystemTime) -> bool {
+        obj.variant.matches(&self.head.headers)
+            && matches!(
+                obj.policy.evaluate(&self.req_cc, now, None),
+                Decision::Fresh | Decision::StaleAccepted
+            )
+    }
+
+    /// A stored object that may answer this request as it is.
+    fn usable(&self, storage: &dyn Storage, now: SystemTime) -> Option<Arc<StoredObject>> {
+        let set = storage.lookup(&self.key)?;
+        let obj = set.select(&self.head.headers)?;
+        self.served_by(obj, now).then(|| Arc::clone(obj))
+    }
+}
+
+/// What a request that joined a fill does with its outcome. (Returned, never kept: its
+/// size does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Joined {
+    Respond(Result<Response<ProxyBody>, ProxyError>),
+    /// Join again (the fill served another variant, or the origin failed and a shared
+    /// retry is due).
+    Again,
+    /// Fetch on its own.
+    Alone,
+}
+
 /// What one upstream exchange for the cache produced.
 enum Fetched {
     /// A 304 refreshed the stored object.
     Refreshed(Arc<StoredObject>, FetchMeta),
-    /// A storable response; `fill` copies its body into the object.
-    Storable {
-        object: Arc<StoredObject>,
-        first_headers: HeaderMap,
-        fill: Fill,
-        body: Incoming,
-        meta: FetchMeta,
-    },
+    /// A storable response; its fill copies the body into the object.
+    Storable(Storable),
     /// Not storable: stream it through.
     Pass(Passed, FetchMeta),
 }
 
-impl Fetched {
-    /// Whether a storable body is small enough, and of known length, to complete before
-    /// anyone is answered.
-    fn prebuffers(first_headers: &HeaderMap) -> bool {
-        first_headers
+/// A storable response whose body is still to be read.
+struct Storable {
+    object: Arc<StoredObject>,
+    /// The upstream fields as received (the first client sees them).
+    first_headers: HeaderMap,
+    fill: Fill,
+    body: Incoming,
+    meta: FetchMeta,
+}
+
+impl Storable {
+    /// Whether the body is small enough, and of known length, to complete before anyone
+    /// is answered.
+    fn prebuffers(&self) -> bool {
+        self.first_headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|len| len <= PREBUFFER_MAX)
     }
+
+    /// Starts the fill on its own task. A small body of known length is waited for,
+    /// briefly ([`PREBUFFER_WAIT`]), so the first answer knows whether it was stored; a
+    /// body slower than that is answered as a stream, so coalesced waiters are not held up
+    /// by it. Returns the rest of the response.
+    async fn start(self) -> (Started, Arc<StoredObject>, HeaderMap, FetchMeta) {
+        let prebuffer = self.prebuffers();
+        let Self {
+            object,
+            first_headers,
+            fill,
+            body,
+            meta,
+        } = self;
+        let running = tokio::spawn(fill.run(body));
+        let started = if !prebuffer {
+            Started::Running(running)
+        } else {
+            match tokio::time::timeout(PREBUFFER_WAIT, object.body.wait_finished()).await {
+                // Complete, or failed: the task is at its last step.
+                Ok(_) => Started::Ended(running.await.unwrap_or(FillEnd::Failed)),
+                Err(_) => Started::Running(running),
+            }
+        };
+        (started, object, first_headers, meta)
+    }
 }
 
-/// A fill started by [`start_fill`].
+/// A fill started by [`Storable::start`].
 enum Started {
     /// It ended before anyone was answered.
     Ended(FillEnd),
@@ -160,21 +245,11 @@ enum Started {
     Running(tokio::task::JoinHandle<FillEnd>),
 }
 
-/// Starts a fill on its own task. With `prebuffer` (a small body of known length) it waits,
-/// briefly ([`PREBUFFER_WAIT`]), for the body to complete, so the first answer knows
-/// whether it was stored; a body slower than that is answered as a stream, so coalesced
-/// waiters are not held up by it.
-async fn start_fill(fill: Fill, body: Incoming, prebuffer: bool) -> Started {
-    let written = Arc::clone(&fill.object.body);
-    let running = tokio::spawn(fill.run(body));
-    if !prebuffer {
-        return Started::Running(running);
-    }
-    match tokio::time::timeout(PREBUFFER_WAIT, written.wait_finished()).await {
-        // Complete, or failed: the task is at its last step.
-        Ok(_) => Started::Ended(running.await.unwrap_or(FillEnd::Failed)),
-        Err(_) => Started::Running(running),
-    }
+/// What the parse phase leaves for the next: the request and its canonical authority, or
+/// an answer given at once.
+enum Parsed {
+    Request((Request<Incoming>, Authority)),
+    Answered(Response<ProxyBody>),
 }
 
 // === impl Proxy ===
@@ -296,74 +371,35 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ClientBody>, Infallible> {
-        let started = Instant::now();
+        let arrival = Arrival {
+            started: Instant::now(),
+            client,
+            probe: req.uri().path() == HEALTH_PATH,
+            logged: self.access_log.enabled().then(|| {
+                (
+                    SystemTime::now(),
+                    req.method().to_string(),
+                    req.uri().path().to_string(),
+                )
+            }),
+        };
         let _in_flight = self.health.begin();
-        // Probes are not traffic: counting them would dilute a quiet node's error share.
-        let probe = req.uri().path() == HEALTH_PATH;
-        // What the access log needs from the request, taken before it is consumed (and
-        // only when there is a log to write).
-        let logged = self.access_log.enabled().then(|| {
-            (
-                SystemTime::now(),
-                req.method().to_string(),
-                req.uri().path().to_string(),
-            )
-        });
         let mut ctx = Ctx {
             status: CacheStatus::new(&self.node),
             upstream: None,
             host: None,
         };
-
-        let mut resp = match Arc::clone(&self).process(req, client, &mut ctx).await {
+        let resp = match Arc::clone(&self).process(req, client, &mut ctx).await {
             Ok(resp) => resp,
             Err(e) => {
                 ctx.status.detail = Some(e.detail());
                 e.into_response()
             }
         };
-
-        // Response phase common to every answer.
-        let headers = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&ctx.status.to_string()) {
-            headers.append(CACHE_STATUS, v);
-        }
-        if headers.contains_key(VIA) {
-            forward::append_list(headers, VIA, &format!("1.1 {}", self.node));
-        } else {
-            headers.insert(VIA, self.via.clone());
-        }
-        forward::strip_targeted(headers, self.strip_cdn_cache_control);
-
-        let label = ctx.status.label();
-        if !probe {
-            self.metrics.request(label, started.elapsed());
-            self.health
-                .response(resp.status().as_u16(), started.elapsed());
-        }
-        // The log names the canonical host, never a client's raw `Host` bytes.
-        let record = logged.map(|(arrived, method, path)| AccessRecord {
-            time: humantime::format_rfc3339_millis(arrived).to_string(),
-            client: client.ip().to_string(),
-            method,
-            host: ctx.host.unwrap_or_default(),
-            path,
-            status: resp.status().as_u16(),
-            cache_status: label.to_string(),
-            bytes: 0,
-            duration_ms: 0.0,
-            upstream: ctx.upstream,
-        });
-        Ok(resp.map(|body| {
-            body.logged(
-                record,
-                started,
-                self.access_log.clone(),
-                Arc::clone(&self.metrics),
-            )
-        }))
+        Ok(self.finish(resp, arrival, ctx))
     }
 
+    /// The phases, in order. Each returns early with its answer, or hands on.
     async fn process(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -371,6 +407,64 @@ impl Proxy {
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // === parse ===
+        let req = match self.parse(req, client, ctx)? {
+            Parsed::Request(req) => req,
+            Parsed::Answered(resp) => return Ok(resp),
+        };
+        // === service ===
+        let (service, resolved, head, body) = self.route(req, client)?;
+        // === pass: other methods, bypass rules ===
+        let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
+        if !cacheable_method || resolved.bypass {
+            ctx.status.fwd = Some(if resolved.bypass && cacheable_method {
+                Fwd::Bypass
+            } else {
+                Fwd::Method
+            });
+            return self.pass(&service, &head, body, ctx).await;
+        }
+        // A body on GET/HEAD is never forwarded (see `Head::forwards_body`); hyper reads
+        // and discards it, or closes the connection, by its framing.
+        drop(body);
+        // === cache key ===
+        let key = CacheKey::new(
+            "http",
+            service.key_host(head.host()),
+            head.uri.path(),
+            head.uri.query(),
+            &resolved.key_rules,
+        );
+        // === ring: the key's owner in this PoP serves it ===
+        if let Some(resp) = self.ring(&key, &head, ctx).await {
+            return Ok(resp);
+        }
+        // === lookup ===
+        let mut req = Cacheable {
+            req_cc: RequestCacheControl::from_headers(&head.headers),
+            service,
+            resolved,
+            head,
+            key,
+            stored: None,
+        };
+        if let Some(resp) = self.lookup(&mut req, SystemTime::now(), ctx) {
+            return Ok(resp);
+        }
+        if req.req_cc.only_if_cached {
+            return Err(ProxyError::OnlyIfCached);
+        }
+        // === coalesce, fill, upstream ===
+        self.through_cache(req, ctx).await
+    }
+
+    /// The parse phase: limits, methods, the authority; the health endpoint and `PURGE`
+    /// are answered here.
+    fn parse(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Result<Parsed, ProxyError> {
         let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if uri_len > self.max_uri_length {
             return Err(ProxyError::UriTooLong);
@@ -379,7 +473,7 @@ impl Proxy {
         if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
             ctx.status.fwd = Some(Fwd::Bypass);
             ctx.status.detail = Some("health".into());
-            return Ok(self.health_endpoint(client));
+            return Ok(Parsed::Answered(self.health_endpoint(client)));
         }
         let authority = request::authority(&req)?;
         if self.access_log.enabled() {
@@ -389,10 +483,20 @@ impl Proxy {
             return Err(ProxyError::Loop);
         }
         if req.method().as_str() == "PURGE" {
-            return self.purge_method(&req, authority.as_str(), client);
+            return self
+                .purge_method(&req, authority.as_str(), client)
+                .map(Parsed::Answered);
         }
+        Ok(Parsed::Request((req, authority)))
+    }
 
-        // === service ===
+    /// The service phase: the canonical host names the service, the path its rule. The
+    /// request's own fields are cleaned of what is not part of it.
+    fn route(
+        &self,
+        (req, authority): (Request<Incoming>, Authority),
+        client: SocketAddr,
+    ) -> Result<(Arc<Service>, Resolved, Head, Incoming), ProxyError> {
         let service = Arc::clone(
             self.services
                 .for_authority(&authority)
@@ -417,51 +521,46 @@ impl Proxy {
             authority,
             client,
         };
+        Ok((service, resolved, head, body))
+    }
 
-        let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
-        if !cacheable_method || resolved.bypass {
-            ctx.status.fwd = Some(if resolved.bypass && cacheable_method {
-                Fwd::Bypass
-            } else {
-                Fwd::Method
-            });
-            return self.pass(&service, &head, body, ctx).await;
+    /// The ring phase: a key another node of the PoP owns (and that is not hot here) is
+    /// forwarded to it. `None`: this node serves the key.
+    async fn ring(
+        &self,
+        key: &CacheKey,
+        head: &Head,
+        ctx: &mut Ctx,
+    ) -> Option<Response<ProxyBody>> {
+        if head.headers.contains_key(RING_HOP) {
+            return None;
         }
-        // A body on GET/HEAD is never forwarded (see `Head::forwards_body`); hyper reads
-        // and discards it, or closes the connection, by its framing.
-        drop(body);
-
-        // === cache key and lookup ===
-        let key = CacheKey::new(
-            "http",
-            service.key_host(head.host()),
-            head.uri.path(),
-            head.uri.query(),
-            &resolved.key_rules,
-        );
-        // === ring: the key's owner in this PoP serves it ===
-        if !head.headers.contains_key(RING_HOP) {
-            let owners = self.tier.owners_before_self(&key);
-            if !owners.is_empty() && !self.tier.record_hot(&key, Instant::now()) {
-                // A copy kept while the key was hot is no longer used: free it.
-                if self.storage.lookup(&key).is_some() {
-                    self.storage.remove(&key);
-                }
-                if let Some(resp) = self.forward_to_owner(&owners, &head, ctx).await {
-                    return Ok(resp);
-                }
-                // Every node before us on the ring is down: we are the owner now.
-            }
+        let owners = self.tier.owners_before_self(key);
+        if owners.is_empty() || self.tier.record_hot(key, Instant::now()) {
+            return None;
         }
+        // A copy kept while the key was hot is no longer used: free it.
+        if self.storage.lookup(key).is_some() {
+            self.storage.remove(key);
+        }
+        // `None` when every node before us on the ring is down: we are the owner now.
+        self.forward_to_owner(&owners, head, ctx).await
+    }
 
-        let req_cc = RequestCacheControl::from_headers(&head.headers);
-        let now = SystemTime::now();
-        let stored = match self.storage.lookup(&key) {
+    /// The lookup phase: the stored variant, if any, and what its freshness allows. An
+    /// answer from storage, or `None`: go upstream, through the coalescer.
+    fn lookup(
+        self: &Arc<Self>,
+        req: &mut Cacheable,
+        now: SystemTime,
+        ctx: &mut Ctx,
+    ) -> Option<Response<ProxyBody>> {
+        req.stored = match self.storage.lookup(&req.key) {
             None => {
                 ctx.status.fwd = Some(Fwd::UriMiss);
                 None
             }
-            Some(set) => match set.select(&head.headers) {
+            Some(set) => match set.select(&req.head.headers) {
                 None => {
                     ctx.status.fwd = Some(Fwd::VaryMiss);
                     None
@@ -469,36 +568,77 @@ impl Proxy {
                 Some(obj) => Some(Arc::clone(obj)),
             },
         };
-
-        if let Some(obj) = &stored {
-            match obj
-                .policy
-                .evaluate(&req_cc, now, service.stale_while_revalidate)
-            {
-                Decision::Fresh | Decision::StaleAccepted => {
-                    return Ok(self.hit(obj, &head, now, ctx))
-                }
-                Decision::StaleWhileRevalidate => {
-                    ctx.status.detail = Some("stale-while-revalidate".into());
-                    self.revalidate_in_background(&service, &resolved, &head, &key, obj);
-                    return Ok(self.hit(obj, &head, now, ctx));
-                }
-                Decision::Revalidate => {
-                    let by_request =
-                        req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some();
-                    ctx.status.fwd = Some(if by_request && obj.policy.is_fresh(now) {
-                        Fwd::Request
-                    } else {
-                        Fwd::Stale
-                    });
-                }
+        let obj = req.stored.as_ref()?;
+        match obj
+            .policy
+            .evaluate(&req.req_cc, now, req.service.stale_while_revalidate)
+        {
+            Decision::Fresh | Decision::StaleAccepted => Some(self.hit(obj, &req.head, now, ctx)),
+            Decision::StaleWhileRevalidate => {
+                ctx.status.detail = Some("stale-while-revalidate".into());
+                self.revalidate_in_background(req, obj);
+                Some(self.hit(obj, &req.head, now, ctx))
+            }
+            Decision::Revalidate => {
+                let cc = &req.req_cc;
+                let by_request = cc.no_cache || cc.max_age.is_some() || cc.min_fresh.is_some();
+                ctx.status.fwd = Some(if by_request && obj.policy.is_fresh(now) {
+                    Fwd::Request
+                } else {
+                    Fwd::Stale
+                });
+                None
             }
         }
-        if req_cc.only_if_cached {
-            return Err(ProxyError::OnlyIfCached);
+    }
+
+    /// The response phase common to every answer: `Cache-Status`, `Via`, targeted fields
+    /// removed, metrics, and the access log line (written when the body ends).
+    fn finish(
+        &self,
+        mut resp: Response<ProxyBody>,
+        arrival: Arrival,
+        ctx: Ctx,
+    ) -> Response<ClientBody> {
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&ctx.status.to_string()) {
+            headers.append(CACHE_STATUS, v);
         }
-        self.through_cache(service, resolved, head, key, req_cc, stored, ctx)
-            .await
+        if headers.contains_key(VIA) {
+            forward::append_list(headers, VIA, &format!("1.1 {}", self.node));
+        } else {
+            headers.insert(VIA, self.via.clone());
+        }
+        forward::strip_targeted(headers, self.strip_cdn_cache_control);
+
+        let label = ctx.status.label();
+        let started = arrival.started;
+        if !arrival.probe {
+            self.metrics.request(label, started.elapsed());
+            self.health
+                .response(resp.status().as_u16(), started.elapsed());
+        }
+        // The log names the canonical host, never a client's raw `Host` bytes.
+        let record = arrival.logged.map(|(arrived, method, path)| AccessRecord {
+            time: humantime::format_rfc3339_millis(arrived).to_string(),
+            client: arrival.client.ip().to_string(),
+            method,
+            host: ctx.host.unwrap_or_default(),
+            path,
+            status: resp.status().as_u16(),
+            cache_status: label.to_string(),
+            bytes: 0,
+            duration_ms: 0.0,
+            upstream: ctx.upstream,
+        });
+        resp.map(|body| {
+            body.logged(
+                record,
+                started,
+                self.access_log.clone(),
+                Arc::clone(&self.metrics),
+            )
+        })
     }
 
     fn hit(
@@ -515,69 +655,40 @@ impl Proxy {
     }
 
     /// Gets the object from upstream through the coalescer: leads a fill or follows one.
-    #[allow(clippy::too_many_arguments)]
     async fn through_cache(
         self: Arc<Self>,
-        service: Arc<Service>,
-        resolved: Resolved,
-        head: Head,
-        key: CacheKey,
-        req_cc: RequestCacheControl,
-        stored: Option<Arc<StoredObject>>,
+        req: Cacheable,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Requests whose answer cannot be shared (credentials, `no-store`) neither lead nor
         // follow a shared fill.
-        if head.headers.contains_key(AUTHORIZATION) || req_cc.no_store {
-            return self
-                .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
-                .await;
+        if req.head.headers.contains_key(AUTHORIZATION) || req.req_cc.no_store {
+            return self.fetch_alone(&req, ctx).await;
         }
         if self
             .hit_for_pass
-            .get(&key)
+            .get(&req.key)
             .is_some_and(|until| until > Instant::now())
         {
-            let resp = self
-                .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
-                .await;
+            let resp = self.fetch_alone(&req, ctx).await;
             ctx.status.detail = Some(match ctx.status.detail.take() {
                 Some(why) => format!("hit-for-pass: {why}"),
                 None => "hit-for-pass".into(),
             });
             return resp;
         }
-        // Whether an object (stored, or being filled) may answer this request as it is.
-        let serves = |obj: &StoredObject| {
-            obj.variant.matches(&head.headers)
-                && matches!(
-                    obj.policy.evaluate(&req_cc, SystemTime::now(), None),
-                    Decision::Fresh | Decision::StaleAccepted
-                )
-        };
         // The leader's own fill is bounded by the upstream timeouts; only followers use the
         // lock timeout.
+        let service = &req.service;
         let leader_wait = self.timeouts.first_byte * (service.origins.all().len() as u32 + 1)
             + service.lock_timeout;
         for attempt in 0..MAX_JOIN_ATTEMPTS {
-            let last_attempt = attempt + 1 == MAX_JOIN_ATTEMPTS;
-            let usable = || {
-                let set = self.storage.lookup(&key)?;
-                let obj = set.select(&head.headers)?;
-                serves(obj).then(|| Arc::clone(obj))
-            };
-            let (inflight, leader) = match self.coalescer.join(&key, serves, usable) {
-                Join::Found(obj) => return Ok(self.hit(&obj, &head, SystemTime::now(), ctx)),
+            let serves = |obj: &StoredObject| req.served_by(obj, SystemTime::now());
+            let usable = || req.usable(&*self.storage, SystemTime::now());
+            let (inflight, leader) = match self.coalescer.join(&req.key, serves, usable) {
+                Join::Found(obj) => return Ok(self.hit(&obj, &req.head, SystemTime::now(), ctx)),
                 Join::Leader(inflight) => {
-                    self.spawn_fill(
-                        &inflight,
-                        &service,
-                        &resolved,
-                        &head,
-                        &key,
-                        stored.clone(),
-                        None,
-                    );
+                    self.spawn_fill(&inflight, req.clone(), None);
                     (inflight, true)
                 }
                 Join::Follower(inflight) => {
@@ -588,148 +699,121 @@ impl Proxy {
             let wait = if leader {
                 leader_wait
             } else {
-                service.lock_timeout
+                req.service.lock_timeout
             };
             let Some(outcome) = inflight.wait(wait).await else {
                 drop(inflight);
-                let resp = self
-                    .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
-                    .await;
+                let resp = self.fetch_alone(&req, ctx).await;
                 ctx.status.detail = Some("lock-timeout".into());
                 return resp;
             };
-            let now = SystemTime::now();
-            match &*outcome {
-                Outcome::Object {
-                    object,
-                    first_headers,
-                    meta,
-                } => {
-                    if !leader && !serves(object) {
-                        if object.variant.matches(&head.headers) {
-                            // Filled for us but not reusable as is (no-cache, no freshness,
-                            // stale for our directives): validate on our own.
-                            drop(outcome);
-                            drop(inflight);
-                            return self
-                                .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
-                                .await;
-                        }
-                        // Filled for another variant: look again.
-                        continue;
-                    }
-                    ctx.absorb(meta);
-                    ctx.status.ttl = Some(object.policy.ttl(now));
-                    let headers = leader.then(|| first_headers.clone());
-                    return Ok(respond::from_object(
-                        object,
-                        headers,
-                        &head.method,
-                        &head.headers,
-                        now,
-                    ));
-                }
-                Outcome::Pass { response, meta } => {
-                    ctx.absorb(meta);
-                    if let Some(stale) =
-                        self.stale_for_error(&service, stored.as_ref(), meta.fwd_status, &head, ctx)
-                    {
-                        return Ok(stale);
-                    }
-                    if leader {
-                        if let Some(passed) =
-                            response.lock().unwrap_or_else(|e| e.into_inner()).take()
-                        {
-                            return Ok(self.respond_pass(passed, &head));
-                        }
-                    }
-                    let server_error = meta.fwd_status.filter(|s| *s >= 500);
+            let last_attempt = attempt + 1 == MAX_JOIN_ATTEMPTS;
+            match self.joined(&req, &outcome, leader, last_attempt, ctx) {
+                Joined::Respond(resp) => return resp,
+                Joined::Again => continue,
+                Joined::Alone => {
                     // Release the leader's response (and its origin slot) before going on.
                     drop(outcome);
                     drop(inflight);
-                    match server_error {
-                        // An origin in trouble: try again together (one request per round)
-                        // rather than all at once, then report.
-                        Some(_) if !last_attempt => continue,
-                        Some(status) => {
-                            return Err(ProxyError::Upstream(UpstreamError::Status(status)))
-                        }
-                        None => {
-                            return self
-                                .fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
-                                .await
-                        }
-                    }
-                }
-                Outcome::Failed(err) => {
-                    if let Some(stale) =
-                        self.stale_for_error(&service, stored.as_ref(), None, &head, ctx)
-                    {
-                        ctx.status.detail = Some(format!("stale-if-error: {}", err.detail()));
-                        return Ok(stale);
-                    }
-                    // The leader reports; a follower tries once more, leading if it is first.
-                    if leader || last_attempt {
-                        return Err(err.clone());
-                    }
+                    return self.fetch_alone(&req, ctx).await;
                 }
             }
         }
-        self.fetch_alone(&service, &resolved, &head, &key, stored.as_ref(), ctx)
-            .await
+        self.fetch_alone(&req, ctx).await
+    }
+
+    /// What a request does with the outcome of the fill it led or followed.
+    fn joined(
+        &self,
+        req: &Cacheable,
+        outcome: &Outcome,
+        leader: bool,
+        last_attempt: bool,
+        ctx: &mut Ctx,
+    ) -> Joined {
+        let now = SystemTime::now();
+        match outcome {
+            Outcome::Object {
+                object,
+                first_headers,
+                meta,
+            } => {
+                if !leader && !req.served_by(object, now) {
+                    // Filled for us but not reusable as is (no-cache, no freshness, stale
+                    // for our directives): validate on our own. Filled for another
+                    // variant: look again.
+                    return if object.variant.matches(&req.head.headers) {
+                        Joined::Alone
+                    } else {
+                        Joined::Again
+                    };
+                }
+                ctx.absorb(meta);
+                ctx.status.ttl = Some(object.policy.ttl(now));
+                let headers = leader.then(|| first_headers.clone());
+                let head = &req.head;
+                Joined::Respond(Ok(respond::from_object(
+                    object,
+                    headers,
+                    &head.method,
+                    &head.headers,
+                    now,
+                )))
+            }
+            Outcome::Pass { response, meta } => {
+                ctx.absorb(meta);
+                if let Some(stale) = self.stale_for_error(req, meta.fwd_status, ctx) {
+                    return Joined::Respond(Ok(stale));
+                }
+                if leader {
+                    if let Some(passed) = response.lock().unwrap_or_else(|e| e.into_inner()).take()
+                    {
+                        return Joined::Respond(Ok(self.respond_pass(passed, &req.head)));
+                    }
+                }
+                match meta.fwd_status.filter(|s| *s >= 500) {
+                    // An origin in trouble: try again together (one request per round)
+                    // rather than all at once, then report.
+                    Some(_) if !last_attempt => Joined::Again,
+                    Some(status) => {
+                        Joined::Respond(Err(ProxyError::Upstream(UpstreamError::Status(status))))
+                    }
+                    None => Joined::Alone,
+                }
+            }
+            Outcome::Failed(err) => {
+                if let Some(stale) = self.stale_for_error(req, None, ctx) {
+                    ctx.status.detail = Some(format!("stale-if-error: {}", err.detail()));
+                    return Joined::Respond(Ok(stale));
+                }
+                // The leader reports; a follower tries once more, leading if it is first.
+                if leader || last_attempt {
+                    Joined::Respond(Err(err.clone()))
+                } else {
+                    Joined::Again
+                }
+            }
+        }
     }
 
     /// Starts the task that performs a registered fill. `permit`: the fill is background
     /// work within budget (a refresh) and runs to its end whoever waits. Without one, when
     /// its last waiter leaves before the response head, it takes a place in the
     /// background budget if there is one, and is cancelled if not.
-    #[allow(clippy::too_many_arguments)]
     fn spawn_fill(
         self: &Arc<Self>,
         inflight: &Arc<Inflight>,
-        service: &Arc<Service>,
-        resolved: &Resolved,
-        head: &Head,
-        key: &CacheKey,
-        stored: Option<Arc<StoredObject>>,
+        req: Cacheable,
         permit: Option<crate::budget::Permit>,
     ) {
-        let (this, inflight, service, resolved, head, key) = (
-            Arc::clone(self),
-            Arc::clone(inflight),
-            Arc::clone(service),
-            resolved.clone(),
-            head.clone(),
-            key.clone(),
-        );
+        let (this, inflight) = (Arc::clone(self), Arc::clone(inflight));
         tokio::spawn(async move {
             let _guard = FillGuard {
                 coalescer: &this.coalescer,
-                key: &key,
+                key: &req.key,
                 inflight: &inflight,
             };
-            let mut permit = permit;
-            let fetch = this.fetch(&service, &resolved, &head, &key, stored.as_ref());
-            tokio::pin!(fetch);
-            let fetched = loop {
-                if permit.is_some() {
-                    break fetch.await;
-                }
-                tokio::select! {
-                    fetched = &mut fetch => break fetched,
-                    _ = inflight.abandoned() => match this.background.admit(head.client.ip()) {
-                        // Within budget it goes on, so the next request for the key joins
-                        // it instead of asking again.
-                        Ok(p) => permit = Some(p),
-                        Err(_) => {
-                            // Dropping the request closes its origin connection and frees
-                            // the slot: an abandoned URL holds nothing.
-                            this.metrics.fill_cancelled("head");
-                            break Err(ProxyError::Upstream(UpstreamError::Cancelled));
-                        }
-                    },
-                }
-            };
+            let (fetched, permit) = this.fetch_while_wanted(&req, &inflight, permit).await;
             match fetched {
                 Ok(Fetched::Refreshed(object, meta)) => {
                     let first_headers = object.headers.clone();
@@ -739,68 +823,13 @@ impl Proxy {
                         meta,
                     });
                 }
-                Ok(Fetched::Storable {
-                    object,
-                    first_headers,
-                    mut fill,
-                    body,
-                    mut meta,
-                }) => {
-                    // Late arrivals keep joining this fill until its object is stored; the
-                    // guard leaves the table after that. A body that outgrows the object
-                    // size limit is no longer kept from the start, so it leaves at once;
-                    // so does a fill about to be abandoned.
-                    let leave = |this: &Arc<Self>| {
-                        let (this, key, inflight) =
-                            (Arc::clone(this), key.clone(), Arc::clone(&inflight));
-                        move || this.coalescer.leave(&key, &inflight)
-                    };
-                    let (on_leave, hfp) = (leave(&this), service.hit_for_pass);
-                    let (this2, key2) = (Arc::clone(&this), key.clone());
-                    fill.on_too_large = Some(Box::new(move || {
-                        on_leave();
-                        this2.hit_for_pass.insert(key2, Instant::now() + hfp);
-                    }));
-                    fill.interest.on_abandon = Some(Box::new(leave(&this)));
-                    fill.interest.inflight = Some(Arc::clone(&inflight));
-                    fill.interest.permit = permit;
-                    fill.discard = Arc::clone(&inflight.discard);
-                    let started = start_fill(fill, body, Fetched::prebuffers(&first_headers));
-                    let running = match started.await {
-                        Started::Ended(FillEnd::Stored) => {
-                            meta.stored = true;
-                            None
-                        }
-                        Started::Ended(FillEnd::Discarded | FillEnd::TooLarge) => None,
-                        Started::Ended(FillEnd::Failed) => {
-                            inflight.publish(Outcome::Failed(ProxyError::Upstream(
-                                UpstreamError::Protocol,
-                            )));
-                            return;
-                        }
-                        Started::Ended(FillEnd::Abandoned) => {
-                            this.metrics.fill_cancelled("body");
-                            return;
-                        }
-                        // Streamed as it arrives: whether it gets stored is known only at
-                        // its end, so `Cache-Status` does not claim it.
-                        Started::Running(fill) => Some(fill),
-                    };
-                    inflight.publish(Outcome::Object {
-                        object,
-                        first_headers,
-                        meta,
-                    });
-                    if let Some(fill) = running {
-                        if fill.await.ok() == Some(FillEnd::Abandoned) {
-                            this.metrics.fill_cancelled("body");
-                        }
-                    }
+                Ok(Fetched::Storable(storable)) => {
+                    this.fill_shared(&req, &inflight, storable, permit).await
                 }
                 Ok(Fetched::Pass(resp, meta)) => {
                     if meta.uncacheable {
                         this.hit_for_pass
-                            .insert(key.clone(), Instant::now() + service.hit_for_pass);
+                            .insert(req.key.clone(), Instant::now() + req.service.hit_for_pass);
                     }
                     inflight.publish(Outcome::Pass {
                         response: std::sync::Mutex::new(Some(resp)),
@@ -812,19 +841,106 @@ impl Proxy {
         });
     }
 
+    /// The fill's upstream exchange, up to the response head. When every waiter leaves
+    /// first, it goes on only within the background budget (so the next request for the
+    /// key joins it instead of asking again); over it, it is cancelled.
+    async fn fetch_while_wanted(
+        &self,
+        req: &Cacheable,
+        inflight: &Inflight,
+        mut permit: Option<crate::budget::Permit>,
+    ) -> (Result<Fetched, ProxyError>, Option<crate::budget::Permit>) {
+        let fetch = self.fetch(req, req.stored.as_ref());
+        tokio::pin!(fetch);
+        loop {
+            if permit.is_some() {
+                return (fetch.await, permit);
+            }
+            tokio::select! {
+                fetched = &mut fetch => return (fetched, permit),
+                _ = inflight.abandoned() => match self.background.admit(req.head.client.ip()) {
+                    Ok(p) => permit = Some(p),
+                    Err(_) => {
+                        // Dropping the request closes its origin connection and frees
+                        // the slot: an abandoned URL holds nothing.
+                        self.metrics.fill_cancelled("head");
+                        return (Err(ProxyError::Upstream(UpstreamError::Cancelled)), permit);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Copies a storable body into its object for every waiter of a shared fill, and
+    /// publishes the object once its first answer is known.
+    async fn fill_shared(
+        self: &Arc<Self>,
+        req: &Cacheable,
+        inflight: &Arc<Inflight>,
+        mut storable: Storable,
+        permit: Option<crate::budget::Permit>,
+    ) {
+        // Late arrivals keep joining this fill until its object is stored; the guard leaves
+        // the table after that. A body that outgrows the object size limit is no longer
+        // kept from the start, so it leaves at once; so does a fill about to be abandoned.
+        let leave = || {
+            let (this, key, inflight) = (Arc::clone(self), req.key.clone(), Arc::clone(inflight));
+            move || this.coalescer.leave(&key, &inflight)
+        };
+        let (on_leave, hfp) = (leave(), req.service.hit_for_pass);
+        let (this, key) = (Arc::clone(self), req.key.clone());
+        let fill = &mut storable.fill;
+        fill.on_too_large = Some(Box::new(move || {
+            on_leave();
+            this.hit_for_pass.insert(key, Instant::now() + hfp);
+        }));
+        fill.interest.on_abandon = Some(Box::new(leave()));
+        fill.interest.inflight = Some(Arc::clone(inflight));
+        fill.interest.permit = permit;
+        fill.discard = Arc::clone(&inflight.discard);
+        let (started, object, first_headers, mut meta) = storable.start().await;
+        let running = match started {
+            Started::Ended(FillEnd::Stored) => {
+                meta.stored = true;
+                None
+            }
+            Started::Ended(FillEnd::Discarded | FillEnd::TooLarge) => None,
+            Started::Ended(FillEnd::Failed) => {
+                inflight.publish(Outcome::Failed(ProxyError::Upstream(
+                    UpstreamError::Protocol,
+                )));
+                return;
+            }
+            Started::Ended(FillEnd::Abandoned) => {
+                self.metrics.fill_cancelled("body");
+                return;
+            }
+            // Streamed as it arrives: whether it gets stored is known only at its end, so
+            // `Cache-Status` does not claim it.
+            Started::Running(fill) => Some(fill),
+        };
+        inflight.publish(Outcome::Object {
+            object,
+            first_headers,
+            meta,
+        });
+        if let Some(fill) = running {
+            if fill.await.ok() == Some(FillEnd::Abandoned) {
+                self.metrics.fill_cancelled("body");
+            }
+        }
+    }
+
     /// An uncoalesced fetch (hit-for-pass, lock timeout, follower of an uncacheable fill).
     /// A storable answer is still stored.
     async fn fetch_alone(
         &self,
-        service: &Service,
-        resolved: &Resolved,
-        head: &Head,
-        key: &CacheKey,
-        stored: Option<&Arc<StoredObject>>,
+        req: &Cacheable,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let now = SystemTime::now();
-        match self.fetch(service, resolved, head, key, stored).await {
+        let head = &req.head;
+        match self.fetch(req, req.stored.as_ref()).await {
             Ok(Fetched::Refreshed(object, meta)) => {
                 ctx.absorb(&meta);
                 ctx.status.ttl = Some(object.policy.ttl(now));
@@ -836,17 +952,12 @@ impl Proxy {
                     now,
                 ))
             }
-            Ok(Fetched::Storable {
-                object,
-                first_headers,
-                fill,
-                body,
-                mut meta,
-            }) => {
-                self.hit_for_pass.invalidate(key);
+            Ok(Fetched::Storable(storable)) => {
+                self.hit_for_pass.invalidate(&req.key);
                 // This request is the fill's only client: it reads along from the start.
-                let reading = object.body.reader(0, None);
-                match start_fill(fill, body, Fetched::prebuffers(&first_headers)).await {
+                let reading = storable.object.body.reader(0, None);
+                let (started, object, first_headers, mut meta) = storable.start().await;
+                match started {
                     Started::Ended(FillEnd::Stored) => meta.stored = true,
                     Started::Ended(FillEnd::Discarded | FillEnd::TooLarge) => {}
                     Started::Ended(FillEnd::Failed | FillEnd::Abandoned) => {
@@ -869,15 +980,13 @@ impl Proxy {
             }
             Ok(Fetched::Pass(resp, meta)) => {
                 ctx.absorb(&meta);
-                if let Some(stale) =
-                    self.stale_for_error(service, stored, meta.fwd_status, head, ctx)
-                {
+                if let Some(stale) = self.stale_for_error(req, meta.fwd_status, ctx) {
                     return Ok(stale);
                 }
                 Ok(self.respond_pass(resp, head))
             }
             Err(e) => {
-                if let Some(stale) = self.stale_for_error(service, stored, None, head, ctx) {
+                if let Some(stale) = self.stale_for_error(req, None, ctx) {
                     ctx.status.detail = Some(format!("stale-if-error: {}", e.detail()));
                     return Ok(stale);
                 }
@@ -890,18 +999,16 @@ impl Proxy {
     /// when stale-if-error or the service's grace allows it (RFC 5861 §4).
     fn stale_for_error(
         &self,
-        service: &Service,
-        stored: Option<&Arc<StoredObject>>,
+        req: &Cacheable,
         fwd_status: Option<u16>,
-        head: &Head,
         ctx: &mut Ctx,
     ) -> Option<Response<ProxyBody>> {
-        let obj = stored?;
+        let obj = req.stored.as_ref()?;
         if fwd_status.is_some_and(|s| s < 500) {
             return None;
         }
         let now = SystemTime::now();
-        if !obj.policy.stale_if_error(now, service.stale_if_error) {
+        if !obj.policy.stale_if_error(now, req.service.stale_if_error) {
             return None;
         }
         ctx.status.detail = Some(match fwd_status {
@@ -910,6 +1017,7 @@ impl Proxy {
         });
         ctx.status.ttl = Some(obj.policy.ttl(now));
         ctx.status.stored = false;
+        let head = &req.head;
         Some(respond::from_object(
             obj,
             None,
@@ -930,16 +1038,38 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
+    /// stale-while-revalidate: one background revalidation per object, within the
+    /// background budget (over it, the stale copy is served and nothing is refreshed). It
+    /// goes through the coalescer, so it also serves as the fill for requests that must
+    /// wait.
+    fn revalidate_in_background(self: &Arc<Self>, req: &Cacheable, obj: &Arc<StoredObject>) {
+        // The budget first: a refresh that cannot run is never registered, so nobody
+        // joins it and sees it fail.
+        let Ok(permit) = self.background.admit(req.head.client.ip()) else {
+            self.metrics.fill_cancelled("budget");
+            return;
+        };
+        if let Join::Leader(inflight) = self.coalescer.join(&req.key, |_| false, || None) {
+            let mut refresh = req.clone();
+            refresh.head.method = Method::GET;
+            // The refresh is for everyone: not with this client's credentials or directives.
+            for name in [AUTHORIZATION, CACHE_CONTROL, PRAGMA] {
+                refresh.head.headers.remove(name);
+            }
+            refresh.req_cc = RequestCacheControl::default();
+            refresh.stored = Some(Arc::clone(obj));
+            self.spawn_fill(&inflight, refresh, Some(permit));
+        }
+    }
+
     /// One upstream exchange for the cache. With `stored`, the request is conditional on
     /// its validators and a matching 304 refreshes it.
     async fn fetch(
         &self,
-        service: &Service,
-        resolved: &Resolved,
-        head: &Head,
-        key: &CacheKey,
+        req: &Cacheable,
         stored: Option<&Arc<StoredObject>>,
     ) -> Result<Fetched, ProxyError> {
+        let (service, head) = (&req.service, &req.head);
         let validators = stored
             .map(|o| validation_headers(&o.headers))
             .unwrap_or_default();
@@ -948,7 +1078,7 @@ impl Proxy {
         let mut hops = if head.headers.contains_key(RING_HOP) {
             Vec::new()
         } else {
-            self.tier.owners_before_self(key)
+            self.tier.owners_before_self(&req.key)
         };
         hops.extend(self.tier.parents().iter().cloned());
         hops.extend(service.origin_hops());
@@ -967,14 +1097,10 @@ impl Proxy {
         let target = strata_http_cache::key::keyed_target(
             head.uri.path(),
             head.uri.query(),
-            &resolved.key_rules,
+            &req.resolved.key_rules,
         );
         // A HEAD miss is fetched as GET so the object can be stored (as nginx and Varnish do).
-        let FromUpstream {
-            resp,
-            upstream,
-            slot,
-        } = self
+        let mut sent = self
             .sender
             .send(&hops, policy, |hop| {
                 let out = Outbound {
@@ -991,75 +1117,97 @@ impl Proxy {
                 Ok(with_ring_hop(req, hop.kind, &self.node))
             })
             .await?;
-        let response_time = SystemTime::now();
         let times = ResponseTimes {
             request_time,
-            response_time,
+            response_time: SystemTime::now(),
         };
-        let mut meta = FetchMeta {
-            fwd_status: Some(resp.status().as_u16()),
-            upstream: Some(upstream),
+        let meta = FetchMeta {
+            fwd_status: Some(sent.resp.status().as_u16()),
+            upstream: Some(std::mem::take(&mut sent.upstream)),
             ..FetchMeta::default()
         };
-
-        if resp.status() == StatusCode::NOT_MODIFIED {
-            if let Some(old) = stored.filter(|o| not_modified_selects(&o.headers, resp.headers())) {
-                let mut headers = old.headers.clone();
-                let mut fresh = resp.headers().clone();
-                forward::clean_upstream_headers(&mut fresh);
-                fresh.remove(CACHE_STATUS);
-                refresh_headers(&mut headers, &fresh);
-                // Age and Date describe the 304, not the original response: a stale Age
-                // kept from the first answer would make the refreshed copy born old.
-                if !fresh.contains_key(AGE) {
-                    headers.remove(AGE);
-                }
-                if !fresh.contains_key(DATE) {
-                    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time)) {
-                        headers.insert(DATE, v);
-                    }
-                }
-                return Ok(
-                    match CachePolicy::for_response(
-                        &Method::GET,
-                        &head.headers,
-                        old.status,
-                        &headers,
-                        times,
-                        &resolved.policy,
-                    ) {
-                        Ok(policy) => {
-                            let headers = strata_storage::owned_headers(&headers);
-                            let refreshed = Arc::new(old.refreshed(headers, policy, response_time));
-                            meta.stored = self.storage.replace(key, old, Arc::clone(&refreshed));
-                            Fetched::Refreshed(refreshed, meta)
-                        }
-                        Err(reason) => {
-                            // Still valid for this request, but no longer storable (unless
-                            // only this request's directives say so).
-                            if !reason.is_request_caused() {
-                                self.storage.remove(key);
-                            }
-                            meta.detail = Some(reason.detail().into());
-                            Fetched::Refreshed(
-                                Arc::new(old.refreshed(headers, old.policy.clone(), response_time)),
-                                meta,
-                            )
-                        }
-                    },
-                );
-            }
+        if sent.resp.status() != StatusCode::NOT_MODIFIED {
+            return Ok(self.fetched(req, stored, sent, meta, times));
+        }
+        match stored.filter(|o| not_modified_selects(&o.headers, sent.resp.headers())) {
+            Some(old) => Ok(self.refreshed(req, old, sent.resp.headers(), meta, times)),
             // A 304 that selects nothing we hold (RFC 9111 §4.3.4): ask again without
             // validators rather than hand a bare 304 to a client that did not ask for one.
-            if stored.is_some() {
-                drop(resp);
-                drop(slot);
-                return Box::pin(self.fetch(service, resolved, head, key, None)).await;
+            None if stored.is_some() => {
+                drop(sent);
+                Box::pin(self.fetch(req, None)).await
             }
-            return Ok(Fetched::Pass((resp, Some(slot)), meta));
+            None => Ok(Fetched::Pass((sent.resp, Some(sent.slot)), meta)),
         }
+    }
 
-        let (mut parts, body) = resp.into_parts();
+    /// A 304 that selects the stored object `old`: its fields updated from the 304, and
+    /// stored again if still storable.
+    fn refreshed(
+        &self,
+        req: &Cacheable,
+        old: &Arc<StoredObject>,
+        not_modified: &HeaderMap,
+        mut meta: FetchMeta,
+        times: ResponseTimes,
+    ) -> Fetched {
+        let response_time = times.response_time;
+        let mut headers = old.headers.clone();
+        let mut fresh = not_modified.clone();
+        forward::clean_upstream_headers(&mut fresh);
+        fresh.remove(CACHE_STATUS);
+        refresh_headers(&mut headers, &fresh);
+        // Age and Date describe the 304, not the original response: a stale Age kept from
+        // the first answer would make the refreshed copy born old.
+        if !fresh.contains_key(AGE) {
+            headers.remove(AGE);
+        }
+        if !fresh.contains_key(DATE) {
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time)) {
+                headers.insert(DATE, v);
+            }
+        }
+        match CachePolicy::for_response(
+            &Method::GET,
+            &req.head.headers,
+            old.status,
+            &headers,
+            times,
+            &req.resolved.policy,
+        ) {
+            Ok(policy) => {
+                let headers = strata_storage::owned_headers(&headers);
+                let refreshed = Arc::new(old.refreshed(headers, policy, response_time));
+                meta.stored = self.storage.replace(&req.key, old, Arc::clone(&refreshed));
+                Fetched::Refreshed(refreshed, meta)
+            }
+            Err(reason) => {
+                // Still valid for this request, but no longer storable (unless only this
+                // request's directives say so).
+                if !reason.is_request_caused() {
+                    self.storage.remove(&req.key);
+                }
+                meta.detail = Some(reason.detail().into());
+                Fetched::Refreshed(
+                    Arc::new(old.refreshed(headers, old.policy.clone(), response_time)),
+                    meta,
+                )
+            }
+        }
+    }
+
+    /// A full response: storable (its body still to be read into a new object), or
+    /// passed through. `stored` is dropped when the object changed into something we may
+    /// not keep.
+    fn fetched(
+        &self,
+        req: &Cacheable,
+        stored: Option<&Arc<StoredObject>>,
+        sent: FromUpstream,
+        mut meta: FetchMeta,
+        times: ResponseTimes,
+    ) -> Fetched {
+        let (mut parts, body) = sent.resp.into_parts();
         forward::clean_upstream_headers(&mut parts.headers);
         let declared_len = parts
             .headers
@@ -1068,11 +1216,11 @@ impl Proxy {
             .and_then(|v| v.parse::<u64>().ok());
         let policy = match CachePolicy::for_response(
             &Method::GET,
-            &head.headers,
+            &req.head.headers,
             parts.status,
             &parts.headers,
             times,
-            &resolved.policy,
+            &req.resolved.policy,
         ) {
             Ok(_) if declared_len.is_some_and(|l| l > self.max_object_size) => {
                 Err(("too-large", false))
@@ -1082,41 +1230,11 @@ impl Proxy {
         };
         match policy {
             Ok(policy) => {
-                let mut stored_headers = strata_storage::owned_headers(&parts.headers);
-                for name in &policy.private_fields {
-                    stored_headers.remove(name);
-                }
-                // Upstream tiers' Cache-Status describes this fill, not later hits.
-                stored_headers.remove(CACHE_STATUS);
-                let object = Arc::new(StoredObject {
-                    status: parts.status,
-                    headers: stored_headers,
-                    policy,
-                    variant: VariantKey::for_request(&vary_of(&parts.headers), &head.headers),
-                    body: ChunkedBody::new(),
-                    stored_at: response_time,
-                });
-                let fill = Fill {
-                    key: key.clone(),
-                    object: Arc::clone(&object),
-                    storage: Arc::clone(&self.storage),
-                    max_object_size: self.max_object_size,
-                    idle: self.timeouts.idle,
-                    on_too_large: None,
-                    slot: Some(slot),
-                    discard: Arc::default(),
-                    interest: Interest {
-                        inflight: None,
-                        budget: Arc::clone(&self.background),
-                        client: head.client.ip(),
-                        permit: None,
-                        on_abandon: None,
-                    },
-                };
-                Ok(Fetched::Storable {
+                let object = Arc::new(new_object(&parts, policy, req, times.response_time));
+                Fetched::Storable(Storable {
+                    fill: self.fill_for(req, &object, sent.slot),
                     object,
                     first_headers: parts.headers,
-                    fill,
                     body,
                     meta,
                 })
@@ -1126,13 +1244,37 @@ impl Proxy {
                 meta.uncacheable = !request_caused && !parts.status.is_server_error();
                 if stored.is_some() && parts.status.is_success() && !request_caused {
                     // The object changed into something we may not keep: drop the old copy.
-                    self.storage.remove(key);
+                    self.storage.remove(&req.key);
                 }
-                Ok(Fetched::Pass(
-                    (Response::from_parts(parts, body), Some(slot)),
-                    meta,
-                ))
+                Fetched::Pass((Response::from_parts(parts, body), Some(sent.slot)), meta)
             }
+        }
+    }
+
+    /// The fill that copies a storable body into `object`, holding the origin connection
+    /// slot until it ends.
+    fn fill_for(
+        &self,
+        req: &Cacheable,
+        object: &Arc<StoredObject>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Fill {
+        Fill {
+            key: req.key.clone(),
+            object: Arc::clone(object),
+            storage: Arc::clone(&self.storage),
+            max_object_size: self.max_object_size,
+            idle: self.timeouts.idle,
+            on_too_large: None,
+            slot: Some(slot),
+            discard: Arc::default(),
+            interest: Interest {
+                inflight: None,
+                budget: Arc::clone(&self.background),
+                client: req.head.client.ip(),
+                permit: None,
+                on_abandon: None,
+            },
         }
     }
 
@@ -1278,43 +1420,6 @@ impl Proxy {
         self.coalescer.invalidate(&key);
         self.storage.remove(&key);
     }
-
-    /// stale-while-revalidate: one background revalidation per object, within the
-    /// background budget (over it, the stale copy is served and nothing is refreshed). It
-    /// goes through the coalescer, so it also serves as the fill for requests that must
-    /// wait.
-    fn revalidate_in_background(
-        self: &Arc<Self>,
-        service: &Arc<Service>,
-        resolved: &Resolved,
-        head: &Head,
-        key: &CacheKey,
-        obj: &Arc<StoredObject>,
-    ) {
-        let mut head = head.clone();
-        head.method = Method::GET;
-        // The refresh is for everyone: not with this client's credentials or directives.
-        for name in [AUTHORIZATION, CACHE_CONTROL, PRAGMA] {
-            head.headers.remove(name);
-        }
-        // The budget first: a refresh that cannot run is never registered, so nobody
-        // joins it and sees it fail.
-        let Ok(permit) = self.background.admit(head.client.ip()) else {
-            self.metrics.fill_cancelled("budget");
-            return;
-        };
-        if let Join::Leader(inflight) = self.coalescer.join(key, |_| false, || None) {
-            self.spawn_fill(
-                &inflight,
-                service,
-                resolved,
-                &head,
-                key,
-                Some(Arc::clone(obj)),
-                Some(permit),
-            );
-        }
-    }
 }
 
 /// Marks a request to a ring peer so that it serves the key itself.
@@ -1331,4 +1436,28 @@ fn with_ring_hop(
         }
     }
     req
+}
+
+/// A new object for a storable response: its fields as stored (private ones and upstream
+/// tiers' `Cache-Status` removed), the variant it answers, an empty body.
+fn new_object(
+    parts: &http::response::Parts,
+    policy: CachePolicy,
+    req: &Cacheable,
+    stored_at: SystemTime,
+) -> StoredObject {
+    let mut headers = strata_storage::owned_headers(&parts.headers);
+    for name in &policy.private_fields {
+        headers.remove(name);
+    }
+    // Upstream tiers' Cache-Status describes this fill, not later hits.
+    headers.remove(CACHE_STATUS);
+    StoredObject {
+        status: parts.status,
+        headers,
+        policy,
+        variant: VariantKey::for_request(&vary_of(&parts.headers), &req.head.headers),
+        body: ChunkedBody::new(),
+        stored_at,
+    }
 }
