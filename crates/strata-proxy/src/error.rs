@@ -90,7 +90,7 @@ impl ProxyError {
             self,
             ProxyError::MethodNotAllowed | ProxyError::PurgeDisabled
         );
-        let mut resp = crate::respond::text(status, text);
+        let mut resp = crate::request::respond::text(status, text);
         if allow {
             resp.headers_mut().insert(
                 http::header::ALLOW,

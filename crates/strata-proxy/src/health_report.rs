@@ -15,7 +15,7 @@ use strata_health::HealthReport;
 
 use crate::body::ProxyBody;
 use crate::proxy::Proxy;
-use crate::respond;
+use crate::request::respond;
 use crate::tier::HopKind;
 
 #[derive(Default)]

@@ -18,7 +18,6 @@ mod proxy;
 pub mod purge;
 mod purge_consumer;
 mod request;
-mod respond;
 mod server;
 mod service;
 mod throttled_log;

@@ -13,7 +13,18 @@ use http::header::{HeaderMap, HOST};
 use http::{Method, Request, Uri, Version};
 use strata_http_cache::Authority;
 
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use strata_http_cache::cache_status::Fwd;
+use strata_http_cache::hop_by_hop::strip_hop_by_hop;
+
 use crate::error::ProxyError;
+use crate::forward;
+use crate::proxy::Proxy;
+use crate::request::{Ctx, Parsed};
+use crate::service::{Resolved, Service};
+use crate::tier::{HEALTH_PATH, RING_HOP};
 
 /// The parts of a client request the cache path needs, cheap to share with fill tasks.
 #[derive(Clone)]
@@ -94,6 +105,77 @@ pub fn check_method(method: &Method) -> Result<(), ProxyError> {
         return Err(ProxyError::MethodNotAllowed);
     }
     Ok(())
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// The parse phase: limits, methods, the authority; the health endpoint and `PURGE`
+    /// are answered here.
+    pub(super) fn parse(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Result<Parsed, ProxyError> {
+        let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if uri_len > self.max_uri_length {
+            return Err(ProxyError::UriTooLong);
+        }
+        check_method(req.method())?;
+        if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
+            ctx.status.fwd = Some(Fwd::Bypass);
+            ctx.status.detail = Some("health".into());
+            return Ok(Parsed::Answered(self.health_endpoint(client)));
+        }
+        let authority = authority(&req)?;
+        if self.access_log.enabled() {
+            ctx.host = Some(authority.as_str().to_string());
+        }
+        if forward::is_loop(req.headers(), &self.node) {
+            return Err(ProxyError::Loop);
+        }
+        if req.method().as_str() == "PURGE" {
+            return self
+                .purge_method(&req, authority.as_str(), client)
+                .map(Parsed::Answered);
+        }
+        Ok(Parsed::Request((req, authority)))
+    }
+
+    /// The service phase: the canonical host names the service, the path its rule. The
+    /// request's own fields are cleaned of what is not part of it.
+    pub(super) fn route(
+        &self,
+        (req, authority): (Request<Incoming>, Authority),
+        client: SocketAddr,
+    ) -> Result<(Arc<Service>, Resolved, Head, Incoming), ProxyError> {
+        let service = Arc::clone(
+            self.services
+                .for_authority(&authority)
+                .ok_or(ProxyError::UnknownHost)?,
+        );
+        let (parts, body) = req.into_parts();
+        let resolved = service.resolve(parts.uri.path());
+        let mut headers = parts.headers;
+        // The connection's own fields, and whatever `Connection` names, are not part of the
+        // request: not forwarded, and not what a stored variant is selected by (a client
+        // naming `Accept-Language` in `Connection` would otherwise store an answer made
+        // without it under its own language).
+        strip_hop_by_hop(&mut headers);
+        // Only a ring peer may ask this node to serve a key it does not own.
+        if headers.contains_key(RING_HOP) && !self.tier.is_peer(client.ip()) {
+            headers.remove(RING_HOP);
+        }
+        let head = Head {
+            method: parts.method,
+            uri: parts.uri,
+            headers,
+            authority,
+            client,
+        };
+        Ok((service, resolved, head, body))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,218 @@
+//! The request path. Phases, in order (see docs/request-path.md); each has its file:
+//!
+//! 1. **parse** (`parse.rs`): limits (header size/count are enforced by hyper, 431; URI
+//!    length here, 414), `CONNECT`/`TRACE` (405), the authority validated and made
+//!    canonical (400), `CDN-Loop` (508); the health endpoint and `PURGE` answered;
+//! 2. **service** (`parse.rs`): the canonical host → service, path → rule (bypass, key
+//!    rules, TTL);
+//! 3. **pass** (`hops.rs`): other methods and bypass rules go straight upstream, and a
+//!    success invalidates the URI (RFC 9111 §4.4);
+//! 4. **cache key**: scheme + canonical host + path + normalised query;
+//! 5. **ring** (`lookup.rs`): a key another node of the PoP owns is forwarded to it;
+//! 6. **lookup** (`lookup.rs`): fresh hit → respond; stale within stale-while-revalidate
+//!    → respond and revalidate in the background (within the background budget);
+//!    otherwise validate or fetch;
+//! 7. **coalesce and fill** (`miss.rs`): one upstream request per object however many
+//!    clients miss at once (see `crate::coalesce`); the fill runs on its own task and
+//!    clients stream from it; a fill nobody waits for any more is cancelled (see
+//!    `crate::fill`);
+//! 8. **upstream** (`hops.rs`, `crate::upstream::send`): ring owner, parents, origins;
+//!    breakers that never fail closed; requests built by `crate::forward::Forwarder`;
+//! 9. **respond** (`respond.rs`): `Age`, conditionals, ranges; then for every answer
+//!    `Cache-Status`, `Via`, metrics and the access log.
+//!
+//! [`Proxy::handle`] runs them; `process` below reads as this list.
+
+mod hops;
+mod lookup;
+mod miss;
+pub(crate) mod parse;
+pub(crate) mod respond;
+
+pub(crate) use parse::Head;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use strata_http_cache::cache_status::Fwd;
+use strata_http_cache::policy::Decision;
+use strata_http_cache::{Authority, CacheKey, CacheStatus, RequestCacheControl};
+use strata_storage::{Storage, StoredObject};
+
+use crate::body::{ClientBody, ProxyBody};
+use crate::coalesce::FetchMeta;
+use crate::error::ProxyError;
+use crate::proxy::Proxy;
+use crate::service::{Resolved, Service};
+use crate::tier::HEALTH_PATH;
+
+/// Facts about one request gathered on the way through, for the response phase and log.
+struct Ctx {
+    status: CacheStatus,
+    upstream: Option<String>,
+    /// The canonical authority, once the parse phase has it (for the log).
+    host: Option<String>,
+}
+
+impl Ctx {
+    fn absorb(&mut self, meta: &FetchMeta) {
+        self.status.fwd_status = meta.fwd_status;
+        self.status.stored = meta.stored;
+        if meta.detail.is_some() {
+            self.status.detail = meta.detail.clone();
+        }
+        if meta.upstream.is_some() {
+            self.upstream = meta.upstream.clone();
+        }
+    }
+}
+
+/// What the response phase needs from the request as it arrived, taken before the parse
+/// phase consumes it.
+struct Arrival {
+    started: Instant,
+    client: SocketAddr,
+    /// Health probes are not traffic: counting them would dilute a quiet node's error
+    /// share.
+    probe: bool,
+    /// Arrival time, method and path, only when there is an access log to write.
+    logged: Option<(SystemTime, String, String)>,
+}
+
+/// A cacheable request from its lookup on: what every later phase (coalesce, fill,
+/// upstream, respond) needs, travelling together. Cloned into fill tasks.
+#[derive(Clone)]
+struct Cacheable {
+    service: Arc<Service>,
+    resolved: Resolved,
+    head: Head,
+    key: CacheKey,
+    req_cc: RequestCacheControl,
+    /// The stored copy: validated by the fill, served stale in place of an error.
+    stored: Option<Arc<StoredObject>>,
+}
+
+impl Cacheable {
+    /// Whether an object (stored, or being filled) may answer this request as it is.
+    fn served_by(&self, obj: &StoredObject, now: SystemTime) -> bool {
+        obj.variant.matches(&self.head.headers)
+            && matches!(
+                obj.policy.evaluate(&self.req_cc, now, None),
+                Decision::Fresh | Decision::StaleAccepted
+            )
+    }
+
+    /// A stored object that may answer this request as it is.
+    fn usable(&self, storage: &dyn Storage, now: SystemTime) -> Option<Arc<StoredObject>> {
+        let set = storage.lookup(&self.key)?;
+        let obj = set.select(&self.head.headers)?;
+        self.served_by(obj, now).then(|| Arc::clone(obj))
+    }
+}
+
+/// What the parse phase leaves for the next: the request and its canonical authority, or
+/// an answer given at once.
+enum Parsed {
+    Request((Request<Incoming>, Authority)),
+    Answered(Response<ProxyBody>),
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// Handles one client request. Never fails: errors become responses here.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ClientBody>, Infallible> {
+        let arrival = Arrival {
+            started: Instant::now(),
+            client,
+            probe: req.uri().path() == HEALTH_PATH,
+            logged: self.access_log.enabled().then(|| {
+                (
+                    SystemTime::now(),
+                    req.method().to_string(),
+                    req.uri().path().to_string(),
+                )
+            }),
+        };
+        let _in_flight = self.health.begin();
+        let mut ctx = Ctx {
+            status: CacheStatus::new(&self.node),
+            upstream: None,
+            host: None,
+        };
+        let resp = match Arc::clone(&self).process(req, client, &mut ctx).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                ctx.status.detail = Some(e.detail());
+                e.into_response()
+            }
+        };
+        Ok(self.finish(resp, arrival, ctx))
+    }
+
+    /// The phases, in order. Each returns early with its answer, or hands on.
+    async fn process(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        // === parse ===
+        let req = match self.parse(req, client, ctx)? {
+            Parsed::Request(req) => req,
+            Parsed::Answered(resp) => return Ok(resp),
+        };
+        // === service ===
+        let (service, resolved, head, body) = self.route(req, client)?;
+        // === pass: other methods, bypass rules ===
+        let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
+        if !cacheable_method || resolved.bypass {
+            ctx.status.fwd = Some(if resolved.bypass && cacheable_method {
+                Fwd::Bypass
+            } else {
+                Fwd::Method
+            });
+            return self.pass(&service, &head, body, ctx).await;
+        }
+        // A body on GET/HEAD is never forwarded (see `Head::forwards_body`); hyper reads
+        // and discards it, or closes the connection, by its framing.
+        drop(body);
+        // === cache key ===
+        let key = CacheKey::new(
+            "http",
+            service.key_host(head.host()),
+            head.uri.path(),
+            head.uri.query(),
+            &resolved.key_rules,
+        );
+        // === ring: the key's owner in this PoP serves it ===
+        if let Some(resp) = self.ring(&key, &head, ctx).await {
+            return Ok(resp);
+        }
+        // === lookup ===
+        let mut req = Cacheable {
+            req_cc: RequestCacheControl::from_headers(&head.headers),
+            service,
+            resolved,
+            head,
+            key,
+            stored: None,
+        };
+        if let Some(resp) = self.lookup(&mut req, SystemTime::now(), ctx) {
+            return Ok(resp);
+        }
+        if req.req_cc.only_if_cached {
+            return Err(ProxyError::OnlyIfCached);
+        }
+        // === coalesce, fill, upstream ===
+        self.through_cache(req, ctx).await
+    }
+}
