@@ -245,7 +245,10 @@ async fn hot_object_is_cached_where_it_is_requested_then_cools_down() {
     assert!(metrics.contains("strata_hot_objects 0"), "{metrics}");
     let key = CacheKey::new("http", "example.com", &path, None, &Default::default());
     assert!(
-        h1.proxy().storage().lookup(&key).is_none(),
+        h1.proxy()
+            .storage()
+            .lookup(&key, std::time::SystemTime::now())
+            .is_none(),
         "the local copy is dropped"
     );
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
@@ -173,7 +174,10 @@ impl Fill {
             FillEnd::TooLarge
         } else if self.discard.load(Ordering::Acquire) {
             FillEnd::Discarded
-        } else if self.storage.insert(&self.key, Arc::clone(&self.object)) {
+        } else if self
+            .storage
+            .insert(&self.key, Arc::clone(&self.object), SystemTime::now())
+        {
             FillEnd::Stored
         } else {
             FillEnd::Discarded

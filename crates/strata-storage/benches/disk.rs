@@ -49,6 +49,7 @@ fn main() {
         while !disk.insert(
             &key(i),
             common::object(now, &[("surrogate-key", tag)], body.clone()),
+            now,
         ) {
             std::thread::sleep(Duration::from_micros(50));
         }

@@ -39,7 +39,7 @@ fn hot_path(c: &mut Criterion) {
             Some("v=3"),
             &rules,
         );
-        store.insert(&key, object(now, i % 2 == 0));
+        store.insert(&key, object(now, i % 2 == 0), now);
     }
     let mut req = HeaderMap::new();
     req.insert("accept-encoding", HeaderValue::from_static("br, gzip"));
@@ -68,7 +68,7 @@ fn hot_path(c: &mut Criterion) {
                 Some("v=3&utm_source=x"),
                 &rules,
             );
-            let set = store.lookup(&key).expect("present");
+            let set = store.lookup(&key, now).expect("present");
             let obj = set.select(&req).expect("variant");
             let d = obj.policy.evaluate(&req_cc, now, None);
             assert_eq!(d, Decision::Fresh);
@@ -97,6 +97,7 @@ fn purge_tag_100k(c: &mut Criterion) {
                     store.insert(
                         &key,
                         tagged(if i % 2 == 0 { "product-123" } else { "other" }),
+                        now,
                     );
                 }
                 // Settle the tier's deferred bookkeeping for the 200k inserts, so the purge

@@ -55,19 +55,23 @@ pub struct DiskReport {
 
 /// A cache tier.
 pub trait Storage: Send + Sync + 'static {
-    /// The variants stored under a primary key.
-    fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>>;
+    /// The variants stored under a primary key, as of `now` (a soft purge not yet applied
+    /// to them makes them stale as of then).
+    fn lookup(&self, key: &CacheKey, now: std::time::SystemTime) -> Option<Arc<Variants>>;
 
     /// Stores a complete object, replacing the variant with the same `Vary` selection.
-    /// Returns false when the tier declined it (too large).
-    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool;
+    /// Returns false when the tier declined it (too large, or covered by a hard purge
+    /// that landed while it was filled; a soft one makes it stale as of `now`).
+    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>, now: std::time::SystemTime)
+        -> bool;
 
     /// Replaces one stored variant with a refreshed copy (after a 304), if it is still
     /// there. Returns whether it was (a purge or an eviction may have come first).
     fn replace(&self, key: &CacheKey, old: &Arc<StoredObject>, new: Arc<StoredObject>) -> bool;
 
-    /// Removes every variant under a key. Returns whether anything was removed.
-    fn remove(&self, key: &CacheKey) -> bool;
+    /// Removes every variant under a key (stored before `now`). Returns whether anything
+    /// was removed.
+    fn remove(&self, key: &CacheKey, now: std::time::SystemTime) -> bool;
 
     /// Applies a purge to what is stored, and remembers it for a while so objects being
     /// filled when it landed are caught when stored. Returns the objects affected.

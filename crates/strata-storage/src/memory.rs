@@ -165,7 +165,7 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>> {
+    fn lookup(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<Variants>> {
         let set = self.cache.get(key)?;
         let bans = self.bans();
         if bans.is_empty() {
@@ -181,10 +181,10 @@ impl Storage for MemoryStorage {
             return Some(set);
         }
         let refs: Vec<&Purge> = covering.iter().collect();
-        self.apply_to_key(key, &refs, SystemTime::now()).1
+        self.apply_to_key(key, &refs, now).1
     }
 
-    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool {
+    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>, now: SystemTime) -> bool {
         let weight = object.weight() + key_weight(key);
         if weight > self.capacity {
             return false;
@@ -198,7 +198,7 @@ impl Storage for MemoryStorage {
             if !p.covers(key, &object) {
                 continue;
             }
-            match p.apply(&object, SystemTime::now()) {
+            match p.apply(&object, now) {
                 Some(stale) => object = stale,
                 None => return false,
             }
@@ -246,7 +246,7 @@ impl Storage for MemoryStorage {
         replaced
     }
 
-    fn remove(&self, key: &CacheKey) -> bool {
+    fn remove(&self, key: &CacheKey, _now: SystemTime) -> bool {
         let removed = self.cache.remove(key).is_some();
         if removed {
             self.keys_removed.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +314,7 @@ mod tests {
     fn bounded_in_bytes() {
         let store = MemoryStorage::new(1 << 20);
         for i in 0..1000 {
-            store.insert(&key(i), object(10_000, None));
+            store.insert(&key(i), object(10_000, None), SystemTime::now());
         }
         let stats = store.stats();
         assert!(stats.bytes <= 1 << 20, "{stats:?}");
@@ -325,17 +325,17 @@ mod tests {
     #[test]
     fn larger_than_capacity_is_declined() {
         let store = MemoryStorage::new(1000);
-        assert!(!store.insert(&key(1), object(5000, None)));
-        assert!(store.lookup(&key(1)).is_none());
+        assert!(!store.insert(&key(1), object(5000, None), SystemTime::now()));
+        assert!(store.lookup(&key(1), SystemTime::now()).is_none());
     }
 
     #[test]
     fn variants_live_side_by_side_and_replace_by_selection() {
         let store = MemoryStorage::new(1 << 20);
-        store.insert(&key(1), object(10, Some("en")));
-        store.insert(&key(1), object(20, Some("fr")));
-        store.insert(&key(1), object(30, Some("en")));
-        let set = store.lookup(&key(1)).unwrap();
+        store.insert(&key(1), object(10, Some("en")), SystemTime::now());
+        store.insert(&key(1), object(20, Some("fr")), SystemTime::now());
+        store.insert(&key(1), object(30, Some("en")), SystemTime::now());
+        let set = store.lookup(&key(1), SystemTime::now()).unwrap();
         assert_eq!(set.objects.len(), 2);
         let mut req = HeaderMap::new();
         req.insert("accept-language", HeaderValue::from_static("en"));
@@ -354,7 +354,7 @@ mod tests {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 for i in 0..n {
-                    store.insert(&key(i), tagged("t", t0));
+                    store.insert(&key(i), tagged("t", t0), SystemTime::now());
                 }
             })
         };
@@ -370,7 +370,9 @@ mod tests {
             t0,
         );
         inserter.join().unwrap();
-        let left = (0..n).filter(|i| store.lookup(&key(*i)).is_some()).count();
+        let left = (0..n)
+            .filter(|i| store.lookup(&key(*i), SystemTime::now()).is_some())
+            .count();
         assert_eq!(left, 0);
     }
 
@@ -378,9 +380,9 @@ mod tests {
     fn tag_purge_touches_only_tagged_objects() {
         let store = MemoryStorage::new(1 << 20);
         let t0 = SystemTime::now();
-        store.insert(&key(1), tagged("a b", t0));
-        store.insert(&key(2), tagged("b", t0));
-        store.insert(&key(3), tagged("c", t0));
+        store.insert(&key(1), tagged("a b", t0), SystemTime::now());
+        store.insert(&key(2), tagged("b", t0), SystemTime::now());
+        store.insert(&key(3), tagged("c", t0), SystemTime::now());
         let n = store.purge(
             &purge(
                 crate::Scope::Tags(vec!["b".into()]),
@@ -390,9 +392,9 @@ mod tests {
             t0,
         );
         assert_eq!(n, 2);
-        assert!(store.lookup(&key(1)).is_none());
-        assert!(store.lookup(&key(2)).is_none());
-        assert!(store.lookup(&key(3)).is_some());
+        assert!(store.lookup(&key(1), SystemTime::now()).is_none());
+        assert!(store.lookup(&key(2), SystemTime::now()).is_none());
+        assert!(store.lookup(&key(3), SystemTime::now()).is_some());
     }
 
     #[test]
@@ -400,10 +402,14 @@ mod tests {
         let store = MemoryStorage::new(1 << 20);
         let t0 = SystemTime::now();
         let p = purge(crate::Scope::Tags(vec!["a".into()]), false, t0);
-        store.insert(&key(1), tagged("a", t0 + Duration::from_secs(1)));
+        store.insert(
+            &key(1),
+            tagged("a", t0 + Duration::from_secs(1)),
+            SystemTime::now(),
+        );
         assert_eq!(store.purge(&p, t0), 0);
         assert_eq!(store.purge(&p, t0), 0);
-        assert!(store.lookup(&key(1)).is_some());
+        assert!(store.lookup(&key(1), SystemTime::now()).is_some());
     }
 
     #[test]
@@ -419,8 +425,8 @@ mod tests {
             ),
             t0,
         );
-        assert!(!store.insert(&key(1), tagged("a", t0)));
-        assert!(store.lookup(&key(1)).is_none());
+        assert!(!store.insert(&key(1), tagged("a", t0), SystemTime::now()));
+        assert!(store.lookup(&key(1), SystemTime::now()).is_none());
     }
 
     #[test]
@@ -429,7 +435,7 @@ mod tests {
         let t0 = SystemTime::now();
         let k = |p: &str| CacheKey::new("http", "h", p, None, &KeyRules::default());
         for p in ["/a/1", "/a/2", "/ab", "/b/1"] {
-            store.insert(&k(p), tagged("x", t0));
+            store.insert(&k(p), tagged("x", t0), SystemTime::now());
         }
         let n = store.purge(
             &purge(
@@ -440,20 +446,20 @@ mod tests {
             t0,
         );
         assert_eq!(n, 2);
-        assert!(store.lookup(&k("/ab")).is_some());
-        assert!(store.lookup(&k("/b/1")).is_some());
+        assert!(store.lookup(&k("/ab"), SystemTime::now()).is_some());
+        assert!(store.lookup(&k("/b/1"), SystemTime::now()).is_some());
     }
 
     #[test]
     fn soft_purge_marks_stale_and_keeps_the_body() {
         let store = MemoryStorage::new(1 << 20);
         let t0 = SystemTime::now();
-        store.insert(&key(1), tagged("a", t0));
+        store.insert(&key(1), tagged("a", t0), SystemTime::now());
         store.purge(
             &purge(crate::Scope::All, true, t0 + Duration::from_secs(1)),
             t0 + Duration::from_secs(1),
         );
-        let set = store.lookup(&key(1)).expect("kept");
+        let set = store.lookup(&key(1), SystemTime::now()).expect("kept");
         let obj = &set.objects[0];
         assert!(!obj.policy.is_fresh(t0 + Duration::from_secs(2)));
         assert_eq!(obj.body.len(), 10);
@@ -465,7 +471,7 @@ mod tests {
         let t0 = SystemTime::now();
         let k = |p: &str| CacheKey::new("http", "h", p, None, &KeyRules::default());
         for p in ["/img/a.jpg", "/img/b.png", "/css/c.jpg"] {
-            store.insert(&k(p), tagged("x", t0));
+            store.insert(&k(p), tagged("x", t0), SystemTime::now());
         }
         let scope =
             crate::Scope::Patterns(vec![crate::purge::PathPattern::new(None, "/img/*.jpg")]);
@@ -474,13 +480,17 @@ mod tests {
             0
         );
         // Lazily: the lookup sees the ban before any sweep.
-        assert!(store.lookup(&k("/img/a.jpg")).is_none());
-        assert!(store.lookup(&k("/img/b.png")).is_some());
-        assert!(store.lookup(&k("/css/c.jpg")).is_some());
+        assert!(store.lookup(&k("/img/a.jpg"), SystemTime::now()).is_none());
+        assert!(store.lookup(&k("/img/b.png"), SystemTime::now()).is_some());
+        assert!(store.lookup(&k("/css/c.jpg"), SystemTime::now()).is_some());
         assert_eq!(store.sweep(t0), 0, "already applied at lookup");
         assert!(store.bans().is_empty(), "the sweep retires the ban");
         // An object stored after the ban's time is not affected.
-        store.insert(&k("/img/d.jpg"), tagged("x", t0 + Duration::from_secs(2)));
-        assert!(store.lookup(&k("/img/d.jpg")).is_some());
+        store.insert(
+            &k("/img/d.jpg"),
+            tagged("x", t0 + Duration::from_secs(2)),
+            SystemTime::now(),
+        );
+        assert!(store.lookup(&k("/img/d.jpg"), SystemTime::now()).is_some());
     }
 }

@@ -55,14 +55,19 @@ impl TieredStorage {
     /// Puts a disk hit into memory so the next lookup does not read the file again. Its
     /// body is still loading: once complete the entry is re-stored so memory weighs it
     /// with its bytes; if the read fails, the key leaves memory (it would serve an error).
-    fn promote(&self, key: &CacheKey, from_disk: &Variants) -> Option<Arc<Variants>> {
+    fn promote(
+        &self,
+        key: &CacheKey,
+        from_disk: &Variants,
+        now: SystemTime,
+    ) -> Option<Arc<Variants>> {
         // Oldest first, so the newest ends first in memory's set. An object a purge has
         // covered since the disk was read is refused by memory and not served either.
         let mut accepted: Vec<Arc<StoredObject>> = from_disk
             .objects
             .iter()
             .rev()
-            .filter(|o| self.memory.insert(key, Arc::clone(o)))
+            .filter(|o| self.memory.insert(key, Arc::clone(o), now))
             .cloned()
             .collect();
         if accepted.is_empty() {
@@ -72,7 +77,7 @@ impl TieredStorage {
         // What memory now holds, which a purge that landed meanwhile may have made stale.
         let promoted = self
             .memory
-            .lookup(key)
+            .lookup(key, now)
             .unwrap_or_else(|| Arc::new(Variants { objects: accepted }));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (memory, key) = (Arc::clone(&self.memory), key.clone());
@@ -84,7 +89,7 @@ impl TieredStorage {
                             memory.replace(&key, &o, Arc::clone(&o));
                         }
                         Err(_) => {
-                            memory.remove(&key);
+                            memory.remove(&key, now);
                             return;
                         }
                     }
@@ -96,20 +101,20 @@ impl TieredStorage {
 }
 
 impl Storage for TieredStorage {
-    fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>> {
-        if let Some(hit) = self.memory.lookup(key) {
+    fn lookup(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<Variants>> {
+        if let Some(hit) = self.memory.lookup(key, now) {
             return Some(hit);
         }
         if !self.is_disk_open() {
             return None;
         }
-        let from_disk = self.disk.lookup(key)?;
-        self.promote(key, &from_disk)
+        let from_disk = self.disk.lookup(key, now)?;
+        self.promote(key, &from_disk, now)
     }
 
-    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool {
-        let in_memory = self.memory.insert(key, Arc::clone(&object));
-        let on_disk = self.disk.insert(key, object);
+    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>, now: SystemTime) -> bool {
+        let in_memory = self.memory.insert(key, Arc::clone(&object), now);
+        let on_disk = self.disk.insert(key, object, now);
         in_memory || on_disk
     }
 
@@ -119,9 +124,9 @@ impl Storage for TieredStorage {
         in_memory || on_disk
     }
 
-    fn remove(&self, key: &CacheKey) -> bool {
-        let in_memory = self.memory.remove(key);
-        let on_disk = self.disk.remove(key);
+    fn remove(&self, key: &CacheKey, now: SystemTime) -> bool {
+        let in_memory = self.memory.remove(key, now);
+        let on_disk = self.disk.remove(key, now);
         in_memory || on_disk
     }
 
@@ -163,7 +168,11 @@ mod tests {
     fn earlier_run(dir: &TempDir, n: usize, stored_at: SystemTime) {
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
         for i in 1..=n {
-            disk.insert(&key(i), tagged(&format!("k{i} all"), stored_at));
+            disk.insert(
+                &key(i),
+                tagged(&format!("k{i} all"), stored_at),
+                SystemTime::now(),
+            );
         }
         disk.flush();
     }
@@ -181,12 +190,14 @@ mod tests {
         let dir = TempDir::new("closed");
         earlier_run(&dir, 1, SystemTime::now());
         let tiers = reopened(&dir, false);
-        assert!(tiers.lookup(&key(1)).is_none());
+        assert!(tiers.lookup(&key(1), SystemTime::now()).is_none());
         tiers.open_disk();
-        let set = tiers.lookup(&key(1)).expect("disk hit once open");
+        let set = tiers
+            .lookup(&key(1), SystemTime::now())
+            .expect("disk hit once open");
         set.objects[0].body.wait_finished().await.unwrap();
         // Promoted: memory answers the next lookup, weighed with its bytes.
-        assert!(tiers.memory.lookup(&key(1)).is_some());
+        assert!(tiers.memory.lookup(&key(1), SystemTime::now()).is_some());
         for _ in 0..100 {
             if tiers.memory.stats().bytes > 0 {
                 break;
@@ -209,10 +220,10 @@ mod tests {
         );
         tiers.purge(&purge(Scope::Tags(vec!["k2".into()]), true, missed), missed);
         tiers.open_disk();
-        assert!(tiers.lookup(&key(1)).is_none());
-        let soft = tiers.lookup(&key(2)).unwrap();
+        assert!(tiers.lookup(&key(1), SystemTime::now()).is_none());
+        let soft = tiers.lookup(&key(2), SystemTime::now()).unwrap();
         assert!(!soft.objects[0].policy.is_fresh(SystemTime::now()));
-        assert!(tiers.lookup(&key(3)).unwrap().objects[0]
+        assert!(tiers.lookup(&key(3), SystemTime::now()).unwrap().objects[0]
             .policy
             .is_fresh(t0 + Duration::from_secs(2)));
     }
@@ -222,15 +233,15 @@ mod tests {
         let dir = TempDir::new("both");
         let tiers = reopened(&dir, true);
         let t0 = SystemTime::now();
-        assert!(tiers.insert(&key(1), tagged("a", t0)));
+        assert!(tiers.insert(&key(1), tagged("a", t0), SystemTime::now()));
         tiers.disk().flush();
-        assert!(tiers.disk().lookup(&key(1)).is_some());
+        assert!(tiers.disk().lookup(&key(1), SystemTime::now()).is_some());
         let later = t0 + Duration::from_secs(1);
         assert_eq!(
             tiers.purge(&purge(Scope::Tags(vec!["a".into()]), false, later), later),
             1
         );
-        assert!(tiers.lookup(&key(1)).is_none());
+        assert!(tiers.lookup(&key(1), SystemTime::now()).is_none());
         tiers.disk().flush();
         assert_eq!(dir.count("meta"), 0);
     }

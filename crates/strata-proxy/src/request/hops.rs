@@ -207,7 +207,7 @@ impl Proxy {
                 // Still valid for this request, but no longer storable (unless only this
                 // request's directives say so).
                 if !reason.is_request_caused() {
-                    self.storage.remove(&req.key);
+                    self.storage.remove(&req.key, SystemTime::now());
                 }
                 meta.detail = Some(reason.detail().into());
                 Fetched::Refreshed(
@@ -266,7 +266,7 @@ impl Proxy {
                 meta.uncacheable = !request_caused && !parts.status.is_server_error();
                 if stored.is_some() && parts.status.is_success() && !request_caused {
                     // The object changed into something we may not keep: drop the old copy.
-                    self.storage.remove(&req.key);
+                    self.storage.remove(&req.key, SystemTime::now());
                 }
                 Fetched::Pass((Response::from_parts(parts, body), Some(sent.slot)), meta)
             }
@@ -440,6 +440,6 @@ impl Proxy {
             &rules,
         );
         self.coalescer.invalidate(&key);
-        self.storage.remove(&key);
+        self.storage.remove(&key, SystemTime::now());
     }
 }

@@ -39,8 +39,8 @@ impl Proxy {
             return None;
         }
         // A copy kept while the key was hot is no longer used: free it.
-        if self.storage.lookup(key).is_some() {
-            self.storage.remove(key);
+        if self.storage.lookup(key, SystemTime::now()).is_some() {
+            self.storage.remove(key, SystemTime::now());
         }
         // `None` when every node before us on the ring is down: we are the owner now.
         self.forward_to_owner(&owners, head, ctx).await
@@ -54,7 +54,7 @@ impl Proxy {
         now: SystemTime,
         ctx: &mut Ctx,
     ) -> Option<Response<ProxyBody>> {
-        req.stored = match self.storage.lookup(&req.key) {
+        req.stored = match self.storage.lookup(&req.key, now) {
             None => {
                 ctx.status.fwd = Some(Fwd::UriMiss);
                 None

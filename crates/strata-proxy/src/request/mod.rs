@@ -108,7 +108,7 @@ impl Cacheable {
 
     /// A stored object that may answer this request as it is.
     fn usable(&self, storage: &dyn Storage, now: SystemTime) -> Option<Arc<StoredObject>> {
-        let set = storage.lookup(&self.key)?;
+        let set = storage.lookup(&self.key, now)?;
         let obj = set.select(&self.head.headers)?;
         self.served_by(obj, now).then(|| Arc::clone(obj))
     }

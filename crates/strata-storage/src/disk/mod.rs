@@ -181,6 +181,8 @@ enum Job {
         key: CacheKey,
         object: Arc<StoredObject>,
         chunks: Vec<Bytes>,
+        /// When it was handed over: a soft purge found at commit makes it stale as of then.
+        now: SystemTime,
     },
     /// Answers once every job queued before it is done.
     Flush(mpsc::Sender<()>),
@@ -315,7 +317,8 @@ impl DiskStorage {
                             key,
                             object,
                             chunks,
-                        } => worker.write(&key, &object, &chunks),
+                            now,
+                        } => worker.write(&key, &object, &chunks, now),
                         Job::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -440,7 +443,7 @@ impl Drop for DiskStorage {
 const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Storage for DiskStorage {
-    fn lookup(&self, key: &CacheKey) -> Option<Arc<Variants>> {
+    fn lookup(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<Variants>> {
         // Purges the purger has not applied yet apply to what this lookup returns. Copied
         // before the index is read: a purge leaves the list only after the index has it, so
         // one of the two shows it.
@@ -449,7 +452,6 @@ impl Storage for DiskStorage {
         // Bodies are read on the blocking pool; without a runtime there is nothing to read
         // them with, and a miss is the honest answer.
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let now = SystemTime::now();
         let objects: Vec<Arc<StoredObject>> = set
             .entries
             .iter()
@@ -470,7 +472,7 @@ impl Storage for DiskStorage {
         (!objects.is_empty()).then(|| Arc::new(Variants { objects }))
     }
 
-    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>) -> bool {
+    fn insert(&self, key: &CacheKey, object: Arc<StoredObject>, now: SystemTime) -> bool {
         if object.weight() > self.inner.capacity {
             return false;
         }
@@ -481,6 +483,7 @@ impl Storage for DiskStorage {
             key: key.clone(),
             object,
             chunks,
+            now,
         };
         let Some(writer) = &self.writer else {
             return false;
@@ -502,9 +505,8 @@ impl Storage for DiskStorage {
 
     /// A hard purge of the key as of now, journaled like any other: a write of an older
     /// copy still queued is caught when it commits, and the removal holds after a crash.
-    fn remove(&self, key: &CacheKey) -> bool {
+    fn remove(&self, key: &CacheKey, now: SystemTime) -> bool {
         let held = self.inner.index.contains_key(key);
-        let now = SystemTime::now();
         let purge = Purge {
             scope: Scope::Keys(vec![key.clone()]),
             soft: false,
@@ -691,7 +693,7 @@ impl Inner {
     }
 
     /// The writer thread's work for one object.
-    fn write(&self, key: &CacheKey, object: &StoredObject, chunks: &[Bytes]) {
+    fn write(&self, key: &CacheKey, object: &StoredObject, chunks: &[Bytes], now: SystemTime) {
         let unique = self.next_id.fetch_add(1, Ordering::Relaxed);
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -721,7 +723,7 @@ impl Inner {
                 removed = true;
                 break;
             }
-            meta.policy = stale_policy(&meta.policy, SystemTime::now());
+            meta.policy = stale_policy(&meta.policy, now);
         }
         if removed {
             drop(recent);
@@ -1029,7 +1031,7 @@ mod tests {
     fn stored(dir: &TempDir, objects: &[(CacheKey, Arc<StoredObject>)]) -> DiskStorage {
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
         for (k, o) in objects {
-            assert!(disk.insert(k, Arc::clone(o)));
+            assert!(disk.insert(k, Arc::clone(o), SystemTime::now()));
         }
         disk.flush();
         disk
@@ -1044,7 +1046,9 @@ mod tests {
 
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
         assert!(!disk.was_empty_at_open());
-        let set = disk.lookup(&key(1)).expect("found after reopen");
+        let set = disk
+            .lookup(&key(1), SystemTime::now())
+            .expect("found after reopen");
         let back = &set.objects[0];
         assert_eq!(back.status, o.status);
         assert_eq!(back.policy, o.policy);
@@ -1053,7 +1057,7 @@ mod tests {
         // The length is announced before the body has loaded.
         assert_eq!(back.headers[CONTENT_LENGTH], "300000");
         assert_eq!(body_of(&set).await, vec![b'x'; 300_000]);
-        assert!(disk.lookup(&key(2)).is_none());
+        assert!(disk.lookup(&key(2), SystemTime::now()).is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1074,15 +1078,15 @@ mod tests {
             later,
         );
         assert_eq!(n, 2);
-        assert!(disk.lookup(&key(1)).is_none());
+        assert!(disk.lookup(&key(1), SystemTime::now()).is_none());
         disk.flush();
         assert_eq!(dir.count("meta"), 1);
         assert_eq!(dir.count("body"), 1);
         drop(disk);
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
-        assert!(disk.lookup(&key(1)).is_none());
-        assert!(disk.lookup(&key(2)).is_none());
-        assert!(disk.lookup(&key(3)).is_some());
+        assert!(disk.lookup(&key(1), SystemTime::now()).is_none());
+        assert!(disk.lookup(&key(2), SystemTime::now()).is_none());
+        assert!(disk.lookup(&key(3), SystemTime::now()).is_some());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1109,11 +1113,11 @@ mod tests {
         assert_eq!(dir.count("meta"), 3);
 
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
-        assert!(disk.lookup(&key(1)).is_none());
-        assert!(!disk.lookup(&key(2)).unwrap().objects[0]
+        assert!(disk.lookup(&key(1), SystemTime::now()).is_none());
+        assert!(!disk.lookup(&key(2), SystemTime::now()).unwrap().objects[0]
             .policy
             .is_fresh(later));
-        assert!(disk.lookup(&key(3)).unwrap().objects[0]
+        assert!(disk.lookup(&key(3), SystemTime::now()).unwrap().objects[0]
             .policy
             .is_fresh(later));
         disk.flush();
@@ -1135,11 +1139,13 @@ mod tests {
             1
         );
         // Stale at once, whether or not the purger got to it.
-        let set = disk.lookup(&key(1)).unwrap();
+        let set = disk.lookup(&key(1), SystemTime::now()).unwrap();
         assert!(!set.objects[0].policy.is_fresh(later));
         drop(disk);
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
-        let set = disk.lookup(&key(1)).expect("soft purge keeps the copy");
+        let set = disk
+            .lookup(&key(1), SystemTime::now())
+            .expect("soft purge keeps the copy");
         let o = &set.objects[0];
         assert_eq!(
             o.policy.freshness.source,
@@ -1194,15 +1200,15 @@ mod tests {
         let prefix = Scope::Prefixes(vec!["http://h/css/".into()]);
         assert_eq!(disk.purge(&purge(prefix, false, later), later), 1);
         // Before the purger has applied them, lookups do.
-        assert!(disk.lookup(&k("/img/a.jpg")).is_none());
-        assert!(disk.lookup(&k("/css/c.css")).is_none());
-        assert!(disk.lookup(&k("/img/b.png")).is_some());
+        assert!(disk.lookup(&k("/img/a.jpg"), SystemTime::now()).is_none());
+        assert!(disk.lookup(&k("/css/c.css"), SystemTime::now()).is_none());
+        assert!(disk.lookup(&k("/img/b.png"), SystemTime::now()).is_some());
         disk.flush();
         assert_eq!(dir.count("meta"), 1);
         // A replay of an older purge leaves the rest alone.
         disk.purge(&purge(Scope::All, false, t0), later);
         disk.flush();
-        assert!(disk.lookup(&k("/img/b.png")).is_some());
+        assert!(disk.lookup(&k("/img/b.png"), SystemTime::now()).is_some());
         assert_eq!(dir.count("meta"), 1);
     }
 
@@ -1214,14 +1220,14 @@ mod tests {
         let now = SystemTime::now();
         // The purge is applied while the object is still on its way to the writer.
         disk.purge(&purge(Scope::Tags(vec!["t".into()]), false, now), now);
-        disk.insert(&key(1), tagged("t", filled_at));
+        disk.insert(&key(1), tagged("t", filled_at), SystemTime::now());
         // Soft: kept, but stale.
         disk.purge(&purge(Scope::Tags(vec!["s".into()]), true, now), now);
-        disk.insert(&key(2), tagged("s", filled_at));
+        disk.insert(&key(2), tagged("s", filled_at), SystemTime::now());
         disk.flush();
-        assert!(disk.lookup(&key(1)).is_none());
+        assert!(disk.lookup(&key(1), SystemTime::now()).is_none());
         assert_eq!(dir.count("meta"), 1);
-        let set = disk.lookup(&key(2)).unwrap();
+        let set = disk.lookup(&key(2), SystemTime::now()).unwrap();
         assert!(!set.objects[0]
             .policy
             .is_fresh(SystemTime::now() + Duration::from_secs(1)));
@@ -1259,8 +1265,11 @@ mod tests {
         std::fs::write(shard("ab").join("ab-half.tmp"), b"{").unwrap();
 
         let disk = DiskStorage::open(&dir.0, 64 << 20).unwrap();
-        assert!(disk.lookup(&key(1)).is_none(), "short body is not served");
-        assert!(disk.lookup(&key(2)).is_some());
+        assert!(
+            disk.lookup(&key(1), SystemTime::now()).is_none(),
+            "short body is not served"
+        );
+        assert!(disk.lookup(&key(2), SystemTime::now()).is_some());
         assert_eq!(disk.stats().keys, 1);
         assert_eq!(dir.count("meta"), 1, "only key 2's files remain");
         assert_eq!(dir.count("body"), 1);
@@ -1272,7 +1281,7 @@ mod tests {
         let dir = TempDir::new("bounded");
         let disk = DiskStorage::open(&dir.0, 1 << 20).unwrap();
         for i in 0..200 {
-            disk.insert(&key(i), object(20_000, None));
+            disk.insert(&key(i), object(20_000, None), SystemTime::now());
         }
         disk.flush();
         // Settling the index queues the evictions' deletions; the file thread does them.
@@ -1291,28 +1300,28 @@ mod tests {
         let dir = TempDir::new("remove");
         let disk = DiskStorage::open(&dir.0, 1 << 20).unwrap();
         let filled_at = SystemTime::now() - Duration::from_secs(1);
-        disk.insert(&key(1), tagged("t", filled_at));
+        disk.insert(&key(1), tagged("t", filled_at), SystemTime::now());
         disk.flush();
         // Invalidated (an unsafe method) while an older copy is still on its way.
-        assert!(disk.remove(&key(1)));
-        disk.insert(&key(1), tagged("t", filled_at));
+        assert!(disk.remove(&key(1), SystemTime::now()));
+        disk.insert(&key(1), tagged("t", filled_at), SystemTime::now());
         disk.flush();
         assert!(disk.stats().keys == 0);
         assert_eq!(dir.count("meta"), 0);
-        assert!(!disk.remove(&key(2)));
+        assert!(!disk.remove(&key(2), SystemTime::now()));
     }
 
     #[test]
     fn a_replaced_copy_leaves_no_files_behind() {
         let dir = TempDir::new("replace");
         let disk = DiskStorage::open(&dir.0, 1 << 20).unwrap();
-        disk.insert(&key(1), object(10, Some("en")));
-        disk.insert(&key(1), object(20, Some("fr")));
-        disk.insert(&key(1), object(30, Some("en")));
+        disk.insert(&key(1), object(10, Some("en")), SystemTime::now());
+        disk.insert(&key(1), object(20, Some("fr")), SystemTime::now());
+        disk.insert(&key(1), object(30, Some("en")), SystemTime::now());
         disk.flush();
         assert_eq!(dir.count("meta"), 2);
         assert_eq!(dir.count("body"), 2);
-        assert!(disk.remove(&key(1)));
+        assert!(disk.remove(&key(1), SystemTime::now()));
         disk.flush();
         assert_eq!(dir.count("meta") + dir.count("body"), 0);
     }
@@ -1322,7 +1331,7 @@ mod tests {
         let dir = TempDir::new("noop");
         let disk = DiskStorage::open(&dir.0, 1 << 20).unwrap();
         let t0 = SystemTime::now();
-        disk.insert(&key(1), tagged("a", t0));
+        disk.insert(&key(1), tagged("a", t0), SystemTime::now());
         disk.flush();
         let later = t0 + Duration::from_secs(1);
         assert_eq!(
@@ -1331,7 +1340,7 @@ mod tests {
         );
         assert_eq!(disk.pending_purges(), 0);
         // Still recorded: an older copy of a "b" object committed now is caught.
-        disk.insert(&key(2), tagged("b", t0));
+        disk.insert(&key(2), tagged("b", t0), SystemTime::now());
         disk.flush();
         assert!(disk.stats().keys == 1);
         drop(disk);
@@ -1361,7 +1370,7 @@ mod tests {
             Some(42),
             "a shorter number overwrites a longer one"
         );
-        disk.insert(&key(1), object(10, None));
+        disk.insert(&key(1), object(10, None), SystemTime::now());
         disk.flush();
         assert_eq!(disk.stats().keys, 1);
         disk.wipe().unwrap();
