@@ -5,6 +5,7 @@ mod support;
 
 mod anycast;
 mod cli;
+mod clock;
 mod cluster_purge;
 mod coalescing;
 mod control;

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
@@ -23,6 +22,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_http_cache::CacheKey;
 use strata_storage::{ChunkedBody, Storage, StoredObject};
+use strata_wire::clock::Clock;
 
 use crate::body::{BoxError, IdleTimeout};
 use crate::budget::{Budget, Permit};
@@ -79,6 +79,8 @@ pub struct Fill {
     /// body still reaches its readers but is not stored.
     pub discard: Arc<AtomicBool>,
     pub interest: Interest,
+    /// The node's clock: the object is stored as of its reading when the body ends.
+    pub clock: Clock,
 }
 
 impl Drop for Fill {
@@ -176,7 +178,7 @@ impl Fill {
             FillEnd::Discarded
         } else if self
             .storage
-            .insert(&self.key, Arc::clone(&self.object), SystemTime::now())
+            .insert(&self.key, Arc::clone(&self.object), self.clock.wall())
         {
             FillEnd::Stored
         } else {

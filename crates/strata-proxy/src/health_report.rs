@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
@@ -76,7 +76,7 @@ impl Proxy {
     /// What the health endpoint answers: this node's counters, load, and the services it
     /// cannot reach any upstream for (every origin's breaker open and no parent shield up).
     pub fn health_report(&self) -> strata_health::HealthReport {
-        let now = Instant::now();
+        let now = self.clock.mono();
         let parent_up = self
             .tier
             .upstreams()

@@ -25,6 +25,9 @@ mod tier;
 mod upstream;
 
 pub use crate::proxy::Proxy;
+pub use strata_wire::clock;
+
+use crate::clock::Clock;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,6 +96,17 @@ impl Node {
         bus: Option<strata_bus::Bus>,
         listeners: Listeners,
     ) -> Result<Self, StartError> {
+        Self::start_with(config, bus, listeners, Clock::system()).await
+    }
+
+    /// As [`Node::start_on`], on `clock`: tests and the simulator give a manual one, and
+    /// expiry, breaker cool-downs and hot-key decay follow it alone.
+    pub async fn start_with(
+        config: &NodeConfig,
+        bus: Option<strata_bus::Bus>,
+        listeners: Listeners,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
         config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
@@ -124,8 +138,10 @@ impl Node {
             }
         };
         let metrics = Arc::new(Metrics::new());
-        let proxy =
-            Arc::new(Proxy::new(config, storage, metrics, access_log).map_err(StartError::Config)?);
+        let proxy = Arc::new(
+            Proxy::new(config, storage, metrics, access_log, clock.clone())
+                .map_err(StartError::Config)?,
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let builder = Arc::new(server::connection_builder(&config.limits));
         let connections = connection_budget(config.limits.max_connections);
@@ -201,6 +217,7 @@ impl Node {
                 proxy.upstream().clone(),
                 set,
                 probe,
+                clock.clone(),
                 shutdown_rx.clone(),
             ));
         }
@@ -210,6 +227,7 @@ impl Node {
                     proxy.upstream().clone(),
                     Arc::clone(&service.origins),
                     probe.clone(),
+                    clock.clone(),
                     shutdown_rx.clone(),
                 ));
             }

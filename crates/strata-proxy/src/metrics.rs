@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -487,7 +487,7 @@ impl Default for Metrics {
 impl Proxy {
     /// Topology state for metrics.
     pub fn tier_sample(&self) -> TierSample {
-        let now = Instant::now();
+        let now = self.clock.mono();
         TierSample {
             upstreams: self
                 .tier

@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::header::HeaderValue;
 use strata_http_cache::CacheKey;
 use strata_storage::Storage;
+use strata_wire::clock::Clock;
 
 use crate::access_log::AccessLog;
 use crate::budget::Budget;
@@ -54,6 +55,9 @@ pub struct Proxy {
     pub(crate) pop: String,
     pub(crate) role: &'static str,
     pub(crate) health: HealthCounters,
+    /// Where this node's time comes from: read when a request arrives or resumes after
+    /// waiting, and handed to the logic below (storage, breakers, hot keys).
+    pub(crate) clock: Clock,
 }
 
 // === impl Proxy ===
@@ -64,6 +68,7 @@ impl Proxy {
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
         access_log: AccessLog,
+        clock: Clock,
     ) -> Result<Self, String> {
         let upstream = UpstreamClient::new(config.limits.upstream_connect_timeout.0);
         let timeouts = Timeouts {
@@ -99,6 +104,7 @@ impl Proxy {
                 client: upstream.clone(),
                 timeouts,
                 metrics: Arc::clone(&metrics),
+                clock: clock.clone(),
             },
             forwarder: Forwarder::new(&config.node.name, carriers.clone(), allowed),
             upstream,
@@ -114,27 +120,12 @@ impl Proxy {
                 carriers.clone(),
             ),
             carriers,
-            // Keys are chosen by clients: bounded in bytes, key text included, and kept no
-            // longer than the longest mark.
-            hit_for_pass: moka::sync::Cache::builder()
-                .max_capacity(HIT_FOR_PASS_BYTES)
-                .weigher(|k: &CacheKey, _: &Instant| {
-                    u32::try_from(k.as_str().len() + 96).unwrap_or(u32::MAX)
-                })
-                .time_to_live(
-                    config
-                        .services
-                        .iter()
-                        .map(|s| s.hit_for_pass.0)
-                        .max()
-                        .unwrap_or_default()
-                        .max(std::time::Duration::from_secs(1)),
-                )
-                .build(),
+            hit_for_pass: hit_for_pass_marks(config),
             tier,
             pop: config.node.pop.clone().unwrap_or_default(),
             role: config.node.role.as_str(),
             health: HealthCounters::default(),
+            clock,
         })
     }
 
@@ -168,4 +159,25 @@ impl Proxy {
     pub fn fills_in_progress(&self) -> usize {
         self.coalescer.in_progress()
     }
+}
+
+/// Keys that recently answered uncacheable. Keys are chosen by clients: bounded in bytes,
+/// key text included, and kept no longer than the longest mark. (The marks' own expiry is
+/// on the node clock; this bound, on the system's, only frees memory.)
+fn hit_for_pass_marks(config: &NodeConfig) -> moka::sync::Cache<CacheKey, Instant> {
+    moka::sync::Cache::builder()
+        .max_capacity(HIT_FOR_PASS_BYTES)
+        .weigher(|k: &CacheKey, _: &Instant| {
+            u32::try_from(k.as_str().len() + 96).unwrap_or(u32::MAX)
+        })
+        .time_to_live(
+            config
+                .services
+                .iter()
+                .map(|s| s.hit_for_pass.0)
+                .max()
+                .unwrap_or_default()
+                .max(std::time::Duration::from_secs(1)),
+        )
+        .build()
 }

@@ -106,7 +106,7 @@ impl Proxy {
     /// Applies a purge request to this node: storage, then fills in progress. Pattern
     /// purges take effect at once (checked at lookup) and are swept in the background.
     pub fn purge(self: &Arc<Self>, request: &PurgeRequest) -> Result<PurgeReport, String> {
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         let id = format!(
             "{:x}",
             now.duration_since(SystemTime::UNIX_EPOCH)
@@ -124,7 +124,7 @@ impl Proxy {
         id: String,
     ) -> Result<PurgeReport, String> {
         let started = Instant::now();
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         let purges = resolve(request, &self.services, issued_at)?;
         let mut objects = 0;
         let mut sweeping = false;
@@ -134,9 +134,10 @@ impl Proxy {
             sweeping |= matches!(p.scope, strata_storage::Scope::Patterns(_));
         }
         if sweeping {
-            let (storage, sweep_id) = (Arc::clone(&self.storage), id.clone());
+            let (storage, clock, sweep_id) =
+                (Arc::clone(&self.storage), self.clock.clone(), id.clone());
             tokio::task::spawn_blocking(move || {
-                let swept = storage.sweep(SystemTime::now());
+                let swept = storage.sweep(clock.wall());
                 tracing::info!(id = %sweep_id, objects = swept, "pattern purge swept");
             });
         }

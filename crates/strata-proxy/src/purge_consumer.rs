@@ -11,7 +11,7 @@
 //! the stream was recreated) is wiped instead.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use strata_bus::{Bus, PurgeConsumer, StreamPosition};
@@ -275,7 +275,9 @@ fn apply(proxy: &Arc<Proxy>, node: &str, delivery: &strata_bus::Delivery) -> Pur
         node: node.to_string(),
         seq,
         objects,
-        applied_at_ms: SystemTime::now()
+        applied_at_ms: proxy
+            .clock
+            .wall()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64,

@@ -9,12 +9,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use strata_proxy::clock::Clock;
 use strata_proxy::config::NodeConfig;
 use strata_proxy::{Listeners, Node};
 
 /// Builder for a test edge.
 pub struct EdgeBuilder {
     config: NodeConfig,
+    clock: Clock,
 }
 
 impl EdgeBuilder {
@@ -26,12 +28,15 @@ impl EdgeBuilder {
         config.log.access = "off".into();
         config.cache.size.0 = 64 << 20;
         config.cache.max_object_size.0 = 16 << 20;
-        Self { config }
+        Self::with_config(config)
     }
 
     /// A node from a configuration as it is.
     pub fn with_config(config: NodeConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            clock: Clock::system(),
+        }
     }
 
     /// A node from a full TOML configuration (listeners are forced to port 0).
@@ -39,11 +44,17 @@ impl EdgeBuilder {
         let mut config = NodeConfig::from_toml(toml).expect("test config");
         config.listen.http = vec!["127.0.0.1:0".parse().expect("addr")];
         config.listen.admin = Some("127.0.0.1:0".parse().expect("addr"));
-        Self { config }
+        Self::with_config(config)
     }
 
     pub fn config(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
         f(&mut self.config);
+        self
+    }
+
+    /// The node's clock (a manual one: time moves only when the test says so).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -54,7 +65,7 @@ impl EdgeBuilder {
 
     /// Starts on listeners bound beforehand (nodes that name each other).
     pub async fn start_on(self, listeners: Listeners) -> Edge {
-        let node = Node::start_on(&self.config, None, listeners)
+        let node = Node::start_with(&self.config, None, listeners, self.clock)
             .await
             .expect("edge starts");
         let addr = node.http_addrs[0];

@@ -1,6 +1,7 @@
 //! Several nodes that know each other: a PoP's ring and parent shields, all in-process on
 //! 127.0.0.1:0. Sockets are bound first so each node's configuration can name the others.
 
+use strata_proxy::clock::Clock;
 use strata_proxy::config::{NodeConfig, PeerConfig, Role};
 use strata_proxy::Listeners;
 
@@ -17,6 +18,7 @@ pub struct PopBuilder {
     role: Role,
     parents: Vec<String>,
     tweak: Tweak,
+    clock: Clock,
 }
 
 impl PopBuilder {
@@ -29,12 +31,19 @@ impl PopBuilder {
             role: Role::Edge,
             parents: Vec::new(),
             tweak: Box::new(|_, _| {}),
+            clock: Clock::system(),
         }
     }
 
     /// Independent nodes (no ring between them).
     pub fn no_ring(mut self) -> Self {
         self.ring = false;
+        self
+    }
+
+    /// One clock for every node (a manual one: time moves only when the test says so).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -89,7 +98,8 @@ impl PopBuilder {
                 config.ring.peers = peers.clone();
             }
             (self.tweak)(&mut config, &urls);
-            nodes.push(EdgeBuilder::with_config(config).start_on(listeners).await);
+            let node = EdgeBuilder::with_config(config).clock(self.clock.clone());
+            nodes.push(node.start_on(listeners).await);
         }
         nodes
     }

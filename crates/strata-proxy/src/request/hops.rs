@@ -95,7 +95,7 @@ impl Proxy {
         let validators = stored
             .map(|o| validation_headers(&o.headers))
             .unwrap_or_default();
-        let request_time = SystemTime::now();
+        let request_time = self.clock.wall();
         // A hot key on a node that does not own it is filled from its owner first.
         let mut hops = if head.headers.contains_key(RING_HOP) {
             Vec::new()
@@ -141,7 +141,7 @@ impl Proxy {
             .await?;
         let times = ResponseTimes {
             request_time,
-            response_time: SystemTime::now(),
+            response_time: self.clock.wall(),
         };
         let meta = FetchMeta {
             fwd_status: Some(sent.resp.status().as_u16()),
@@ -207,7 +207,7 @@ impl Proxy {
                 // Still valid for this request, but no longer storable (unless only this
                 // request's directives say so).
                 if !reason.is_request_caused() {
-                    self.storage.remove(&req.key, SystemTime::now());
+                    self.storage.remove(&req.key, response_time);
                 }
                 meta.detail = Some(reason.detail().into());
                 Fetched::Refreshed(
@@ -266,7 +266,7 @@ impl Proxy {
                 meta.uncacheable = !request_caused && !parts.status.is_server_error();
                 if stored.is_some() && parts.status.is_success() && !request_caused {
                     // The object changed into something we may not keep: drop the old copy.
-                    self.storage.remove(&req.key, SystemTime::now());
+                    self.storage.remove(&req.key, times.response_time);
                 }
                 Fetched::Pass((Response::from_parts(parts, body), Some(sent.slot)), meta)
             }
@@ -290,6 +290,7 @@ impl Proxy {
             on_too_large: None,
             slot: Some(slot),
             discard: Arc::default(),
+            clock: self.clock.clone(),
             interest: Interest {
                 inflight: None,
                 budget: Arc::clone(&self.background),
@@ -440,6 +441,6 @@ impl Proxy {
             &rules,
         );
         self.coalescer.invalidate(&key);
-        self.storage.remove(&key, SystemTime::now());
+        self.storage.remove(&key, self.clock.wall());
     }
 }

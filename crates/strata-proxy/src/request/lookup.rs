@@ -3,7 +3,7 @@
 //! and one background refresh within the budget), or on to the coalescer.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA};
 use http::{Method, Response};
@@ -11,6 +11,7 @@ use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::policy::Decision;
 use strata_http_cache::{CacheKey, RequestCacheControl};
 use strata_storage::StoredObject;
+use strata_wire::clock::Now;
 
 use crate::body::ProxyBody;
 use crate::coalesce::Join;
@@ -29,18 +30,19 @@ impl Proxy {
         &self,
         key: &CacheKey,
         head: &Head,
+        now: Now,
         ctx: &mut Ctx,
     ) -> Option<Response<ProxyBody>> {
         if head.headers.contains_key(RING_HOP) {
             return None;
         }
         let owners = self.tier.owners_before_self(key);
-        if owners.is_empty() || self.tier.record_hot(key, Instant::now()) {
+        if owners.is_empty() || self.tier.record_hot(key, now.mono) {
             return None;
         }
         // A copy kept while the key was hot is no longer used: free it.
-        if self.storage.lookup(key, SystemTime::now()).is_some() {
-            self.storage.remove(key, SystemTime::now());
+        if self.storage.lookup(key, now.wall).is_some() {
+            self.storage.remove(key, now.wall);
         }
         // `None` when every node before us on the ring is down: we are the owner now.
         self.forward_to_owner(&owners, head, ctx).await

@@ -4,7 +4,6 @@
 //! nobody waits for any more goes on only within the background budget.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH};
 use http::Response;
@@ -117,7 +116,7 @@ impl Proxy {
         if self
             .hit_for_pass
             .get(&req.key)
-            .is_some_and(|until| until > Instant::now())
+            .is_some_and(|until| until > req.arrived.mono)
         {
             let resp = self.fetch_alone(&req, ctx).await;
             ctx.status.detail = Some(match ctx.status.detail.take() {
@@ -132,10 +131,15 @@ impl Proxy {
         let leader_wait = self.timeouts.first_byte * (service.origins.all().len() as u32 + 1)
             + service.lock_timeout;
         for attempt in 0..MAX_JOIN_ATTEMPTS {
-            let serves = |obj: &StoredObject| req.served_by(obj, SystemTime::now());
-            let usable = || req.usable(&*self.storage, SystemTime::now());
+            // Later attempts come back from waiting on a fill: the clock has moved.
+            let now = match attempt {
+                0 => req.arrived.wall,
+                _ => self.clock.wall(),
+            };
+            let serves = |obj: &StoredObject| req.served_by(obj, now);
+            let usable = || req.usable(&*self.storage, now);
             let (inflight, leader) = match self.coalescer.join(&req.key, serves, usable) {
-                Join::Found(obj) => return Ok(self.hit(&obj, &req.head, SystemTime::now(), ctx)),
+                Join::Found(obj) => return Ok(self.hit(&obj, &req.head, now, ctx)),
                 Join::Leader(inflight) => {
                     self.spawn_fill(&inflight, req.clone(), None);
                     (inflight, true)
@@ -180,7 +184,7 @@ impl Proxy {
         last_attempt: bool,
         ctx: &mut Ctx,
     ) -> Joined {
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         match outcome {
             Outcome::Object {
                 object,
@@ -277,8 +281,10 @@ impl Proxy {
                 }
                 Ok(Fetched::Pass(resp, meta)) => {
                     if meta.uncacheable {
-                        this.hit_for_pass
-                            .insert(req.key.clone(), Instant::now() + req.service.hit_for_pass);
+                        this.hit_for_pass.insert(
+                            req.key.clone(),
+                            this.clock.mono() + req.service.hit_for_pass,
+                        );
                     }
                     inflight.publish(Outcome::Pass {
                         response: std::sync::Mutex::new(Some(resp)),
@@ -341,7 +347,7 @@ impl Proxy {
         let fill = &mut storable.fill;
         fill.on_too_large = Some(Box::new(move || {
             on_leave();
-            this.hit_for_pass.insert(key, Instant::now() + hfp);
+            this.hit_for_pass.insert(key, this.clock.mono() + hfp);
         }));
         fill.interest.on_abandon = Some(Box::new(leave()));
         fill.interest.inflight = Some(Arc::clone(inflight));
@@ -387,7 +393,7 @@ impl Proxy {
         req: &Cacheable,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         let head = &req.head;
         match self.fetch(req, req.stored.as_ref()).await {
             Ok(Fetched::Refreshed(object, meta)) => {

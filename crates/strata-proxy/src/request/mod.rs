@@ -43,6 +43,8 @@ use strata_http_cache::policy::Decision;
 use strata_http_cache::{Authority, CacheKey, CacheStatus, RequestCacheControl};
 use strata_storage::{Storage, StoredObject};
 
+use strata_wire::clock::Now;
+
 use crate::body::{ClientBody, ProxyBody};
 use crate::coalesce::FetchMeta;
 use crate::error::ProxyError;
@@ -74,12 +76,14 @@ impl Ctx {
 /// What the response phase needs from the request as it arrived, taken before the parse
 /// phase consumes it.
 struct Arrival {
+    /// For the latency measured (on the system's clock: it describes real sockets).
     started: Instant,
     client: SocketAddr,
     /// Health probes are not traffic: counting them would dilute a quiet node's error
     /// share.
     probe: bool,
-    /// Arrival time, method and path, only when there is an access log to write.
+    /// Arrival time (node clock), method and path, only when there is an access log to
+    /// write.
     logged: Option<(SystemTime, String, String)>,
 }
 
@@ -94,6 +98,8 @@ struct Cacheable {
     req_cc: RequestCacheControl,
     /// The stored copy: validated by the fill, served stale in place of an error.
     stored: Option<Arc<StoredObject>>,
+    /// When the request arrived, on the node clock.
+    arrived: Now,
 }
 
 impl Cacheable {
@@ -130,13 +136,16 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ClientBody>, Infallible> {
+        // The node clock, read once for the request; later phases read it again only
+        // where the request resumes after waiting (for a fill, an upstream answer).
+        let now = self.clock.now();
         let arrival = Arrival {
             started: Instant::now(),
             client,
             probe: req.uri().path() == HEALTH_PATH,
             logged: self.access_log.enabled().then(|| {
                 (
-                    SystemTime::now(),
+                    now.wall,
                     req.method().to_string(),
                     req.uri().path().to_string(),
                 )
@@ -148,7 +157,7 @@ impl Proxy {
             upstream: None,
             host: None,
         };
-        let resp = match Arc::clone(&self).process(req, client, &mut ctx).await {
+        let resp = match Arc::clone(&self).process(req, client, now, &mut ctx).await {
             Ok(resp) => resp,
             Err(e) => {
                 ctx.status.detail = Some(e.detail());
@@ -163,6 +172,7 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         client: SocketAddr,
+        now: Now,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // === parse ===
@@ -194,7 +204,7 @@ impl Proxy {
             &resolved.key_rules,
         );
         // === ring: the key's owner in this PoP serves it ===
-        if let Some(resp) = self.ring(&key, &head, ctx).await {
+        if let Some(resp) = self.ring(&key, &head, now, ctx).await {
             return Ok(resp);
         }
         // === lookup ===
@@ -205,8 +215,9 @@ impl Proxy {
             head,
             key,
             stored: None,
+            arrived: now,
         };
-        if let Some(resp) = self.lookup(&mut req, SystemTime::now(), ctx) {
+        if let Some(resp) = self.lookup(&mut req, now.wall, ctx) {
             return Ok(resp);
         }
         if req.req_cc.only_if_cached {

@@ -220,7 +220,7 @@ impl Proxy {
         if fwd_status.is_some_and(|s| s < 500) {
             return None;
         }
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         if !obj.policy.stale_if_error(now, req.service.stale_if_error) {
             return None;
         }

@@ -2,7 +2,9 @@
 //! circuit breaker alongside passive detection (failures of real requests).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use strata_wire::clock::Clock;
 
 use http::header::{HeaderValue, HOST, USER_AGENT};
 use http::{Method, Request, StatusCode};
@@ -29,6 +31,7 @@ pub async fn run(
     client: UpstreamClient,
     origins: Arc<OriginSet>,
     probe: Probe,
+    clock: Clock,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(probe.interval);
@@ -43,7 +46,7 @@ pub async fn run(
                         // A fixed path on every round: not one client's URL.
                         Verdict::ConnectFailure
                     };
-                    origin.record(verdict, Instant::now());
+                    origin.record(verdict, clock.mono());
                 }
             }
             _ = shutdown.changed() => return,

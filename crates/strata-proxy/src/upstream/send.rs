@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use strata_wire::clock::Clock;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::breaker::Verdict;
@@ -71,6 +72,9 @@ pub struct Sender {
     pub client: UpstreamClient,
     pub timeouts: Timeouts,
     pub metrics: Arc<Metrics>,
+    /// The node's clock: breakers decide on it. (Exchange latency for metrics is
+    /// measured on the system's.)
+    pub clock: Clock,
 }
 
 // === impl Sender ===
@@ -91,7 +95,7 @@ impl Sender {
         // tried first do not count: their failure must not fail the request closed.
         let mut origin_allowed = false;
         for hop in hops {
-            if hop.state.refuses(Instant::now()) {
+            if hop.state.refuses(self.clock.mono()) {
                 continue;
             }
             origin_allowed |= hop.kind == HopKind::Origin;
@@ -103,7 +107,7 @@ impl Sender {
                 }
             };
             // Checked again after queueing: the breaker may have opened meanwhile.
-            let Some(attempt) = hop.state.attempt(Instant::now()) else {
+            let Some(attempt) = hop.state.attempt(self.clock.mono()) else {
                 continue;
             };
             match self.exchange(hop, attempt, slot, &policy, &build).await? {
@@ -131,7 +135,7 @@ impl Sender {
         }
         if !origin_allowed && server_error.is_none() && policy.panic_routing {
             // Every hop refused: the least-bad origin gets the request anyway.
-            let now = Instant::now();
+            let now = self.clock.mono();
             let least_bad = hops
                 .iter()
                 .filter(|h| h.kind == HopKind::Origin)
@@ -166,7 +170,7 @@ impl Sender {
         let is_origin = hop.kind == HopKind::Origin;
         let started = Instant::now();
         let sent = self.client.send(build(hop)?, self.timeouts).await;
-        let now = Instant::now();
+        let now = self.clock.mono();
         let from = |resp| FromUpstream {
             resp,
             upstream: hop.name.clone(),
