@@ -1,0 +1,62 @@
+//! `[node]`: who this node is.
+
+use serde::Deserialize;
+
+use super::names::is_token;
+use super::ConfigError;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Names this node in `Cache-Status`, `Via`, `CDN-Loop`, the ring and purge acks.
+    pub name: String,
+    /// `edge` (serves clients) or `shield` (regional mid-tier that edges use as parent).
+    pub role: Role,
+    /// The PoP this node belongs to (reported in metrics; the ring is this PoP's nodes).
+    pub pop: Option<String>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: "strata".to_string(),
+            role: Role::default(),
+            pop: None,
+        }
+    }
+}
+
+impl NodeSection {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if !is_token(&self.name) {
+            return Err(ConfigError::new(
+                "node.name",
+                "must be a non-empty token (letters, digits, '-', '_', '.')",
+            ));
+        }
+        if let Some(pop) = &self.pop {
+            if !is_token(pop) {
+                return Err(ConfigError::new("node.pop", "must be a non-empty token"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A node's place in the topology.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Edge,
+    Shield,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Edge => "edge",
+            Role::Shield => "shield",
+        }
+    }
+}

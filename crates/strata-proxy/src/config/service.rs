@@ -1,0 +1,307 @@
+//! `[[service]]`: the host names a service answers for, where its content comes from
+//! (`origins`), and how it is cached (`[[service.rule]]`).
+//!
+//! `name`, `hosts` and `origins` are required (serde's "missing field" names them), so
+//! the optional keys carry their defaults one by one rather than through `Default`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::health::HealthConfig;
+use super::names::{check_strip_pattern, valid_host_pattern};
+use super::{ConfigError, Seconds};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Exact names, `*.example.com` wildcards, or `*` for any host.
+    pub hosts: Vec<String>,
+    /// Origins: `"http://host:port"`, or `{ url, priority, weight, max_connections }`.
+    /// Lower priority numbers are tried first; weights split traffic within a priority.
+    pub origins: Vec<OriginEntry>,
+    /// Concurrent connections per origin unless the origin sets its own.
+    #[serde(default = "default_origin_max_connections")]
+    pub origin_max_connections: usize,
+    /// Active probes and circuit breaker thresholds for this service's origins.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// `Host` sent upstream; the client's when absent.
+    #[serde(default)]
+    pub origin_host: Option<String>,
+    /// The host cache keys use for every host name of this service, so aliases share one
+    /// copy (purge URLs then name this host). Default: the request's host.
+    #[serde(default)]
+    pub cache_key_host: Option<String>,
+    /// Query parameters left out of the cache key (`utm_*`).
+    #[serde(default)]
+    pub strip_query: Vec<String>,
+    /// Lifetime for 404/410 that carry no freshness.
+    #[serde(default)]
+    pub negative_ttl: Option<Seconds>,
+    /// Lifetime for 500/502/503/504 that carry no freshness.
+    #[serde(default)]
+    pub negative_ttl_5xx: Option<Seconds>,
+    /// Store responses that carry `Set-Cookie`.
+    #[serde(default)]
+    pub cache_set_cookie: bool,
+    /// Serve stale this long past expiry while revalidating (RFC 5861 default).
+    #[serde(default)]
+    pub stale_while_revalidate: Option<Seconds>,
+    /// Serve stale this long past expiry when upstream fails (RFC 5861 default).
+    #[serde(default)]
+    pub stale_if_error: Option<Seconds>,
+    /// Longest a request waits for another request's fill of the same object before
+    /// going upstream on its own.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Seconds,
+    /// How long a key that answered uncacheable skips coalescing (hit-for-pass).
+    #[serde(default = "default_hit_for_pass")]
+    pub hit_for_pass: Seconds,
+    /// Methods besides POST, PUT, DELETE and PATCH whose 2xx answer invalidates the target
+    /// URI (RFC 9111 §4.4), e.g. WebDAV's `MOVE`. Other methods unknown to Strata pass
+    /// through without touching the cache.
+    #[serde(default)]
+    pub invalidating_methods: Vec<String>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+fn default_origin_max_connections() -> usize {
+    256
+}
+
+fn default_lock_timeout() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+fn default_hit_for_pass() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+/// One origin of a service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OriginEntry {
+    Url(String),
+    Detailed(OriginConfig),
+}
+
+impl OriginEntry {
+    pub fn url(&self) -> &str {
+        match self {
+            OriginEntry::Url(u) => u,
+            OriginEntry::Detailed(o) => &o.url,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    pub url: String,
+    /// Lower is preferred; higher priorities are failover groups.
+    #[serde(default = "super::one")]
+    pub priority: u32,
+    /// Share of first picks within a priority.
+    #[serde(default = "super::one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+/// A per-path rule. The first rule whose prefix matches the path applies.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Path prefix (`/api/`).
+    pub path: String,
+    /// Overrides the origin's freshness lifetime.
+    #[serde(default)]
+    pub ttl: Option<Seconds>,
+    /// Added to the service's strip list.
+    #[serde(default)]
+    pub strip_query: Vec<String>,
+    /// Leave the query out of the key entirely.
+    #[serde(default)]
+    pub ignore_query: bool,
+    /// Never use the cache for these paths.
+    #[serde(default)]
+    pub bypass: bool,
+    /// Micro-caching: store 200 answers that would otherwise not be stored (`no-store`,
+    /// `private`, `max-age=0`, no freshness) for this long, for flash crowds on dynamic
+    /// endpoints. Answers that set cookies are still never stored.
+    #[serde(default)]
+    pub micro_cache: Option<Seconds>,
+}
+
+impl RuleConfig {
+    /// A rule for a path prefix with every option off.
+    pub fn prefix(path: &str) -> Self {
+        Self {
+            path: path.to_string(),
+            ..Self::default()
+        }
+    }
+}
+
+// === impl ServiceConfig ===
+
+impl ServiceConfig {
+    /// A service with defaults for everything but its name, hosts and origins.
+    pub fn new(name: &str, hosts: Vec<String>, origins: Vec<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            hosts,
+            origins: origins.into_iter().map(OriginEntry::Url).collect(),
+            origin_max_connections: default_origin_max_connections(),
+            health: HealthConfig::default(),
+            origin_host: None,
+            cache_key_host: None,
+            strip_query: Vec::new(),
+            negative_ttl: None,
+            negative_ttl_5xx: None,
+            cache_set_cookie: false,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            lock_timeout: default_lock_timeout(),
+            hit_for_pass: default_hit_for_pass(),
+            invalidating_methods: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+
+    /// Checks `service[i]`. `hosts_seen`: the host names of the services before it, with
+    /// their index (two services may not answer for one name).
+    pub(super) fn check(
+        &self,
+        i: usize,
+        hosts_seen: &mut Vec<(String, usize)>,
+    ) -> Result<(), ConfigError> {
+        let at = |key: &str| format!("service[{i}].{key}");
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::new(at("name"), "must not be empty"));
+        }
+        self.check_hosts(i, hosts_seen)?;
+        self.check_origins(i)?;
+        self.health.check(at)?;
+        if let Some(h) = &self.cache_key_host {
+            if !valid_host_pattern(&h.to_ascii_lowercase()) || h.contains('*') {
+                return Err(ConfigError::new(
+                    at("cache_key_host"),
+                    "must be a host name",
+                ));
+            }
+        }
+        if let Some(h) = &self.origin_host {
+            if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                return Err(ConfigError::new(
+                    at("origin_host"),
+                    "not a valid Host value",
+                ));
+            }
+        }
+        for (m, method) in self.invalidating_methods.iter().enumerate() {
+            let safe = ["GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"];
+            if http::Method::from_bytes(method.as_bytes()).is_err()
+                || safe.contains(&method.as_str())
+            {
+                return Err(ConfigError::new(
+                    format!("service[{i}].invalidating_methods[{m}]"),
+                    format!("'{method}' is not an unsafe method name"),
+                ));
+            }
+        }
+        for (p, pattern) in self.strip_query.iter().enumerate() {
+            check_strip_pattern(pattern, || format!("service[{i}].strip_query[{p}]"))?;
+        }
+        for (r, rule) in self.rules.iter().enumerate() {
+            rule.check(i, r)?;
+        }
+        Ok(())
+    }
+
+    fn check_hosts(
+        &self,
+        i: usize,
+        hosts_seen: &mut Vec<(String, usize)>,
+    ) -> Result<(), ConfigError> {
+        if self.hosts.is_empty() {
+            return Err(ConfigError::new(
+                format!("service[{i}].hosts"),
+                "at least one host name is required",
+            ));
+        }
+        for (h, host) in self.hosts.iter().enumerate() {
+            let host = host.to_ascii_lowercase();
+            if !valid_host_pattern(&host) {
+                return Err(ConfigError::new(
+                    format!("service[{i}].hosts[{h}]"),
+                    format!("'{host}' is not a host name, '*.domain' or '*'"),
+                ));
+            }
+            if let Some((_, other)) = hosts_seen.iter().find(|(seen, _)| *seen == host) {
+                return Err(ConfigError::new(
+                    format!("service[{i}].hosts[{h}]"),
+                    format!("'{host}' is already served by service[{other}]"),
+                ));
+            }
+            hosts_seen.push((host, i));
+        }
+        Ok(())
+    }
+
+    fn check_origins(&self, i: usize) -> Result<(), ConfigError> {
+        if self.origins.is_empty() {
+            return Err(ConfigError::new(
+                format!("service[{i}].origins"),
+                "at least one origin is required",
+            ));
+        }
+        for (o, origin) in self.origins.iter().enumerate() {
+            if let Err(why) = crate::upstream::Origin::parse(origin.url()) {
+                return Err(ConfigError::new(format!("service[{i}].origins[{o}]"), why));
+            }
+            if let OriginEntry::Detailed(d) = origin {
+                if d.weight == 0 {
+                    return Err(ConfigError::new(
+                        format!("service[{i}].origins[{o}].weight"),
+                        "must be at least 1",
+                    ));
+                }
+                if d.max_connections == Some(0) {
+                    return Err(ConfigError::new(
+                        format!("service[{i}].origins[{o}].max_connections"),
+                        "must be at least 1",
+                    ));
+                }
+            }
+        }
+        if self.origin_max_connections == 0 {
+            return Err(ConfigError::new(
+                format!("service[{i}].origin_max_connections"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RuleConfig {
+    /// Checks `service[i].rule[r]`.
+    fn check(&self, i: usize, r: usize) -> Result<(), ConfigError> {
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::new(
+                format!("service[{i}].rule[{r}].path"),
+                "must start with '/'",
+            ));
+        }
+        for (p, pattern) in self.strip_query.iter().enumerate() {
+            check_strip_pattern(pattern, || {
+                format!("service[{i}].rule[{r}].strip_query[{p}]")
+            })?;
+        }
+        Ok(())
+    }
+}
