@@ -1,112 +1,69 @@
 //! The disk tier: capacity beyond memory, and a cache that survives a restart.
 //!
 //! Layout under the configured directory:
-//! - `objects/<hh>/<id>.body`: the body, raw; `objects/<hh>/<id>.meta`: everything else
-//!   ([`record`], JSON). `<id>` is the key's hash and a number unique to this stored copy,
-//!   so deleting a replaced copy's files never touches its successor's.
+//! - `objects/<hh>/<id>.body` and `objects/<hh>/<id>.meta` ([`files`], [`record`]): one
+//!   stored copy. `<id>` is the key's hash and a number unique to this copy, so deleting a
+//!   replaced copy's files never touches its successor's.
+//! - `journal-<n>` ([`journal`]): purges, appended before they change anything.
 //! - `purge-seq`: the bus sequence through which every purge is reflected in these files
 //!   (see [`DiskStorage::applied_through`]).
 //!
-//! Writes leave the request path: [`Storage::insert`] queues the object for one writer
-//! thread (a bounded queue; when it is full the object stays in memory only). The writer
-//! writes the body, then the metadata under a temporary name, then renames it: the rename
-//! commits. A crash leaves at most a body or temporary file without metadata, removed at the
-//! next open, never a half object.
+//! The parts: the [`index`] (in memory, no file IO: moka bounded by bytes on disk with
+//! TinyLFU admission, plus the tag and key index), the [`files`] layer (write, commit,
+//! read, delete, scan), and the [`workers`] (writer, purger and file threads). This file
+//! ties them together: [`DiskStorage`] is the tier, `Inner` the state its threads share.
 //!
-//! The index lives in memory (moka, bounded by bytes on disk, TinyLFU admission) and is
-//! rebuilt at open from the metadata files. A purge is appended to the [`journal`] and put
-//! on a pending list that lookups apply (they stop seeing what it covers before
-//! [`Storage::purge`] returns); a *purger* thread then applies it to the index, and a
-//! *file* thread changes the files (hard:
-//! unlink; soft: rewrite the metadata as stale). At open the journal is applied again, so a
-//! purge a node acknowledged still holds after it crashes, whatever the background threads
-//! had done. Pattern purges are applied at once by a scan of the in-memory index: nothing
-//! lazy would survive a restart. Evicted and replaced copies are deleted by the file thread
-//! too, off the request path.
+//! Writes leave the request path: [`Storage::insert`] queues the object for the writer.
+//! The index is rebuilt at open from the metadata files. A purge is appended to the
+//! journal and put on a pending list that lookups apply (they stop seeing what it covers
+//! before [`Storage::purge`] returns); the purger then applies it to the index, and the
+//! file thread changes the files (hard: unlink; soft: rewrite the metadata as stale). At
+//! open the journal is applied again, so a purge a node acknowledged still holds after it
+//! crashes, whatever the background threads had done. Pattern purges are applied at once
+//! by a scan of the in-memory index: nothing lazy would survive a restart. Evicted and
+//! replaced copies are deleted by the file thread too, off the request path.
 //!
 //! Lookups answer from the index and read bodies on the blocking pool, streaming chunks
 //! into a [`ChunkedBody`] that readers follow while it loads.
 
+mod files;
+mod index;
 pub mod journal;
 pub mod record;
+mod workers;
 
-use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::StatusCode;
-use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
-use moka::sync::Cache;
 use strata_http_cache::{CacheKey, CachePolicy};
 
 use crate::body::ChunkedBody;
-use crate::object::{StoredObject, Variants, MAX_VARIANTS};
+use crate::object::{StoredObject, Variants};
 use crate::purge::{stale_policy, Index, Purge, RecentPurges, Scope};
 use crate::{Storage, StorageStats};
+use files::Files;
+use index::{DiskIndex, Effects, Entry};
 use journal::Journal;
+use workers::{Chore, Job, Purging};
 
 pub use record::{Meta, RecordError};
 
 /// Objects waiting for the writer; beyond this, new objects are not written.
 const WRITE_QUEUE: usize = 1024;
-/// Size of the pieces a body is read back in.
-const READ_CHUNK: usize = 256 << 10;
-/// Space a file costs beyond its bytes (a filesystem block, on average half wasted).
-const FILE_OVERHEAD: u64 = 4096;
 const APPLIED_FILE: &str = "purge-seq";
 /// Writes between two prunes of tag index entries for evicted keys.
 #[cfg(not(test))]
 const PRUNE_EVERY: u64 = 1 << 14;
 #[cfg(test)]
 const PRUNE_EVERY: u64 = 64;
-
-/// One stored copy on disk.
-#[derive(Debug)]
-struct Entry {
-    id: String,
-    meta: Meta,
-}
-
-impl Entry {
-    fn weight(&self) -> u64 {
-        self.meta.body_len + 2 * FILE_OVERHEAD
-    }
-}
-
-/// The copies under one primary key, newest first.
-#[derive(Debug, Default)]
-struct EntrySet {
-    entries: Vec<Arc<Entry>>,
-}
-
-impl EntrySet {
-    /// A new set with `entry` replacing the copy with the same variant, and the copies it
-    /// pushed out (whose files must go).
-    fn with(&self, entry: Arc<Entry>) -> (Self, Vec<Arc<Entry>>) {
-        let mut entries = vec![Arc::clone(&entry)];
-        let mut dropped = Vec::new();
-        for e in &self.entries {
-            if e.meta.variant == entry.meta.variant || entries.len() >= MAX_VARIANTS {
-                dropped.push(Arc::clone(e));
-            } else {
-                entries.push(Arc::clone(e));
-            }
-        }
-        (Self { entries }, dropped)
-    }
-
-    fn weight(&self) -> u64 {
-        self.entries.iter().map(|e| e.weight()).sum()
-    }
-}
 
 /// Counters beyond [`StorageStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -119,15 +76,26 @@ pub struct DiskCounters {
     pub errors: u64,
 }
 
+/// What the tier and its threads share.
+///
+/// **Lock order.** `recent` and `journal` are never held together. Either may be held
+/// while taking `pending`, then the index's `tags`, then `applied`; nothing is taken in
+/// the other direction. `tags` is never held while calling into the index's moka cache
+/// (its eviction callback runs on the caller and sends to the file thread). Channel sends
+/// never block (`purger` and `chores` are unbounded; the writer's queue is the tier's).
+///
+/// Why those nestings: an insert holds `recent` from its purge check until the copy is
+/// indexed, so a purge recorded meanwhile finds it; a purge holds `journal` while it puts
+/// itself on `pending` and hands itself to the purger, so the purger sees purges in
+/// journal order; a wipe holds `journal` while it empties everything else.
 struct Inner {
     dir: PathBuf,
     capacity: u64,
-    index: Cache<CacheKey, Arc<EntrySet>>,
-    /// Never held while calling into `index`: its eviction listener runs on the caller.
-    tags: Mutex<Index>,
+    index: DiskIndex,
+    files: Files,
+    /// Purges of the last while, which a copy is checked against when it commits.
     recent: Mutex<RecentPurges>,
     next_id: AtomicU64,
-    evictions: Arc<AtomicU64>,
     writes: AtomicU64,
     dropped_writes: AtomicU64,
     errors: Arc<AtomicU64>,
@@ -135,59 +103,11 @@ struct Inner {
     /// purge in it are queued.
     journal: Mutex<Journal>,
     purger: mpsc::Sender<Purging>,
-    files: mpsc::Sender<Chore>,
+    chores: mpsc::Sender<Chore>,
     /// `purge-seq`, kept open.
     applied: Mutex<fs::File>,
     /// Journaled purges the purger thread has not applied to the index yet.
     pending: Mutex<Vec<Arc<Purge>>>,
-}
-
-/// Work for the purger thread, in journal order.
-enum Purging {
-    /// Apply a journaled purge to the index, drop it from the pending list, and hand its
-    /// file work (then the journal segment it closed, if any) to the file thread.
-    Apply {
-        purge: Arc<Purge>,
-        now: SystemTime,
-        closed: Option<u64>,
-    },
-    Flush(mpsc::Sender<()>),
-}
-
-/// File work the index already reflects, for the file thread, in order. Separate from the
-/// purger so that slow unlinks never hold back the next purge's index work.
-enum Chore {
-    Delete(Vec<String>),
-    /// Metadata rewritten (soft purges).
-    Rewrite(Vec<(String, Meta)>),
-    /// Journal segments up to this one: the chores of their purges were queued before.
-    DropSegments(u64),
-    /// A wiped objects directory, renamed aside.
-    RemoveDir(PathBuf),
-    Flush(mpsc::Sender<()>),
-    /// The directory's lock, let go once every chore queued before it is done.
-    Release(fs::File, mpsc::Sender<()>),
-}
-
-/// The file work one purge leaves.
-#[derive(Default)]
-struct Effects {
-    deletes: Vec<String>,
-    rewrites: Vec<(String, Meta)>,
-}
-
-enum Job {
-    Write {
-        key: CacheKey,
-        object: Arc<StoredObject>,
-        chunks: Vec<Bytes>,
-        /// When it was handed over: a soft purge found at commit makes it stale as of then.
-        now: SystemTime,
-    },
-    /// Answers once every job queued before it is done.
-    Flush(mpsc::Sender<()>),
-    /// Done by the writer so that no write is under way meanwhile.
-    Wipe(mpsc::Sender<io::Result<()>>),
 }
 
 /// A directory-backed tier.
@@ -210,64 +130,36 @@ impl DiskStorage {
     /// and rebuilds the index from the files there.
     pub fn open(dir: &Path, capacity: u64) -> io::Result<Self> {
         fs::create_dir_all(dir.join("objects"))?;
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))?;
-        if let Err(e) = lock.try_lock() {
-            return Err(match e {
-                fs::TryLockError::WouldBlock => io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "another process has this directory open (one node per directory)",
-                ),
-                fs::TryLockError::Error(e) => e,
-            });
-        }
+        let lock = lock_dir(dir)?;
         let errors = Arc::new(AtomicU64::new(0));
-        let evictions = Arc::new(AtomicU64::new(0));
-        let (files, chores) = mpsc::channel();
+        let files = Files::new(dir.join("objects"), Arc::clone(&errors));
+        let (chores, chores_rx) = mpsc::channel();
         {
-            let (objects, dir, errors) =
-                (dir.join("objects"), dir.to_path_buf(), Arc::clone(&errors));
+            let (files, dir) = (files.clone(), dir.to_path_buf());
             std::thread::Builder::new()
                 .name("strata-disk-files".into())
                 // Ends when the tier is dropped (every sender goes with it).
-                .spawn(move || run_files(&objects, &dir, &errors, chores))?;
+                .spawn(move || workers::run_files(&files, &dir, chores_rx))?;
         }
         let (purger, purgings) = mpsc::channel();
         let (journal, replay, replayed_through) = Journal::open(dir)?;
-        let index = Cache::builder()
-            .max_capacity(capacity)
-            .weigher(|_k: &CacheKey, v: &Arc<EntrySet>| v.weight().min(u64::from(u32::MAX)) as u32)
-            .eviction_listener({
-                let (files, evictions) = (Mutex::new(files.clone()), Arc::clone(&evictions));
-                move |_key, set: Arc<EntrySet>, cause| {
-                    // Replaced and explicit removals delete their own files (the new set
-                    // may keep some of the old one's).
-                    if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
-                        evictions.fetch_add(1, Ordering::Relaxed);
-                        let ids = set.entries.iter().map(|e| e.id.clone()).collect();
-                        let files = files.lock().unwrap_or_else(|e| e.into_inner());
-                        let _ = files.send(Chore::Delete(ids));
-                    }
-                }
-            })
-            .build();
+        let evicted = chores.clone();
+        let index = DiskIndex::new(capacity, move |ids| {
+            let _ = evicted.send(Chore::Delete(ids));
+        });
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             capacity,
             index,
-            tags: Mutex::default(),
+            files,
             recent: Mutex::default(),
             next_id: AtomicU64::new(0),
-            evictions,
             writes: AtomicU64::new(0),
             dropped_writes: AtomicU64::new(0),
             errors,
             journal: Mutex::new(journal),
             purger,
-            files,
+            chores,
             applied: Mutex::new(
                 fs::OpenOptions::new()
                     .create(true)
@@ -278,60 +170,20 @@ impl DiskStorage {
             ),
             pending: Mutex::default(),
         });
-        inner.load()?;
-        // Wipes a crash interrupted.
-        for entry in fs::read_dir(dir)?.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("objects.wiped-")
-            {
-                inner.chore(Chore::RemoveDir(entry.path()));
-            }
-        }
-        // Whatever the purger and file threads had not done before the process ended is
-        // redone here.
-        for p in &replay {
-            let mut effects = Effects::default();
-            inner.apply(p, p.issued_at, &mut effects);
-            inner.queue(effects);
-        }
-        if let Some(n) = replayed_through {
-            inner.chore(Chore::DropSegments(n));
-        }
+        inner.load(&replay, replayed_through)?;
         {
             let tier = Arc::downgrade(&inner);
             std::thread::Builder::new()
                 .name("strata-disk-purger".into())
-                .spawn(move || run_purger(&tier, purgings))?;
+                .spawn(move || workers::run_purger(&tier, purgings))?;
         }
         let (writer, jobs) = mpsc::sync_channel(WRITE_QUEUE);
         let worker = Arc::clone(&inner);
         let writer_thread = std::thread::Builder::new()
             .name("strata-disk-writer".into())
-            .spawn(move || {
-                // Ends when the tier is dropped (the sender goes with it).
-                for job in jobs {
-                    match job {
-                        Job::Write {
-                            key,
-                            object,
-                            chunks,
-                            now,
-                        } => worker.write(&key, &object, &chunks, now),
-                        Job::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                        Job::Wipe(done) => {
-                            let _ = done.send(worker.wipe());
-                        }
-                    }
-                }
-            })?;
-        let empty_at_open = {
-            inner.index.run_pending_tasks();
-            inner.index.entry_count() == 0
-        };
+            // Ends when the tier is dropped (the sender goes with it).
+            .spawn(move || workers::run_writer(&worker, jobs))?;
+        let empty_at_open = inner.index.size().1 == 0;
         Ok(Self {
             inner,
             writer: Some(writer),
@@ -545,8 +397,8 @@ impl Storage for DiskStorage {
                 tracing::warn!(error = %e, "purge journal append failed; changing the files now");
                 self.inner.errors.fetch_add(1, Ordering::Relaxed);
                 let mut effects = Effects::default();
-                let affected = self.inner.apply(purge, now, &mut effects);
-                effects.run(&self.inner.objects(), &self.inner.errors);
+                let affected = self.inner.index.apply(purge, now, &mut effects);
+                self.inner.files.run(effects);
                 affected
             }
         }
@@ -558,12 +410,12 @@ impl Storage for DiskStorage {
     }
 
     fn stats(&self) -> StorageStats {
-        self.inner.index.run_pending_tasks();
+        let (bytes, keys, evictions) = self.inner.index.size();
         StorageStats {
-            bytes: self.inner.index.weighted_size(),
+            bytes,
             capacity: self.inner.capacity,
-            keys: self.inner.index.entry_count(),
-            evictions: self.inner.evictions.load(Ordering::Relaxed),
+            keys,
+            evictions,
         }
     }
 }
@@ -572,7 +424,7 @@ impl Storage for DiskStorage {
 
 impl Inner {
     fn tags(&self) -> MutexGuard<'_, Index> {
-        self.tags.lock().unwrap_or_else(|e| e.into_inner())
+        self.index.tags()
     }
 
     fn pending(&self) -> MutexGuard<'_, Vec<Arc<Purge>>> {
@@ -583,118 +435,60 @@ impl Inner {
         self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn chore(&self, chore: Chore) {
-        // The file thread lives as long as the tier; a send fails only while it is dropped.
-        let _ = self.files.send(chore);
-    }
-
-    fn queue(&self, effects: Effects) {
-        if !effects.deletes.is_empty() {
-            self.chore(Chore::Delete(effects.deletes));
-        }
-        if !effects.rewrites.is_empty() {
-            self.chore(Chore::Rewrite(effects.rewrites));
-        }
-    }
-
-    /// Applies a purge to the index; the file work goes to `effects`. Returns the copies
-    /// affected.
-    fn apply(&self, purge: &Purge, now: SystemTime, effects: &mut Effects) -> u64 {
-        let scope = match &purge.scope {
-            Scope::Patterns(_) => &Scope::All,
-            other => other,
-        };
-        let candidates = self.tags().candidates(scope);
-        candidates
-            .iter()
-            .map(|key| self.apply_to_key(key, purge, now, effects))
-            .sum()
-    }
-
     fn recent(&self) -> MutexGuard<'_, RecentPurges> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn objects(&self) -> PathBuf {
-        self.dir.join("objects")
+    fn chore(&self, chore: Chore) {
+        // The file thread lives as long as the tier; a send fails only while it is dropped.
+        let _ = self.chores.send(chore);
     }
 
-    fn delete(&self, id: &str) {
-        delete_files(&self.objects(), id, &self.errors);
+    fn queue(&self, effects: Effects) {
+        for chore in Chore::of(effects) {
+            self.chore(chore);
+        }
     }
 
-    /// Rebuilds the index from the files; removes what cannot be served (metadata that does
-    /// not parse or whose body is missing or short, bodies without metadata, temporaries).
-    fn load(&self) -> io::Result<()> {
-        let mut found: Vec<(String, Meta)> = Vec::new();
-        let mut bodies: HashMap<String, u64> = HashMap::new();
-        let mut metas: HashSet<String> = HashSet::new();
-        for shard in fs::read_dir(self.objects())? {
-            let shard = shard?.path();
-            if !shard.is_dir() {
-                continue;
-            }
-            for file in fs::read_dir(&shard)? {
-                let path = file?.path();
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if let Some(id) = name.strip_suffix(".body") {
-                    bodies.insert(id.to_string(), fs::metadata(&path)?.len());
-                } else if let Some(id) = name.strip_suffix(".meta") {
-                    metas.insert(id.to_string());
-                    match fs::read(&path)
-                        .map_err(RecordError::from)
-                        .and_then(|b| Meta::decode(&b))
-                    {
-                        Ok(meta) => found.push((id.to_string(), meta)),
-                        Err(e) => {
-                            tracing::warn!(file = %path.display(), error = %e, "dropping unreadable cache metadata");
-                            delete_files(&self.objects(), id, &self.errors);
-                        }
-                    }
-                } else {
-                    let _ = fs::remove_file(&path);
-                }
+    /// Rebuilds the index from the files, then redoes what the purger and file threads
+    /// had not done before the process ended: the journal's purges (`replay`), and wipes
+    /// a crash interrupted. `replayed_through`: the last journal segment replayed.
+    fn load(&self, replay: &[Purge], replayed_through: Option<u64>) -> io::Result<()> {
+        for entry in self.files.scan()? {
+            self.index_entry(Arc::new(entry));
+        }
+        for entry in fs::read_dir(&self.dir)?.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("objects.wiped-")
+            {
+                self.chore(Chore::RemoveDir(entry.path()));
             }
         }
-        let objects = self.objects();
-        for id in bodies.keys().filter(|id| !metas.contains(*id)) {
-            delete_files(&objects, id, &self.errors);
+        for p in replay {
+            let mut effects = Effects::default();
+            self.index.apply(p, p.issued_at, &mut effects);
+            self.queue(effects);
         }
-        // Oldest first, so each key's newest copy ends up first in its set.
-        found.sort_by_key(|(_, meta)| meta.stored_at);
-        for (id, meta) in found {
-            if bodies.get(&id) != Some(&meta.body_len) {
-                delete_files(&objects, &id, &self.errors);
-                continue;
-            }
-            self.index_entry(Arc::new(Entry { id, meta }));
+        if let Some(n) = replayed_through {
+            self.chore(Chore::DropSegments(n));
         }
         Ok(())
     }
 
-    /// Adds an entry to the index, deleting the files of copies it replaces.
+    /// Adds an entry to the index; the files of copies it replaces go.
     fn index_entry(&self, entry: Arc<Entry>) {
-        let key = entry.meta.key.clone();
-        self.tags().add(&key, &entry.meta.headers);
-        let mut dropped = Vec::new();
-        self.index.entry(key).and_upsert_with(|current| {
-            let (set, out) = match current {
-                Some(e) => e.value().with(Arc::clone(&entry)),
-                None => EntrySet::default().with(Arc::clone(&entry)),
-            };
-            dropped = out;
-            Arc::new(set)
-        });
+        let dropped = self.index.insert(entry);
         if !dropped.is_empty() {
-            self.chore(Chore::Delete(
-                dropped.iter().map(|e| e.id.clone()).collect(),
-            ));
+            self.chore(Chore::Delete(dropped));
         }
     }
 
     /// The writer thread's work for one object.
     fn write(&self, key: &CacheKey, object: &StoredObject, chunks: &[Bytes], now: SystemTime) {
         let unique = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Part of a file name, unique across restarts: the system's time, not the node's.
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -702,10 +496,10 @@ impl Inner {
         let meta = Meta::of(key, object, chunks.iter().map(|c| c.len() as u64).sum());
         let failed = |e: io::Error| {
             tracing::warn!(key = %key.as_str(), error = %e, "disk cache write failed");
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            self.delete(&id);
+            self.files.failed();
+            self.files.delete(&id);
         };
-        if let Err(e) = self.write_body(&id, chunks) {
+        if let Err(e) = self.files.write_body(&id, chunks) {
             return failed(e);
         }
         // Purges that landed since the object was filled still apply to it. The purge log
@@ -727,17 +521,17 @@ impl Inner {
         }
         if removed {
             drop(recent);
-            self.delete(&id);
+            self.files.delete(&id);
             return;
         }
-        if let Err(e) = self.write_meta(&id, &meta) {
+        if let Err(e) = self.files.write_meta(&id, &meta) {
             drop(recent);
             return failed(e);
         }
         self.index_entry(Arc::new(Entry { id, meta }));
         if self.writes.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             // Under the purge log's lock, like every insert: no entry is added meanwhile.
-            self.prune_tags();
+            self.index.prune_tags();
         }
         drop(recent);
     }
@@ -745,20 +539,18 @@ impl Inner {
     /// The writer thread's side of [`DiskStorage::wipe`].
     fn wipe(&self) -> io::Result<()> {
         let journal = &mut *self.journal();
-        let objects = self.objects();
+        let objects = self.files.objects();
         let aside = self.dir.join(format!(
             "objects.wiped-{}",
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
-        fs::rename(&objects, &aside)?;
-        fs::create_dir_all(&objects)?;
+        fs::rename(objects, &aside)?;
+        fs::create_dir_all(objects)?;
         journal.reset()?;
         self.pending().clear();
-        self.index.invalidate_all();
-        self.index.run_pending_tasks();
-        *self.tags() = Index::default();
+        self.index.clear();
         // Emptied, not removed: the handle `record_applied` writes through stays valid.
         self.applied
             .lock()
@@ -766,80 +558,6 @@ impl Inner {
             .set_len(0)?;
         self.chore(Chore::RemoveDir(aside));
         Ok(())
-    }
-
-    /// Drops tag and key index entries for keys the index no longer holds (evicted).
-    fn prune_tags(&self) {
-        let listed = self.tags().candidates(&Scope::All);
-        let gone: HashSet<CacheKey> = listed
-            .into_iter()
-            .filter(|k| !self.index.contains_key(k))
-            .collect();
-        if !gone.is_empty() {
-            self.tags().retain(|k| !gone.contains(k));
-        }
-    }
-
-    fn path(&self, id: &str, ext: &str) -> PathBuf {
-        shard_dir(&self.objects(), id).join(format!("{id}.{ext}"))
-    }
-
-    fn write_body(&self, id: &str, chunks: &[Bytes]) -> io::Result<()> {
-        fs::create_dir_all(shard_dir(&self.objects(), id))?;
-        let mut body =
-            io::BufWriter::with_capacity(READ_CHUNK, fs::File::create(self.path(id, "body"))?);
-        for c in chunks {
-            body.write_all(c)?;
-        }
-        body.into_inner().map_err(|e| e.into_error())?;
-        Ok(())
-    }
-
-    fn write_meta(&self, id: &str, meta: &Meta) -> io::Result<()> {
-        write_atomically(&self.path(id, "meta"), &meta.encode())
-    }
-
-    /// Applies one purge to the copies under `key` in the index, leaving the file work in
-    /// `effects`. Per key atomic with the writer's inserts (moka's entry lock). Returns the
-    /// copies affected.
-    fn apply_to_key(
-        &self,
-        key: &CacheKey,
-        purge: &Purge,
-        now: SystemTime,
-        effects: &mut Effects,
-    ) -> u64 {
-        let mut affected = 0;
-        self.index.entry(key.clone()).and_compute_with(|current| {
-            let Some(current) = current else {
-                return Op::Nop;
-            };
-            let mut kept = Vec::with_capacity(current.value().entries.len());
-            for e in &current.value().entries {
-                if !purge.covers_stored(key, e.meta.stored_at, &e.meta.headers) {
-                    kept.push(Arc::clone(e));
-                    continue;
-                }
-                affected += 1;
-                if purge.soft {
-                    let mut meta = e.meta.clone();
-                    meta.policy = stale_policy(&meta.policy, now);
-                    effects.rewrites.push((e.id.clone(), meta.clone()));
-                    kept.push(Arc::new(Entry {
-                        id: e.id.clone(),
-                        meta,
-                    }));
-                } else {
-                    effects.deletes.push(e.id.clone());
-                }
-            }
-            match (affected, kept.is_empty()) {
-                (0, _) => Op::Nop,
-                (_, true) => Op::Remove,
-                (_, false) => Op::Put(Arc::new(EntrySet { entries: kept })),
-            }
-        });
-        affected
     }
 
     /// A stored object whose body streams in from its file.
@@ -851,13 +569,12 @@ impl Inner {
     ) -> StoredObject {
         let meta = &entry.meta;
         let body = ChunkedBody::new();
-        let path = self.path(&entry.id, "body");
-        let (reading, expected, errors) =
-            (Arc::clone(&body), meta.body_len, Arc::clone(&self.errors));
+        let path = self.files.body_path(&entry.id);
+        let (reading, expected, files) = (Arc::clone(&body), meta.body_len, self.files.clone());
         runtime.spawn_blocking(move || {
-            if let Err(e) = read_body(&path, expected, &reading) {
+            if let Err(e) = files::read_body(&path, expected, &reading) {
                 tracing::warn!(file = %path.display(), error = %e, "disk cache read failed");
-                errors.fetch_add(1, Ordering::Relaxed);
+                files.failed();
                 reading.abandon("disk read failed");
             }
         });
@@ -877,136 +594,23 @@ impl Inner {
     }
 }
 
-// === impl Effects ===
-
-impl Effects {
-    /// Does the file work here and now.
-    fn run(self, objects: &Path, errors: &AtomicU64) {
-        for id in &self.deletes {
-            delete_files(objects, id, errors);
-        }
-        for (id, meta) in &self.rewrites {
-            rewrite_meta(objects, id, meta, errors);
-        }
+/// Takes the directory's lock: one node per directory.
+fn lock_dir(dir: &Path) -> io::Result<fs::File> {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    if let Err(e) = lock.try_lock() {
+        return Err(match e {
+            fs::TryLockError::WouldBlock => io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another process has this directory open (one node per directory)",
+            ),
+            fs::TryLockError::Error(e) => e,
+        });
     }
-}
-
-/// The purger thread: journaled purges applied to the index, in order.
-fn run_purger(tier: &std::sync::Weak<Inner>, purgings: mpsc::Receiver<Purging>) {
-    for purging in purgings {
-        match purging {
-            Purging::Apply { purge, now, closed } => {
-                // A weak reference: the tier's senders live in it, so this thread ends
-                // once the tier is dropped.
-                let Some(inner) = tier.upgrade() else {
-                    return;
-                };
-                let mut effects = Effects::default();
-                inner.apply(&purge, now, &mut effects);
-                // The index reflects it now: lookups need not check it any more.
-                inner.pending().retain(|p| !Arc::ptr_eq(p, &purge));
-                inner.queue(effects);
-                if let Some(n) = closed {
-                    inner.chore(Chore::DropSegments(n));
-                }
-            }
-            Purging::Flush(done) => {
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-/// The file thread: file work in the order it was queued.
-fn run_files(objects: &Path, dir: &Path, errors: &AtomicU64, chores: mpsc::Receiver<Chore>) {
-    for chore in chores {
-        match chore {
-            Chore::Delete(ids) => {
-                for id in &ids {
-                    delete_files(objects, id, errors);
-                }
-            }
-            Chore::Rewrite(list) => {
-                for (id, meta) in &list {
-                    rewrite_meta(objects, id, meta, errors);
-                }
-            }
-            Chore::DropSegments(n) => journal::remove_through(dir, n),
-            Chore::RemoveDir(path) => {
-                if fs::remove_dir_all(&path).is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Chore::Flush(done) => {
-                let _ = done.send(());
-            }
-            Chore::Release(lock, done) => {
-                drop(lock);
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-/// Rewrites a copy's metadata, unless the copy was deleted meanwhile (evicted, replaced):
-/// metadata without a body would only be garbage for the next open.
-fn rewrite_meta(objects: &Path, id: &str, meta: &Meta, errors: &AtomicU64) {
-    let dir = shard_dir(objects, id);
-    if !dir.join(format!("{id}.body")).exists() {
-        return;
-    }
-    if write_atomically(&dir.join(format!("{id}.meta")), &meta.encode()).is_err() {
-        errors.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn read_body(path: &Path, expected: u64, body: &ChunkedBody) -> io::Result<()> {
-    let mut file = fs::File::open(path)?;
-    let mut total = 0u64;
-    loop {
-        let mut buf = BytesMut::zeroed(READ_CHUNK);
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        buf.truncate(n);
-        total += n as u64;
-        body.push(buf.freeze());
-    }
-    if total != expected {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("body has {total} bytes, metadata says {expected}"),
-        ));
-    }
-    body.finish();
-    Ok(())
-}
-
-fn shard_dir(objects: &Path, id: &str) -> PathBuf {
-    objects.join(id.get(..2).unwrap_or("00"))
-}
-
-fn delete_files(objects: &Path, id: &str, errors: &AtomicU64) {
-    let dir = shard_dir(objects, id);
-    // Metadata first: a body without metadata is garbage the next open removes; metadata
-    // without a body would be an entry that cannot be served.
-    for ext in ["meta", "body"] {
-        match fs::remove_file(dir.join(format!("{id}.{ext}"))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(_) => {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// Writes `path` whole or not at all: a temporary file, then a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+    Ok(lock)
 }
 
 #[cfg(test)]
