@@ -1,7 +1,8 @@
 //! A node's place in the topology: its role, its PoP's ring, its parent shields, and the
 //! hot objects it keeps besides the ring.
 //!
-//! Upstream order on a miss (ARCHITECTURE.md, "upstream selection"):
+//! Upstream order on a miss (docs/architecture.md, "The request phases"; upstream
+//! selection in `upstream::send`):
 //! 1. the key's owner in this PoP (the ring), unless this node is the owner;
 //! 2. the parent shields, primary first, then failover;
 //! 3. the service's origins.
