@@ -3,6 +3,10 @@
 # (malloc storage) in front of one fixed origin, on loopback, in interleaved rounds.
 #
 #   bench/compare.sh [rounds]          (default 3; needs root or sudo for apt-get)
+#   STRATA_BASELINE=/path/to/strata bench/compare.sh
+#                                      also runs that build of Strata ("baseline"), with
+#                                      the same configuration, in the same rounds: a change's
+#                                      before and after side by side
 #
 # Pinning: every proxy runs on CPU 0 (Strata with one worker thread, nginx with one worker
 # process, Varnish with one thread pool); the origin and the load generator share CPU 1.
@@ -74,6 +78,14 @@ EOF
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$STRATA" edge --config "$WORK/strata.toml" \
     2>"$WORK/strata.log" &
 PIDS+=($!)
+BASELINE="${STRATA_BASELINE:-}"
+if [ -n "$BASELINE" ]; then
+    BASELINE_PORT=$(free_port)
+    sed "s/127.0.0.1:$STRATA_PORT/127.0.0.1:$BASELINE_PORT/" "$WORK/strata.toml" >"$WORK/baseline.toml"
+    TOKIO_WORKER_THREADS=1 taskset -c 0 "$BASELINE" edge --config "$WORK/baseline.toml" \
+        2>"$WORK/baseline.log" &
+    PIDS+=($!)
+fi
 
 NGINX_PORT=$(free_port)
 mkdir -p "$SHM/nginx-cache" "$WORK/nginx"
@@ -117,6 +129,12 @@ PIDS+=($!)
 
 wait_port "$STRATA_PORT"; wait_port "$NGINX_PORT"; wait_port "$VARNISH_PORT"
 declare -A PORT=([strata]=$STRATA_PORT [nginx]=$NGINX_PORT [varnish]=$VARNISH_PORT)
+PROXIES=(strata nginx varnish)
+if [ -n "$BASELINE" ]; then
+    wait_port "$BASELINE_PORT"
+    PORT[baseline]=$BASELINE_PORT
+    PROXIES=(strata baseline nginx varnish)
+fi
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 
@@ -126,14 +144,14 @@ record() { # proxy round scenario json
 load() { taskset -c 1 "$LOADGEN" "$@"; }
 origin_q() { curl -s "http://127.0.0.1:$ORIGIN_PORT/$1?$2"; }
 
-PROXIES=(strata nginx varnish)
+N=${#PROXIES[@]}
 for round in $(seq 1 "$ROUNDS"); do
     # The measurement floor: the same herd straight at the origin (no proxy). The load
     # generator and the origin share CPU 1, so this is not 200 ms even without a proxy.
     direct="/herd/r$round-direct"
     record direct "$round" "herd" "$(load herd "127.0.0.1:$ORIGIN_PORT" "$direct" 1000 100000000)"
     # Rotate the order every round so no proxy always goes first.
-    shift_by=$(( (round - 1) % 3 ))
+    shift_by=$(( (round - 1) % N ))
     order=("${PROXIES[@]:$shift_by}" "${PROXIES[@]:0:$shift_by}")
     for p in "${order[@]}"; do
         addr="127.0.0.1:${PORT[$p]}"
@@ -160,24 +178,31 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 mkdir -p bench/results
-OUT="bench/results/compare-$(date -u +%Y-%m-%d).md"
-python3 - "$RESULTS" "$ROUNDS" >"$OUT" <<'PY'
+NAME="compare-$(date -u +%Y-%m-%d)${BASELINE:+-vs-baseline}"
+OUT="bench/results/$NAME.md"
+python3 - "$RESULTS" "$ROUNDS" "$BASELINE" >"$OUT" <<'PY'
 import json, statistics, sys, platform, subprocess
 rows = [json.loads(l) for l in open(sys.argv[1])]
 rounds = sys.argv[2]
+baseline = sys.argv[3] if len(sys.argv) > 3 else ""
+names = ("strata", "baseline", "nginx", "varnish") if baseline else ("strata", "nginx", "varnish")
 def med(proxy, scenario, field):
     vals = [r[field] for r in rows if r["proxy"] == proxy and r["scenario"] == scenario and field in r]
     return statistics.median(vals) if vals else float("nan")
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 print(f"Machine: {cpu}, {subprocess.run(['nproc'],capture_output=True,text=True).stdout.strip()} cores; {platform.platform()}")
 print(f"Rounds: {rounds} (medians shown). Proxies pinned to CPU 0 (Strata 1 worker thread, nginx 1 worker, Varnish 1 thread pool); origin and load generator on CPU 1.")
+if baseline:
+    print(f"baseline: another build of Strata ({baseline}), same configuration, same rounds.")
 print()
-print("| scenario | metric | strata | nginx | varnish | strata/nginx | varnish/nginx |")
-print("|---|---|---:|---:|---:|---:|---:|")
+ratios = [("strata", "nginx")] + ([("baseline", "nginx")] if baseline else []) + [("varnish", "nginx")] + ([("strata", "baseline")] if baseline else [])
+print("| scenario | metric | " + " | ".join(names) + " | " + " | ".join(f"{a}/{b}" for a, b in ratios) + " |")
+print("|---|---|" + "---:|" * (len(names) + len(ratios)))
 def line(scenario, field, label, higher_better=True, fmt="{:.0f}"):
-    s, n, v = (med(p, scenario, field) for p in ("strata", "nginx", "varnish"))
-    ratio = lambda a: (a / n) if n else float("nan")
-    print(f"| {scenario} | {label} | {fmt.format(s)} | {fmt.format(n)} | {fmt.format(v)} | {ratio(s):.2f}x | {ratio(v):.2f}x |")
+    v = {p: med(p, scenario, field) for p in names}
+    ratio = lambda a, b: (v[a] / v[b]) if v[b] else float("nan")
+    cells = [fmt.format(v[p]) for p in names] + [f"{ratio(a, b):.2f}x" for a, b in ratios]
+    print(f"| {scenario} | {label} | " + " | ".join(cells) + " |")
 for sc in ("hot-1k", "hot-64k", "hot-1m", "distinct-4k"):
     line(sc, "rps", "requests/s")
     line(sc, "p50_us", "p50 µs", False)
@@ -188,9 +213,10 @@ line("herd", "p50_us", "p50 µs", False)
 line("herd", "p99_us", "p99 µs (origin delay 200 ms)", False)
 line("herd", "errors", "errors", False)
 d50, d99 = med("direct", "herd", "p50_us"), med("direct", "herd", "p99_us")
-print(f"| herd | same herd straight to the origin (floor): p50 / p99 µs | {d50:.0f} / {d99:.0f} | | | | |")
-s99, n99, v99 = (med(p, "herd", "p99_us") - d99 for p in ("strata", "nginx", "varnish"))
-print(f"| herd | p99 above the floor, µs | {s99:.0f} | {n99:.0f} | {v99:.0f} | | |")
+blank = " |" * (len(names) + len(ratios) - 1)
+print(f"| herd | same herd straight to the origin (floor): p50 / p99 µs | {d50:.0f} / {d99:.0f} |{blank}")
+above = " | ".join(f"{med(p, 'herd', 'p99_us') - d99:.0f}" for p in names)
+print(f"| herd | p99 above the floor, µs | {above} |" + " |" * len(ratios))
 line("slow-herd", "origin_requests", "origin requests (100 clients, 50 MiB)", False)
 line("slow-herd", "ttfb_spread_ms", "last client's first byte after origin's first byte, ms", False, "{:.1f}")
 line("slow-herd", "errors", "errors", False)
@@ -198,4 +224,4 @@ PY
 cat "$OUT"
 echo
 echo "raw results: $RESULTS (removed on exit); table: $OUT"
-cp "$RESULTS" "bench/results/compare-$(date -u +%Y-%m-%d).jsonl"
+cp "$RESULTS" "bench/results/$NAME.jsonl"

@@ -55,8 +55,10 @@ pub struct Proxy {
     pub(crate) pop: String,
     pub(crate) role: &'static str,
     pub(crate) health: HealthCounters,
-    /// Where this node's time comes from: read when a request arrives or resumes after
-    /// waiting, and handed to the logic below (storage, breakers, hot keys).
+    /// Where this node's time comes from: read when a request arrives (and by later steps
+    /// that need the time of their own moment), and handed to the logic below (storage,
+    /// breakers, hot keys). Nothing on the request path reads the system clock for a
+    /// decision.
     pub(crate) clock: Clock,
 }
 

@@ -2,9 +2,10 @@
 //!
 //! Logic never reads the system clock: it is handed `now` (a [`SystemTime`] for what is
 //! compared with HTTP dates and purge times, an [`Instant`] for intervals such as breaker
-//! cool-downs and hot-key decay). The node owns one [`Clock`] and reads it where a request
-//! arrives or resumes after waiting; tests and the simulator give it a [`ManualClock`]
-//! instead, so expiry, cool-downs and decay happen on their time alone.
+//! cool-downs and hot-key decay). The node owns one [`Clock`] and reads it when a request
+//! arrives (and where a later step needs the time of its own moment, such as an upstream
+//! answer); tests and the simulator give it a [`ManualClock`] instead, so expiry,
+//! cool-downs and decay happen on their time alone.
 //!
 //! Socket timers (idle connections, upstream timeouts) stay on tokio's timer, and
 //! durations reported to operators (latency histograms, log durations) are measured on

@@ -136,8 +136,9 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ClientBody>, Infallible> {
-        // The node clock, read once for the request; later phases read it again only
-        // where the request resumes after waiting (for a fill, an upstream answer).
+        // The node clock, read once for the request and handed down; a later step that
+        // needs the time of its own moment (an upstream answer, the end of a wait) reads
+        // the node clock again.
         let now = self.clock.now();
         let arrival = Arrival {
             started: Instant::now(),
