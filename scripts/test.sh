@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test. Installs what the tests need first (Debian packages):
 # nats-server for the cluster purge and control tests, dnsutils (dig) for the DNS router
-# tests, exabgp and bird2 for the anycast test (BGP between network namespaces, as root).
+# tests, exabgp and bird2 for the anycast test (BGP between network namespaces, as root),
+# curl and openssl as TLS clients we did not write (the demo's HTTPS, protocol versions).
 # Everything else (origins, nodes) the suite starts itself on 127.0.0.1:0. CI's .ci/run
 # calls this.
 set -euo pipefail
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 missing=()
 { command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; } || missing+=(nats-server)
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/sbin/exabgp ] || missing+=(exabgp)
 [ -x /usr/sbin/bird ] || missing+=(bird2)
 if [ ${#missing[@]} -gt 0 ]; then

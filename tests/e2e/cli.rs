@@ -260,6 +260,7 @@ fn demo_runs_the_topology_answers_purges_and_stops_on_ctrl_c() {
     let ready = wait_for_line(demo.stdout.take().unwrap(), "ready: edge");
     let words: Vec<&str> = ready.split_whitespace().collect();
     let (a1, b1, control, dns) = (words[2], words[4], words[6], words[8]);
+    let (https, ca) = (words[10], words[12]);
 
     // The router answers for cdn.test: loopback clients get pop-a, a 10/8 subnet pop-b.
     let (dns_ip, dns_port) = dns.rsplit_once(':').unwrap();
@@ -308,6 +309,20 @@ fn demo_runs_the_topology_answers_purges_and_stops_on_ctrl_c() {
         head.contains("cache-status: shield-1; fwd=uri-miss"),
         "{head}"
     );
+    // HTTPS with the CA the demo made: h2 by ALPN, verified by curl (OpenSSL).
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+        ])
+        .args(["--max-time", "10", "--cacert", ca])
+        .arg(format!("{https}/static/small.txt"))
+        .output()
+        .expect("curl (scripts/test.sh installs it)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2");
     assert!(stop(demo).success());
 }
 

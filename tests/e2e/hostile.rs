@@ -769,3 +769,56 @@ async fn a_client_that_stops_reading_is_cut_off() {
     let closed = "strata_client_connections_closed_by_timeout_total{reason=\"send\"}";
     assert_eq!(metric(&node, closed).await, Some(1.0));
 }
+
+#[tokio::test]
+async fn garbage_and_silence_on_the_tls_listener_are_cut_off_and_cost_nothing_lasting() {
+    let origin = file_origin().await;
+    let pki = crate::support::tls::TestPki::new();
+    let cert = pki.issue("site", &["shop.test"]);
+    let node = Strata::edge(&format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
+         [limits]\nclient_header_timeout = \"1s\"\n[log]\naccess = \"off\"\n\
+         [[tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [[service]]\nname = \"site\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
+        cert.cert.display(),
+        cert.key.display(),
+        origin.url()
+    ));
+    let https = node.https.expect("https listener");
+    // Malformed: a handshake record holding garbage; plain HTTP on the TLS port.
+    let mut malformed = Vec::new();
+    for bytes in [
+        &b"\x16\x03\x01\x00\x10not a client hello"[..],
+        &b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n"[..],
+    ] {
+        let mut s = TcpStream::connect(https).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        malformed.push(s);
+    }
+    // Silent, and a hello that promises 512 bytes and stops after 5.
+    let mut stalled = vec![TcpStream::connect(https).await.unwrap()];
+    let mut s = TcpStream::connect(https).await.unwrap();
+    s.write_all(b"\x16\x03\x01\x02\x00").await.unwrap();
+    stalled.push(s);
+    for (i, s) in malformed.iter_mut().chain(stalled.iter_mut()).enumerate() {
+        assert!(
+            closed_by_server(s, Duration::from_secs(10)).await,
+            "socket {i} still open"
+        );
+    }
+    let errors = metric(
+        &node,
+        "strata_tls_handshakes_failed_total{reason=\"error\"}",
+    )
+    .await;
+    let timeouts = metric(
+        &node,
+        "strata_tls_handshakes_failed_total{reason=\"timeout\"}",
+    )
+    .await;
+    assert!(errors.is_some_and(|n| n >= 2.0), "{errors:?}");
+    assert!(timeouts.is_some_and(|n| n >= 2.0), "{timeouts:?}");
+    // The listener still serves.
+    let got = pki.client().get(https, "shop.test", "/after").await;
+    assert_eq!(got.status, 200);
+}

@@ -22,4 +22,5 @@ mod rfc9111_freshness;
 mod rfc9111_storing;
 mod rfc9111_validation;
 mod streaming;
+mod tls;
 mod topology;

@@ -14,6 +14,8 @@ fn entry(origin: &TestOrigin, priority: u32, weight: u32) -> OriginEntry {
         priority,
         weight,
         max_connections: None,
+        tls_verify: true,
+        ca_file: None,
     })
 }
 

@@ -39,7 +39,7 @@ use crate::upstream::{Origin, UpstreamBody, UpstreamError};
 pub const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
@@ -246,10 +246,11 @@ impl Forwarder {
             IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
         // The authority is canonical (no quote or backslash can appear in it).
-        let element = format!("for={node};host=\"{}\";proto=http", head.host());
+        let proto = head.scheme();
+        let element = format!("for={node};host=\"{}\";proto={proto}", head.host());
         append_list(headers, FORWARDED, &element);
         if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
         if !self.allowed_overrides.contains(&X_FORWARDED_HOST) {
             if let Ok(v) = HeaderValue::from_str(head.host()) {
@@ -312,6 +313,7 @@ mod tests {
             );
         }
         Head {
+            secure: false,
             method,
             uri: "/x?a=1".parse().unwrap(),
             headers,

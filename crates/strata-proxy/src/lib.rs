@@ -22,6 +22,7 @@ mod server;
 mod service;
 mod throttled_log;
 mod tier;
+pub mod tls;
 mod upstream;
 
 pub use crate::proxy::Proxy;
@@ -66,8 +67,11 @@ pub enum StartError {
 /// A running node.
 pub struct Node {
     pub http_addrs: Vec<SocketAddr>,
+    pub https_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     proxy: Arc<Proxy>,
+    /// The https listeners' certificates, replaceable while they serve.
+    tls: Option<tls::ServerTls>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -156,7 +160,14 @@ impl Node {
             refusals: (connections / 32).clamp(4, 256),
             idle_timeout: config.limits.client_idle_timeout.0,
             send_timeout: config.limits.client_send_timeout.0,
+            handshake_timeout: config.limits.client_header_timeout.0,
             metrics: Arc::clone(proxy.metrics()),
+            tls: None,
+        };
+        let tls = if listeners.https.is_empty() {
+            None
+        } else {
+            Some(tls::ServerTls::new(&config.tls).map_err(|e| StartError::Config(e.to_string()))?)
         };
         let mut tasks = JoinSet::new();
 
@@ -165,13 +176,25 @@ impl Node {
             let listener = into_tokio(listener, addr)?;
             http_addrs.push(addr);
             let proxy = Arc::clone(&proxy);
-            let handler = move |req, peer| Arc::clone(&proxy).handle(req, peer);
+            let handler = move |req, conn| Arc::clone(&proxy).handle(req, conn);
             tasks.spawn(server::serve(
                 listener,
                 serve.clone(),
                 handler,
                 shutdown_rx.clone(),
             ));
+        }
+        let mut https_addrs = Vec::new();
+        for (listener, addr) in listeners.https {
+            let listener = into_tokio(listener, addr)?;
+            https_addrs.push(addr);
+            let proxy = Arc::clone(&proxy);
+            let handler = move |req, conn| Arc::clone(&proxy).handle(req, conn);
+            let serve = server::ServeConfig {
+                tls: tls.as_ref().map(|t| t.acceptor().clone()),
+                ..serve.clone()
+            };
+            tasks.spawn(server::serve(listener, serve, handler, shutdown_rx.clone()));
         }
         let admin_addr = match listeners.admin {
             Some((listener, bound)) => {
@@ -186,7 +209,7 @@ impl Node {
                         .token()
                         .map_err(|e| StartError::Config(e.to_string()))?,
                 ));
-                let handler = move |req, _peer| admin::handle(Arc::clone(&admin), req);
+                let handler = move |req, _conn| admin::handle(Arc::clone(&admin), req);
                 // Its own budget: a flood on the HTTP listeners leaves room for operators.
                 let admin_serve = server::ServeConfig {
                     limits: Budget::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS_PER_CLIENT),
@@ -234,8 +257,10 @@ impl Node {
         }
         Ok(Self {
             http_addrs,
+            https_addrs,
             admin_addr,
             proxy,
+            tls,
             shutdown,
             tasks,
         })
@@ -243,6 +268,15 @@ impl Node {
 
     pub fn proxy(&self) -> &Arc<Proxy> {
         &self.proxy
+    }
+
+    /// Reads the certificates of `section` again and puts them in service for new
+    /// handshakes. On any error (named by key) the ones in service stay.
+    pub fn reload_tls(&self, section: &config::TlsSection) -> Result<(), config::ConfigError> {
+        match &self.tls {
+            Some(tls) => tls.reload(section),
+            None => Ok(()),
+        }
     }
 
     /// Stops accepting, lets open exchanges finish (bounded), and returns.
@@ -283,21 +317,38 @@ fn connection_budget(configured: usize) -> usize {
 /// A node's sockets, bound and listening, with their addresses.
 pub struct Listeners {
     http: Vec<(std::net::TcpListener, SocketAddr)>,
+    https: Vec<(std::net::TcpListener, SocketAddr)>,
     admin: Option<(std::net::TcpListener, SocketAddr)>,
 }
 
 impl Listeners {
     /// Binds what `config.listen` names (port 0 picks a free port).
     pub fn bind(config: &NodeConfig) -> Result<Self, StartError> {
-        Self::bind_addrs(&config.listen.http, config.listen.admin)
+        let mut listeners = Self::bind_addrs(&config.listen.http, config.listen.admin)?;
+        listeners.bind_https(&config.listen.https)?;
+        Ok(listeners)
+    }
+
+    /// Adds TLS listeners (they need `[tls]` certificates in the node's config).
+    pub fn bind_https(&mut self, addrs: &[SocketAddr]) -> Result<(), StartError> {
+        for addr in addrs {
+            self.https.push(bind(*addr)?);
+        }
+        Ok(())
     }
 
     /// Binds HTTP listeners and an optional admin listener.
     pub fn bind_addrs(http: &[SocketAddr], admin: Option<SocketAddr>) -> Result<Self, StartError> {
         Ok(Self {
             http: http.iter().map(|a| bind(*a)).collect::<Result<_, _>>()?,
+            https: Vec::new(),
             admin: admin.map(bind).transpose()?,
         })
+    }
+
+    /// The bound https addresses.
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        self.https.iter().map(|(_, a)| *a).collect()
     }
 
     /// The bound HTTP addresses.

@@ -163,6 +163,7 @@ pub struct Metrics {
     client_connections: Gauge,
     connections_refused: Family<ReasonLabel, Counter>,
     connections_timed_out: Family<ReasonLabel, Counter>,
+    tls_handshakes_failed: Family<ReasonLabel, Counter>,
     fills_cancelled: Family<ReasonLabel, Counter>,
 }
 
@@ -306,6 +307,12 @@ impl Metrics {
             "Client connections closed by Strata: `idle` (no request in progress), `send` (the client stopped reading)",
             connections_timed_out.clone(),
         );
+        let tls_handshakes_failed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS handshakes on the https listeners that did not complete: `timeout` (the client did not finish in limits.client_header_timeout), `error` (a malformed hello, no shared protocol or cipher, an unknown name with tls.unknown_sni = \"reject\", a client alert)",
+            tls_handshakes_failed.clone(),
+        );
         let fills_cancelled = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "fills_cancelled",
@@ -336,6 +343,7 @@ impl Metrics {
             client_connections,
             connections_refused,
             connections_timed_out,
+            tls_handshakes_failed,
             fills_cancelled,
             by_status,
             tier_upstream_up,
@@ -396,6 +404,15 @@ impl Metrics {
 
     pub fn connection_closed(&self) {
         self.client_connections.dec();
+    }
+
+    /// `reason`: `timeout` or `error`.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshakes_failed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// `reason` is one of a fixed set (never client text).

@@ -5,7 +5,8 @@
 //! `{"urls": [...], "tags": [...], "prefixes": [...], "all": false, "soft": false}`. Bad
 //! input is refused whole with 400 and the reason; nothing is applied. `PURGE <path>` on
 //! the HTTP listeners, when enabled, purges one URL or a list of tags. Both are applied
-//! to storage and to fills in progress ([`Proxy::purge_at`]).
+//! to storage and to fills in progress ([`Proxy::purge_at`]). A URL, whatever its scheme,
+//! purges both the `http` and the `https` copy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,10 @@ use strata_storage::{Purge, Scope};
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::proxy::Proxy;
+
+/// A URL or prefix purge covers the content however clients reached it: keys carry the
+/// scheme (an origin may answer the two differently), a purge names the resource.
+pub const SCHEMES: [&str; 2] = ["http", "https"];
 use crate::service::Services;
 
 pub use strata_wire::purge::{
@@ -53,13 +58,15 @@ pub fn resolve(
                 .for_host(&host)
                 .ok_or_else(|| format!("urls[{i}]: no service answers for host '{host}'"))?;
             let rules = service.resolve(uri.path()).key_rules;
-            keys.push(CacheKey::new(
-                "http",
-                service.key_host(&host),
-                uri.path(),
-                uri.query(),
-                &rules,
-            ));
+            for scheme in SCHEMES {
+                keys.push(CacheKey::new(
+                    scheme,
+                    service.key_host(&host),
+                    uri.path(),
+                    uri.query(),
+                    &rules,
+                ));
+            }
         }
         add(Scope::Keys(keys));
     }
@@ -75,8 +82,10 @@ pub fn resolve(
                 strip_query: Vec::new(),
                 ignore_query: true,
             };
-            let key = CacheKey::new("http", &host, uri.path(), None, &rules);
-            prefixes.push(key.as_str().to_string());
+            for scheme in SCHEMES {
+                let key = CacheKey::new(scheme, &host, uri.path(), None, &rules);
+                prefixes.push(key.as_str().to_string());
+            }
         }
         add(Scope::Prefixes(prefixes));
     }
@@ -214,13 +223,18 @@ mod tests {
         let p = resolve(&req, &services(), SystemTime::now()).unwrap();
         assert_eq!(
             p[0].scope,
-            Scope::Keys(vec![CacheKey::new(
-                "http",
-                "example.com",
-                "/a",
-                Some("b=2"),
-                &KeyRules::default()
-            )])
+            Scope::Keys(
+                SCHEMES
+                    .iter()
+                    .map(|scheme| CacheKey::new(
+                        scheme,
+                        "example.com",
+                        "/a",
+                        Some("b=2"),
+                        &KeyRules::default()
+                    ))
+                    .collect()
+            )
         );
     }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::demo;
-use strata_proxy::config::{parse_size, ConfigError, NodeConfig, OriginEntry};
+use strata_proxy::config::{parse_size, CertificateConfig, ConfigError, NodeConfig, OriginEntry};
 use strata_proxy::Node;
 
 /// Exit code for invalid configuration or arguments.
@@ -70,7 +70,7 @@ enum Command {
     },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct EdgeArgs {
     /// TOML configuration file. Flags below override its values.
     #[arg(long, short)]
@@ -78,6 +78,16 @@ struct EdgeArgs {
     /// Listen address for HTTP (repeatable).
     #[arg(long)]
     listen: Vec<SocketAddr>,
+    /// Listen address for HTTPS, HTTP/1.1 and h2 by ALPN (repeatable). Needs a
+    /// certificate: --tls-cert and --tls-key, or [[tls.certificate]] in the config.
+    #[arg(long)]
+    https: Vec<SocketAddr>,
+    /// PEM certificate chain for the HTTPS listeners (its names come from the certificate).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Origin URL for every host (no config file needed), e.g. http://127.0.0.1:9000.
     #[arg(long)]
     origin: Option<String>,
@@ -163,11 +173,11 @@ pub fn run() -> ExitCode {
             Err(e) => config_error(&e),
         },
         Command::Edge(args) => {
-            let config = match edge_config(args) {
+            let config = match edge_config(args.clone()) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            runtime_then(|| async move { run_edge(config).await })
+            runtime_then(|| async move { run_edge(config, move || edge_config(args.clone())).await })
         }
         Command::Shield { config } => match NodeConfig::from_file(&config) {
             Ok(c) if c.node.role != strata_proxy::config::Role::Shield => {
@@ -176,7 +186,9 @@ pub fn run() -> ExitCode {
                     "`strata shield` runs nodes with role = \"shield\"; use `strata edge` for edges",
                 ))
             }
-            Ok(c) => runtime_then(|| async move { run_edge(c).await }),
+            Ok(c) => runtime_then(|| async move {
+                run_edge(c, move || NodeConfig::from_file(&config)).await
+            }),
             Err(e) => config_error(&e),
         },
         Command::Demo(args) => runtime_then(|| demo::run(args)),
@@ -285,6 +297,17 @@ fn edge_config(args: EdgeArgs) -> Result<NodeConfig, ConfigError> {
     if !args.listen.is_empty() {
         config.listen.http = args.listen;
     }
+    if !args.https.is_empty() {
+        config.listen.https = args.https;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) {
+        config.tls.certificates = vec![CertificateConfig {
+            cert,
+            key,
+            names: Vec::new(),
+            default: true,
+        }];
+    }
     if let Some(admin) = args.admin {
         config.listen.admin = Some(admin);
     }
@@ -304,25 +327,83 @@ fn edge_config(args: EdgeArgs) -> Result<NodeConfig, ConfigError> {
             "service[0].origins[0]" if args.origin.is_some() => flag_error("--origin", e.message),
             "cache.size" => flag_error("--cache-size", e.message),
             "node.name" => flag_error("--name", e.message),
+            "tls.certificate[0].cert" if args.tls_cert.is_some() => {
+                flag_error("--tls-cert", e.message)
+            }
+            "tls.certificate[0].key" if args.tls_key.is_some() => {
+                flag_error("--tls-key", e.message)
+            }
+            "tls.certificate" if !config.listen.https.is_empty() => {
+                flag_error("--tls-cert", e.message)
+            }
             _ => e,
         }
     })?;
     Ok(config)
 }
 
-async fn run_edge(config: NodeConfig) -> anyhow::Result<()> {
+/// Runs a node until SIGINT/SIGTERM. SIGHUP reads the configuration again with `load`
+/// (the same file and flags) and puts new certificates in service; see [`reload`].
+async fn run_edge(
+    config: NodeConfig,
+    load: impl Fn() -> Result<NodeConfig, ConfigError>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let node = Node::start(&config).await?;
     let stop = shutdown_signal();
+    let mut hangup = signal(SignalKind::hangup())?;
     for addr in &node.http_addrs {
         tracing::info!(%addr, "{} listening (HTTP/1.1, h2c)", config.node.role.as_str());
+    }
+    for addr in &node.https_addrs {
+        tracing::info!(%addr, "{} listening (HTTPS: HTTP/1.1, h2)", config.node.role.as_str());
     }
     if let Some(addr) = node.admin_addr {
         tracing::info!(%addr, "admin listening (/metrics, /healthz)");
     }
-    stop.await;
+    let mut stop = std::pin::pin!(stop);
+    let mut running = config;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => reload(&node, &mut running, &load),
+        }
+    }
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
+}
+
+/// A reload: a configuration that does not validate (or certificates that do not load)
+/// is refused whole, logged, and the running one stays. Certificates are applied to new
+/// handshakes; changes to other sections are named as needing a restart.
+fn reload(
+    node: &Node,
+    running: &mut NodeConfig,
+    load: &impl Fn() -> Result<NodeConfig, ConfigError>,
+) {
+    let new = match load() {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the running configuration stays");
+            return;
+        }
+    };
+    if let Err(e) = node.reload_tls(&new.tls) {
+        tracing::error!(error = %e, "reload refused: the running certificates stay");
+        return;
+    }
+    let restart = new.sections_differing(running);
+    let restart: Vec<_> = restart.into_iter().filter(|s| *s != "tls").collect();
+    if restart.is_empty() {
+        tracing::info!("reloaded: certificates in service for new connections");
+    } else {
+        tracing::warn!(
+            sections = %restart.join(", "),
+            "reloaded certificates; changes to these sections take effect at the next restart"
+        );
+    }
+    running.tls = new.tls;
 }
 
 async fn run_control(config: strata_control::ControlConfig) -> anyhow::Result<()> {

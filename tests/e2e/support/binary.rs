@@ -22,6 +22,7 @@ pub fn strata_bin() -> String {
 pub struct Strata {
     child: Child,
     pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     /// Every line it wrote to stderr so far.
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -65,9 +66,12 @@ impl Strata {
             }
         });
         let mut http = None;
+        let mut https = None;
         let mut admin = None;
         let wants_admin = toml.contains("admin =");
-        while http.is_none() || (wants_admin && admin.is_none()) {
+        let wants_https = toml.contains("https =");
+        while http.is_none() || (wants_admin && admin.is_none()) || (wants_https && https.is_none())
+        {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("strata did not start listening"));
@@ -79,6 +83,8 @@ impl Strata {
             };
             if line.contains("admin listening") {
                 admin = addr();
+            } else if line.contains("listening (HTTPS") {
+                https = https.or_else(addr);
             } else if line.contains("listening") {
                 http = http.or_else(addr);
             } else if line.contains("error") {
@@ -96,6 +102,7 @@ impl Strata {
         Self {
             child,
             http: http.expect("http addr"),
+            https,
             admin,
             stderr,
         }
@@ -109,6 +116,17 @@ impl Strata {
             .iter()
             .filter(|l| l.contains(needle))
             .count()
+    }
+
+    /// Sends a signal (`HUP`, `INT`...) to the process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{name}");
     }
 
     /// Resident memory of the process, in bytes (Linux `/proc`).

@@ -47,6 +47,22 @@ impl EdgeBuilder {
         Self::with_config(config)
     }
 
+    /// An https listener on 127.0.0.1:0 presenting these certificates (the first is the
+    /// default).
+    pub fn https(mut self, certs: &[&super::tls::CertFiles]) -> Self {
+        self.config.listen.https = vec!["127.0.0.1:0".parse().expect("addr")];
+        self.config.tls.certificates = certs
+            .iter()
+            .map(|c| strata_proxy::config::CertificateConfig {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+                names: Vec::new(),
+                default: false,
+            })
+            .collect();
+        self
+    }
+
     pub fn config(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
         f(&mut self.config);
         self
@@ -71,6 +87,7 @@ impl EdgeBuilder {
         let addr = node.http_addrs[0];
         let admin = node.admin_addr.expect("admin addr");
         Edge {
+            https: node.https_addrs.first().copied(),
             node: Some(node),
             addr,
             admin,
@@ -92,6 +109,8 @@ fn client(h2: bool) -> Client<HttpConnector, Full<Bytes>> {
 pub struct Edge {
     node: Option<Node>,
     pub addr: SocketAddr,
+    /// The https listener, when the builder asked for one.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
     h2: Client<HttpConnector, Full<Bytes>>,
@@ -309,6 +328,10 @@ impl Edge {
         if let Some(node) = self.node.take() {
             node.shutdown().await;
         }
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("running")
     }
 
     pub fn proxy(&self) -> &std::sync::Arc<strata_proxy::Proxy> {

@@ -8,6 +8,7 @@ pub mod edge;
 pub mod nats;
 pub mod origin;
 pub mod pop;
+pub mod tls;
 
 pub use edge::{Edge, EdgeBuilder};
 pub use origin::{Reply, TestOrigin};

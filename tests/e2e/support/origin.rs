@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: Method,
+    pub version: http::Version,
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -124,6 +125,22 @@ impl TestOrigin {
         addr: &str,
         handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::start_with(addr, None, handler).await
+    }
+
+    /// An https origin: TLS with `tls`'s certificate, HTTP/1.1 or h2 as ALPN agrees.
+    pub async fn start_tls(
+        tls: tokio_rustls::TlsAcceptor,
+        handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with("127.0.0.1:0", Some(tls), handler).await
+    }
+
+    async fn start_with(
+        addr: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let count = Arc::new(AtomicUsize::new(0));
@@ -138,14 +155,29 @@ impl TestOrigin {
                     continue;
                 };
                 let (c, s, h) = (Arc::clone(&c), Arc::clone(&s), Arc::clone(&handler));
+                let tls = tls.clone();
                 let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (c, s, h) = (Arc::clone(&c), Arc::clone(&s), Arc::clone(&h));
                         async move { Ok::<_, Infallible>(answer(req, &c, &s, &*h).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let _ = hyper_util::server::conn::auto::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                        }
+                    }
                 });
                 conns_in
                     .lock()
@@ -208,6 +240,7 @@ async fn answer(
         .unwrap_or_default();
     let request = Seen {
         method: parts.method,
+        version: parts.version,
         path_and_query: parts
             .uri
             .path_and_query()

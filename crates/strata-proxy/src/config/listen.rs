@@ -11,6 +11,8 @@ use super::ConfigError;
 pub struct ListenSection {
     /// Plain HTTP listeners (HTTP/1.1 and h2c with prior knowledge).
     pub http: Vec<SocketAddr>,
+    /// TLS listeners (HTTP/1.1 and h2 by ALPN), with the certificates of `[tls]`.
+    pub https: Vec<SocketAddr>,
     /// Admin listener (`/metrics`, `/healthz`); off when absent.
     pub admin: Option<SocketAddr>,
 }
@@ -19,6 +21,7 @@ impl Default for ListenSection {
     fn default() -> Self {
         Self {
             http: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            https: Vec::new(),
             admin: None,
         }
     }
@@ -26,10 +29,10 @@ impl Default for ListenSection {
 
 impl ListenSection {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
-        if self.http.is_empty() {
+        if self.http.is_empty() && self.https.is_empty() {
             return Err(ConfigError::new(
                 "listen.http",
-                "at least one listener is required",
+                "at least one listener (listen.http or listen.https) is required",
             ));
         }
         Ok(())

@@ -21,6 +21,7 @@ mod parents;
 mod purge;
 mod ring;
 mod service;
+mod tls;
 
 use std::path::Path;
 
@@ -40,6 +41,7 @@ pub use self::parents::ParentsSection;
 pub use self::purge::PurgeSection;
 pub use self::ring::{PeerConfig, RingSection};
 pub use self::service::{OriginConfig, OriginEntry, RuleConfig, ServiceConfig};
+pub use self::tls::{CertificateConfig, TlsSection, UnknownSni};
 pub use strata_wire::config::{parse_size, parse_toml, ByteSize, ConfigError, Seconds};
 
 /// The whole node configuration.
@@ -48,6 +50,7 @@ pub use strata_wire::config::{parse_size, parse_toml, ByteSize, ConfigError, Sec
 pub struct NodeConfig {
     pub node: NodeSection,
     pub listen: ListenSection,
+    pub tls: TlsSection,
     pub cache: CacheSection,
     pub limits: LimitsSection,
     pub log: LogSection,
@@ -67,6 +70,10 @@ fn one() -> u32 {
     1
 }
 
+fn yes() -> bool {
+    true
+}
+
 // === impl NodeConfig ===
 
 impl NodeConfig {
@@ -74,6 +81,47 @@ impl NodeConfig {
         let config: NodeConfig = parse_toml(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The top-level sections (`[tls]`, `[[service]]`...) whose values differ from
+    /// `other`'s.
+    pub fn sections_differing(&self, other: &NodeConfig) -> Vec<&'static str> {
+        // Destructured: a new section cannot be left out of the comparison.
+        let NodeConfig {
+            node,
+            listen,
+            tls,
+            cache,
+            limits,
+            log,
+            purge,
+            bus,
+            ring,
+            parents,
+            hot,
+            forwarding,
+            admin,
+            services,
+        } = self;
+        [
+            ("node", *node == other.node),
+            ("listen", *listen == other.listen),
+            ("tls", *tls == other.tls),
+            ("cache", *cache == other.cache),
+            ("limits", *limits == other.limits),
+            ("log", *log == other.log),
+            ("purge", *purge == other.purge),
+            ("bus", *bus == other.bus),
+            ("ring", *ring == other.ring),
+            ("parents", *parents == other.parents),
+            ("hot", *hot == other.hot),
+            ("forwarding", *forwarding == other.forwarding),
+            ("admin", *admin == other.admin),
+            ("service", *services == other.services),
+        ]
+        .into_iter()
+        .filter_map(|(name, same)| (!same).then_some(name))
+        .collect()
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -117,6 +165,8 @@ impl NodeConfig {
         for (i, service) in self.services.iter().enumerate() {
             service.check(i, &mut hosts_seen)?;
         }
+        self.tls.check(!self.listen.https.is_empty())?;
+        crate::tls::OriginTls::from_config(self)?;
         Ok(())
     }
 }
@@ -199,7 +249,9 @@ mod tests {
                 url: "http://127.0.0.1:9001".into(),
                 priority: 2,
                 weight: 3,
-                max_connections: None
+                max_connections: None,
+                tls_verify: true,
+                ca_file: None,
             })
         );
         let bad = text.replace("weight = 3", "weight = 0");

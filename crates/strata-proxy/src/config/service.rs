@@ -109,6 +109,13 @@ pub struct OriginConfig {
     pub weight: u32,
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// `https` origins: check the certificate (the default). `false` accepts any
+    /// certificate, and says so in a warning at start.
+    #[serde(default = "super::yes")]
+    pub tls_verify: bool,
+    /// `https` origins: a PEM bundle of the CAs to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A per-path rule. The first rule whose prefix matches the path applies.

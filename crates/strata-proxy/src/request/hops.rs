@@ -22,6 +22,7 @@ use crate::error::ProxyError;
 use crate::fill::{Fill, Interest};
 use crate::forward::{self, Outbound, Purpose, CACHE_STATUS};
 use crate::proxy::Proxy;
+use crate::purge::SCHEMES;
 use crate::request::miss::Storable;
 use crate::request::parse::Head;
 use crate::request::{Cacheable, Ctx};
@@ -433,14 +434,17 @@ impl Proxy {
             return;
         }
         let rules = service.resolve(uri.path()).key_rules;
-        let key = CacheKey::new(
-            "http",
-            service.key_host(authority.as_str()),
-            uri.path(),
-            uri.query(),
-            &rules,
-        );
-        self.coalescer.invalidate(&key);
-        self.storage.remove(&key, self.clock.wall());
+        // The resource changed, however clients reach it.
+        for scheme in SCHEMES {
+            let key = CacheKey::new(
+                scheme,
+                service.key_host(authority.as_str()),
+                uri.path(),
+                uri.query(),
+                &rules,
+            );
+            self.coalescer.invalidate(&key);
+            self.storage.remove(&key, self.clock.wall());
+        }
     }
 }

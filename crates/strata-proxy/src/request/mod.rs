@@ -33,6 +33,8 @@ pub(crate) use parse::Head;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+
+use crate::server::Conn;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -134,8 +136,9 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
+        conn: Conn,
     ) -> Result<Response<ClientBody>, Infallible> {
+        let client = conn.peer;
         // The node clock, read once for the request and handed down; a later step that
         // needs the time of its own moment (an upstream answer, the end of a wait) reads
         // the node clock again.
@@ -158,7 +161,7 @@ impl Proxy {
             upstream: None,
             host: None,
         };
-        let resp = match Arc::clone(&self).process(req, client, now, &mut ctx).await {
+        let resp = match Arc::clone(&self).process(req, conn, now, &mut ctx).await {
             Ok(resp) => resp,
             Err(e) => {
                 ctx.status.detail = Some(e.detail());
@@ -172,17 +175,17 @@ impl Proxy {
     async fn process(
         self: Arc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
+        conn: Conn,
         now: Now,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // === parse ===
-        let req = match self.parse(req, client, ctx)? {
+        let req = match self.parse(req, conn, ctx)? {
             Parsed::Request(req) => req,
             Parsed::Answered(resp) => return Ok(resp),
         };
         // === service ===
-        let (service, resolved, head, body) = self.route(req, client)?;
+        let (service, resolved, head, body) = self.route(req, conn)?;
         // === pass: other methods, bypass rules ===
         let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
         if !cacheable_method || resolved.bypass {
@@ -198,7 +201,7 @@ impl Proxy {
         drop(body);
         // === cache key ===
         let key = CacheKey::new(
-            "http",
+            head.scheme(),
             service.key_host(head.host()),
             head.uri.path(),
             head.uri.query(),

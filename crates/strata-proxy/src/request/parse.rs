@@ -23,6 +23,7 @@ use crate::error::ProxyError;
 use crate::forward;
 use crate::proxy::Proxy;
 use crate::request::{Ctx, Parsed};
+use crate::server::Conn;
 use crate::service::{Resolved, Service};
 use crate::tier::{HEALTH_PATH, RING_HOP};
 
@@ -35,9 +36,22 @@ pub struct Head {
     /// The canonical authority: keys, service routing and forwarding all use it.
     pub authority: Authority,
     pub client: SocketAddr,
+    /// The client reached Strata over TLS: directly, or through a trusted proxy that
+    /// says so (`X-Forwarded-Proto: https`). Part of the cache key: an origin may answer
+    /// the two schemes differently (a redirect to https).
+    pub secure: bool,
 }
 
 impl Head {
+    /// `https` or `http`, as the client reached Strata.
+    pub fn scheme(&self) -> &'static str {
+        if self.secure {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn path_and_query(&self) -> &str {
         self.uri.path_and_query().map_or("/", |pq| pq.as_str())
     }
@@ -63,16 +77,18 @@ pub fn forwards_body(method: &Method) -> bool {
 /// The request's authority, canonical. RFC 9110 §7.2 and RFC 9112 §3.2: one `Host`
 /// field, required unless the target carries the authority; when both are present they
 /// must name the same authority (RFC 9113 §8.3.1 for `:authority`), else 400.
-pub fn authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
+/// `secure`: the connection is TLS, where `https` targets (and `:scheme`) are at home.
+pub fn authority<B>(req: &Request<B>, secure: bool) -> Result<Authority, ProxyError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host field"));
     }
-    // This listener speaks plain HTTP: an `https` target would be keyed as `http` and
-    // forwarded with a port that says otherwise.
+    // A plain listener takes no `https` target: it would be keyed as what it is not.
     let default_port = match req.uri().scheme_str() {
+        None if secure => 443,
         None | Some("http") => 80,
+        Some("https") if secure => 443,
         Some(_) => return Err(ProxyError::BadRequest("unsupported scheme in target")),
     };
     let parse = |bytes: &[u8]| {
@@ -115,9 +131,10 @@ impl Proxy {
     pub(super) fn parse(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
+        conn: Conn,
         ctx: &mut Ctx,
     ) -> Result<Parsed, ProxyError> {
+        let client = conn.peer;
         let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if uri_len > self.max_uri_length {
             return Err(ProxyError::UriTooLong);
@@ -128,7 +145,7 @@ impl Proxy {
             ctx.status.detail = Some("health".into());
             return Ok(Parsed::Answered(self.health_endpoint(client)));
         }
-        let authority = authority(&req)?;
+        let authority = authority(&req, conn.secure)?;
         if self.access_log.enabled() {
             ctx.host = Some(authority.as_str().to_string());
         }
@@ -148,8 +165,9 @@ impl Proxy {
     pub(super) fn route(
         &self,
         (req, authority): (Request<Incoming>, Authority),
-        client: SocketAddr,
+        conn: Conn,
     ) -> Result<(Arc<Service>, Resolved, Head, Incoming), ProxyError> {
+        let client = conn.peer;
         let service = Arc::clone(
             self.services
                 .for_authority(&authority)
@@ -167,12 +185,18 @@ impl Proxy {
         if headers.contains_key(RING_HOP) && !self.tier.is_peer(client.ip()) {
             headers.remove(RING_HOP);
         }
+        let secure = conn.secure
+            || (self.forwarder.trusts(client.ip())
+                && headers
+                    .get(forward::X_FORWARDED_PROTO)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
         let head = Head {
             method: parts.method,
             uri: parts.uri,
             headers,
             authority,
             client,
+            secure,
         };
         Ok((service, resolved, head, body))
     }
@@ -191,7 +215,7 @@ mod tests {
     }
 
     fn auth(uri: &str, hosts: &[&str]) -> Result<String, ProxyError> {
-        authority(&req(uri, hosts, Version::HTTP_11)).map(|a| a.as_str().to_string())
+        authority(&req(uri, hosts, Version::HTTP_11), false).map(|a| a.as_str().to_string())
     }
 
     #[test]
@@ -249,11 +273,11 @@ mod tests {
     fn rfc9113_8_3_1_host_must_match_authority_pseudo_header() {
         let r = req("http://a.test/x", &["b.test"], Version::HTTP_2);
         assert_eq!(
-            authority(&r),
+            authority(&r, false),
             Err(ProxyError::BadRequest("Host does not match :authority"))
         );
         let r = req("http://a.test/x", &["a.test"], Version::HTTP_2);
-        assert_eq!(authority(&r).unwrap().as_str(), "a.test");
+        assert_eq!(authority(&r, false).unwrap().as_str(), "a.test");
     }
 
     #[test]

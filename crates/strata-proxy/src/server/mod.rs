@@ -15,6 +15,8 @@
 //!   `limits.client_send_timeout` (a full socket on HTTP/1, no flow-control window on h2)
 //!   closes the connection.
 //! - **a slow request head**: `limits.client_header_timeout` (HTTP/1, hyper's timer).
+//! - **a slow TLS handshake**: `limits.client_header_timeout` too, from accept to the end
+//!   of the handshake.
 //! - **accept errors** (out of descriptors): exponential back-off up to 1 s; the warning
 //!   is rate-limited.
 
@@ -33,7 +35,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -54,6 +56,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Longest wait between two accept attempts after errors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// What a handler learns about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// Arrived over TLS (an `https` listener).
+    pub secure: bool,
+}
+
 /// How a listener treats its connections.
 #[derive(Clone)]
 pub struct ServeConfig {
@@ -67,7 +77,11 @@ pub struct ServeConfig {
     pub refusals: usize,
     pub idle_timeout: Duration,
     pub send_timeout: Duration,
+    /// How long a TLS client has from accept to the end of its handshake.
+    pub handshake_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// Set on `https` listeners: connections start with a TLS handshake.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// An HTTP/1.1 + h2c (prior knowledge) connection builder with the node's limits.
@@ -98,7 +112,7 @@ pub async fn serve<F, Fut, B>(
     handler: F,
     shutdown: watch::Receiver<bool>,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -156,7 +170,30 @@ pub async fn serve<F, Fut, B>(
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         tokio::spawn(async move {
             config.metrics.connection_opened();
-            connection(stream, peer, &config, handler, shutdown).await;
+            match config.tls.clone() {
+                None => {
+                    let conn = Conn {
+                        peer,
+                        secure: false,
+                    };
+                    connection(stream, conn, &config, handler, shutdown).await;
+                }
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(config.handshake_timeout, tls.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            let conn = Conn { peer, secure: true };
+                            connection(stream, conn, &config, handler, shutdown).await;
+                        }
+                        Ok(Err(e)) => {
+                            config.metrics.tls_handshake_failed("error");
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        }
+                        Err(_) => config.metrics.tls_handshake_failed("timeout"),
+                    }
+                }
+            }
             config.metrics.connection_closed();
             drop(permit);
         });
@@ -312,18 +349,20 @@ impl StallWatch {
 }
 
 /// Serves one connection until it ends, idles out, stalls, or the node shuts down.
-async fn connection<F, Fut, B>(
-    stream: TcpStream,
-    peer: SocketAddr,
+async fn connection<S, F, Fut, B>(
+    stream: S,
+    conn_info: Conn,
     config: &ServeConfig,
     handler: F,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    F: Fn(Request<Incoming>, Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    let peer = conn_info.peer;
     let activity = Arc::new(Activity {
         started: Instant::now(),
         active: AtomicUsize::new(0),
@@ -336,7 +375,7 @@ async fn connection<F, Fut, B>(
         let in_flight = tracker.begin();
         // Boxed: the handler's future is large, and wrapping it unboxed would copy it once
         // more per request (measured: ~5% of hot-hit throughput).
-        let fut = Box::pin(handler(req, peer));
+        let fut = Box::pin(handler(req, conn_info));
         async move {
             let resp = fut.await?;
             Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {

@@ -19,6 +19,7 @@ pub mod request_body;
 pub mod ring;
 pub mod send;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,9 +27,13 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::ConfigError;
+use crate::tls::OriginTls;
 
 /// A request body sent upstream.
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
@@ -41,15 +46,15 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Parses `http://host[:port]`. HTTPS origins need the TLS connector (not built yet).
+    /// Parses `http://host[:port]` or `https://host[:port]`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let uri: Uri = s.parse().map_err(|e| format!("'{s}' is not a URL: {e}"))?;
         let scheme = uri
             .scheme()
             .cloned()
             .ok_or_else(|| format!("'{s}' has no scheme"))?;
-        if scheme != Scheme::HTTP {
-            return Err(format!("'{s}': only http:// origins are supported so far"));
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(format!("'{s}': an origin is http:// or https://"));
         }
         let authority = uri
             .authority()
@@ -123,22 +128,25 @@ pub struct Timeouts {
 /// The shared upstream client.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
 }
 
 impl UpstreamClient {
-    pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+    /// `tls`: the names and trust of the https origins (see [`crate::tls::origin`]).
+    pub fn new(connect_timeout: Duration, tls: &OriginTls) -> Result<Self, ConfigError> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector =
+            HttpsConnector::new(http, tls.client_config()?, false, Arc::new(tls.names()));
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self { client }
+        Ok(Self { client })
     }
 
     /// Sends a request and waits for the response head, within the first-byte timeout.
@@ -182,6 +190,7 @@ mod tests {
             "http://127.0.0.1:9000/a?b=1"
         );
         assert!(Origin::parse("ftp://x").is_err());
+        assert_eq!(Origin::parse("https://x").unwrap().scheme, Scheme::HTTPS);
         assert!(Origin::parse("http://x/path").is_err());
         assert!(Origin::parse("not a url").is_err());
     }

@@ -7,8 +7,11 @@
 //!
 //! The same topology as separate processes over NATS is in `examples/topology/`.
 
+mod certs;
 mod load;
 mod origin;
+
+use self::certs::DemoCerts;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -17,7 +20,7 @@ use clap::Args;
 use strata_bus::Bus;
 use strata_control::config::{HealthSection, NodeEntry, ProbedNode};
 use strata_control::{Control, ControlConfig};
-use strata_proxy::config::{NodeConfig, PeerConfig, Role, RuleConfig, Seconds};
+use strata_proxy::config::{CertificateConfig, NodeConfig, PeerConfig, Role, RuleConfig, Seconds};
 use strata_proxy::{Listeners, Node};
 use strata_router::config::{LocationConfig, NameServer, PopConfig};
 use strata_router::{Router, RouterConfig};
@@ -32,6 +35,10 @@ pub struct DemoArgs {
     /// port is 0).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// HTTPS address of the first edge (HTTP/1.1 and h2), the other edges on the next
+    /// ports, with certificates from a CA made at start.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    https: SocketAddr,
     /// Admin address of the first edge; the other nodes take the next ports (free ports
     /// when this port is 0).
     #[arg(long, default_value = "127.0.0.1:9901")]
@@ -74,12 +81,21 @@ fn nth(base: SocketAddr, i: u16) -> SocketAddr {
     a
 }
 
-fn node_config(args: &DemoArgs, origin: SocketAddr, p: &Planned) -> NodeConfig {
+fn node_config(args: &DemoArgs, origin: SocketAddr, p: &Planned, certs: &DemoCerts) -> NodeConfig {
     let mut config = NodeConfig::single_origin(&format!("http://{origin}"));
     config.node.name = p.name.into();
     config.node.role = p.role;
     config.node.pop = Some(p.pop.into());
     config.listen.http = p.listeners.http_addrs();
+    config.listen.https = p.listeners.https_addrs();
+    if !config.listen.https.is_empty() {
+        config.tls.certificates = vec![CertificateConfig {
+            cert: certs.cert.clone(),
+            key: certs.key.clone(),
+            names: Vec::new(),
+            default: true,
+        }];
+    }
     config.listen.admin = p.listeners.admin_addr();
     config.cache.size.0 = 128 << 20;
     config.cache.max_object_size.0 = 16 << 20;
@@ -107,6 +123,9 @@ fn node_config(args: &DemoArgs, origin: SocketAddr, p: &Planned) -> NodeConfig {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let origin = origin::start().await?;
+    let certs = DemoCerts::create(
+        &std::env::temp_dir().join(format!("strata-demo-{}", std::process::id())),
+    )?;
     let bus = Bus::embedded();
 
     // Bind every node first: each PoP's ring names its members' addresses.
@@ -121,22 +140,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (i, (name, role, pop)) in layout.into_iter().enumerate() {
         let i = i as u16;
         let mut http = nth(args.listen, i);
+        let mut https = nth(args.https, i);
         // pop-b on its own loopback address, so DNS answers tell the PoPs apart.
-        if pop == "pop-b" && http.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
-            http.set_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        if pop == "pop-b" {
+            for addr in [&mut http, &mut https] {
+                if addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+                    addr.set_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+                }
+            }
+        }
+        let mut listeners = Listeners::bind_addrs(&[http], Some(nth(args.admin, i)))?;
+        if role == Role::Edge {
+            listeners.bind_https(&[https])?;
         }
         planned.push(Planned {
             name,
             role,
             pop,
-            listeners: Listeners::bind_addrs(&[http], Some(nth(args.admin, i)))?,
+            listeners,
         });
     }
     let url = |p: &Planned| format!("http://{}", p.listeners.http_addrs()[0]);
     let shield_url = url(&planned[4]);
     let mut configs = Vec::new();
     for p in &planned {
-        let mut config = node_config(&args, origin.addr, p);
+        let mut config = node_config(&args, origin.addr, p, &certs);
         if p.role == Role::Shield {
             // Its clients are the edges, on loopback: they carry every user's misses.
             config.forwarding.trusted_proxies = vec!["127.0.0.0/8".into()];
@@ -203,6 +231,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  shield   http://{shield}   node 'shield-1', parent of both PoPs");
     println!("  pop-a    http://{a1}  http://{a2}   edge-a1, edge-a2 (a ring: each object stored once per PoP)");
     println!("  pop-b    http://{b1}  http://{b2}   edge-b1, edge-b2");
+    let tls_a1 = nodes[0].1.https_addrs[0];
+    let tls_b1 = nodes[2].1.https_addrs[0];
+    println!("  https    https://{tls_a1} (edge-a1)  https://{tls_b1} (edge-b1), the others on the next ports; CA {}", certs.ca.display());
     println!("  control  http://{ctl}   token {DEMO_TOKEN}");
     println!("  metrics  http://{admin}/metrics   (edge-a1; the other nodes on the next ports)");
     let dns = router.udp_addr;
@@ -221,6 +252,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "  curl -si http://{a2}/static/large.bin -r 0-99 -o /dev/null -D -  # 206 from the cache"
     );
+    let ca = certs.ca.display();
+    println!("  curl -si --cacert {ca} https://{tls_a1}/static/small.txt   # HTTPS, h2 by ALPN (its own copy: keys carry the scheme)");
+    println!("  curl -si --cacert {ca} --http1.1 https://localhost:{}/hello   # HTTP/1.1 over TLS, by name", tls_a1.port());
     println!("  curl -s  http://{a1}/api/live/score                           # no-store, micro-cached for 1 s");
     println!("  curl -si -H 'Accept-Language: fr' http://{a1}/hello           # Vary: a variant per language");
     println!("  curl -s  -H 'Authorization: Bearer {DEMO_TOKEN}' http://{ctl}/v1/purge -d '{{\"tags\":[\"static\"],\"wait\":2}}'");
@@ -231,7 +265,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  dig @{dns_ip} -p {dns_port} www.cdn.test +short +subnet=10.1.2.0/24  # a client in 10/8 (EDNS Client Subnet): pop-b");
     println!("  curl -s -H 'Authorization: Bearer {DEMO_TOKEN}' http://{ctl}/v1/health  # PoP and node health the router steers by");
     println!("  strata demo --load                                            # traffic, hit ratio per tier, origin offload");
-    println!("ready: edge http://{a1} pop-b http://{b1} control http://{ctl} dns {dns}");
+    println!("ready: edge http://{a1} pop-b http://{b1} control http://{ctl} dns {dns} https https://{tls_a1} ca {ca}");
 
     let generator = args.load.then(|| {
         tokio::spawn(load::run(
@@ -254,6 +288,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     router.shutdown().await;
     control.shutdown().await;
     origin.stop().await;
+    let _ = std::fs::remove_dir_all(&certs.dir);
     Ok(())
 }
 

@@ -1,0 +1,87 @@
+//! `[tls]`: the certificates the `listen.https` listeners present, and what a client
+//! that names no known host gets.
+//!
+//! Each `[[tls.certificate]]` is a PEM chain and its key; the host names it answers for
+//! are its own subjectAltName DNS names (wildcards included), unless `names` lists them.
+//! The files are read and checked here (readable, key matches, not expired), so
+//! `strata check-config` refuses what the node would refuse at start or reload.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    #[serde(rename = "certificate")]
+    pub certificates: Vec<CertificateConfig>,
+    /// A client whose SNI names no configured certificate (or that sends none): `default`
+    /// presents the default certificate, `reject` ends the handshake with an alert.
+    /// Clients without SNI always get the default certificate.
+    pub unknown_sni: UnknownSni,
+    /// TLS 1.2 sessions remembered for resumption by session ID (TLS 1.3 and ticket
+    /// resumption need no server memory).
+    pub session_cache: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file: the leaf certificate first, then its intermediates.
+    pub cert: PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1; RSA or ECDSA).
+    pub key: PathBuf,
+    /// Host names this certificate answers for (`*.example.com` allowed). Default: the
+    /// certificate's own subjectAltName DNS names.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Presented to clients without SNI (and, with `unknown_sni = "default"`, to clients
+    /// naming an unknown host). Default: the first certificate.
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSni {
+    #[default]
+    Default,
+    Reject,
+}
+
+impl TlsSection {
+    /// Structure first (what `https` listeners need), then every certificate loaded and
+    /// checked as the listener would.
+    pub(super) fn check(&self, https_listeners: bool) -> Result<(), ConfigError> {
+        if https_listeners && self.certificates.is_empty() {
+            return Err(ConfigError::new(
+                "tls.certificate",
+                "listen.https needs at least one [[tls.certificate]]",
+            ));
+        }
+        if self.certificates.iter().filter(|c| c.default).count() > 1 {
+            return Err(ConfigError::new(
+                "tls.certificate",
+                "only one certificate can be the default",
+            ));
+        }
+        if !self.certificates.is_empty() {
+            crate::tls::CertTable::load(self, std::time::SystemTime::now())?;
+        }
+        Ok(())
+    }
+
+    /// TLS 1.2 session IDs remembered when `session_cache` is left at 0.
+    pub fn session_cache_size(&self) -> usize {
+        if self.session_cache == 0 {
+            DEFAULT_SESSION_CACHE
+        } else {
+            self.session_cache
+        }
+    }
+}
+
+/// About 2.5 MB of session state at most.
+const DEFAULT_SESSION_CACHE: usize = 10_000;

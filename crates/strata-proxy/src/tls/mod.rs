@@ -1,0 +1,73 @@
+//! TLS, both ways: the certificates `https` listeners present ([`ServerTls`], with
+//! [`certs`]), and how origins' certificates are checked ([`origin`]).
+//!
+//! rustls on the `ring` provider (already in the tree for the NATS client): TLS 1.3 and
+//! 1.2 only, ECDHE key exchange and AEAD ciphers only, which is all rustls implements.
+//! Sessions resume by ticket (TLS 1.3 PSK and TLS 1.2 tickets) with keys rustls rotates
+//! every 6 hours, shared by every connection of the node (one `ServerConfig`), and by
+//! TLS 1.2 session ID from a bounded in-memory cache.
+
+pub mod certs;
+pub mod origin;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::ServerSessionMemoryCache;
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ConfigError, TlsSection};
+
+pub use self::certs::{CertStore, CertTable};
+pub use self::origin::OriginTls;
+
+/// The cryptography every TLS config of the node uses.
+pub fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The TLS side of the `https` listeners: one config for all of them, its certificates
+/// replaceable while it serves.
+#[derive(Clone)]
+pub struct ServerTls {
+    acceptor: TlsAcceptor,
+    store: Arc<CertStore>,
+}
+
+impl ServerTls {
+    pub fn new(section: &TlsSection) -> Result<Self, ConfigError> {
+        let table = CertTable::load(section, SystemTime::now())?;
+        let store = Arc::new(CertStore::new(table));
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| ConfigError::new("tls", e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&store) as Arc<_>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| ConfigError::new("tls", format!("session tickets: {e}")))?;
+        config.session_storage = ServerSessionMemoryCache::new(section.session_cache_size());
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            store,
+        })
+    }
+
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// Reads the certificates again; on any error the ones in service stay.
+    pub fn reload(&self, section: &TlsSection) -> Result<(), ConfigError> {
+        let table = CertTable::load(section, SystemTime::now())?;
+        self.store.replace(table);
+        Ok(())
+    }
+
+    /// The certificates in service.
+    pub fn table(&self) -> Arc<CertTable> {
+        self.store.table()
+    }
+}

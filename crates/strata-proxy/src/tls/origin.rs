@@ -1,0 +1,356 @@
+//! TLS to `https://` origins: which name each origin is asked for (SNI) and checked
+//! against, and how its certificate is verified.
+//!
+//! One client config serves every origin (one connection pool). Verification is chosen
+//! by the name being verified: the system roots by default, a configured CA bundle
+//! (`ca_file`), or none at all when an origin sets `tls_verify = false` (logged as a
+//! warning at start). The name is the origin URL's host, or the service's `origin_host`
+//! (without its port) when set: an origin addressed by IP still has its certificate
+//! checked for the site's name.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::Uri;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+
+use crate::config::{ConfigError, NodeConfig, OriginEntry};
+use crate::upstream::Origin;
+
+/// How one name's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Trust {
+    SystemRoots,
+    CaFile(PathBuf),
+    Nothing,
+}
+
+/// Every https origin's name and trust, from the configuration.
+#[derive(Debug, Default)]
+pub struct OriginTls {
+    /// URI authority (as the upstream request carries it) -> the name sent in SNI.
+    names: HashMap<String, ServerName<'static>>,
+    /// SNI name -> how it is verified.
+    trust: HashMap<String, Trust>,
+}
+
+impl OriginTls {
+    /// Collects the https origins of every service (and parent). Two origins that share
+    /// an address but want different names, or a name with two trusts, are refused:
+    /// they would share connections.
+    pub fn from_config(config: &NodeConfig) -> Result<Self, ConfigError> {
+        let mut tls = Self::default();
+        for (i, service) in config.services.iter().enumerate() {
+            for (o, entry) in service.origins.iter().enumerate() {
+                let at = format!("service[{i}].origins[{o}]");
+                let origin =
+                    Origin::parse(entry.url()).map_err(|why| ConfigError::new(&at, why))?;
+                if origin.scheme != http::uri::Scheme::HTTPS {
+                    continue;
+                }
+                let trust = match entry {
+                    OriginEntry::Detailed(d) if !d.tls_verify => Trust::Nothing,
+                    OriginEntry::Detailed(d) => {
+                        d.ca_file.clone().map_or(Trust::SystemRoots, Trust::CaFile)
+                    }
+                    OriginEntry::Url(_) => Trust::SystemRoots,
+                };
+                let sni = service
+                    .origin_host
+                    .as_deref()
+                    .map(host_without_port)
+                    .unwrap_or_else(|| origin.authority.host().to_string());
+                tls.add(&at, &origin, &sni, trust)?;
+            }
+        }
+        for (i, url) in config.parents.shields.iter().enumerate() {
+            let at = format!("parents.shields[{i}]");
+            let origin = Origin::parse(url).map_err(|why| ConfigError::new(&at, why))?;
+            if origin.scheme == http::uri::Scheme::HTTPS {
+                let sni = origin.authority.host().to_string();
+                tls.add(&at, &origin, &sni, Trust::SystemRoots)?;
+            }
+        }
+        Ok(tls)
+    }
+
+    fn add(
+        &mut self,
+        at: &str,
+        origin: &Origin,
+        sni: &str,
+        trust: Trust,
+    ) -> Result<(), ConfigError> {
+        let sni = sni
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let name = ServerName::try_from(sni.clone())
+            .map_err(|_| ConfigError::new(at, format!("'{sni}' is not a name TLS can check")))?;
+        let authority = origin.authority.as_str().to_ascii_lowercase();
+        if let Some(known) = self.names.get(&authority) {
+            if *known != name {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "{authority} is already reached as '{}'; one address, one TLS name",
+                        known.to_str()
+                    ),
+                ));
+            }
+        }
+        if let Some(known) = self.trust.get(&sni) {
+            if *known != trust {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "'{sni}' is verified differently by another origin (tls_verify, ca_file)"
+                    ),
+                ));
+            }
+        }
+        if let Trust::CaFile(path) = &trust {
+            load_ca(path).map_err(|why| ConfigError::new(format!("{at}.ca_file"), why))?;
+        }
+        self.names.insert(authority, name);
+        self.trust.insert(sni, trust);
+        Ok(())
+    }
+
+    /// The client config for upstream connections, ALPN `h2` then `http/1.1`.
+    pub fn client_config(&self) -> Result<ClientConfig, ConfigError> {
+        let provider = Arc::new(super::provider());
+        let mut by_name = HashMap::new();
+        let mut verifiers: HashMap<Trust, Arc<dyn ServerCertVerifier>> = HashMap::new();
+        for (name, trust) in &self.trust {
+            if *trust == Trust::Nothing {
+                tracing::warn!(%name, "an https origin's certificate is not verified (tls_verify = false)");
+            }
+            if !verifiers.contains_key(trust) {
+                let verifier = verifier_for(trust, &provider)?;
+                verifiers.insert(trust.clone(), verifier);
+            }
+            if let Some(v) = verifiers.get(trust) {
+                by_name.insert(name.clone(), Arc::clone(v));
+            }
+        }
+        let verifier = ByName {
+            by_name,
+            // A name not configured (none should reach here) gets the strictest check.
+            fallback: verifiers.get(&Trust::SystemRoots).map(Arc::clone),
+            provider: Arc::clone(&provider),
+        };
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| ConfigError::new("tls", e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// The SNI name for each origin address, for the connector.
+    pub fn names(&self) -> OriginNames {
+        OriginNames(self.names.clone())
+    }
+}
+
+fn host_without_port(host: &str) -> String {
+    host.parse::<http::uri::Authority>()
+        .map_or_else(|_| host.to_string(), |a| a.host().to_string())
+}
+
+fn verifier_for(
+    trust: &Trust,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, ConfigError> {
+    let roots = match trust {
+        Trust::Nothing => return Ok(Arc::new(NoVerification(Arc::clone(provider)))),
+        Trust::SystemRoots => {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(ConfigError::new(
+                    "service.origins",
+                    "https origins are verified against the system's CA certificates, and none were found (install ca-certificates, or set ca_file)",
+                ));
+            }
+            roots
+        }
+        Trust::CaFile(path) => load_ca(path).map_err(|why| ConfigError::new("ca_file", why))?,
+    };
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+        .build()
+        .map(|v| v as Arc<dyn ServerCertVerifier>)
+        .map_err(|e| ConfigError::new("service.origins", e.to_string()))
+}
+
+/// A CA bundle: every certificate in a PEM file.
+fn load_ca(path: &std::path::Path) -> Result<RootCertStore, String> {
+    let at = |why: String| format!("{}: {why}", path.display());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| at(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| at(e.to_string()))?)
+            .map_err(|e| at(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(at("no certificate in the file".into()));
+    }
+    Ok(roots)
+}
+
+/// The SNI name for a request's origin: its configured name, else the URI's host.
+#[derive(Debug, Clone)]
+pub struct OriginNames(HashMap<String, ServerName<'static>>);
+
+impl hyper_rustls::ResolveServerName for OriginNames {
+    fn resolve(
+        &self,
+        uri: &Uri,
+    ) -> Result<ServerName<'static>, Box<dyn std::error::Error + Sync + Send>> {
+        let authority = uri.authority().ok_or("no authority")?;
+        if let Some(name) = self.0.get(&authority.as_str().to_ascii_lowercase()) {
+            return Ok(name.clone());
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        Ok(ServerName::try_from(host.to_string())?)
+    }
+}
+
+// === impl ByName ===
+
+/// Verifies each origin by the trust configured for the name it was asked as.
+#[derive(Debug)]
+struct ByName {
+    by_name: HashMap<String, Arc<dyn ServerCertVerifier>>,
+    fallback: Option<Arc<dyn ServerCertVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ByName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let name = server_name.to_str();
+        let verifier = self
+            .by_name
+            .get(name.as_ref())
+            .or(self.fallback.as_ref())
+            .ok_or(Error::General("no trust configured for this origin".into()))?;
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `tls_verify = false`: any certificate is accepted (the handshake signature is still
+/// checked against it).
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_host_port_is_not_part_of_the_name() {
+        assert_eq!(host_without_port("example.com:8443"), "example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("[2001:db8::1]:443"), "[2001:db8::1]");
+        assert_eq!(host_without_port("[2001:db8::1]"), "[2001:db8::1]");
+    }
+}

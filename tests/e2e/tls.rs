@@ -1,0 +1,419 @@
+//! TLS to clients (`listen.https`, `[tls]`) and to origins (`https://` origins): what the
+//! handshake chooses, which certificate is presented, resumption, reload, and the
+//! certificate checks `check-config` makes.
+
+use std::process::Command;
+use std::time::Duration;
+
+use http::{StatusCode, Version};
+use strata_proxy::config::{CertificateConfig, OriginConfig, OriginEntry, TlsSection, UnknownSni};
+
+use crate::support::binary::strata_bin;
+use crate::support::tls::{CertFiles, TestPki};
+use crate::support::{EdgeBuilder, Reply, TestOrigin};
+
+fn section(certs: &[&CertFiles]) -> TlsSection {
+    TlsSection {
+        certificates: certs
+            .iter()
+            .map(|c| CertificateConfig {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+                names: Vec::new(),
+                default: false,
+            })
+            .collect(),
+        ..TlsSection::default()
+    }
+}
+
+async fn proto_origin() -> TestOrigin {
+    TestOrigin::start(|seen, _| {
+        Reply::ok(format!(
+            "proto={}",
+            seen.header("x-forwarded-proto").unwrap_or("-")
+        ))
+        .cc("max-age=60")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn https_serves_h2_and_http1_by_alpn_and_keys_copies_by_scheme() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let cert = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&cert])
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+
+    let h2 = pki.client().get(https, "site.test", "/a").await;
+    assert_eq!(h2.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(h2.http_version, Version::HTTP_2);
+    assert_eq!(h2.status, StatusCode::OK);
+    assert_eq!(h2.body, "proto=https");
+
+    let h1 = pki
+        .client()
+        .alpn(&["http/1.1"])
+        .get(https, "site.test", "/a")
+        .await;
+    assert_eq!(h1.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(h1.http_version, Version::HTTP_11);
+    assert!(h1.header("cache-status").unwrap().contains("hit"), "{h1:?}");
+    assert_eq!(h1.body, "proto=https");
+
+    // The plain listener has its own copy: an origin may answer http differently (a
+    // redirect to https, stored and served to https clients, would loop).
+    let plain = edge.get("/a").header("host", "site.test").send().await;
+    assert_eq!(plain.text(), "proto=http");
+    assert_eq!(origin.count(), 2);
+
+    // A purge by URL removes both.
+    edge.purge(r#"{"urls":["http://site.test/a"]}"#).await;
+    let again = pki.client().get(https, "site.test", "/a").await;
+    assert!(!again.header("cache-status").unwrap().contains("hit"));
+    let plain = edge.get("/a").header("host", "site.test").send().await;
+    assert!(!plain.is_hit());
+    assert_eq!(origin.count(), 4);
+}
+
+#[tokio::test]
+async fn sni_picks_the_exact_name_then_the_wildcard_then_the_default() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let default = pki.issue("default", &["default.test"]);
+    let site = pki.issue("site", &["site.test", "*.wild.test"]);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&default, &site])
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+    let names = |got: &crate::support::tls::TlsGot| got.cert_names.clone();
+
+    let exact = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(names(&exact), ["site.test", "*.wild.test"]);
+    let wild = pki.client().get(https, "a.wild.test", "/").await;
+    assert_eq!(names(&wild), ["site.test", "*.wild.test"]);
+    // One label only: `a.b.wild.test` is not covered, so the default answers (and this
+    // client, checking the name, refuses it).
+    let deep = pki.client().handshake(https, "a.b.wild.test").await;
+    assert!(deep.is_err());
+    let unknown = pki.client().handshake(https, "default.test").await;
+    assert!(unknown.is_ok());
+    // No SNI at all: the default certificate.
+    let no_sni = pki.client().no_sni().get(https, "default.test", "/").await;
+    assert_eq!(names(&no_sni), ["default.test"]);
+}
+
+#[tokio::test]
+async fn unknown_sni_reject_ends_the_handshake_and_the_listener_keeps_serving() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let site = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&site])
+        .config(|c| c.tls.unknown_sni = UnknownSni::Reject)
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+    let err = pki
+        .client()
+        .handshake(https, "other.test")
+        .await
+        .expect_err("an unknown name is refused");
+    assert!(err.to_string().contains("alert"), "{err}");
+    let ok = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(ok.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rsa_and_ecdsa_certificates_are_both_served() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let ecdsa = pki.issue("ecdsa", &["ec.test"]);
+    let rsa = pki.issue_with("rsa", &["rsa.test"], pki.rsa_key(), |_| {});
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&ecdsa, &rsa])
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+    for name in ["ec.test", "rsa.test"] {
+        for client in [pki.client(), pki.client().tls12_only()] {
+            let got = client.get(https, name, "/").await;
+            assert_eq!(got.cert_names, [name]);
+            assert_eq!(got.status, StatusCode::OK);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_resume_on_tls13_and_tls12() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let site = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&site])
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+    for (client, version) in [
+        (pki.client().remembering(), rustls::ProtocolVersion::TLSv1_3),
+        (
+            pki.client().tls12_only().remembering(),
+            rustls::ProtocolVersion::TLSv1_2,
+        ),
+    ] {
+        let first = client.get(https, "site.test", "/").await;
+        assert_eq!(first.version, version);
+        assert!(!first.resumed);
+        let second = client.get(https, "site.test", "/").await;
+        assert!(second.resumed, "{version:?} did not resume");
+    }
+}
+
+#[tokio::test]
+async fn only_tls12_and_tls13_are_spoken() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let site = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&site])
+        .start()
+        .await;
+    let https = edge.https.unwrap().to_string();
+    // OpenSSL, told to allow what it would otherwise refuse itself (SECLEVEL=0). Run
+    // as a child the runtime awaits: the node answers on this test's runtime.
+    let s_client = |version: &'static str| {
+        let https = https.clone();
+        async move {
+            let out = tokio::process::Command::new("timeout")
+                .args(["10", "openssl", "s_client", "-connect", &https])
+                .args(["-servername", "site.test", version])
+                .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .expect("openssl");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    for old in ["-tls1", "-tls1_1"] {
+        let out = s_client(old).await;
+        assert!(
+            !out.contains("BEGIN CERTIFICATE") && !out.contains("Cipher is ECDHE"),
+            "{old} negotiated:\n{out}"
+        );
+    }
+    let out = s_client("-tls1_2").await;
+    assert!(out.contains("Protocol  : TLSv1.2"), "{out}");
+}
+
+#[tokio::test]
+async fn certificates_reload_in_place_and_a_bad_file_leaves_the_old_in_service() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let first = pki.issue("first", &["site.test", "old.test"]);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&first])
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+    let got = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(got.cert_names, ["site.test", "old.test"]);
+
+    let second = pki.issue("second", &["site.test", "new.test"]);
+    edge.node().reload_tls(&section(&[&second])).unwrap();
+    let got = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(got.cert_names, ["site.test", "new.test"]);
+
+    std::fs::write(&second.cert, "garbage").unwrap();
+    let err = edge.node().reload_tls(&section(&[&second])).unwrap_err();
+    assert_eq!(err.path, "tls.certificate[0].cert");
+    let got = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(got.cert_names, ["site.test", "new.test"]);
+}
+
+fn https_origin_entry(url: String, verify: bool, ca: Option<&std::path::Path>) -> OriginEntry {
+    OriginEntry::Detailed(OriginConfig {
+        url,
+        priority: 1,
+        weight: 1,
+        max_connections: None,
+        tls_verify: verify,
+        ca_file: ca.map(|p| p.to_path_buf()),
+    })
+}
+
+#[tokio::test]
+async fn https_origins_are_verified_by_name_and_reached_over_h2() {
+    let pki = TestPki::new();
+    let cert = pki.issue("origin", &["origin.test"]);
+    let origin = TestOrigin::start_tls(pki.acceptor(&cert), |seen, _| {
+        Reply::ok(format!("{:?}", seen.version)).cc("max-age=60")
+    })
+    .await;
+    let url = format!("https://{}", origin.addr);
+
+    // The service's origin_host is the name asked for and checked, though the origin
+    // is addressed by IP; the CA comes from ca_file.
+    let edge = EdgeBuilder::new(&url)
+        .config(|c| {
+            c.services[0].origin_host = Some("origin.test".into());
+            c.services[0].origins = vec![https_origin_entry(url.clone(), true, Some(&pki.ca_pem))];
+        })
+        .start()
+        .await;
+    let got = edge.get("/v").send().await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "HTTP/2.0");
+
+    // Asked as a name the certificate does not carry: refused, a 502 that says why.
+    let wrong = EdgeBuilder::new(&url)
+        .config(|c| {
+            c.services[0].origin_host = Some("other.test".into());
+            c.services[0].origins = vec![https_origin_entry(url.clone(), true, Some(&pki.ca_pem))];
+        })
+        .start()
+        .await;
+    let got = wrong.get("/v").send().await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert!(got.cache_status().contains("connect-failed"), "{got:?}");
+
+    // Not trusted by the system's roots either.
+    let untrusted = EdgeBuilder::new(&url)
+        .config(|c| c.services[0].origin_host = Some("origin.test".into()))
+        .start()
+        .await;
+    let got = untrusted.get("/v").send().await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+
+    // Verification off, explicitly: accepted.
+    let unverified = EdgeBuilder::new(&url)
+        .config(|c| c.services[0].origins = vec![https_origin_entry(url.clone(), false, None)])
+        .start()
+        .await;
+    assert_eq!(unverified.get("/v").send().await.status, StatusCode::OK);
+}
+
+/// `check-config` on a node config with this `[tls]` table; its exit code and stderr.
+fn check_config(pki: &TestPki, tls: &str) -> (i32, String) {
+    let path = pki.dir.join("node.toml");
+    let text = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\n{tls}\n\
+         [[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:9\"]\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(strata_bin())
+        .args(["check-config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn cert_table(c: &CertFiles) -> String {
+    format!(
+        "[[tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n",
+        c.cert.display(),
+        c.key.display()
+    )
+}
+
+#[test]
+fn check_config_refuses_expired_mismatched_and_unreadable_certificates_by_key() {
+    let pki = TestPki::new();
+    let good = pki.issue("good", &["site.test"]);
+    assert_eq!(check_config(&pki, &cert_table(&good)).0, 0);
+
+    let expired = pki.issue_with(
+        "expired",
+        &["site.test"],
+        rcgen::KeyPair::generate().unwrap(),
+        |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        },
+    );
+    let (code, err) = check_config(&pki, &cert_table(&expired));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("tls.certificate[0].cert") && err.contains("expired"),
+        "{err}"
+    );
+
+    let other = pki.issue("other", &["other.test"]);
+    let mismatched = CertFiles {
+        cert: good.cert.clone(),
+        key: other.key.clone(),
+    };
+    let (code, err) = check_config(&pki, &cert_table(&mismatched));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("tls.certificate[0].key") && err.contains("does not match"),
+        "{err}"
+    );
+
+    let missing = CertFiles {
+        cert: pki.dir.join("nowhere.pem"),
+        key: good.key.clone(),
+    };
+    let (code, err) = check_config(&pki, &cert_table(&missing));
+    assert_eq!(code, 2);
+    assert!(err.contains("tls.certificate[0].cert"), "{err}");
+
+    let (code, err) = check_config(&pki, "");
+    assert_eq!(code, 2);
+    assert!(err.contains("tls.certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_certificates_and_refuses_a_broken_file() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let cert = pki.issue("live", &["site.test", "old.test"]);
+    let toml = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\n{}\n\
+         [log]\naccess = \"off\"\n\
+         [[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
+        cert_table(&cert),
+        origin.url()
+    );
+    let node = crate::support::binary::Strata::edge(&toml);
+    let https = node.https.expect("https listener");
+    let got = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(got.cert_names, ["site.test", "old.test"]);
+
+    // Renewed in place (as certbot does), then SIGHUP.
+    let renewed = pki.issue("renewed", &["site.test", "new.test"]);
+    std::fs::copy(&renewed.cert, &cert.cert).unwrap();
+    std::fs::copy(&renewed.key, &cert.key).unwrap();
+    node.signal("HUP");
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        names = pki.client().get(https, "site.test", "/").await.cert_names;
+        if names.contains(&"new.test".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names, ["site.test", "new.test"]);
+
+    // Garbage: refused, logged, the renewed one stays.
+    std::fs::write(&cert.cert, "not a certificate").unwrap();
+    node.signal("HUP");
+    for _ in 0..50 {
+        if node.stderr_lines_with("reload refused") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node.stderr_lines_with("reload refused"), 1);
+    let got = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(got.cert_names, ["site.test", "new.test"]);
+}
