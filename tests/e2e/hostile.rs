@@ -822,3 +822,36 @@ async fn garbage_and_silence_on_the_tls_listener_are_cut_off_and_cost_nothing_la
     let got = pki.client().get(https, "shop.test", "/after").await;
     assert_eq!(got.status, 200);
 }
+
+#[tokio::test]
+async fn garbage_datagrams_on_the_quic_port_change_nothing() {
+    let origin = file_origin().await;
+    let pki = crate::support::tls::TestPki::new();
+    let cert = pki.issue("site", &["shop.test"]);
+    let node = Strata::edge(&format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\n[log]\naccess = \"off\"\n\
+         [[tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [[service]]\nname = \"site\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
+        cert.cert.display(),
+        cert.key.display(),
+        origin.url()
+    ));
+    let https = node.https.expect("https listener");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Short, long, a long-header packet with an invalid version, a truncated Initial.
+    let mut datagrams: Vec<Vec<u8>> = vec![
+        vec![0u8; 1],
+        vec![0xffu8; 1200],
+        [&[0xc0u8, 0xde, 0xad, 0xbe, 0xef, 8][..], &[7u8; 1194][..]].concat(),
+        vec![0xc3, 0x00, 0x00, 0x00, 0x01, 0x08],
+    ];
+    for i in 0..200u32 {
+        datagrams.push((0..1200).map(|j| (i.wrapping_mul(31) ^ j) as u8).collect());
+    }
+    for d in &datagrams {
+        socket.send_to(d, https).await.unwrap();
+    }
+    let got = pki.h3_get(https, "shop.test", &["/after"]).await;
+    assert_eq!(got[0].status, 200);
+    assert_eq!(got[0].body, "body of /after");
+}

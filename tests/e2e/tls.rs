@@ -417,3 +417,71 @@ async fn sighup_reloads_certificates_and_refuses_a_broken_file() {
     let got = pki.client().get(https, "site.test", "/").await;
     assert_eq!(got.cert_names, ["site.test", "new.test"]);
 }
+
+#[tokio::test]
+async fn http3_serves_the_same_cache_as_h2_and_alt_svc_announces_it() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let site = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&site])
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+
+    let h2 = pki.client().get(https, "site.test", "/a").await;
+    let alt_svc = format!("h3=\":{}\"; ma=86400", https.port());
+    assert_eq!(h2.header("alt-svc"), Some(alt_svc.as_str()));
+    // Not on the plain listener: Alt-Svc there could not name an https service.
+    let plain = edge.get("/a").header("host", "site.test").send().await;
+    assert_eq!(plain.header("alt-svc"), None);
+
+    // Over HTTP/3: the copy h2 stored (one code path, one cache), several requests on one
+    // connection, and a miss that goes to the origin like any other.
+    let got = pki.h3_get(https, "site.test", &["/a", "/a", "/b"]).await;
+    assert!(got.iter().all(|g| g.status == StatusCode::OK));
+    assert!(
+        got[0].header("cache-status").unwrap().contains("hit"),
+        "{got:?}"
+    );
+    assert_eq!(got[0].body, "proto=https");
+    assert!(!got[2].header("cache-status").unwrap().contains("hit"));
+    assert_eq!(got[2].body, "proto=https");
+    assert_eq!(origin.count(), 3);
+}
+
+#[tokio::test]
+async fn an_http3_client_we_did_not_write_fetches_from_the_cache() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let site = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&site])
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+    let dir = crate::support::scratch_dir("ngtcp2");
+    // ngtcp2's example client (GnuTLS), from Debian's ngtcp2-client.
+    let out = tokio::process::Command::new("timeout")
+        .args([
+            "20",
+            "gtlsclient",
+            "--quiet",
+            "--no-quic-dump",
+            "--exit-on-all-streams-close",
+        ])
+        .arg(format!("--download={}", dir.display()))
+        .args(["--sni=site.test", "127.0.0.1", &https.port().to_string()])
+        .arg(format!("https://site.test:{}/ngtcp2", https.port()))
+        .output()
+        .await
+        .expect("gtlsclient (scripts/test.sh installs ngtcp2-client)");
+    let dump =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{dump}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ngtcp2")).expect("downloaded body"),
+        "proto=https"
+    );
+    assert_eq!(origin.count(), 1);
+}

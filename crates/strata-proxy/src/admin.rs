@@ -13,11 +13,11 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use crate::body::RequestBody;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::proxy::Proxy;
 use crate::tier::HEALTH_PATH;
@@ -65,7 +65,7 @@ fn from_browser(headers: &HeaderMap) -> bool {
 
 pub async fn handle(
     admin: Arc<Admin>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let proxy = &admin.proxy;
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
@@ -130,7 +130,10 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case(JSON))
 }
 
-async fn purge(proxy: &Arc<Proxy>, req: Request<Incoming>) -> (StatusCode, &'static str, String) {
+async fn purge(
+    proxy: &Arc<Proxy>,
+    req: Request<RequestBody>,
+) -> (StatusCode, &'static str, String) {
     let error = |status: StatusCode, why: String| {
         (
             status,
@@ -138,7 +141,8 @@ async fn purge(proxy: &Arc<Proxy>, req: Request<Incoming>) -> (StatusCode, &'sta
             serde_json::json!({ "error": why }).to_string() + "\n",
         )
     };
-    let request = match crate::purge::read_request(req.into_body()).await {
+    let read = crate::body::read_to_limit(req.into_body(), crate::purge::MAX_PURGE_BODY).await;
+    let request = match read.and_then(|bytes| crate::purge::parse_request(&bytes)) {
         Ok(r) => r,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_storage::BodyReader;
 use tokio::time::{Instant, Sleep};
@@ -18,6 +19,27 @@ use crate::metrics::Metrics;
 use crate::upstream::UpstreamError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body, whichever protocol brought it (hyper's for HTTP/1.1 and h2,
+/// the QUIC stream's for HTTP/3): the request phases are one code path for all three.
+pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// Reads a request body whole, refusing more than `limit` bytes. (Written out rather than
+/// `Limited` + `collect`: their generic error bounds defeat rustc's `Send` proof for the
+/// handler's future.)
+pub async fn read_to_limit(mut body: RequestBody, limit: usize) -> Result<Bytes, String> {
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            if read.len() + data.len() > limit {
+                return Err(format!("reading the body: longer than {limit} bytes"));
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Ok(read.freeze())
+}
 
 /// Where a response's bytes come from.
 pub enum ProxyBody {

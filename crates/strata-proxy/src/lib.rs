@@ -163,6 +163,8 @@ impl Node {
             handshake_timeout: config.limits.client_header_timeout.0,
             metrics: Arc::clone(proxy.metrics()),
             tls: None,
+            alt_svc: None,
+            max_header_bytes: config.limits.max_header_bytes.0,
         };
         let tls = if listeners.https.is_empty() {
             None
@@ -188,12 +190,31 @@ impl Node {
         for (listener, addr) in listeners.https {
             let listener = into_tokio(listener, addr)?;
             https_addrs.push(addr);
-            let proxy = Arc::clone(&proxy);
-            let handler = move |req, conn| Arc::clone(&proxy).handle(req, conn);
+            let handler = {
+                let proxy = Arc::clone(&proxy);
+                move |req, conn| Arc::clone(&proxy).handle(req, conn)
+            };
+            let quic = match (&tls, config.listen.http3) {
+                (Some(tls), true) => Some(quic_endpoint(tls, config, addr)?),
+                _ => None,
+            };
             let serve = server::ServeConfig {
                 tls: tls.as_ref().map(|t| t.acceptor().clone()),
+                alt_svc: quic.as_ref().and_then(|_| {
+                    http::HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", addr.port())).ok()
+                }),
                 ..serve.clone()
             };
+            if let Some(endpoint) = quic {
+                let proxy = Arc::clone(&proxy);
+                let handler = move |req, conn| Arc::clone(&proxy).handle(req, conn);
+                tasks.spawn(server::quic::serve(
+                    endpoint,
+                    serve.clone(),
+                    handler,
+                    shutdown_rx.clone(),
+                ));
+            }
             tasks.spawn(server::serve(listener, serve, handler, shutdown_rx.clone()));
         }
         let admin_addr = match listeners.admin {
@@ -375,6 +396,22 @@ fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), StartEr
     let listener = std::net::TcpListener::from(socket);
     let bound = listener.local_addr().map_err(err)?;
     Ok((listener, bound))
+}
+
+/// A QUIC endpoint on the UDP port of the same number as an https listener.
+fn quic_endpoint(
+    tls: &tls::ServerTls,
+    config: &NodeConfig,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, StartError> {
+    let crypto = tls.quic().map_err(|e| StartError::Config(e.to_string()))?;
+    let endpoint = server::quic::endpoint_config(
+        crypto,
+        config.limits.max_streams_per_connection,
+        config.limits.client_idle_timeout.0,
+    )
+    .map_err(StartError::Config)?;
+    quinn::Endpoint::server(endpoint, addr).map_err(|source| StartError::Bind { addr, source })
 }
 
 fn into_tokio(

@@ -14,13 +14,12 @@ use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use strata_http_cache::{CacheKey, KeyRules};
 use strata_storage::purge::PathPattern;
 use strata_storage::{Purge, Scope};
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::proxy::Proxy;
 
@@ -30,7 +29,8 @@ pub const SCHEMES: [&str; 2] = ["http", "https"];
 use crate::service::Services;
 
 pub use strata_wire::purge::{
-    parse_url, read_request, PurgeAck, PurgeEvent, PurgeReport, PurgeRequest, MAX_PURGE_BODY,
+    parse_request, parse_url, read_request, PurgeAck, PurgeEvent, PurgeReport, PurgeRequest,
+    MAX_PURGE_BODY,
 };
 
 /// Turns a purge request into purges for this node's services, or says what is wrong
@@ -164,7 +164,7 @@ impl Proxy {
     /// configured, and only from allowed networks.
     pub(crate) fn purge_method(
         self: &Arc<Self>,
-        req: &Request<Incoming>,
+        req: &Request<RequestBody>,
         host: &str,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {

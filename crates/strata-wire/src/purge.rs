@@ -154,7 +154,12 @@ where
         .await
         .map_err(|e| format!("reading the body: {e}"))?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| format!("invalid purge request: {e}"))
+    parse_request(&bytes)
+}
+
+/// A purge request from a body already read (at most [`MAX_PURGE_BODY`] bytes).
+pub fn parse_request(bytes: &[u8]) -> Result<PurgeRequest, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("invalid purge request: {e}"))
 }
 
 #[cfg(test)]

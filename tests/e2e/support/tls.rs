@@ -273,3 +273,76 @@ impl TlsClient {
         }
     }
 }
+
+/// An HTTP/3 response, fully read.
+#[derive(Debug)]
+pub struct H3Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl H3Got {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestPki {
+    /// `GET path` over HTTP/3 (quinn + h3) to `addr` (UDP), asking for `name`. Every
+    /// request in `paths` goes on one QUIC connection, in order.
+    pub async fn h3_get(&self, addr: SocketAddr, name: &str, paths: &[&str]) -> Vec<H3Got> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca_pem).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut tls =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let conn = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            endpoint.connect(addr, name).unwrap(),
+        )
+        .await
+        .expect("QUIC handshake within 10 s")
+        .expect("QUIC handshake");
+        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+            .await
+            .unwrap();
+        let drive = tokio::spawn(async move {
+            std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        let mut got = Vec::new();
+        for path in paths {
+            let req = Request::get(format!("https://{name}{path}"))
+                .body(())
+                .unwrap();
+            let mut stream = send.send_request(req).await.unwrap();
+            stream.finish().await.unwrap();
+            let resp = stream.recv_response().await.unwrap();
+            let mut body = Vec::new();
+            while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+                use bytes::Buf;
+                let piece = chunk.copy_to_bytes(chunk.remaining());
+                body.extend_from_slice(&piece);
+            }
+            let (parts, ()) = resp.into_parts();
+            got.push(H3Got {
+                status: parts.status,
+                headers: parts.headers,
+                body: Bytes::from(body),
+            });
+        }
+        drop(send);
+        drive.abort();
+        endpoint.close(0u32.into(), b"done");
+        got
+    }
+}

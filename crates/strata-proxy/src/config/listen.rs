@@ -13,6 +13,9 @@ pub struct ListenSection {
     pub http: Vec<SocketAddr>,
     /// TLS listeners (HTTP/1.1 and h2 by ALPN), with the certificates of `[tls]`.
     pub https: Vec<SocketAddr>,
+    /// HTTP/3 (QUIC, UDP) on the port number of each `https` listener, announced by
+    /// `Alt-Svc` on their responses.
+    pub http3: bool,
     /// Admin listener (`/metrics`, `/healthz`); off when absent.
     pub admin: Option<SocketAddr>,
 }
@@ -22,6 +25,7 @@ impl Default for ListenSection {
         Self {
             http: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             https: Vec::new(),
+            http3: true,
             admin: None,
         }
     }

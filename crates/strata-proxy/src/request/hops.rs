@@ -9,14 +9,13 @@ use std::time::SystemTime;
 
 use http::header::{HeaderMap, HeaderValue, AGE, CONTENT_LENGTH, CONTENT_LOCATION, DATE, LOCATION};
 use http::{Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::conditional::{not_modified_selects, refresh_headers, validation_headers};
 use strata_http_cache::vary::{vary_of, VariantKey};
 use strata_http_cache::{Authority, CacheKey, CachePolicy, ResponseTimes};
 use strata_storage::{ChunkedBody, StoredObject};
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody};
 use crate::coalesce::{FetchMeta, Passed};
 use crate::error::ProxyError;
 use crate::fill::{Fill, Interest};
@@ -367,7 +366,7 @@ impl Proxy {
         &self,
         service: &Service,
         head: &Head,
-        body: Incoming,
+        body: RequestBody,
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (body, progress) = if head.forwards_body() {

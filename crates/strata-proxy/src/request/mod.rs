@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::policy::Decision;
 use strata_http_cache::{Authority, CacheKey, CacheStatus, RequestCacheControl};
@@ -47,7 +46,7 @@ use strata_storage::{Storage, StoredObject};
 
 use strata_wire::clock::Now;
 
-use crate::body::{ClientBody, ProxyBody};
+use crate::body::{ClientBody, ProxyBody, RequestBody};
 use crate::coalesce::FetchMeta;
 use crate::error::ProxyError;
 use crate::proxy::Proxy;
@@ -125,7 +124,7 @@ impl Cacheable {
 /// What the parse phase leaves for the next: the request and its canonical authority, or
 /// an answer given at once.
 enum Parsed {
-    Request((Request<Incoming>, Authority)),
+    Request((Request<RequestBody>, Authority)),
     Answered(Response<ProxyBody>),
 }
 
@@ -135,7 +134,7 @@ impl Proxy {
     /// Handles one client request. Never fails: errors become responses here.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: Conn,
     ) -> Result<Response<ClientBody>, Infallible> {
         let client = conn.peer;
@@ -174,7 +173,7 @@ impl Proxy {
     /// The phases, in order. Each returns early with its answer, or hands on.
     async fn process(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: Conn,
         now: Now,
         ctx: &mut Ctx,

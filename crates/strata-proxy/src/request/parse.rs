@@ -15,7 +15,7 @@ use strata_http_cache::Authority;
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
+use crate::body::RequestBody;
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::hop_by_hop::strip_hop_by_hop;
 
@@ -130,7 +130,7 @@ impl Proxy {
     /// are answered here.
     pub(super) fn parse(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: Conn,
         ctx: &mut Ctx,
     ) -> Result<Parsed, ProxyError> {
@@ -164,9 +164,9 @@ impl Proxy {
     /// request's own fields are cleaned of what is not part of it.
     pub(super) fn route(
         &self,
-        (req, authority): (Request<Incoming>, Authority),
+        (req, authority): (Request<RequestBody>, Authority),
         conn: Conn,
-    ) -> Result<(Arc<Service>, Resolved, Head, Incoming), ProxyError> {
+    ) -> Result<(Arc<Service>, Resolved, Head, RequestBody), ProxyError> {
         let client = conn.peer;
         let service = Arc::clone(
             self.services

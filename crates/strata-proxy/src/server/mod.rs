@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -40,11 +41,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-use crate::body::BoxError;
+use crate::body::{BoxError, RequestBody};
 use crate::budget::{Budget, Exhausted};
 use crate::config::LimitsSection;
 use crate::metrics::Metrics;
 use crate::warn_throttled;
+
+pub mod quic;
 
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,6 +85,10 @@ pub struct ServeConfig {
     pub metrics: Arc<Metrics>,
     /// Set on `https` listeners: connections start with a TLS handshake.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `Alt-Svc` on every response (the HTTP/3 listener on the same port number).
+    pub alt_svc: Option<http::HeaderValue>,
+    /// Largest request head (HTTP/3's field section; hyper's own limits for the others).
+    pub max_header_bytes: u64,
 }
 
 /// An HTTP/1.1 + h2c (prior knowledge) connection builder with the node's limits.
@@ -112,7 +119,7 @@ pub async fn serve<F, Fut, B>(
     handler: F,
     shutdown: watch::Receiver<bool>,
 ) where
-    F: Fn(Request<Incoming>, Conn) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<RequestBody>, Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -357,7 +364,7 @@ async fn connection<S, F, Fut, B>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    F: Fn(Request<Incoming>, Conn) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<RequestBody>, Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -371,13 +378,19 @@ async fn connection<S, F, Fut, B>(
         polls: AtomicU64::new(0),
     });
     let tracker = Arc::clone(&activity);
-    let svc = service_fn(move |req| {
+    let alt_svc = config.alt_svc.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
         let in_flight = tracker.begin();
+        let req = req.map(|body| body.map_err(BoxError::from).boxed());
         // Boxed: the handler's future is large, and wrapping it unboxed would copy it once
         // more per request (measured: ~5% of hot-hit throughput).
         let fut = Box::pin(handler(req, conn_info));
+        let alt_svc = alt_svc.clone();
         async move {
-            let resp = fut.await?;
+            let mut resp = fut.await?;
+            if let Some(v) = alt_svc {
+                resp.headers_mut().insert(http::header::ALT_SVC, v);
+            }
             Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
                 inner,
                 in_flight,

@@ -34,6 +34,7 @@ pub fn provider() -> CryptoProvider {
 pub struct ServerTls {
     acceptor: TlsAcceptor,
     store: Arc<CertStore>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
 }
 
 impl ServerTls {
@@ -46,13 +47,29 @@ impl ServerTls {
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(&store) as Arc<_>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        config.ticketer = rustls::crypto::ring::Ticketer::new()
+        let ticketer = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| ConfigError::new("tls", format!("session tickets: {e}")))?;
+        config.ticketer = Arc::clone(&ticketer);
         config.session_storage = ServerSessionMemoryCache::new(section.session_cache_size());
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             store,
+            ticketer,
         })
+    }
+
+    /// The TLS config for QUIC: TLS 1.3 only (QUIC has no other), ALPN `h3`, the same
+    /// certificates (a reload reaches both) and ticket keys, no early data (0-RTT off).
+    pub fn quic(&self) -> Result<ServerConfig, ConfigError> {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ConfigError::new("tls", e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&self.store) as Arc<_>);
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        config.ticketer = Arc::clone(&self.ticketer);
+        config.max_early_data_size = 0;
+        Ok(config)
     }
 
     pub fn acceptor(&self) -> &TlsAcceptor {

@@ -36,7 +36,7 @@ use crate::config::ConfigError;
 use crate::tls::OriginTls;
 
 /// A request body sent upstream.
-pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+pub type UpstreamBody = BoxBody<Bytes, crate::body::BoxError>;
 
 /// An origin server's base address.
 #[derive(Debug, Clone, PartialEq, Eq)]

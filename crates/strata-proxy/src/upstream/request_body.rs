@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::body::{BoxError, RequestBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::UpstreamBody;
 
@@ -41,7 +41,7 @@ impl BodyProgress {
 }
 
 /// Wraps a client body for sending upstream; returns it with its progress.
-pub fn watched(body: Incoming) -> (UpstreamBody, BodyProgress) {
+pub fn watched(body: RequestBody) -> (UpstreamBody, BodyProgress) {
     let progress = BodyProgress::default();
     if body.is_end_stream() {
         progress.0.store(DONE, Ordering::Release);
@@ -54,18 +54,18 @@ pub fn watched(body: Incoming) -> (UpstreamBody, BodyProgress) {
 }
 
 struct Watched {
-    inner: Incoming,
+    inner: RequestBody,
     progress: BodyProgress,
 }
 
 impl Body for Watched {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let state = match &polled {
             Poll::Ready(None) => DONE,

@@ -233,7 +233,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  pop-b    http://{b1}  http://{b2}   edge-b1, edge-b2");
     let tls_a1 = nodes[0].1.https_addrs[0];
     let tls_b1 = nodes[2].1.https_addrs[0];
-    println!("  https    https://{tls_a1} (edge-a1)  https://{tls_b1} (edge-b1), the others on the next ports; CA {}", certs.ca.display());
+    println!("  https    https://{tls_a1} (edge-a1)  https://{tls_b1} (edge-b1), the others on the next ports; HTTP/3 on the same UDP ports; CA {}", certs.ca.display());
     println!("  control  http://{ctl}   token {DEMO_TOKEN}");
     println!("  metrics  http://{admin}/metrics   (edge-a1; the other nodes on the next ports)");
     let dns = router.udp_addr;
