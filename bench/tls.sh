@@ -7,6 +7,9 @@
 # Scenarios:
 #   h2-hot-1k    h2load (nghttp2), 64 connections x 10 streams, one 1 KiB hot object:
 #                requests/s, p50 and p99 (from h2load's per-request log);
+#   h3-hot-1k    Strata only (Debian's nginx has no QUIC): the same object over HTTP/3,
+#                64 QUIC connections x 10 streams (bench/tools h3load, quinn + h3), beside
+#                Strata's own h2 figure;
 #   handshake-*  new TLS connections per second, one request each (`openssl s_time -www`,
 #                8 clients at once): full handshakes (`-new`) and resumed ones (`-reuse`),
 #                with an ECDSA P-256 and an RSA 2048 certificate.
@@ -49,6 +52,7 @@ cargo build --release -q -p strata
 (cd bench/tools && cargo build --release -q)
 STRATA="$ROOT/target/release/strata"
 ORIGIN_BIN="$ROOT/bench/tools/target/release/bench-origin"
+H3LOAD="$ROOT/bench/tools/target/release/h3load"
 
 ulimit -n 65536 2>/dev/null || true
 # shellcheck source=bench/lib.sh
@@ -200,6 +204,10 @@ for round in $(seq 1 "$ROUNDS"); do
         path="/obj/1k/hot-r$round"
         curl_warm "${PORT[$p-ecdsa]}" "$path"
         record "$p" "$round" "h2-hot-1k" "$(h2_hot "${PORT[$p-ecdsa]}" "$path")"
+        if [ "$p" = strata ]; then
+            record "$p" "$round" "h3-hot-1k" "$(taskset -c 1 "$H3LOAD" "127.0.0.1:${PORT[$p-ecdsa]}" \
+                bench.test "$WORK/ca.pem" "$path" 64 10 5)"
+        fi
         for kind in ecdsa rsa; do
             curl_warm "${PORT[$p-$kind]}" /obj/1k/hs
             record "$p" "$round" "handshake-full-$kind" "$(handshakes "${PORT[$p-$kind]}" -new)"
@@ -222,14 +230,18 @@ print(f"Rounds: {sys.argv[2]} (medians). Proxy on CPU 0 (Strata 1 worker thread,
 print()
 print("| scenario | metric | strata | nginx | strata/nginx |")
 print("|---|---|---:|---:|---:|")
-metrics = [("h2-hot-1k", "rps", "requests/s"), ("h2-hot-1k", "p50_us", "p50 µs"), ("h2-hot-1k", "p99_us", "p99 µs"), ("h2-hot-1k", "errors", "errors")]
+metrics = [(s, f, l) for s in ("h2-hot-1k", "h3-hot-1k") for f, l in (("rps", "requests/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("errors", "errors"))]
 for kind in ("ecdsa", "rsa"):
     for mode in ("full", "resumed"):
         metrics.append((f"handshake-{mode}-{kind}", "cps", "connections/s (one request each)"))
 for scenario, field, label in metrics:
     s, n = med("strata", scenario, field), med("nginx", scenario, field)
-    ratio = f"{s / n:.2f}x" if n else "n/a"
+    ratio = f"{s / n:.2f}x" if n and n == n else "n/a"
     print(f"| {scenario} | {label} | {s:.0f} | {n:.0f} | {ratio} |")
+print()
+for field, label in (("rps", "requests/s"), ("p99_us", "p99")):
+    h3, h2 = med("strata", "h3-hot-1k", field), med("strata", "h2-hot-1k", field)
+    print(f"Strata HTTP/3 / Strata h2 over TLS, {label}: {h3 / h2:.2f}x (different load generators: h3load and h2load)")
 PY
 cat "$OUT"
 echo
