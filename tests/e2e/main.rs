@@ -8,6 +8,7 @@ mod cli;
 mod clock;
 mod cluster_purge;
 mod coalescing;
+mod compression;
 mod control;
 mod disk_cache;
 mod dns;

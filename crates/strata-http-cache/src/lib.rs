@@ -4,6 +4,7 @@
 //! proxy, in tests, and in a simulator on a virtual clock. Rule references are to RFC 9111
 //! (HTTP Caching) unless a module says otherwise.
 
+pub mod accept_encoding;
 pub mod authority;
 pub mod cache_control;
 pub mod cache_status;

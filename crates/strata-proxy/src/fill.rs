@@ -27,6 +27,7 @@ use strata_wire::clock::Clock;
 use crate::body::{BoxError, IdleTimeout};
 use crate::budget::{Budget, Permit};
 use crate::coalesce::Inflight;
+use crate::compress::Encoder;
 
 /// How far the writer may run ahead of the slowest reader once a body is too large to keep.
 const STREAM_WINDOW: u64 = 4 << 20;
@@ -81,6 +82,8 @@ pub struct Fill {
     pub interest: Interest,
     /// The node's clock: the object is stored as of its reading when the body ends.
     pub clock: Clock,
+    /// Set when the object is the compressed variant of an uncompressed upstream body.
+    pub encoder: Option<Box<Encoder>>,
 }
 
 impl Drop for Fill {
@@ -139,15 +142,22 @@ impl Fill {
             }
             // Always a copy of exactly the bytes received: the pieces are slices of the
             // upstream connection's read buffer, and a stored slice would keep the whole
-            // buffer alive (an 8 KiB or larger allocation behind a 150-byte object).
-            let chunk = match batch.len() {
-                0 => Bytes::new(),
-                _ => {
+            // buffer alive (an 8 KiB or larger allocation behind a 150-byte object). An
+            // encoder's output is its own buffer already.
+            let chunk = match self.encode(&batch, ended) {
+                Ok(Some(encoded)) => encoded,
+                Ok(None) if batch.is_empty() => Bytes::new(),
+                Ok(None) => {
                     let mut joined = BytesMut::with_capacity(batch_len);
                     for b in &batch {
                         joined.extend_from_slice(b);
                     }
                     joined.freeze()
+                }
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "compression failed");
+                    body.abandon("compression failed");
+                    return FillEnd::Failed;
                 }
             };
             if !chunk.is_empty() {
@@ -186,6 +196,26 @@ impl Fill {
         };
         body.finish();
         end
+    }
+}
+
+impl Fill {
+    /// Compresses a batch when the fill has an encoder (`None` when it has not); the last
+    /// batch also ends the coding's stream.
+    fn encode(&mut self, batch: &[Bytes], ended: bool) -> std::io::Result<Option<Bytes>> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Ok(None);
+        };
+        let mut out = BytesMut::new();
+        for piece in batch {
+            out.extend_from_slice(&encoder.push(piece)?);
+        }
+        if ended {
+            if let Some(encoder) = self.encoder.take() {
+                out.extend_from_slice(&encoder.finish()?);
+            }
+        }
+        Ok(Some(out.freeze()))
     }
 }
 

@@ -8,6 +8,7 @@ mod admin;
 mod body;
 mod budget;
 mod coalesce;
+mod compress;
 pub mod config;
 mod error;
 mod fill;

@@ -45,6 +45,8 @@ pub struct Proxy {
     /// Who may read the health report on the HTTP listeners.
     pub(crate) health_allow: Vec<ipnet::IpNet>,
     pub(crate) strip_cdn_cache_control: bool,
+    /// `cache.compression`: compress uncompressed bodies into stored variants.
+    pub(crate) compression: bool,
     /// Fills with no client waiting: refreshes, bodies whose clients left.
     pub(crate) background: Arc<Budget>,
     /// Trusted proxies and ring peers.
@@ -102,6 +104,7 @@ impl Proxy {
             purge_allow: config.purge.allowed_networks(),
             health_allow: config.admin.health_networks(),
             strip_cdn_cache_control: config.cache.strip_cdn_cache_control,
+            compression: config.cache.compression,
             services: Services::from_config(config)?,
             storage,
             sender: Sender {

@@ -1,6 +1,8 @@
 //! A fixed origin for benchmarks.
 //!
 //! - `GET /obj/<size>/<id>`: `size` bytes (`1k`, `4k`, `64k`, `1m`), cacheable for an hour;
+//! - `GET /text/<size>/<id>`: `size` bytes of HTML-like text (`text/html`), cacheable: what
+//!   Strata compresses (bench/compression.sh);
 //! - `GET /herd/<id>`: 4 KiB after 200 ms;
 //! - `GET /slow/<id>`: 50 MiB streamed at about 20 MiB/s (2.5 s), first byte at once;
 //! - `GET /__count?<path>`: requests seen for that path;
@@ -74,6 +76,12 @@ async fn handle(req: Request<Incoming>, stats: Arc<Mutex<Stats>>, blobs: Arc<Has
             let body = blobs.get(&n).cloned().unwrap_or_else(|| Bytes::from(vec![b'x'; n]));
             Ok(cacheable(full(body), &format!("{size}-{id}")))
         }
+        ["", "text", size, id] => {
+            let Some(n) = size_of(size) else { return Ok(status(StatusCode::BAD_REQUEST)) };
+            let mut r = cacheable(full(text(n)), &format!("text-{size}-{id}"));
+            r.headers_mut().insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+            Ok(r)
+        }
         ["", "herd", id] => {
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok(cacheable(full(vec![b'h'; 4096]), &format!("herd-{id}")))
@@ -101,6 +109,26 @@ async fn handle(req: Request<Incoming>, stats: Arc<Mutex<Stats>>, blobs: Arc<Has
         }
         _ => Ok(status(StatusCode::NOT_FOUND)),
     }
+}
+
+/// `n` bytes of markup with numbers that change line to line: compresses about as well as
+/// real pages (4-6x with gzip), not as well as one repeated byte.
+fn text(n: usize) -> Bytes {
+    let mut out = String::with_capacity(n + 128);
+    let mut i: u64 = 0;
+    while out.len() < n {
+        let x = i.wrapping_mul(2_654_435_761) % 1_000_003;
+        out.push_str(&format!(
+            "<li class=\"item-{}\"><a href=\"/catalog/{x}/item-{i}\">Item {i}: {} units at {}.{:02}</a></li>\n",
+            i % 7,
+            x % 977,
+            x % 300,
+            x % 100
+        ));
+        i += 1;
+    }
+    out.truncate(n);
+    Bytes::from(out)
 }
 
 /// A body fed by a channel, so the origin can pace it.

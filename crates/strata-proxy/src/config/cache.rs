@@ -26,6 +26,9 @@ pub struct CacheSection {
     /// `Surrogate-Control` is always removed (Edge Architecture 1.0: it is for the
     /// surrogate that acts on it).
     pub strip_cdn_cache_control: bool,
+    /// Compress what origins send uncompressed (br, zstd or gzip, as the client asks) and
+    /// store the compressed variant. See docs/compression.md.
+    pub compression: bool,
 }
 
 impl Default for CacheSection {
@@ -37,6 +40,7 @@ impl Default for CacheSection {
             heuristic_max: Seconds(Duration::from_secs(86_400)),
             disk: None,
             strip_cdn_cache_control: false,
+            compression: true,
         }
     }
 }

@@ -7,8 +7,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{HeaderMap, HeaderValue, AGE, CONTENT_LENGTH, CONTENT_LOCATION, DATE, LOCATION};
+use http::header::{
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, AGE, CONTENT_LENGTH, CONTENT_LOCATION, DATE, LOCATION,
+};
 use http::{Method, Request, Response, StatusCode, Uri};
+use strata_http_cache::accept_encoding::Coding;
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::conditional::{not_modified_selects, refresh_headers, validation_headers};
 use strata_http_cache::vary::{vary_of, VariantKey};
@@ -17,6 +20,7 @@ use strata_storage::{ChunkedBody, StoredObject};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::coalesce::{FetchMeta, Passed};
+use crate::compress::{self, Encoder};
 use crate::error::ProxyError;
 use crate::fill::{Fill, Interest};
 use crate::forward::{self, Outbound, Purpose, CACHE_STATUS};
@@ -35,8 +39,9 @@ use crate::upstream::UpstreamError;
 pub(super) enum Fetched {
     /// A 304 refreshed the stored object.
     Refreshed(Arc<StoredObject>, FetchMeta),
-    /// A storable response; its fill copies the body into the object.
-    Storable(Storable),
+    /// A storable response; its fill copies the body into the object. (Boxed: it is
+    /// several times the size of the other answers.)
+    Storable(Box<Storable>),
     /// Not storable: stream it through.
     Pass(Passed, FetchMeta),
 }
@@ -252,14 +257,20 @@ impl Proxy {
         };
         match policy {
             Ok(policy) => {
+                let encoder = match self.compression {
+                    true => self.compression_for(req, &mut parts),
+                    false => None,
+                };
                 let object = Arc::new(new_object(&parts, policy, req, times.response_time));
-                Fetched::Storable(Storable {
-                    fill: self.fill_for(req, &object, sent.slot),
+                let mut fill = self.fill_for(req, &object, sent.slot);
+                fill.encoder = encoder;
+                Fetched::Storable(Box::new(Storable {
+                    fill,
                     object,
                     first_headers: parts.headers,
                     body,
                     meta,
-                })
+                }))
             }
             Err((detail, request_caused)) => {
                 meta.detail = Some(detail.to_string());
@@ -291,6 +302,7 @@ impl Proxy {
             slot: Some(slot),
             discard: Arc::default(),
             clock: self.clock.clone(),
+            encoder: None,
             interest: Interest {
                 inflight: None,
                 budget: Arc::clone(&self.background),
@@ -298,6 +310,26 @@ impl Proxy {
                 permit: None,
                 on_abandon: None,
             },
+        }
+    }
+
+    /// Whether a storable answer is stored compressed (its fields rewritten to say so), by
+    /// the coding the request asks for (reduced at parse). See `compress`.
+    fn compression_for(
+        &self,
+        req: &Cacheable,
+        parts: &mut http::response::Parts,
+    ) -> Option<Box<Encoder>> {
+        let wanted = req
+            .head
+            .headers
+            .get(ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Coding::from_token)
+            .unwrap_or(Coding::Identity);
+        match compress::decide(parts.status, &mut parts.headers, wanted) {
+            compress::Decision::Compress(coding) => Encoder::new(coding).map(Box::new),
+            compress::Decision::VaryOnly | compress::Decision::Untouched => None,
         }
     }
 

@@ -277,7 +277,7 @@ impl Proxy {
                     });
                 }
                 Ok(Fetched::Storable(storable)) => {
-                    this.fill_shared(&req, &inflight, storable, permit).await
+                    this.fill_shared(&req, &inflight, *storable, permit).await
                 }
                 Ok(Fetched::Pass(resp, meta)) => {
                     if meta.uncacheable {

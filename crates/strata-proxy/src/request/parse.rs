@@ -9,8 +9,9 @@
 
 use std::net::SocketAddr;
 
-use http::header::{HeaderMap, HOST};
+use http::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING, HOST};
 use http::{Method, Request, Uri, Version};
+use strata_http_cache::accept_encoding::{self, Coding};
 use strata_http_cache::Authority;
 
 use std::sync::Arc;
@@ -181,6 +182,13 @@ impl Proxy {
         // naming `Accept-Language` in `Connection` would otherwise store an answer made
         // without it under its own language).
         strip_hop_by_hop(&mut headers);
+        // One of four codings, so that variants under `Vary: Accept-Encoding` do not
+        // fragment by spelling, and the origin sees the same four (see `compress`).
+        let coding = accept_encoding::preferred(&headers);
+        headers.remove(ACCEPT_ENCODING);
+        if coding != Coding::Identity {
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_static(coding.as_str()));
+        }
         // Only a ring peer may ask this node to serve a key it does not own.
         if headers.contains_key(RING_HOP) && !self.tier.is_peer(client.ip()) {
             headers.remove(RING_HOP);
