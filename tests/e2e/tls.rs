@@ -485,3 +485,55 @@ async fn an_http3_client_we_did_not_write_fetches_from_the_cache() {
     );
     assert_eq!(origin.count(), 1);
 }
+
+#[tokio::test]
+async fn strata_reload_goes_through_the_admin_api_and_reports_a_refusal() {
+    let origin = proto_origin().await;
+    let pki = TestPki::new();
+    let cert = pki.issue("live", &["site.test", "old.test"]);
+    let toml = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{}\n\
+         [log]\naccess = \"off\"\n\
+         [[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
+        cert_table(&cert),
+        origin.url()
+    );
+    let node = crate::support::binary::Strata::edge(&toml);
+    let https = node.https.expect("https listener");
+    let admin = format!("http://{}", node.admin.expect("admin listener"));
+    let reload = || {
+        let admin = admin.clone();
+        async move {
+            let out = tokio::process::Command::new(strata_bin())
+                .args(["reload", "--admin", &admin])
+                .output()
+                .await
+                .expect("strata reload");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).to_string()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    };
+
+    let renewed = pki.issue("renewed", &["site.test", "new.test"]);
+    std::fs::copy(&renewed.cert, &cert.cert).unwrap();
+    std::fs::copy(&renewed.key, &cert.key).unwrap();
+    let (code, out) = reload().await;
+    assert_eq!((code, out.trim()), (0, "reloaded"));
+    let got = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(got.cert_names, ["site.test", "new.test"]);
+
+    // A key that no longer matches: refused, exit 2, the reason named, nothing changes.
+    let other = pki.issue("other", &["other.test"]);
+    std::fs::copy(&other.key, &cert.key).unwrap();
+    let (code, out) = reload().await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("tls.certificate[0].key") && out.contains("does not match"),
+        "{out}"
+    );
+    let got = pki.client().get(https, "site.test", "/").await;
+    assert_eq!(got.cert_names, ["site.test", "new.test"]);
+}

@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use crate::body::RequestBody;
+use crate::reload::Reloader;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -28,12 +29,17 @@ const JSON: &str = "application/json";
 /// The admin listener's state.
 pub struct Admin {
     proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
     token: Option<String>,
 }
 
 impl Admin {
-    pub fn new(proxy: Arc<Proxy>, token: Option<String>) -> Self {
-        Self { proxy, token }
+    pub fn new(proxy: Arc<Proxy>, reloader: Arc<Reloader>, token: Option<String>) -> Self {
+        Self {
+            proxy,
+            reloader,
+            token,
+        }
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -104,7 +110,8 @@ pub async fn handle(
                 + "\n",
         ),
         (&Method::POST, "/v1/purge") => purge(proxy, req).await,
-        (_, "/metrics" | "/healthz" | "/v1/purge" | HEALTH_PATH) => (
+        (&Method::POST, "/v1/reload") => reload(&admin.reloader),
+        (_, "/metrics" | "/healthz" | "/v1/purge" | "/v1/reload" | HEALTH_PATH) => (
             StatusCode::METHOD_NOT_ALLOWED,
             TEXT,
             "method not allowed\n".into(),
@@ -112,6 +119,31 @@ pub async fn handle(
         _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
     };
     Ok(respond(status, content_type, body))
+}
+
+/// `POST /v1/reload`: 200 with what waits for a restart, or 400 with why the new
+/// configuration was refused (the running one stays).
+fn reload(reloader: &Reloader) -> (StatusCode, &'static str, String) {
+    match reloader.reload() {
+        Ok(done) => {
+            tracing::info!(restart_needed = ?done.restart_needed, "reloaded (admin API)");
+            (
+                StatusCode::OK,
+                JSON,
+                serde_json::json!({ "reloaded": true, "restart_needed": done.restart_needed })
+                    .to_string()
+                    + "\n",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused (admin API): the running configuration stays");
+            (
+                StatusCode::BAD_REQUEST,
+                JSON,
+                serde_json::json!({ "reloaded": false, "error": e.to_string() }).to_string() + "\n",
+            )
+        }
+    }
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -18,6 +18,7 @@ mod metrics;
 mod proxy;
 pub mod purge;
 mod purge_consumer;
+pub mod reload;
 mod request;
 mod server;
 mod service;
@@ -71,8 +72,8 @@ pub struct Node {
     pub https_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     proxy: Arc<Proxy>,
-    /// The https listeners' certificates, replaceable while they serve.
-    tls: Option<tls::ServerTls>,
+    /// Reads the configuration again and applies what can change in place.
+    reloader: Arc<reload::Reloader>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -218,6 +219,7 @@ impl Node {
             }
             tasks.spawn(server::serve(listener, serve, handler, shutdown_rx.clone()));
         }
+        let reloader = Arc::new(reload::Reloader::new(config.clone(), tls.clone()));
         let admin_addr = match listeners.admin {
             Some((listener, bound)) => {
                 let listener = into_tokio(listener, bound)?;
@@ -226,6 +228,7 @@ impl Node {
                 }
                 let admin = Arc::new(admin::Admin::new(
                     Arc::clone(&proxy),
+                    Arc::clone(&reloader),
                     config
                         .admin
                         .token()
@@ -282,7 +285,7 @@ impl Node {
             https_addrs,
             admin_addr,
             proxy,
-            tls,
+            reloader,
             shutdown,
             tasks,
         })
@@ -295,10 +298,17 @@ impl Node {
     /// Reads the certificates of `section` again and puts them in service for new
     /// handshakes. On any error (named by key) the ones in service stay.
     pub fn reload_tls(&self, section: &config::TlsSection) -> Result<(), config::ConfigError> {
-        match &self.tls {
-            Some(tls) => tls.reload(section),
-            None => Ok(()),
-        }
+        self.reloader.reload_tls(section)
+    }
+
+    /// Where [`Node::reload`] (and `POST /v1/reload`) read the configuration again.
+    pub fn set_config_source(&self, source: reload::ConfigSource) {
+        self.reloader.set_source(source);
+    }
+
+    /// Reads the configuration again and applies it (see [`reload`]).
+    pub fn reload(&self) -> Result<reload::Reloaded, reload::ReloadError> {
+        self.reloader.reload()
     }
 
     /// Stops accepting, lets open exchanges finish (bounded), and returns.

@@ -56,6 +56,17 @@ enum Command {
     },
     /// Purge through the control plane and print each node's result.
     Purge(crate::purge_cli::PurgeArgs),
+    /// Make a running node read its configuration again (`POST /v1/reload` on its admin
+    /// listener): new certificates go in service; exits 2 when the new configuration is
+    /// refused (the running one stays).
+    Reload {
+        /// The node's admin listener, e.g. http://127.0.0.1:9901.
+        #[arg(long)]
+        admin: String,
+        /// The admin token, when the node has one.
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Run the DNS request router: authoritative for the CDN zone, answers each client
     /// with its nearest healthy PoP.
     Dns {
@@ -209,24 +220,59 @@ pub fn run() -> ExitCode {
             Ok(c) => runtime_then(|| async move { run_control(c).await }),
             Err(e) => config_error(&e),
         },
-        Command::Purge(args) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
+        Command::Reload { admin, token } => client_command(async move {
+            let (status, value, bytes) = crate::post::post_json(
+                &admin,
+                "--admin",
+                "/v1/reload",
+                token.as_deref(),
+                String::new(),
+                std::time::Duration::from_secs(30),
+            )
+            .await?;
+            if status == http::StatusCode::OK {
+                let restart: Vec<String> = value["restart_needed"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect();
+                if restart.is_empty() {
+                    println!("reloaded");
+                } else {
+                    println!("reloaded; these sections take effect at the next restart: {}", restart.join(", "));
                 }
-            };
-            match rt.block_on(crate::purge_cli::run(args)) {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(2)
-                }
+                Ok(0)
+            } else {
+                eprintln!(
+                    "reload refused ({status}): {}",
+                    value["error"].as_str().unwrap_or(&String::from_utf8_lossy(&bytes))
+                );
+                Ok(2)
             }
+        }),
+        Command::Purge(args) => client_command(crate::purge_cli::run(args)),
+    }
+}
+
+/// Runs a client command (`purge`, `reload`) on a small runtime; its result is the exit
+/// code, and an error (unreachable, bad flag) exits 2.
+fn client_command(f: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }
@@ -350,14 +396,16 @@ fn edge_config(args: EdgeArgs) -> Result<NodeConfig, ConfigError> {
     Ok(config)
 }
 
-/// Runs a node until SIGINT/SIGTERM. SIGHUP reads the configuration again with `load`
-/// (the same file and flags) and puts new certificates in service; see [`reload`].
+/// Runs a node until SIGINT/SIGTERM. SIGHUP (like `POST /v1/reload` on the admin
+/// listener) reads the configuration again with `load` (the same file and flags) and
+/// applies what can change in place (`strata_proxy::reload`).
 async fn run_edge(
     config: NodeConfig,
-    load: impl Fn() -> Result<NodeConfig, ConfigError>,
+    load: impl Fn() -> Result<NodeConfig, ConfigError> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let node = Node::start(&config).await?;
+    node.set_config_source(Box::new(load));
     let stop = shutdown_signal();
     let mut hangup = signal(SignalKind::hangup())?;
     for addr in &node.http_addrs {
@@ -367,51 +415,27 @@ async fn run_edge(
         tracing::info!(%addr, "{} listening (HTTPS: HTTP/1.1, h2)", config.node.role.as_str());
     }
     if let Some(addr) = node.admin_addr {
-        tracing::info!(%addr, "admin listening (/metrics, /healthz)");
+        tracing::info!(%addr, "admin listening (/metrics, /healthz, /v1/purge, /v1/reload)");
     }
     let mut stop = std::pin::pin!(stop);
-    let mut running = config;
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = hangup.recv() => reload(&node, &mut running, &load),
+            _ = hangup.recv() => match node.reload() {
+                Ok(done) if done.restart_needed.is_empty() => {
+                    tracing::info!("reloaded: certificates in service for new connections");
+                }
+                Ok(done) => tracing::warn!(
+                    sections = %done.restart_needed.join(", "),
+                    "reloaded certificates; changes to these sections take effect at the next restart"
+                ),
+                Err(e) => tracing::error!(error = %e, "reload refused: the running configuration stays"),
+            },
         }
     }
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
-}
-
-/// A reload: a configuration that does not validate (or certificates that do not load)
-/// is refused whole, logged, and the running one stays. Certificates are applied to new
-/// handshakes; changes to other sections are named as needing a restart.
-fn reload(
-    node: &Node,
-    running: &mut NodeConfig,
-    load: &impl Fn() -> Result<NodeConfig, ConfigError>,
-) {
-    let new = match load() {
-        Ok(new) => new,
-        Err(e) => {
-            tracing::error!(error = %e, "reload refused: the running configuration stays");
-            return;
-        }
-    };
-    if let Err(e) = node.reload_tls(&new.tls) {
-        tracing::error!(error = %e, "reload refused: the running certificates stay");
-        return;
-    }
-    let restart = new.sections_differing(running);
-    let restart: Vec<_> = restart.into_iter().filter(|s| *s != "tls").collect();
-    if restart.is_empty() {
-        tracing::info!("reloaded: certificates in service for new connections");
-    } else {
-        tracing::warn!(
-            sections = %restart.join(", "),
-            "reloaded certificates; changes to these sections take effect at the next restart"
-        );
-    }
-    running.tls = new.tls;
 }
 
 async fn run_control(config: strata_control::ControlConfig) -> anyhow::Result<()> {

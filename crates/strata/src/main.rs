@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod post;
 mod purge_cli;
 
 use std::process::ExitCode;

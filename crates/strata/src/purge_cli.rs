@@ -2,12 +2,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Args;
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::StatusCode;
 
 #[derive(Args)]
 pub struct PurgeArgs {
@@ -51,27 +47,16 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<u8> {
         "patterns": args.patterns, "all": args.all, "soft": args.soft,
         "wait": wait.map(|w| w.as_secs_f64()),
     });
-    let base: Uri = args
-        .control
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--control: {e}"))?;
-    let authority = base
-        .authority()
-        .ok_or_else(|| anyhow::anyhow!("--control: no host"))?
-        .clone();
-    let stream = TcpStream::connect(authority.as_str()).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = Request::post("/v1/purge")
-        .header("host", authority.as_str())
-        .header("authorization", format!("Bearer {}", args.token))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))?;
     let timeout = wait.unwrap_or_default() + Duration::from_secs(10);
-    let resp = tokio::time::timeout(timeout, sender.send_request(req)).await??;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let (status, value, bytes) = crate::post::post_json(
+        &args.control,
+        "--control",
+        "/v1/purge",
+        Some(&args.token),
+        body.to_string(),
+        timeout,
+    )
+    .await?;
     if status != StatusCode::OK && status != StatusCode::ACCEPTED {
         eprintln!(
             "purge refused ({status}): {}",
