@@ -28,13 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need() {
-    if ! command -v "$1" >/dev/null 2>&1; then
-        echo "installing $2 from Debian"
-        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-    fi
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 need nginx nginx
 need varnishd varnish
 need taskset util-linux
@@ -48,8 +43,6 @@ ORIGIN_BIN="$ROOT/bench/tools/target/release/bench-origin"
 LOADGEN="$ROOT/bench/tools/target/release/loadgen"
 
 ulimit -n 65536 2>/dev/null || true
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
 
 ORIGIN_PORT=$(free_port)
 taskset -c 1 "$ORIGIN_BIN" "127.0.0.1:$ORIGIN_PORT" 2>"$WORK/origin.log" &

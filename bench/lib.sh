@@ -11,3 +11,12 @@ wait_port() {
     done
     echo "port $1 did not open" >&2; return 1
 }
+
+# Installs Debian package $2 when command $1 is missing.
+need() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "installing $2 from Debian"
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+    fi
+}

@@ -34,13 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need() {
-    if ! command -v "$1" >/dev/null 2>&1; then
-        echo "installing $2 from Debian"
-        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-    fi
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 need nginx nginx
 need h2load nghttp2-client
 need openssl openssl
@@ -55,8 +50,6 @@ ORIGIN_BIN="$ROOT/bench/tools/target/release/bench-origin"
 H3LOAD="$ROOT/bench/tools/target/release/h3load"
 
 ulimit -n 65536 2>/dev/null || true
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
 
 # A CA and two leaf certificates for bench.test and 127.0.0.1: ECDSA P-256 and RSA 2048.
 (

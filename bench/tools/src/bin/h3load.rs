@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use strata_bench_tools::print_rate;
 
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
@@ -35,13 +36,6 @@ async fn get(send: &mut Sender, uri: &str) -> Result<u16, String> {
         chunk.advance(chunk.remaining());
     }
     Ok(resp.status().as_u16())
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn run(addr: SocketAddr, sni: String, ca: String, path: String, connections: usize, streams: usize, seconds: u64) {
@@ -90,15 +84,7 @@ async fn run(addr: SocketAddr, sni: String, ca: String, path: String, connection
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64().max(seconds as f64);
-    all.sort_unstable();
-    println!(
-        "{{\"requests\":{},\"rps\":{:.0},\"p50_us\":{},\"p99_us\":{},\"errors\":{}}}",
-        all.len(),
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        errors
-    );
+    print_rate(&mut all, errors, elapsed);
 }
 
 fn main() {

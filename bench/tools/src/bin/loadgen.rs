@@ -26,6 +26,8 @@ use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
+use strata_bench_tools::{percentile, print_rate};
+
 type Sender = SendRequest<Empty<Bytes>>;
 
 async fn connect(addr: SocketAddr) -> Sender {
@@ -60,14 +62,6 @@ async fn get(sender: &mut Sender, path: &str, limit: usize) -> Result<(u16, Opti
         }
     }
     Ok((status, first))
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
 }
 
 fn path_for(template: &str, key: u64) -> String {
@@ -109,15 +103,7 @@ async fn keepalive(addr: SocketAddr, template: String, keys: u64, connections: u
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64().max(seconds as f64);
-    all.sort_unstable();
-    println!(
-        "{{\"requests\":{},\"rps\":{:.0},\"p50_us\":{},\"p99_us\":{},\"errors\":{}}}",
-        all.len(),
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        errors
-    );
+    print_rate(&mut all, errors, elapsed);
 }
 
 async fn warm(addr: SocketAddr, template: String, keys: u64) {

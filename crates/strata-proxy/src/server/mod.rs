@@ -153,15 +153,9 @@ pub async fn serve<F, Fut, B>(
                 }
             }
         };
-        let permit = match config.limits.admit(peer.ip()) {
+        let permit = match admit(&config, peer) {
             Ok(p) => p,
-            Err(exhausted) => {
-                let reason = match exhausted {
-                    Exhausted::Node => "connection-limit",
-                    Exhausted::Client => "client-connection-limit",
-                };
-                config.metrics.connection_refused(reason);
-                warn_throttled!(Duration::from_secs(10), client = %peer.ip(), reason, "connection refused");
+            Err(reason) => {
                 if let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() {
                     let node = config.node.clone();
                     tokio::spawn(async move {
@@ -212,6 +206,20 @@ pub async fn serve<F, Fut, B>(
     {
         tracing::warn!("connections still open after the drain timeout");
     }
+}
+
+/// A connection slot for `peer`, or the reason it is refused (counted and logged, at
+/// most one line per 10 s).
+fn admit(config: &ServeConfig, peer: SocketAddr) -> Result<crate::budget::Permit, &'static str> {
+    config.limits.admit(peer.ip()).map_err(|exhausted| {
+        let reason = match exhausted {
+            Exhausted::Node => "connection-limit",
+            Exhausted::Client => "client-connection-limit",
+        };
+        config.metrics.connection_refused(reason);
+        warn_throttled!(Duration::from_secs(10), client = %peer.ip(), reason, "connection refused");
+        reason
+    })
 }
 
 /// Answers a connection over the limits: a short 503, then close.

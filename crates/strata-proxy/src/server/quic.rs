@@ -24,8 +24,6 @@ use tokio::sync::watch;
 
 use super::{Conn, ServeConfig, DRAIN_TIMEOUT};
 use crate::body::{BoxError, RequestBody};
-use crate::budget::Exhausted;
-use crate::warn_throttled;
 
 type RecvStream = ::h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 type SendStream = ::h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
@@ -53,18 +51,9 @@ pub async fn serve<F, Fut, B>(
         };
         let remote = incoming.remote_address();
         let peer = SocketAddr::new(remote.ip().to_canonical(), remote.port());
-        let permit = match config.limits.admit(peer.ip()) {
-            Ok(p) => p,
-            Err(exhausted) => {
-                let reason = match exhausted {
-                    Exhausted::Node => "connection-limit",
-                    Exhausted::Client => "client-connection-limit",
-                };
-                config.metrics.connection_refused(reason);
-                warn_throttled!(Duration::from_secs(10), client = %peer.ip(), reason, "QUIC connection refused");
-                incoming.refuse();
-                continue;
-            }
+        let Ok(permit) = super::admit(&config, peer) else {
+            incoming.refuse();
+            continue;
         };
         let config = config.clone();
         let (handler, shutdown) = (handler.clone(), shutdown.clone());

@@ -127,7 +127,7 @@ impl OriginTls {
     pub fn client_config(&self) -> Result<ClientConfig, ConfigError> {
         let provider = Arc::new(super::provider());
         let mut by_name = HashMap::new();
-        let mut verifiers: HashMap<Trust, Arc<dyn ServerCertVerifier>> = HashMap::new();
+        let mut verifiers: HashMap<Trust, Check> = HashMap::new();
         for (name, trust) in &self.trust {
             if *trust == Trust::Nothing {
                 tracing::warn!(%name, "an https origin's certificate is not verified (tls_verify = false)");
@@ -137,13 +137,13 @@ impl OriginTls {
                 verifiers.insert(trust.clone(), verifier);
             }
             if let Some(v) = verifiers.get(trust) {
-                by_name.insert(name.clone(), Arc::clone(v));
+                by_name.insert(name.clone(), v.clone());
             }
         }
         let verifier = ByName {
             by_name,
             // A name not configured (none should reach here) gets the strictest check.
-            fallback: verifiers.get(&Trust::SystemRoots).map(Arc::clone),
+            fallback: verifiers.get(&Trust::SystemRoots).cloned(),
             provider: Arc::clone(&provider),
         };
         let mut config = ClientConfig::builder_with_provider(provider)
@@ -167,12 +167,18 @@ fn host_without_port(host: &str) -> String {
         .map_or_else(|_| host.to_string(), |a| a.host().to_string())
 }
 
-fn verifier_for(
-    trust: &Trust,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ServerCertVerifier>, ConfigError> {
+/// How one origin name's certificate is checked.
+#[derive(Debug, Clone)]
+enum Check {
+    WebPki(Arc<WebPkiServerVerifier>),
+    /// `tls_verify = false`: any certificate (the handshake signature is still checked
+    /// against it, by [`ByName`]).
+    Nothing,
+}
+
+fn verifier_for(trust: &Trust, provider: &Arc<CryptoProvider>) -> Result<Check, ConfigError> {
     let roots = match trust {
-        Trust::Nothing => return Ok(Arc::new(NoVerification(Arc::clone(provider)))),
+        Trust::Nothing => return Ok(Check::Nothing),
         Trust::SystemRoots => {
             let found = rustls_native_certs::load_native_certs();
             let mut roots = RootCertStore::empty();
@@ -189,7 +195,7 @@ fn verifier_for(
     };
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
         .build()
-        .map(|v| v as Arc<dyn ServerCertVerifier>)
+        .map(Check::WebPki)
         .map_err(|e| ConfigError::new("service.origins", e.to_string()))
 }
 
@@ -234,8 +240,8 @@ impl hyper_rustls::ResolveServerName for OriginNames {
 /// Verifies each origin by the trust configured for the name it was asked as.
 #[derive(Debug)]
 struct ByName {
-    by_name: HashMap<String, Arc<dyn ServerCertVerifier>>,
-    fallback: Option<Arc<dyn ServerCertVerifier>>,
+    by_name: HashMap<String, Check>,
+    fallback: Option<Check>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -249,12 +255,17 @@ impl ServerCertVerifier for ByName {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let name = server_name.to_str();
-        let verifier = self
+        let check = self
             .by_name
             .get(name.as_ref())
             .or(self.fallback.as_ref())
             .ok_or(Error::General("no trust configured for this origin".into()))?;
-        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        match check {
+            Check::WebPki(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            Check::Nothing => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -289,56 +300,6 @@ impl ServerCertVerifier for ByName {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// `tls_verify = false`: any certificate is accepted (the handshake signature is still
-/// checked against it).
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
