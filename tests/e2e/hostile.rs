@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::binary::{closed_by_server, exchange, read_response, Strata};
+use crate::support::tls::https_node;
 use crate::support::{Reply, TestOrigin};
 
 /// A node in front of `origin` for any host, with `extra` TOML appended.
@@ -775,14 +776,11 @@ async fn garbage_and_silence_on_the_tls_listener_are_cut_off_and_cost_nothing_la
     let origin = file_origin().await;
     let pki = crate::support::tls::TestPki::new();
     let cert = pki.issue("site", &["shop.test"]);
-    let node = Strata::edge(&format!(
-        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
-         [limits]\nclient_header_timeout = \"1s\"\n[log]\naccess = \"off\"\n\
-         [[tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n\
-         [[service]]\nname = \"site\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
-        cert.cert.display(),
-        cert.key.display(),
-        origin.url()
+    let node = Strata::edge(&https_node(
+        &cert,
+        &origin.url(),
+        true,
+        "[limits]\nclient_header_timeout = \"1s\"\n",
     ));
     let https = node.https.expect("https listener");
     // Malformed: a handshake record holding garbage; plain HTTP on the TLS port.
@@ -828,14 +826,7 @@ async fn garbage_datagrams_on_the_quic_port_change_nothing() {
     let origin = file_origin().await;
     let pki = crate::support::tls::TestPki::new();
     let cert = pki.issue("site", &["shop.test"]);
-    let node = Strata::edge(&format!(
-        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\n[log]\naccess = \"off\"\n\
-         [[tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n\
-         [[service]]\nname = \"site\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
-        cert.cert.display(),
-        cert.key.display(),
-        origin.url()
-    ));
+    let node = Strata::edge(&https_node(&cert, &origin.url(), false, ""));
     let https = node.https.expect("https listener");
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // Short, long, a long-header packet with an invalid version, a truncated Initial.

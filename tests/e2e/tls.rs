@@ -9,7 +9,7 @@ use http::{StatusCode, Version};
 use strata_proxy::config::{CertificateConfig, OriginConfig, OriginEntry, TlsSection, UnknownSni};
 
 use crate::support::binary::strata_bin;
-use crate::support::tls::{CertFiles, TestPki};
+use crate::support::tls::{https_node, CertFiles, TestPki};
 use crate::support::{EdgeBuilder, Reply, TestOrigin};
 
 fn section(certs: &[&CertFiles]) -> TlsSection {
@@ -317,19 +317,11 @@ fn check_config(pki: &TestPki, tls: &str) -> (i32, String) {
     )
 }
 
-fn cert_table(c: &CertFiles) -> String {
-    format!(
-        "[[tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n",
-        c.cert.display(),
-        c.key.display()
-    )
-}
-
 #[test]
 fn check_config_refuses_expired_mismatched_and_unreadable_certificates_by_key() {
     let pki = TestPki::new();
     let good = pki.issue("good", &["site.test"]);
-    assert_eq!(check_config(&pki, &cert_table(&good)).0, 0);
+    assert_eq!(check_config(&pki, &CertFiles::toml(&good)).0, 0);
 
     let expired = pki.issue_with(
         "expired",
@@ -340,7 +332,7 @@ fn check_config_refuses_expired_mismatched_and_unreadable_certificates_by_key() 
             p.not_after = rcgen::date_time_ymd(2021, 1, 1);
         },
     );
-    let (code, err) = check_config(&pki, &cert_table(&expired));
+    let (code, err) = check_config(&pki, &CertFiles::toml(&expired));
     assert_eq!(code, 2);
     assert!(
         err.contains("tls.certificate[0].cert") && err.contains("expired"),
@@ -352,7 +344,7 @@ fn check_config_refuses_expired_mismatched_and_unreadable_certificates_by_key() 
         cert: good.cert.clone(),
         key: other.key.clone(),
     };
-    let (code, err) = check_config(&pki, &cert_table(&mismatched));
+    let (code, err) = check_config(&pki, &CertFiles::toml(&mismatched));
     assert_eq!(code, 2);
     assert!(
         err.contains("tls.certificate[0].key") && err.contains("does not match"),
@@ -363,7 +355,7 @@ fn check_config_refuses_expired_mismatched_and_unreadable_certificates_by_key() 
         cert: pki.dir.join("nowhere.pem"),
         key: good.key.clone(),
     };
-    let (code, err) = check_config(&pki, &cert_table(&missing));
+    let (code, err) = check_config(&pki, &CertFiles::toml(&missing));
     assert_eq!(code, 2);
     assert!(err.contains("tls.certificate[0].cert"), "{err}");
 
@@ -377,13 +369,7 @@ async fn sighup_reloads_certificates_and_refuses_a_broken_file() {
     let origin = proto_origin().await;
     let pki = TestPki::new();
     let cert = pki.issue("live", &["site.test", "old.test"]);
-    let toml = format!(
-        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\n{}\n\
-         [log]\naccess = \"off\"\n\
-         [[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
-        cert_table(&cert),
-        origin.url()
-    );
+    let toml = https_node(&cert, &origin.url(), false, "");
     let node = crate::support::binary::Strata::edge(&toml);
     let https = node.https.expect("https listener");
     let got = pki.client().get(https, "site.test", "/").await;
@@ -491,13 +477,7 @@ async fn strata_reload_goes_through_the_admin_api_and_reports_a_refusal() {
     let origin = proto_origin().await;
     let pki = TestPki::new();
     let cert = pki.issue("live", &["site.test", "old.test"]);
-    let toml = format!(
-        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{}\n\
-         [log]\naccess = \"off\"\n\
-         [[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"{}\"]\n",
-        cert_table(&cert),
-        origin.url()
-    );
+    let toml = https_node(&cert, &origin.url(), true, "");
     let node = crate::support::binary::Strata::edge(&toml);
     let https = node.https.expect("https listener");
     let admin = format!("http://{}", node.admin.expect("admin listener"));

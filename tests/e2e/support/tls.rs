@@ -34,6 +34,34 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
+impl CertFiles {
+    /// This certificate as a `[[tls.certificate]]` table.
+    pub fn toml(&self) -> String {
+        format!(
+            "[[tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
+/// A node configuration for the real binary: HTTP and HTTPS listeners on port 0 (and an
+/// admin listener with `admin`), `cert`, `extra` sections, one service for every host in
+/// front of `origin`.
+pub fn https_node(cert: &CertFiles, origin: &str, admin: bool, extra: &str) -> String {
+    format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\n{}{extra}\n\
+         [log]\naccess = \"off\"\n{}\n\
+         [[service]]\nname = \"site\"\nhosts = [\"*\"]\norigins = [\"{origin}\"]\n",
+        if admin {
+            "admin = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        },
+        cert.toml(),
+    )
+}
+
 impl TestPki {
     pub fn new() -> Self {
         let dir = super::scratch_dir("pki");
