@@ -193,3 +193,71 @@ async fn compression_off_stores_what_the_origin_sent() {
     assert_eq!(got.header("content-encoding"), None);
     assert_eq!(got.text(), page());
 }
+
+#[tokio::test]
+async fn rfc9111_5_2_1_6_a_request_with_no_transform_gets_what_the_origin_sent() {
+    let origin = text_origin().await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    // The compressed variant exists...
+    let br = edge
+        .get("/page")
+        .header("accept-encoding", "br")
+        .send()
+        .await;
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    // ...and is not what a client that forbids transformation gets.
+    let got = edge
+        .get("/page")
+        .header("accept-encoding", "br")
+        .header("cache-control", "no-transform")
+        .send()
+        .await;
+    assert_eq!(got.header("content-encoding"), None);
+    assert_eq!(got.text(), page());
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_revalidated_compressed_variant_keeps_its_weak_validator_and_vary() {
+    // Stale at once, so the next request revalidates; the origin answers 304 with its
+    // strong ETag and a Vary without Accept-Encoding.
+    let origin = TestOrigin::start(|seen, _| {
+        if seen.header("if-none-match").is_some() {
+            return Reply::status(304)
+                .header("etag", "\"v1\"")
+                .header("vary", "origin")
+                .cc("max-age=0");
+        }
+        Reply::ok(page())
+            .header("content-type", "text/plain")
+            .header("etag", "\"v1\"")
+            .cc("max-age=0")
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url()).start().await;
+    let first = edge
+        .get("/p")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await;
+    assert_eq!(first.header("etag"), Some("W/\"v1\""));
+    let again = edge
+        .get("/p")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await;
+    // The 304 selects the compressed variant: no full fetch after it.
+    assert_eq!(origin.count(), 2, "{:?}", again.cache_status());
+    assert_eq!(again.header("content-encoding"), Some("gzip"));
+    assert_eq!(again.header("etag"), Some("W/\"v1\""));
+    let vary: Vec<&str> = again
+        .headers
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        vary.iter().any(|v| v.contains("accept-encoding")),
+        "{vary:?}"
+    );
+    assert_eq!(decode("gzip", &again.body), page());
+}

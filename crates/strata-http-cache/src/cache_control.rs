@@ -219,6 +219,8 @@ pub struct RequestCacheControl {
     pub no_cache: bool,
     pub no_store: bool,
     pub only_if_cached: bool,
+    /// RFC 9111 §5.2.1.6: no intermediary transformation of the answer.
+    pub no_transform: bool,
 }
 
 impl RequestCacheControl {
@@ -237,6 +239,7 @@ impl RequestCacheControl {
                 "no-cache" => cc.no_cache = true,
                 "no-store" => cc.no_store = true,
                 "only-if-cached" => cc.only_if_cached = true,
+                "no-transform" => cc.no_transform = true,
                 _ => {}
             }
         }

@@ -110,6 +110,45 @@ pub fn compressible(content_type: &str) -> bool {
         )
 }
 
+/// After a 304 refreshed a stored content-encoded object's fields (`merged`, from
+/// `stored`): what the 304 cannot know about the stored bytes is kept. A strong `ETag` for
+/// the origin's representation stays weak on the compressed one, and `Vary` keeps
+/// `Accept-Encoding` (a 304's own `Vary` would drop it, and a downstream cache would then
+/// serve these bytes to a client that cannot decode them).
+pub fn keep_after_refresh(stored: &HeaderMap, merged: &mut HeaderMap) {
+    if !stored.contains_key(CONTENT_ENCODING) {
+        return;
+    }
+    if weakened_from(stored, merged) {
+        if let Some(old) = stored.get(ETAG) {
+            merged.insert(ETAG, old.clone());
+        }
+    }
+    let varies = |h: &HeaderMap| {
+        h.get_all(VARY).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|f| f.trim().eq_ignore_ascii_case(ACCEPT_ENCODING.as_str()))
+            })
+        })
+    };
+    if varies(stored) && !varies(merged) {
+        merged.append(VARY, HeaderValue::from_static("accept-encoding"));
+    }
+}
+
+/// Whether a stored content-encoded object's weak `ETag` is the one Strata made from the
+/// strong `ETag` in `fields` (`W/"v1"` from `"v1"`): a 304 carrying the origin's strong
+/// validator then selects the compressed variant too (RFC 9111 §4.3.4 would otherwise
+/// refuse it, and every revalidation would cost a full fetch).
+pub fn weakened_from(stored: &HeaderMap, fields: &HeaderMap) -> bool {
+    stored.contains_key(CONTENT_ENCODING)
+        && match (stored.get(ETAG), fields.get(ETAG)) {
+            (Some(old), Some(new)) => old.as_bytes().strip_prefix(b"W/") == Some(new.as_bytes()),
+            _ => false,
+        }
+}
+
 fn no_transform(headers: &HeaderMap) -> bool {
     headers.get_all(CACHE_CONTROL).iter().any(|v| {
         v.to_str().is_ok_and(|s| {
@@ -273,6 +312,33 @@ mod tests {
             Decision::VaryOnly
         ));
         assert_eq!(identity.get_all("vary").iter().count(), 1);
+    }
+
+    #[test]
+    fn rfc9111_4_3_4_a_304_keeps_what_it_cannot_know_about_compressed_bytes() {
+        let stored = fields(&[
+            ("content-encoding", "br"),
+            ("etag", "W/\"v1\""),
+            ("vary", "accept-encoding"),
+        ]);
+        let mut merged = fields(&[
+            ("content-encoding", "br"),
+            ("etag", "\"v1\""),
+            ("vary", "origin"),
+        ]);
+        keep_after_refresh(&stored, &mut merged);
+        assert_eq!(merged["etag"], "W/\"v1\"");
+        let vary: Vec<_> = merged.get_all("vary").iter().collect();
+        assert_eq!(vary, ["origin", "accept-encoding"]);
+        // A new validator (the origin changed its tag) is taken as it is.
+        let mut changed = fields(&[("content-encoding", "br"), ("etag", "\"v2\"")]);
+        keep_after_refresh(&stored, &mut changed);
+        assert_eq!(changed["etag"], "\"v2\"");
+        // Uncompressed objects are not touched.
+        let plain = fields(&[("etag", "W/\"v1\"")]);
+        let mut merged = fields(&[("etag", "\"v1\"")]);
+        keep_after_refresh(&plain, &mut merged);
+        assert_eq!(merged["etag"], "\"v1\"");
     }
 
     #[test]

@@ -156,7 +156,11 @@ impl Proxy {
         if sent.resp.status() != StatusCode::NOT_MODIFIED {
             return Ok(self.fetched(req, stored, sent, meta, times));
         }
-        match stored.filter(|o| not_modified_selects(&o.headers, sent.resp.headers())) {
+        let selects = |o: &&Arc<StoredObject>| {
+            not_modified_selects(&o.headers, sent.resp.headers())
+                || compress::weakened_from(&o.headers, sent.resp.headers())
+        };
+        match stored.filter(selects) {
             Some(old) => Ok(self.refreshed(req, old, sent.resp.headers(), meta, times)),
             // A 304 that selects nothing we hold (RFC 9111 §4.3.4): ask again without
             // validators rather than hand a bare 304 to a client that did not ask for one.
@@ -184,6 +188,7 @@ impl Proxy {
         forward::clean_upstream_headers(&mut fresh);
         fresh.remove(CACHE_STATUS);
         refresh_headers(&mut headers, &fresh);
+        compress::keep_after_refresh(&old.headers, &mut headers);
         // Age and Date describe the 304, not the original response: a stale Age kept from
         // the first answer would make the refreshed copy born old.
         if !fresh.contains_key(AGE) {

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use http::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING, HOST};
 use http::{Method, Request, Uri, Version};
 use strata_http_cache::accept_encoding::{self, Coding};
+use strata_http_cache::cache_control::RequestCacheControl;
 use strata_http_cache::Authority;
 
 use std::sync::Arc;
@@ -184,7 +185,13 @@ impl Proxy {
         strip_hop_by_hop(&mut headers);
         // One of four codings, so that variants under `Vary: Accept-Encoding` do not
         // fragment by spelling, and the origin sees the same four (see `compress`).
-        let coding = accept_encoding::preferred(&headers);
+        // A client that says `no-transform` gets no representation Strata made (RFC 9111
+        // §5.2.1.6): the identity variant, or what the origin itself sends.
+        let coding = if RequestCacheControl::from_headers(&headers).no_transform {
+            Coding::Identity
+        } else {
+            accept_encoding::preferred(&headers)
+        };
         headers.remove(ACCEPT_ENCODING);
         if coding != Coding::Identity {
             headers.insert(ACCEPT_ENCODING, HeaderValue::from_static(coding.as_str()));
