@@ -846,3 +846,39 @@ async fn garbage_datagrams_on_the_quic_port_change_nothing() {
     assert_eq!(got[0].status, 200);
     assert_eq!(got[0].body, "body of /after");
 }
+
+#[tokio::test]
+async fn quic_connections_count_against_the_per_client_cap_and_idle_ones_are_closed() {
+    let origin = file_origin().await;
+    let pki = crate::support::tls::TestPki::new();
+    let cert = pki.issue("site", &["shop.test"]);
+    let node = Strata::edge(&https_node(
+        &cert,
+        &origin.url(),
+        false,
+        "[limits]\nmax_connections_per_client = 2\nclient_idle_timeout = \"1s\"\n",
+    ));
+    let https = node.https.expect("https listener");
+    let (_one, first) = pki.quic_connect(https, "shop.test").await;
+    let (_two, second) = pki.quic_connect(https, "shop.test").await;
+    let (first, _second) = (first.expect("first"), second.expect("second"));
+    let (_three, third) = pki.quic_connect(https, "shop.test").await;
+    assert!(
+        third.is_err(),
+        "a third QUIC connection from one address was accepted"
+    );
+    // Quiet connections are closed by the node, and their slots come back.
+    let closed = tokio::time::timeout(Duration::from_secs(10), first.closed()).await;
+    assert!(closed.is_ok(), "an idle QUIC connection stayed open");
+    let mut served = None;
+    for _ in 0..50 {
+        let (_ep, conn) = pki.quic_connect(https, "shop.test").await;
+        if conn.is_ok() {
+            served = Some(pki.h3_get(https, "shop.test", &["/after"]).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = served.expect("a slot came back");
+    assert_eq!(got[0].status, 200);
+}

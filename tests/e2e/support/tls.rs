@@ -317,9 +317,26 @@ impl H3Got {
 }
 
 impl TestPki {
-    /// `GET path` over HTTP/3 (quinn + h3) to `addr` (UDP), asking for `name`. Every
-    /// request in `paths` goes on one QUIC connection, in order.
-    pub async fn h3_get(&self, addr: SocketAddr, name: &str, paths: &[&str]) -> Vec<H3Got> {
+    /// A QUIC connection (ALPN h3) to `addr` as `name`, nothing sent on it; `Err` with
+    /// quinn's reason when the server refuses it. Its endpoint comes with it (dropping the
+    /// endpoint would close the connection).
+    pub async fn quic_connect(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+    ) -> (
+        quinn::Endpoint,
+        Result<quinn::Connection, quinn::ConnectionError>,
+    ) {
+        let endpoint = self.quic_endpoint();
+        let connecting = endpoint.connect(addr, name).unwrap();
+        let conn = tokio::time::timeout(std::time::Duration::from_secs(10), connecting)
+            .await
+            .expect("QUIC handshake within 10 s");
+        (endpoint, conn)
+    }
+
+    fn quic_endpoint(&self) -> quinn::Endpoint {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&self.ca_pem).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -334,13 +351,14 @@ impl TestPki {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let conn = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            endpoint.connect(addr, name).unwrap(),
-        )
-        .await
-        .expect("QUIC handshake within 10 s")
-        .expect("QUIC handshake");
+        endpoint
+    }
+
+    /// `GET path` over HTTP/3 (quinn + h3) to `addr` (UDP), asking for `name`. Every
+    /// request in `paths` goes on one QUIC connection, in order.
+    pub async fn h3_get(&self, addr: SocketAddr, name: &str, paths: &[&str]) -> Vec<H3Got> {
+        let (endpoint, conn) = self.quic_connect(addr, name).await;
+        let conn = conn.expect("QUIC handshake");
         let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
             .await
             .unwrap();
