@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use http::{StatusCode, Version};
-use strata_proxy::config::{CertificateConfig, OriginConfig, OriginEntry, TlsSection, UnknownSni};
+use strata_proxy::config::{
+    CertificateConfig, OriginConfig, OriginEntry, PeerConfig, TlsSection, UnknownSni,
+};
 
 use crate::support::binary::strata_bin;
 use crate::support::tls::{https_node, CertFiles, TestPki};
@@ -516,4 +518,150 @@ async fn strata_reload_goes_through_the_admin_api_and_reports_a_refusal() {
     );
     let got = pki.client().get(https, "site.test", "/").await;
     assert_eq!(got.cert_names, ["site.test", "new.test"]);
+}
+
+#[tokio::test]
+async fn ring_hops_use_mutual_tls_and_strata_ring_needs_a_cluster_certificate() {
+    let pki = TestPki::new(); // the cluster CA
+    let origin =
+        TestOrigin::start(|seen, _| Reply::ok(format!("origin {}", seen.path())).cc("max-age=600"))
+            .await;
+    // The ring's other member: a stand-in on 127.0.0.2 that refuses any client without a
+    // certificate from the cluster CA, and records what reaches it.
+    let other_cert = pki.issue_with(
+        "other",
+        &["other.cluster"],
+        rcgen::KeyPair::generate().unwrap(),
+        |p| {
+            p.subject_alt_names
+                .push(rcgen::SanType::IpAddress([127, 0, 0, 2].into()))
+        },
+    );
+    let other = TestOrigin::start_tls_on(
+        "127.0.0.2:0",
+        pki.acceptor_requiring_clients(&other_cert),
+        |seen, _| Reply::ok(format!("from the owner: {}", seen.path())).cc("max-age=600"),
+    )
+    .await;
+    let node_cert = pki.issue("edge", &["edge.cluster"]);
+    let ca = pki.ca_pem.clone();
+    let (cert, key) = (node_cert.cert.clone(), node_cert.key.clone());
+    let other_url = format!("https://{}", other.addr);
+    let edge = EdgeBuilder::new(&origin.url())
+        .https(&[&node_cert])
+        .config(move |c| {
+            c.node.name = "edge-m".into();
+            c.tls.client_ca = Some(ca);
+            c.tls.client_cert = Some(cert);
+            c.tls.client_key = Some(key);
+            c.hot.threshold = 0.0;
+            c.ring.peers = vec![
+                PeerConfig {
+                    name: "edge-m".into(),
+                    url: "https://127.0.0.1:1".into(),
+                    weight: 1,
+                },
+                PeerConfig {
+                    name: "other".into(),
+                    url: other_url,
+                    weight: 1,
+                },
+            ];
+        })
+        .start()
+        .await;
+    let https = edge.https.unwrap();
+    let reached = |prefix: &str| {
+        other
+            .seen()
+            .iter()
+            .filter(|s| s.path().starts_with(prefix))
+            .count()
+    };
+
+    // From a peer's address (127.0.0.2, "other"'s) but without a certificate:
+    // `strata-ring` is not believed, so the keys "other" owns go to it, over mutual TLS
+    // (it refuses anyone without a cluster certificate).
+    let peer_ip = std::net::IpAddr::from([127, 0, 0, 2]);
+    let anonymous = pki.client().connecting_from(peer_ip);
+    for i in 0..16 {
+        let got = anonymous
+            .get_with(
+                https,
+                "edge.cluster",
+                &format!("/a{i}"),
+                &[("strata-ring", "other")],
+            )
+            .await;
+        assert_eq!(got.status, StatusCode::OK);
+    }
+    assert!(
+        reached("/a") > 0,
+        "the field was believed without a certificate"
+    );
+
+    // A peer that proves itself with a cluster certificate is believed: served here.
+    let peer = pki
+        .client()
+        .connecting_from(peer_ip)
+        .client_cert(&node_cert);
+    for i in 0..16 {
+        let got = peer
+            .get_with(
+                https,
+                "edge.cluster",
+                &format!("/b{i}"),
+                &[("strata-ring", "other")],
+            )
+            .await;
+        assert_eq!(got.status, StatusCode::OK);
+    }
+    assert_eq!(reached("/b"), 0);
+}
+
+#[test]
+fn check_config_keeps_ring_hops_and_the_cluster_ca_together() {
+    let pki = TestPki::new();
+    let node = pki.issue("node", &["node.cluster"]);
+    let ring = |scheme: &str| {
+        format!(
+            "[node]\nname = \"a\"\n[ring]\npeers = [{{ name = \"a\", url = \"{scheme}://127.0.0.1:1\" }}, \
+             {{ name = \"b\", url = \"{scheme}://127.0.0.2:1\" }}]\n"
+        )
+    };
+    let cluster = format!(
+        "client_ca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        pki.ca_pem.display(),
+        node.cert.display(),
+        node.key.display()
+    );
+    let run = |text: String| {
+        let path = pki.dir.join("ring.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(strata_bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let service =
+        "[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:9\"]\n";
+    let (code, err) = run(format!("{}{service}", ring("https")));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("ring.peers[1].url") && err.contains("tls.client_ca"),
+        "{err}"
+    );
+    let (code, err) = run(format!("{}[tls]\n{cluster}{service}", ring("http")));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("ring.peers[1].url") && err.contains("https://"),
+        "{err}"
+    );
+    let (code, err) = run(format!("{}[tls]\n{cluster}{service}", ring("https")));
+    assert_eq!(code, 0, "{err}");
 }

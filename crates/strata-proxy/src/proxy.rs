@@ -47,6 +47,8 @@ pub struct Proxy {
     pub(crate) strip_cdn_cache_control: bool,
     /// `cache.compression`: compress uncompressed bodies into stored variants.
     pub(crate) compression: bool,
+    /// `tls.client_ca` is set: `strata-ring` needs a client certificate from it.
+    pub(crate) peers_authenticate: bool,
     /// Fills with no client waiting: refreshes, bodies whose clients left.
     pub(crate) background: Arc<Budget>,
     /// Trusted proxies and ring peers.
@@ -105,6 +107,7 @@ impl Proxy {
             health_allow: config.admin.health_networks(),
             strip_cdn_cache_control: config.cache.strip_cdn_cache_control,
             compression: config.cache.compression,
+            peers_authenticate: config.tls.client_ca.is_some(),
             services: Services::from_config(config)?,
             storage,
             sender: Sender {

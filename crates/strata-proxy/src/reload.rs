@@ -60,11 +60,23 @@ impl Reloader {
             tls.reload(&new.tls)?;
         }
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let restart_needed = new
+        let mut restart_needed: Vec<&'static str> = new
             .sections_differing(&running)
             .into_iter()
             .filter(|s| *s != "tls")
             .collect();
+        // The cluster identity is read at start (listeners' client verification, the
+        // upstream client); only the served certificates change in place.
+        let cluster = |c: &NodeConfig| {
+            (
+                c.tls.client_ca.clone(),
+                c.tls.client_cert.clone(),
+                c.tls.client_key.clone(),
+            )
+        };
+        if cluster(&new) != cluster(&running) {
+            restart_needed.push("tls.client_ca, tls.client_cert, tls.client_key");
+        }
         running.tls = new.tls;
         Ok(Reloaded { restart_needed })
     }

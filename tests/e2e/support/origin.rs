@@ -136,6 +136,15 @@ impl TestOrigin {
         Self::start_with("127.0.0.1:0", Some(tls), handler).await
     }
 
+    /// An https origin on `addr`.
+    pub async fn start_tls_on(
+        addr: &str,
+        tls: tokio_rustls::TlsAcceptor,
+        handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with(addr, Some(tls), handler).await
+    }
+
     async fn start_with(
         addr: &str,
         tls: Option<tokio_rustls::TlsAcceptor>,

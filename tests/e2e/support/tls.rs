@@ -136,6 +136,35 @@ impl TestPki {
         KeyPair::from_pem(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 
+    /// A server config presenting `files` that requires a client certificate from this
+    /// CA (a stand-in for a ring peer with mutual TLS).
+    pub fn acceptor_requiring_clients(&self, files: &CertFiles) -> tokio_rustls::TlsAcceptor {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca_pem).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .unwrap();
+        let chain = CertificateDer::pem_file_iter(&files.cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&files.key).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
     /// A server config presenting `files` (for test origins), ALPN h2 and http/1.1.
     pub fn acceptor(&self, files: &CertFiles) -> tokio_rustls::TlsAcceptor {
         let chain = CertificateDer::pem_file_iter(&files.cert)
@@ -168,6 +197,11 @@ pub struct TlsClient {
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
     alpn: Vec<Vec<u8>>,
     sni: bool,
+    /// Presented when the server asks for a client certificate.
+    identity: Option<CertFiles>,
+    /// The local address connections come from (another loopback address stands for
+    /// another host).
+    from: Option<IpAddr>,
     /// Kept between connections when set: sessions resume.
     config: Option<Arc<ClientConfig>>,
 }
@@ -203,8 +237,22 @@ impl TlsClient {
             versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
             alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             sni: true,
+            identity: None,
+            from: None,
             config: None,
         }
+    }
+
+    /// Connects from `ip` (a loopback address).
+    pub fn connecting_from(mut self, ip: IpAddr) -> Self {
+        self.from = Some(ip);
+        self
+    }
+
+    /// Presents `files` as a client certificate.
+    pub fn client_cert(mut self, files: &CertFiles) -> Self {
+        self.identity = Some(files.clone());
+        self
     }
 
     pub fn tls12_only(mut self) -> Self {
@@ -232,12 +280,23 @@ impl TlsClient {
         if let Some(c) = &self.config {
             return Arc::clone(c);
         }
-        let mut config =
+        let config =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_protocol_versions(&self.versions)
                 .unwrap()
-                .with_root_certificates(Arc::clone(&self.roots))
-                .with_no_client_auth();
+                .with_root_certificates(Arc::clone(&self.roots));
+        let mut config = match &self.identity {
+            Some(files) => config
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(&files.cert)
+                        .unwrap()
+                        .collect::<Result<Vec<_>, _>>()
+                        .unwrap(),
+                    rustls::pki_types::PrivateKeyDer::from_pem_file(&files.key).unwrap(),
+                )
+                .unwrap(),
+            None => config.with_no_client_auth(),
+        };
         config.alpn_protocols = self.alpn.clone();
         config.enable_sni = self.sni;
         config.resumption = Resumption::in_memory_sessions(64);
@@ -250,13 +309,31 @@ impl TlsClient {
         addr: SocketAddr,
         name: &str,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
-        let tcp = TcpStream::connect(addr).await?;
+        let tcp = match self.from {
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await?
+            }
+        };
         let name = ServerName::try_from(name.to_string()).unwrap();
         TlsConnector::from(self.build()).connect(name, tcp).await
     }
 
     /// `GET path` over a new connection to `addr`, asking for `name`.
     pub async fn get(&self, addr: SocketAddr, name: &str, path: &str) -> TlsGot {
+        self.get_with(addr, name, path, &[]).await
+    }
+
+    /// The same, with extra request fields.
+    pub async fn get_with(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> TlsGot {
         let tls = self.handshake(addr, name).await.expect("TLS handshake");
         let conn = tls.get_ref().1;
         let version = conn.protocol_version().expect("version");
@@ -267,10 +344,11 @@ impl TlsClient {
             .and_then(|c| c.first())
             .map(|c| strata_proxy::tls::certs::inspect(c).unwrap().dns_names)
             .unwrap_or_default();
-        let req = Request::get(path)
-            .header("host", name)
-            .body(Empty::<Bytes>::new())
-            .unwrap();
+        let mut req = Request::get(path).header("host", name);
+        for (k, v) in fields {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Empty::<Bytes>::new()).unwrap();
         let io = TokioIo::new(tls);
         let resp = if alpn.as_deref() == Some(b"h2") {
             let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)

@@ -166,6 +166,7 @@ impl NodeConfig {
             service.check(i, &mut hosts_seen)?;
         }
         self.tls.check(!self.listen.https.is_empty())?;
+        self.tls.check_ring(&self.ring, &self.node.name)?;
         crate::tls::OriginTls::from_config(self)?;
         Ok(())
     }

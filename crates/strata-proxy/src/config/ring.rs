@@ -99,14 +99,6 @@ impl PeerConfig {
         }
         let origin = crate::upstream::Origin::parse(&self.url)
             .map_err(|why| ConfigError::new(format!("ring.peers[{i}].url"), why))?;
-        // A peer is named by IP: TLS to it needs a cluster CA (mutual TLS between tiers,
-        // not built yet), not the web's roots.
-        if origin.scheme != http::uri::Scheme::HTTP {
-            return Err(ConfigError::new(
-                format!("ring.peers[{i}].url"),
-                "ring peers are reached over http:// (TLS between ring peers is not built yet)",
-            ));
-        }
         // Peers are recognised by the address they connect from: only a peer may ask a
         // node to serve a key it does not own (`strata-ring`).
         let host = origin.authority.host();

@@ -24,6 +24,17 @@ pub struct TlsSection {
     /// TLS 1.2 sessions remembered for resumption by session ID (TLS 1.3 and ticket
     /// resumption need no server memory).
     pub session_cache: usize,
+    /// The cluster CA (PEM). When set, `https` listeners ask clients for a certificate
+    /// (optional: the public needs none) and verify it against this CA; `strata-ring` is
+    /// then believed only on connections that presented one (and from a ring peer's
+    /// address), ring peers are `https://` and verified against this CA, and so are
+    /// `https://` parents.
+    pub client_ca: Option<PathBuf>,
+    /// This node's certificate from the cluster CA (PEM chain), presented on TLS
+    /// connections to ring peers and parents that ask for one.
+    pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -69,6 +80,58 @@ impl TlsSection {
         }
         if !self.certificates.is_empty() {
             crate::tls::CertTable::load(self, std::time::SystemTime::now())?;
+        }
+        if let Some(ca) = &self.client_ca {
+            crate::tls::certs::load_ca(ca).map_err(|why| ConfigError::new("tls.client_ca", why))?;
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "tls.client_key",
+                    "client_cert needs client_key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "tls.client_cert",
+                    "client_key needs client_cert",
+                ))
+            }
+            (Some(cert), Some(key)) => {
+                crate::tls::certs::load_pair(cert, key, "tls.client_cert", "tls.client_key")?;
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Ring hops and the cluster CA go together: `https://` peers are verified against it
+    /// (they are named by address, which the web's CAs do not certify) and must present
+    /// `client_cert`; with a cluster CA, a plain-HTTP peer could never prove itself, so
+    /// every other peer must be `https://`.
+    pub(super) fn check_ring(
+        &self,
+        ring: &super::RingSection,
+        node: &str,
+    ) -> Result<(), ConfigError> {
+        for (i, peer) in ring.peers.iter().enumerate() {
+            if peer.name == node {
+                continue;
+            }
+            let https = peer.url.starts_with("https://");
+            let at = format!("ring.peers[{i}].url");
+            if https && (self.client_ca.is_none() || self.client_cert.is_none()) {
+                return Err(ConfigError::new(
+                    at,
+                    "https:// ring peers need tls.client_ca (the cluster CA) and tls.client_cert",
+                ));
+            }
+            if !https && self.client_ca.is_some() {
+                return Err(ConfigError::new(
+                    at,
+                    "with tls.client_ca, ring peers are reached over https:// (a peer proves itself with its certificate)",
+                ));
+            }
         }
         Ok(())
     }

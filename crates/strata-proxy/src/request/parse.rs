@@ -197,7 +197,10 @@ impl Proxy {
             headers.insert(ACCEPT_ENCODING, HeaderValue::from_static(coding.as_str()));
         }
         // Only a ring peer may ask this node to serve a key it does not own.
-        if headers.contains_key(RING_HOP) && !self.tier.is_peer(client.ip()) {
+        // With a cluster CA, a peer must also prove it is one (a client certificate).
+        let from_peer =
+            self.tier.is_peer(client.ip()) && (!self.peers_authenticate || conn.authenticated);
+        if headers.contains_key(RING_HOP) && !from_peer {
             headers.remove(RING_HOP);
         }
         let secure = conn.secure

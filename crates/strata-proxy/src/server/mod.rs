@@ -65,6 +65,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Arrived over TLS (an `https` listener).
     pub secure: bool,
+    /// The client presented a certificate that chains to the cluster CA (`tls.client_ca`).
+    pub authenticated: bool,
 }
 
 /// How a listener treats its connections.
@@ -176,6 +178,7 @@ pub async fn serve<F, Fut, B>(
                     let conn = Conn {
                         peer,
                         secure: false,
+                        authenticated: false,
                     };
                     connection(stream, conn, &config, handler, shutdown).await;
                 }
@@ -184,7 +187,17 @@ pub async fn serve<F, Fut, B>(
                         tokio::time::timeout(config.handshake_timeout, tls.accept(stream)).await;
                     match handshake {
                         Ok(Ok(stream)) => {
-                            let conn = Conn { peer, secure: true };
+                            // rustls keeps a client certificate only once it verified it.
+                            let authenticated = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .is_some_and(|c| !c.is_empty());
+                            let conn = Conn {
+                                peer,
+                                secure: true,
+                                authenticated,
+                            };
                             connection(stream, conn, &config, handler, shutdown).await;
                         }
                         Ok(Err(e)) => {

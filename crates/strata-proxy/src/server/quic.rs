@@ -100,6 +100,12 @@ async fn connection<F, Fut, B>(
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError> + Send,
 {
+    let conn_info = Conn {
+        peer,
+        secure: true,
+        // quinn keeps the client's certificates only once rustls verified them.
+        authenticated: conn.peer_identity().is_some(),
+    };
     let built = ::h3::server::builder()
         .max_field_section_size(config.max_header_bytes)
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
@@ -111,7 +117,6 @@ async fn connection<F, Fut, B>(
             return;
         }
     };
-    let alt_conn = Conn { peer, secure: true };
     loop {
         let resolver = tokio::select! {
             accepted = h3.accept() => match accepted {
@@ -144,7 +149,7 @@ async fn connection<F, Fut, B>(
                 }
                 .boxed()
             });
-            let Ok(resp) = handler(req, alt_conn).await;
+            let Ok(resp) = handler(req, conn_info).await;
             respond(send, resp).await;
         });
     }

@@ -107,7 +107,7 @@ fn lookup(
     wildcard.get(parent).map(Arc::clone)
 }
 
-/// One certificate and its key, checked.
+/// One configured certificate and its key, checked, with the names it answers for.
 fn load_one(
     i: usize,
     c: &CertificateConfig,
@@ -119,45 +119,7 @@ fn load_one(
     let at = |key: &str, path: &std::path::Path, why: String| {
         ConfigError::new(key, format!("{}: {why}", path.display()))
     };
-    let chain = CertificateDer::pem_file_iter(&c.cert)
-        .map_err(|e| at(&cert_key, &c.cert, e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| at(&cert_key, &c.cert, e.to_string()))?;
-    let Some(leaf) = chain.first() else {
-        return Err(at(&cert_key, &c.cert, "no certificate in the file".into()));
-    };
-    let info = inspect(leaf).map_err(|why| at(&cert_key, &c.cert, why))?;
-    if now > info.not_after {
-        return Err(at(
-            &cert_key,
-            &c.cert,
-            format!("expired on {}", httpdate::fmt_http_date(info.not_after)),
-        ));
-    }
-    if now < info.not_before {
-        return Err(at(
-            &cert_key,
-            &c.cert,
-            format!(
-                "not valid before {}",
-                httpdate::fmt_http_date(info.not_before)
-            ),
-        ));
-    }
-    let key =
-        PrivateKeyDer::from_pem_file(&c.key).map_err(|e| at(&key_key, &c.key, e.to_string()))?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| at(&key_key, &c.key, format!("unusable key: {e}")))?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|_| {
-        at(
-            &key_key,
-            &c.key,
-            format!("does not match the certificate in {}", c.cert.display()),
-        )
-    })?;
+    let (certified, info) = load_checked(&c.cert, &c.key, &cert_key, &key_key, provider, now)?;
     let names = if c.names.is_empty() {
         info.dns_names
     } else {
@@ -188,6 +150,93 @@ fn load_one(
             not_after: info.not_after,
         },
     ))
+}
+
+/// A certificate chain and its key from PEM files: readable, valid at `now`, the key
+/// matching. Errors name `cert_key` / `key_key`.
+fn load_checked(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    cert_key: &str,
+    key_key: &str,
+    provider: &CryptoProvider,
+    now: SystemTime,
+) -> Result<(CertifiedKey, CertInfo), ConfigError> {
+    let at = |name: &str, path: &std::path::Path, why: String| {
+        ConfigError::new(name, format!("{}: {why}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| at(cert_key, cert, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| at(cert_key, cert, e.to_string()))?;
+    let Some(leaf) = chain.first() else {
+        return Err(at(cert_key, cert, "no certificate in the file".into()));
+    };
+    let info = inspect(leaf).map_err(|why| at(cert_key, cert, why))?;
+    if now > info.not_after {
+        return Err(at(
+            cert_key,
+            cert,
+            format!("expired on {}", httpdate::fmt_http_date(info.not_after)),
+        ));
+    }
+    if now < info.not_before {
+        return Err(at(
+            cert_key,
+            cert,
+            format!(
+                "not valid before {}",
+                httpdate::fmt_http_date(info.not_before)
+            ),
+        ));
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| at(key_key, key, e.to_string()))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| at(key_key, key, format!("unusable key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| {
+        at(
+            key_key,
+            key,
+            format!("does not match the certificate in {}", cert.display()),
+        )
+    })?;
+    Ok((certified, info))
+}
+
+/// This node's client certificate (`tls.client_cert`, `tls.client_key`), checked.
+pub fn load_pair(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    cert_key: &str,
+    key_key: &str,
+) -> Result<CertifiedKey, ConfigError> {
+    load_checked(
+        cert,
+        key,
+        cert_key,
+        key_key,
+        &super::provider(),
+        SystemTime::now(),
+    )
+    .map(|(certified, _)| certified)
+}
+
+/// A CA bundle: every certificate in a PEM file.
+pub fn load_ca(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    let at = |why: String| format!("{}: {why}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| at(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| at(e.to_string()))?)
+            .map_err(|e| at(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(at("no certificate in the file".into()));
+    }
+    Ok(roots)
 }
 
 /// Whether a certificate name (`a.example.com` or `*.example.com`) covers `name`.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::ServerSessionMemoryCache;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
@@ -28,6 +29,23 @@ pub fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+/// Who may present a client certificate: nobody is asked without `tls.client_ca`; with it,
+/// every client is asked, none is required (the public has none), and a certificate that
+/// is presented must chain to the cluster CA or the handshake fails.
+fn client_verifier(section: &TlsSection) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
+    let Some(ca) = &section.client_ca else {
+        return Ok(Arc::new(rustls::server::NoClientAuth));
+    };
+    let roots = certs::load_ca(ca).map_err(|why| ConfigError::new("tls.client_ca", why))?;
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| ConfigError::new("tls.client_ca", e.to_string()))
+}
+
 /// The TLS side of the `https` listeners: one config for all of them, its certificates
 /// replaceable while it serves.
 #[derive(Clone)]
@@ -35,16 +53,20 @@ pub struct ServerTls {
     acceptor: TlsAcceptor,
     store: Arc<CertStore>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    /// Client certificates from the cluster CA, asked for (not required) when
+    /// `tls.client_ca` is set.
+    clients: Arc<dyn ClientCertVerifier>,
 }
 
 impl ServerTls {
     pub fn new(section: &TlsSection) -> Result<Self, ConfigError> {
         let table = CertTable::load(section, SystemTime::now())?;
         let store = Arc::new(CertStore::new(table));
+        let clients = client_verifier(section)?;
         let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| ConfigError::new("tls", e.to_string()))?
-            .with_no_client_auth()
+            .with_client_cert_verifier(Arc::clone(&clients))
             .with_cert_resolver(Arc::clone(&store) as Arc<_>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let ticketer = rustls::crypto::ring::Ticketer::new()
@@ -55,6 +77,7 @@ impl ServerTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             store,
             ticketer,
+            clients,
         })
     }
 
@@ -64,7 +87,7 @@ impl ServerTls {
         let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| ConfigError::new("tls", e.to_string()))?
-            .with_no_client_auth()
+            .with_client_cert_verifier(Arc::clone(&self.clients))
             .with_cert_resolver(Arc::clone(&self.store) as Arc<_>);
         config.alpn_protocols = vec![b"h3".to_vec()];
         config.ticketer = Arc::clone(&self.ticketer);

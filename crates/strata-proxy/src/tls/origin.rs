@@ -16,10 +16,10 @@ use http::Uri;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 
+use super::certs::load_ca;
 use crate::config::{ConfigError, NodeConfig, OriginEntry};
 use crate::upstream::Origin;
 
@@ -38,6 +38,8 @@ pub struct OriginTls {
     names: HashMap<String, ServerName<'static>>,
     /// SNI name -> how it is verified.
     trust: HashMap<String, Trust>,
+    /// This node's certificate for the tiers (`tls.client_cert`, `tls.client_key`).
+    identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl OriginTls {
@@ -69,14 +71,37 @@ impl OriginTls {
                 tls.add(&at, &origin, &sni, trust)?;
             }
         }
-        for (i, url) in config.parents.shields.iter().enumerate() {
-            let at = format!("parents.shields[{i}]");
+        // The tiers: verified against the cluster CA when there is one (ring peers need it:
+        // they are named by address), else, for parents, the system's roots.
+        let cluster = config.tls.client_ca.clone().map(Trust::CaFile);
+        let tiers = config
+            .parents
+            .shields
+            .iter()
+            .enumerate()
+            .map(|(i, url)| (format!("parents.shields[{i}]"), url))
+            .chain(
+                config
+                    .ring
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.name != config.node.name)
+                    .map(|(i, p)| (format!("ring.peers[{i}].url"), &p.url)),
+            );
+        for (at, url) in tiers {
             let origin = Origin::parse(url).map_err(|why| ConfigError::new(&at, why))?;
             if origin.scheme == http::uri::Scheme::HTTPS {
                 let sni = origin.authority.host().to_string();
-                tls.add(&at, &origin, &sni, Trust::SystemRoots)?;
+                let trust = cluster.clone().unwrap_or(Trust::SystemRoots);
+                tls.add(&at, &origin, &sni, trust)?;
             }
         }
+        tls.identity = config
+            .tls
+            .client_cert
+            .clone()
+            .zip(config.tls.client_key.clone());
         Ok(tls)
     }
 
@@ -146,12 +171,21 @@ impl OriginTls {
             fallback: verifiers.get(&Trust::SystemRoots).cloned(),
             provider: Arc::clone(&provider),
         };
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| ConfigError::new("tls", e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = match &self.identity {
+            // Presented to whoever asks for a client certificate: the tiers do; origins
+            // rarely ask, and would learn only this node's cluster name.
+            Some((cert, key)) => {
+                let identity =
+                    super::certs::load_pair(cert, key, "tls.client_cert", "tls.client_key")?;
+                config.with_client_cert_resolver(Arc::new(Identity(Arc::new(identity))))
+            }
+            None => config.with_no_client_auth(),
+        };
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -199,19 +233,22 @@ fn verifier_for(trust: &Trust, provider: &Arc<CryptoProvider>) -> Result<Check, 
         .map_err(|e| ConfigError::new("service.origins", e.to_string()))
 }
 
-/// A CA bundle: every certificate in a PEM file.
-fn load_ca(path: &std::path::Path) -> Result<RootCertStore, String> {
-    let at = |why: String| format!("{}: {why}", path.display());
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| at(e.to_string()))? {
-        roots
-            .add(cert.map_err(|e| at(e.to_string()))?)
-            .map_err(|e| at(e.to_string()))?;
+/// This node's certificate, offered to every server that asks for one.
+#[derive(Debug)]
+struct Identity(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Identity {
+    fn resolve(
+        &self,
+        _root_hints: &[&[u8]],
+        _schemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
     }
-    if roots.is_empty() {
-        return Err(at("no certificate in the file".into()));
+
+    fn has_certs(&self) -> bool {
+        true
     }
-    Ok(roots)
 }
 
 /// The SNI name for a request's origin: its configured name, else the URI's host.
