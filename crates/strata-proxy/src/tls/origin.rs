@@ -148,7 +148,7 @@ impl OriginTls {
         Ok(())
     }
 
-    /// The client config for upstream connections, ALPN `h2` then `http/1.1`.
+    /// The client config for upstream connections (ALPN `http/1.1`).
     pub fn client_config(&self) -> Result<ClientConfig, ConfigError> {
         let provider = Arc::new(super::provider());
         let mut by_name = HashMap::new();
@@ -186,7 +186,11 @@ impl OriginTls {
             }
             None => config.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // HTTP/1.1 only. Over h2, hyper's client takes `:authority` from the address it
+        // connects to, while Strata sends the client's `Host` (or `origin_host`): the two
+        // would differ, which RFC 9113 §8.3.1 forbids (a Strata shield answers such a
+        // request 400, as other strict servers do).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
 
