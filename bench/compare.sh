@@ -52,22 +52,17 @@ wait_port "$ORIGIN_PORT"
 STRATA_PORT=$(free_port)
 # Every benchmark client comes from 127.0.0.1: the per-client connection cap (256 by
 # default) would refuse most of the 1,000-client herd. nginx and Varnish have no such cap.
-cat >"$WORK/strata.toml" <<EOF
+{
+    cat <<EOF
 [node]
 name = "strata"
 [listen]
 http = ["127.0.0.1:$STRATA_PORT"]
 [cache]
 size = "2GiB"
-[log]
-access = "off"
-[limits]
-max_connections_per_client = 100000
-[[service]]
-name = "bench"
-hosts = ["*"]
-origins = ["http://127.0.0.1:$ORIGIN_PORT"]
 EOF
+    strata_config_tail "$ORIGIN_PORT"
+} >"$WORK/strata.toml"
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$STRATA" edge --config "$WORK/strata.toml" \
     2>"$WORK/strata.log" &
 PIDS+=($!)

@@ -31,21 +31,16 @@ ORIGIN_PORT=$(free_port)
 taskset -c 1 "$ROOT/bench/tools/target/release/bench-origin" "127.0.0.1:$ORIGIN_PORT" 2>/dev/null &
 PIDS+=($!)
 PORT=$(free_port)
-cat >"$WORK/strata.toml" <<TOML
+{
+    cat <<TOML
 [listen]
 http = ["127.0.0.1:$PORT"]
 [cache]
 size = "1GiB"
 max_object_size = "128MiB"
-[log]
-access = "off"
-[limits]
-max_connections_per_client = 100000
-[[service]]
-name = "bench"
-hosts = ["*"]
-origins = ["http://127.0.0.1:$ORIGIN_PORT"]
 TOML
+    strata_config_tail "$ORIGIN_PORT"
+} >"$WORK/strata.toml"
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$ROOT/target/release/strata" edge --config "$WORK/strata.toml" 2>"$WORK/strata.log" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"; wait_port "$PORT"

@@ -20,3 +20,19 @@ need() {
         $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$2" >/dev/null
     fi
 }
+
+# What every benchmark node's configuration ends with: no access log, no per-client
+# connection cap (every benchmark client is 127.0.0.1), and one service for every host in
+# front of the origin on 127.0.0.1:$1.
+strata_config_tail() {
+    cat <<EOF
+[log]
+access = "off"
+[limits]
+max_connections_per_client = 100000
+[[service]]
+name = "bench"
+hosts = ["*"]
+origins = ["http://127.0.0.1:$1"]
+EOF
+}

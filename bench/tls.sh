@@ -79,7 +79,8 @@ start_pair() { # kind: starts Strata and nginx with that certificate
     local kind=$1
     local sp np
     sp=$(free_port); np=$(free_port)
-    cat >"$WORK/strata-$kind.toml" <<EOF
+    {
+        cat <<EOF
 [node]
 name = "strata"
 [listen]
@@ -87,18 +88,12 @@ http = ["127.0.0.1:$(free_port)"]
 https = ["127.0.0.1:$sp"]
 [cache]
 size = "1GiB"
-[log]
-access = "off"
-[limits]
-max_connections_per_client = 100000
 [[tls.certificate]]
 cert = "$WORK/$kind.pem"
 key = "$WORK/$kind.key"
-[[service]]
-name = "bench"
-hosts = ["*"]
-origins = ["http://127.0.0.1:$ORIGIN_PORT"]
 EOF
+        strata_config_tail "$ORIGIN_PORT"
+    } >"$WORK/strata-$kind.toml"
     TOKIO_WORKER_THREADS=1 taskset -c 0 "$STRATA" edge --config "$WORK/strata-$kind.toml" \
         2>"$WORK/strata-$kind.log" &
     PIDS+=($!)

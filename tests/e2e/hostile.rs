@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::binary::{closed_by_server, exchange, read_response, Strata};
-use crate::support::tls::https_node;
+use crate::support::tls::{https_node, TestPki};
 use crate::support::{Reply, TestOrigin};
 
 /// A node in front of `origin` for any host, with `extra` TOML appended.
@@ -33,6 +33,20 @@ origins = ["{}"]
 "#,
         origin.url()
     ))
+}
+
+/// A node with an https listener (a certificate for `shop.test` from its own test CA) in
+/// front of `origin`, `extra` TOML added: the CA (for clients), the node, its https address.
+fn tls_edge(
+    origin: &TestOrigin,
+    admin: bool,
+    extra: &str,
+) -> (TestPki, Strata, std::net::SocketAddr) {
+    let pki = TestPki::new();
+    let cert = pki.issue("site", &["shop.test"]);
+    let node = Strata::edge(&https_node(&cert, &origin.url(), admin, extra));
+    let https = node.https.expect("https listener");
+    (pki, node, https)
 }
 
 /// A metric's value from the node's admin listener (the first line starting with `prefix`).
@@ -774,15 +788,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
 #[tokio::test]
 async fn garbage_and_silence_on_the_tls_listener_are_cut_off_and_cost_nothing_lasting() {
     let origin = file_origin().await;
-    let pki = crate::support::tls::TestPki::new();
-    let cert = pki.issue("site", &["shop.test"]);
-    let node = Strata::edge(&https_node(
-        &cert,
-        &origin.url(),
-        true,
-        "[limits]\nclient_header_timeout = \"1s\"\n",
-    ));
-    let https = node.https.expect("https listener");
+    let (pki, node, https) = tls_edge(&origin, true, "[limits]\nclient_header_timeout = \"1s\"\n");
     // Malformed: a handshake record holding garbage; plain HTTP on the TLS port.
     let mut malformed = Vec::new();
     for bytes in [
@@ -824,10 +830,7 @@ async fn garbage_and_silence_on_the_tls_listener_are_cut_off_and_cost_nothing_la
 #[tokio::test]
 async fn garbage_datagrams_on_the_quic_port_change_nothing() {
     let origin = file_origin().await;
-    let pki = crate::support::tls::TestPki::new();
-    let cert = pki.issue("site", &["shop.test"]);
-    let node = Strata::edge(&https_node(&cert, &origin.url(), false, ""));
-    let https = node.https.expect("https listener");
+    let (pki, _node, https) = tls_edge(&origin, false, "");
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // Short, long, a long-header packet with an invalid version, a truncated Initial.
     let mut datagrams: Vec<Vec<u8>> = vec![
@@ -850,15 +853,11 @@ async fn garbage_datagrams_on_the_quic_port_change_nothing() {
 #[tokio::test]
 async fn quic_connections_count_against_the_per_client_cap_and_idle_ones_are_closed() {
     let origin = file_origin().await;
-    let pki = crate::support::tls::TestPki::new();
-    let cert = pki.issue("site", &["shop.test"]);
-    let node = Strata::edge(&https_node(
-        &cert,
-        &origin.url(),
+    let (pki, _node, https) = tls_edge(
+        &origin,
         false,
         "[limits]\nmax_connections_per_client = 2\nclient_idle_timeout = \"1s\"\n",
-    ));
-    let https = node.https.expect("https listener");
+    );
     let (_one, first) = pki.quic_connect(https, "shop.test").await;
     let (_two, second) = pki.quic_connect(https, "shop.test").await;
     let (first, _second) = (first.expect("first"), second.expect("second"));

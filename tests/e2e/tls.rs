@@ -40,16 +40,28 @@ async fn proto_origin() -> TestOrigin {
     .await
 }
 
-#[tokio::test]
-async fn https_serves_h2_and_http1_by_alpn_and_keys_copies_by_scheme() {
+/// An edge with an https listener presenting `site.test` (from a test CA) in front of
+/// `proto_origin`: the origin, the CA, the edge and its https address.
+async fn site_edge() -> (
+    TestOrigin,
+    TestPki,
+    crate::support::Edge,
+    std::net::SocketAddr,
+) {
     let origin = proto_origin().await;
     let pki = TestPki::new();
-    let cert = pki.issue("site", &["site.test"]);
+    let site = pki.issue("site", &["site.test"]);
     let edge = EdgeBuilder::new(&origin.url())
-        .https(&[&cert])
+        .https(&[&site])
         .start()
         .await;
-    let https = edge.https.unwrap();
+    let https = edge.https.expect("https listener");
+    (origin, pki, edge, https)
+}
+
+#[tokio::test]
+async fn https_serves_h2_and_http1_by_alpn_and_keys_copies_by_scheme() {
+    let (origin, pki, edge, https) = site_edge().await;
 
     let h2 = pki.client().get(https, "site.test", "/a").await;
     assert_eq!(h2.alpn.as_deref(), Some(&b"h2"[..]));
@@ -153,14 +165,7 @@ async fn rsa_and_ecdsa_certificates_are_both_served() {
 
 #[tokio::test]
 async fn sessions_resume_on_tls13_and_tls12() {
-    let origin = proto_origin().await;
-    let pki = TestPki::new();
-    let site = pki.issue("site", &["site.test"]);
-    let edge = EdgeBuilder::new(&origin.url())
-        .https(&[&site])
-        .start()
-        .await;
-    let https = edge.https.unwrap();
+    let (_origin, pki, _edge, https) = site_edge().await;
     for (client, version) in [
         (pki.client().remembering(), rustls::ProtocolVersion::TLSv1_3),
         (
@@ -409,14 +414,7 @@ async fn sighup_reloads_certificates_and_refuses_a_broken_file() {
 
 #[tokio::test]
 async fn http3_serves_the_same_cache_as_h2_and_alt_svc_announces_it() {
-    let origin = proto_origin().await;
-    let pki = TestPki::new();
-    let site = pki.issue("site", &["site.test"]);
-    let edge = EdgeBuilder::new(&origin.url())
-        .https(&[&site])
-        .start()
-        .await;
-    let https = edge.https.unwrap();
+    let (origin, pki, edge, https) = site_edge().await;
 
     let h2 = pki.client().get(https, "site.test", "/a").await;
     let alt_svc = format!("h3=\":{}\"; ma=86400", https.port());
@@ -441,14 +439,7 @@ async fn http3_serves_the_same_cache_as_h2_and_alt_svc_announces_it() {
 
 #[tokio::test]
 async fn an_http3_client_we_did_not_write_fetches_from_the_cache() {
-    let origin = proto_origin().await;
-    let pki = TestPki::new();
-    let site = pki.issue("site", &["site.test"]);
-    let edge = EdgeBuilder::new(&origin.url())
-        .https(&[&site])
-        .start()
-        .await;
-    let https = edge.https.unwrap();
+    let (origin, _pki, _edge, https) = site_edge().await;
     let dir = crate::support::scratch_dir("ngtcp2");
     // ngtcp2's example client (GnuTLS), from Debian's ngtcp2-client.
     let out = tokio::process::Command::new("timeout")

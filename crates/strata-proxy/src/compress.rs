@@ -201,26 +201,26 @@ impl Encoder {
         })
     }
 
-    /// Feeds `data`; returns what the coding has produced so far (may be empty).
-    pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
-        let out = match self {
-            Encoder::Br(w) => {
-                w.write_all(data)?;
-                w.get_mut()
-            }
-            Encoder::Zstd(w) => {
-                w.write_all(data)?;
-                w.get_mut()
-            }
-            Encoder::Gzip(w) => {
-                w.write_all(data)?;
-                w.get_mut()
-            }
-        };
-        Ok(Bytes::from(std::mem::take(out)))
+    /// Feeds `data`; the coding's output collects in its buffer until [`Encoder::take`].
+    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Encoder::Br(w) => w.write_all(data),
+            Encoder::Zstd(w) => w.write_all(data),
+            Encoder::Gzip(w) => w.write_all(data),
+        }
     }
 
-    /// Ends the stream; returns the last bytes.
+    /// What the coding has produced so far (may be empty), without a copy.
+    pub fn take(&mut self) -> Bytes {
+        let out = match self {
+            Encoder::Br(w) => w.get_mut(),
+            Encoder::Zstd(w) => w.get_mut(),
+            Encoder::Gzip(w) => w.get_mut(),
+        };
+        Bytes::from(std::mem::take(out))
+    }
+
+    /// Ends the stream; returns what was not taken yet and the last bytes.
     pub fn finish(self) -> std::io::Result<Bytes> {
         let out = match self {
             Encoder::Br(mut w) => {
@@ -373,7 +373,8 @@ mod tests {
             let mut enc = Encoder::new(coding).unwrap();
             let mut out = Vec::new();
             for piece in text.chunks(7_001) {
-                out.extend_from_slice(&enc.push(piece).unwrap());
+                enc.write(piece).unwrap();
+                out.extend_from_slice(&enc.take());
             }
             out.extend_from_slice(&enc.finish().unwrap());
             assert!(out.len() < text.len() / 4, "{coding:?}: {}", out.len());

@@ -206,16 +206,14 @@ impl Fill {
         let Some(encoder) = self.encoder.as_mut() else {
             return Ok(None);
         };
-        let mut out = BytesMut::new();
         for piece in batch {
-            out.extend_from_slice(&encoder.push(piece)?);
+            encoder.write(piece)?;
         }
-        if ended {
-            if let Some(encoder) = self.encoder.take() {
-                out.extend_from_slice(&encoder.finish()?);
-            }
+        // The coding's own buffer becomes the chunk: no copy.
+        if !ended {
+            return Ok(Some(encoder.take()));
         }
-        Ok(Some(out.freeze()))
+        self.encoder.take().map(|e| e.finish()).transpose()
     }
 }
 

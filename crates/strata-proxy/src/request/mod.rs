@@ -27,6 +27,8 @@ mod hops;
 mod lookup;
 mod miss;
 pub(crate) mod parse;
+
+use self::parse::Routed;
 pub(crate) mod respond;
 
 pub(crate) use parse::Head;
@@ -184,7 +186,13 @@ impl Proxy {
             Parsed::Answered(resp) => return Ok(resp),
         };
         // === service ===
-        let (service, resolved, head, body) = self.route(req, conn)?;
+        let Routed {
+            service,
+            resolved,
+            head,
+            body,
+            cc,
+        } = self.route(req, conn)?;
         // === pass: other methods, bypass rules ===
         let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
         if !cacheable_method || resolved.bypass {
@@ -212,7 +220,7 @@ impl Proxy {
         }
         // === lookup ===
         let mut req = Cacheable {
-            req_cc: RequestCacheControl::from_headers(&head.headers),
+            req_cc: cc,
             service,
             resolved,
             head,

@@ -29,6 +29,16 @@ use crate::server::Conn;
 use crate::service::{Resolved, Service};
 use crate::tier::{HEALTH_PATH, RING_HOP};
 
+/// What the service phase leaves for the next: the service and rule, the request's head
+/// and body apart, and its `Cache-Control` (read once, here).
+pub(super) struct Routed {
+    pub service: Arc<Service>,
+    pub resolved: Resolved,
+    pub head: Head,
+    pub body: RequestBody,
+    pub cc: RequestCacheControl,
+}
+
 /// The parts of a client request the cache path needs, cheap to share with fill tasks.
 #[derive(Clone)]
 pub struct Head {
@@ -168,7 +178,7 @@ impl Proxy {
         &self,
         (req, authority): (Request<RequestBody>, Authority),
         conn: Conn,
-    ) -> Result<(Arc<Service>, Resolved, Head, RequestBody), ProxyError> {
+    ) -> Result<Routed, ProxyError> {
         let client = conn.peer;
         let service = Arc::clone(
             self.services
@@ -187,7 +197,8 @@ impl Proxy {
         // fragment by spelling, and the origin sees the same four (see `compress`).
         // A client that says `no-transform` gets no representation Strata made (RFC 9111
         // §5.2.1.6): the identity variant, or what the origin itself sends.
-        let coding = if RequestCacheControl::from_headers(&headers).no_transform {
+        let cc = RequestCacheControl::from_headers(&headers);
+        let coding = if cc.no_transform {
             Coding::Identity
         } else {
             accept_encoding::preferred(&headers)
@@ -216,7 +227,13 @@ impl Proxy {
             client,
             secure,
         };
-        Ok((service, resolved, head, body))
+        Ok(Routed {
+            service,
+            resolved,
+            head,
+            body,
+            cc,
+        })
     }
 }
 

@@ -17,13 +17,6 @@ use rustls::sign::CertifiedKey;
 
 use crate::config::{CertificateConfig, ConfigError, TlsSection, UnknownSni};
 
-/// What one loaded certificate is, for logs and checks.
-#[derive(Debug, Clone)]
-pub struct CertSummary {
-    pub names: Vec<String>,
-    pub not_after: SystemTime,
-}
-
 /// Every configured certificate, indexed by the names it answers for.
 #[derive(Debug)]
 pub struct CertTable {
@@ -33,7 +26,6 @@ pub struct CertTable {
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
     reject_unknown: bool,
-    pub summaries: Vec<CertSummary>,
 }
 
 impl CertTable {
@@ -45,11 +37,10 @@ impl CertTable {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut keys = Vec::new();
-        let mut summaries = Vec::new();
         for (i, c) in section.certificates.iter().enumerate() {
-            let (key, summary) = load_one(i, c, &provider, now)?;
+            let (key, names) = load_one(i, c, &provider, now)?;
             let key = Arc::new(key);
-            for name in &summary.names {
+            for name in &names {
                 let table = match name.strip_prefix("*.") {
                     Some(parent) => wildcard.entry(parent.to_string()),
                     None => exact.entry(name.clone()),
@@ -58,7 +49,6 @@ impl CertTable {
                 table.or_insert_with(|| Arc::clone(&key));
             }
             keys.push(key);
-            summaries.push(summary);
         }
         let chosen = section.certificates.iter().position(|c| c.default);
         let default = keys
@@ -72,7 +62,6 @@ impl CertTable {
             wildcard,
             default,
             reject_unknown: section.unknown_sni == UnknownSni::Reject,
-            summaries,
         })
     }
 
@@ -82,29 +71,21 @@ impl CertTable {
             return Some(Arc::clone(&self.default));
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        match lookup(&self.exact, &self.wildcard, &name) {
+        match self.find(&name) {
             Some(key) => Some(key),
             None if self.reject_unknown => None,
             None => Some(Arc::clone(&self.default)),
         }
     }
 
-    /// The soonest a certificate in the table expires.
-    pub fn first_expiry(&self) -> Option<SystemTime> {
-        self.summaries.iter().map(|s| s.not_after).min()
+    /// The certificate for `name` exactly, else for `*.` its parent.
+    fn find(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(key) = self.exact.get(name) {
+            return Some(Arc::clone(key));
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).map(Arc::clone)
     }
-}
-
-fn lookup(
-    exact: &HashMap<String, Arc<CertifiedKey>>,
-    wildcard: &HashMap<String, Arc<CertifiedKey>>,
-    name: &str,
-) -> Option<Arc<CertifiedKey>> {
-    if let Some(key) = exact.get(name) {
-        return Some(Arc::clone(key));
-    }
-    let (_, parent) = name.split_once('.')?;
-    wildcard.get(parent).map(Arc::clone)
 }
 
 /// One configured certificate and its key, checked, with the names it answers for.
@@ -113,7 +94,7 @@ fn load_one(
     c: &CertificateConfig,
     provider: &CryptoProvider,
     now: SystemTime,
-) -> Result<(CertifiedKey, CertSummary), ConfigError> {
+) -> Result<(CertifiedKey, Vec<String>), ConfigError> {
     let cert_key = format!("tls.certificate[{i}].cert");
     let key_key = format!("tls.certificate[{i}].key");
     let at = |key: &str, path: &std::path::Path, why: String| {
@@ -143,13 +124,7 @@ fn load_one(
             "the certificate names no DNS host (subjectAltName)".into(),
         ));
     }
-    Ok((
-        certified,
-        CertSummary {
-            names,
-            not_after: info.not_after,
-        },
-    ))
+    Ok((certified, names))
 }
 
 /// A certificate chain and its key from PEM files: readable, valid at `now`, the key

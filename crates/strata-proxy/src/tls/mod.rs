@@ -105,9 +105,4 @@ impl ServerTls {
         self.store.replace(table);
         Ok(())
     }
-
-    /// The certificates in service.
-    pub fn table(&self) -> Arc<CertTable> {
-        self.store.table()
-    }
 }

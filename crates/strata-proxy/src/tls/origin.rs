@@ -8,6 +8,7 @@
 //! (without its port) when set: an origin addressed by IP still has its certificate
 //! checked for the site's name.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -157,13 +158,11 @@ impl OriginTls {
             if *trust == Trust::Nothing {
                 tracing::warn!(%name, "an https origin's certificate is not verified (tls_verify = false)");
             }
-            if !verifiers.contains_key(trust) {
-                let verifier = verifier_for(trust, &provider)?;
-                verifiers.insert(trust.clone(), verifier);
-            }
-            if let Some(v) = verifiers.get(trust) {
-                by_name.insert(name.clone(), v.clone());
-            }
+            let check = match verifiers.entry(trust.clone()) {
+                Entry::Occupied(known) => known.get().clone(),
+                Entry::Vacant(new) => new.insert(verifier_for(trust, &provider)?).clone(),
+            };
+            by_name.insert(name.clone(), check);
         }
         let verifier = ByName {
             by_name,
