@@ -2,7 +2,8 @@
 # Runs every check and test. Installs what the tests need first (Debian packages):
 # nats-server for the cluster purge and control tests, dnsutils (dig) for the DNS router
 # tests, exabgp and bird2 for the anycast test (BGP between network namespaces, as root),
-# curl, openssl and ngtcp2-client (gtlsclient) as TLS and HTTP/3 clients we did not write.
+# curl, openssl and ngtcp2-client (gtlsclient) as TLS and HTTP/3 clients we did not write,
+# pebble (Let's Encrypt's test ACME CA, with pebble-challtestsrv) for automatic certificates.
 # Everything else (origins, nodes) the suite starts itself on 127.0.0.1:0. CI's .ci/run
 # calls this.
 set -euo pipefail
@@ -14,6 +15,7 @@ command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v gtlsclient >/dev/null 2>&1 || missing+=(ngtcp2-client)
+command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 [ -x /usr/sbin/exabgp ] || missing+=(exabgp)
 [ -x /usr/sbin/bird ] || missing+=(bird2)
 if [ ${#missing[@]} -gt 0 ]; then

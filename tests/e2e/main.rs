@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acme;
 mod anycast;
 mod cli;
 mod clock;

@@ -171,7 +171,24 @@ impl Node {
         let tls = if listeners.https.is_empty() {
             None
         } else {
-            Some(tls::ServerTls::new(&config.tls).map_err(|e| StartError::Config(e.to_string()))?)
+            Some(
+                tls::ServerTls::new(&config.tls, Arc::clone(proxy.acme_challenges()))
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            )
+        };
+        // Certificates from ACME: those stored are in service before the listeners accept.
+        let acme = match &tls {
+            Some(tls) if config.tls.acme.enabled() => Some(
+                tls::acme::Manager::start(
+                    &config.tls.acme,
+                    Arc::clone(tls.certs()),
+                    Arc::clone(proxy.acme_challenges()),
+                    clock.clone(),
+                    Arc::clone(proxy.metrics()),
+                )
+                .map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            _ => None,
         };
         let mut tasks = JoinSet::new();
 
@@ -251,6 +268,9 @@ impl Node {
             }
             None => None,
         };
+        if let Some(acme) = acme {
+            tasks.spawn(acme.run(shutdown_rx.clone()));
+        }
         if let Some(bus) = bus {
             tasks.spawn(purge_consumer::run(
                 Arc::clone(&proxy),

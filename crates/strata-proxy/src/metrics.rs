@@ -28,6 +28,11 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabel {
+    pub certificate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
 }
@@ -164,6 +169,8 @@ pub struct Metrics {
     connections_refused: Family<ReasonLabel, Counter>,
     connections_timed_out: Family<ReasonLabel, Counter>,
     tls_handshakes_failed: Family<ReasonLabel, Counter>,
+    acme_orders: Family<OutcomeLabel, Counter>,
+    acme_certificate_expiry: Family<CertificateLabel, Gauge>,
     fills_cancelled: Family<ReasonLabel, Counter>,
 }
 
@@ -313,6 +320,18 @@ impl Metrics {
             "TLS handshakes on the https listeners that did not complete: `timeout` (the client did not finish in limits.client_header_timeout), `error` (a malformed hello, no shared protocol or cipher, an unknown name with tls.unknown_sni = \"reject\", a client alert)",
             tls_handshakes_failed.clone(),
         );
+        let acme_orders = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "acme_orders",
+            "ACME orders by outcome: `issued` (in service), `failed` (retried with backoff; the certificate in service stays)",
+            acme_orders.clone(),
+        );
+        let acme_certificate_expiry = Family::<CertificateLabel, Gauge>::default();
+        registry.register(
+            "acme_certificate_expiry_timestamp_seconds",
+            "When each ACME certificate in service expires (Unix time), by its first configured name",
+            acme_certificate_expiry.clone(),
+        );
         let fills_cancelled = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "fills_cancelled",
@@ -344,6 +363,8 @@ impl Metrics {
             connections_refused,
             connections_timed_out,
             tls_handshakes_failed,
+            acme_orders,
+            acme_certificate_expiry,
             fills_cancelled,
             by_status,
             tier_upstream_up,
@@ -413,6 +434,27 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// `outcome`: `issued` or `failed`.
+    pub fn acme_order(&self, outcome: &'static str) {
+        self.acme_orders
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// `name`: the first configured name of an ACME certificate (operator text).
+    pub fn acme_certificate_expiry(&self, name: &str, not_after: std::time::SystemTime) {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.acme_certificate_expiry
+            .get_or_create(&CertificateLabel {
+                certificate: name.to_string(),
+            })
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     /// `reason` is one of a fixed set (never client text).

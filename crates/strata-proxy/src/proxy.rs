@@ -64,6 +64,9 @@ pub struct Proxy {
     /// breakers, hot keys). Nothing on the request path reads the system clock for a
     /// decision.
     pub(crate) clock: Clock,
+    /// ACME validations in progress: HTTP-01 tokens are answered in the parse phase, and
+    /// the TLS listeners answer TLS-ALPN-01 from the same table.
+    pub(crate) acme: Arc<crate::tls::Challenges>,
 }
 
 // === impl Proxy ===
@@ -136,6 +139,7 @@ impl Proxy {
             role: config.node.role.as_str(),
             health: HealthCounters::default(),
             clock,
+            acme: Arc::default(),
         })
     }
 
@@ -145,6 +149,10 @@ impl Proxy {
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    pub fn acme_challenges(&self) -> &Arc<crate::tls::Challenges> {
+        &self.acme
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -77,6 +77,10 @@ impl Reloader {
         if cluster(&new) != cluster(&running) {
             restart_needed.push("tls.client_ca, tls.client_cert, tls.client_key");
         }
+        // The ACME manager and the listeners' ALPN are set up at start.
+        if new.tls.acme != running.tls.acme {
+            restart_needed.push("tls.acme");
+        }
         running.tls = new.tls;
         Ok(Reloaded { restart_needed })
     }

@@ -7,6 +7,7 @@ pub mod control;
 pub mod edge;
 pub mod nats;
 pub mod origin;
+pub mod pebble;
 pub mod pop;
 pub mod tls;
 

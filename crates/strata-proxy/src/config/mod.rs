@@ -6,6 +6,7 @@
 //! written (`#[serde(default)]` on the section), and its `check` holds what serde cannot
 //! express. [`NodeConfig::validate`] runs the checks, section by section.
 
+mod acme;
 mod admin;
 mod bus;
 mod cache;
@@ -27,6 +28,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use self::acme::{AcmeCertificate, AcmeSection, ChallengeKind};
 pub use self::admin::AdminSection;
 pub use self::bus::BusSection;
 pub use self::cache::{CacheSection, DiskSection};
@@ -165,7 +167,7 @@ impl NodeConfig {
         for (i, service) in self.services.iter().enumerate() {
             service.check(i, &mut hosts_seen)?;
         }
-        self.tls.check(!self.listen.https.is_empty())?;
+        self.tls.check(&self.listen)?;
         self.tls.check_ring(&self.ring, &self.node.name)?;
         crate::tls::OriginTls::from_config(self)?;
         Ok(())

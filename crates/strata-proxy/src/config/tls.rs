@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::acme::AcmeSection;
+use super::{ConfigError, ListenSection};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +36,8 @@ pub struct TlsSection {
     pub client_cert: Option<PathBuf>,
     /// The key of `client_cert`.
     pub client_key: Option<PathBuf>,
+    /// Certificates obtained and renewed from an ACME CA.
+    pub acme: AcmeSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -65,13 +68,15 @@ pub enum UnknownSni {
 impl TlsSection {
     /// Structure first (what `https` listeners need), then every certificate loaded and
     /// checked as the listener would.
-    pub(super) fn check(&self, https_listeners: bool) -> Result<(), ConfigError> {
-        if https_listeners && self.certificates.is_empty() {
+    pub(super) fn check(&self, listen: &ListenSection) -> Result<(), ConfigError> {
+        let https_listeners = !listen.https.is_empty();
+        if https_listeners && self.certificates.is_empty() && !self.acme.enabled() {
             return Err(ConfigError::new(
                 "tls.certificate",
-                "listen.https needs at least one [[tls.certificate]]",
+                "listen.https needs at least one [[tls.certificate]] or [[tls.acme.certificate]]",
             ));
         }
+        self.acme.check(https_listeners, !listen.http.is_empty())?;
         if self.certificates.iter().filter(|c| c.default).count() > 1 {
             return Err(ConfigError::new(
                 "tls.certificate",

@@ -9,15 +9,15 @@
 
 use std::net::SocketAddr;
 
-use http::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING, HOST};
-use http::{Method, Request, Uri, Version};
+use http::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::{Method, Request, Response, Uri, Version};
 use strata_http_cache::accept_encoding::{self, Coding};
 use strata_http_cache::cache_control::RequestCacheControl;
 use strata_http_cache::Authority;
 
 use std::sync::Arc;
 
-use crate::body::RequestBody;
+use crate::body::{ProxyBody, RequestBody};
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::hop_by_hop::strip_hop_by_hop;
 
@@ -28,6 +28,7 @@ use crate::request::{Ctx, Parsed};
 use crate::server::Conn;
 use crate::service::{Resolved, Service};
 use crate::tier::{HEALTH_PATH, RING_HOP};
+use crate::tls::acme::HTTP01_PREFIX;
 
 /// What the service phase leaves for the next: the service and rule, the request's head
 /// and body apart, and its `Cache-Control` (read once, here).
@@ -157,6 +158,11 @@ impl Proxy {
             ctx.status.detail = Some("health".into());
             return Ok(Parsed::Answered(self.health_endpoint(client)));
         }
+        if let Some(resp) = self.acme_http01(&req, conn) {
+            ctx.status.fwd = Some(Fwd::Bypass);
+            ctx.status.detail = Some("acme-http-01".into());
+            return Ok(Parsed::Answered(resp));
+        }
         let authority = authority(&req, conn.secure)?;
         if self.access_log.enabled() {
             ctx.host = Some(authority.as_str().to_string());
@@ -170,6 +176,22 @@ impl Proxy {
                 .map(Parsed::Answered);
         }
         Ok(Parsed::Request((req, authority)))
+    }
+
+    /// The answer to an ACME HTTP-01 validation under way (RFC 8555 §8.3): a `GET` over
+    /// plain HTTP for a token this node is answering, whatever the host. Other tokens go
+    /// on to the services (an origin may answer its own).
+    fn acme_http01(&self, req: &Request<RequestBody>, conn: Conn) -> Option<Response<ProxyBody>> {
+        if conn.secure || req.method() != Method::GET {
+            return None;
+        }
+        let token = req.uri().path().strip_prefix(HTTP01_PREFIX)?;
+        let answer = self.acme.http01(token)?;
+        Response::builder()
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CACHE_CONTROL, "no-store")
+            .body(ProxyBody::full(answer))
+            .ok()
     }
 
     /// The service phase: the canonical host names the service, the path its rule. The

@@ -186,6 +186,11 @@ pub async fn serve<F, Fut, B>(
                     let handshake =
                         tokio::time::timeout(config.handshake_timeout, tls.accept(stream)).await;
                     match handshake {
+                        // An ACME TLS-ALPN-01 validation ends with its handshake (RFC
+                        // 8737 §3): nothing is served on it.
+                        Ok(Ok(stream))
+                            if stream.get_ref().1.alpn_protocol()
+                                == Some(crate::tls::ACME_TLS_ALPN) => {}
                         Ok(Ok(stream)) => {
                             // rustls keeps a client certificate only once it verified it.
                             let authenticated = stream

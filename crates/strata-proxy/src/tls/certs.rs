@@ -3,7 +3,8 @@
 //!
 //! A [`CertTable`] is built whole from `[tls]` and never changed; a reload builds a new
 //! one and swaps it into the [`CertStore`] rustls asks at each handshake, so a bad file
-//! at reload leaves the running table in service.
+//! at reload leaves the running table in service. Certificates obtained by ACME live
+//! beside the table in the store (a reload does not drop them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -15,6 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use super::acme::{Challenges, ACME_TLS_ALPN};
 use crate::config::{CertificateConfig, ConfigError, TlsSection, UnknownSni};
 
 /// Every configured certificate, indexed by the names it answers for.
@@ -24,7 +26,8 @@ pub struct CertTable {
     /// `*.example.com` is kept under `example.com`: one label replaced, as RFC 6125 §6.4.3
     /// allows and browsers do.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    /// None when every certificate comes from ACME.
+    default: Option<Arc<CertifiedKey>>,
     reject_unknown: bool,
 }
 
@@ -51,12 +54,7 @@ impl CertTable {
             keys.push(key);
         }
         let chosen = section.certificates.iter().position(|c| c.default);
-        let default = keys
-            .get(chosen.unwrap_or(0))
-            .map(Arc::clone)
-            .ok_or_else(|| {
-                ConfigError::new("tls.certificate", "at least one certificate is required")
-            })?;
+        let default = keys.get(chosen.unwrap_or(0)).map(Arc::clone);
         Ok(Self {
             exact,
             wildcard,
@@ -65,27 +63,51 @@ impl CertTable {
         })
     }
 
-    /// The certificate for a client naming `sni` (none: the default one).
+    /// The certificate for a client naming `sni` (none: the default one), from the
+    /// configured files only.
     pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = sni else {
-            return Some(Arc::clone(&self.default));
-        };
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        match self.find(&name) {
-            Some(key) => Some(key),
-            None if self.reject_unknown => None,
-            None => Some(Arc::clone(&self.default)),
-        }
+        Selection::new(sni).pick(self, &Obtained::default())
+    }
+}
+
+/// What a handshake is answered with, by the name the client asked for: a configured
+/// certificate for that exact name, else an obtained (ACME) one, else a configured
+/// wildcard; a client naming none of them gets the default certificate, or an alert with
+/// `tls.unknown_sni = "reject"`.
+struct Selection(Option<String>);
+
+impl Selection {
+    fn new(sni: Option<&str>) -> Self {
+        Self(sni.map(|n| n.trim_end_matches('.').to_ascii_lowercase()))
     }
 
-    /// The certificate for `name` exactly, else for `*.` its parent.
-    fn find(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        if let Some(key) = self.exact.get(name) {
-            return Some(Arc::clone(key));
+    fn pick(&self, table: &CertTable, obtained: &Obtained) -> Option<Arc<CertifiedKey>> {
+        let default = || table.default.clone().or_else(|| obtained.first.clone());
+        let Some(name) = &self.0 else {
+            return default();
+        };
+        let found = table
+            .exact
+            .get(name)
+            .or_else(|| obtained.by_name.get(name))
+            .or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                table.wildcard.get(parent)
+            });
+        match found {
+            Some(key) => Some(Arc::clone(key)),
+            None if table.reject_unknown => None,
+            None => default(),
         }
-        let (_, parent) = name.split_once('.')?;
-        self.wildcard.get(parent).map(Arc::clone)
     }
+}
+
+/// Certificates obtained from the ACME CA, by the names each is for.
+#[derive(Debug, Default, Clone)]
+struct Obtained {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    /// The first configured ACME certificate, the default when no file is configured.
+    first: Option<Arc<CertifiedKey>>,
 }
 
 /// One configured certificate and its key, checked, with the names it answers for.
@@ -129,7 +151,7 @@ fn load_one(
 
 /// A certificate chain and its key from PEM files: readable, valid at `now`, the key
 /// matching. Errors name `cert_key` / `key_key`.
-fn load_checked(
+pub(crate) fn load_checked(
     cert: &std::path::Path,
     key: &std::path::Path,
     cert_key: &str,
@@ -199,6 +221,20 @@ pub fn load_pair(
     .map(|(certified, _)| certified)
 }
 
+/// The system's CA certificates; the error says none were found.
+pub fn system_roots() -> Result<rustls::RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        return Err(
+            "the system's CA certificates, and none were found (install ca-certificates, or set ca_file)"
+                .into(),
+        );
+    }
+    Ok(roots)
+}
+
 /// A CA bundle: every certificate in a PEM file.
 pub fn load_ca(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
     let at = |why: String| format!("{}: {why}", path.display());
@@ -263,17 +299,22 @@ pub fn inspect(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
 
 // === impl CertStore ===
 
-/// The certificates in service: rustls asks it at every handshake; a reload replaces
-/// its table whole.
+/// The certificates in service: rustls asks it at every handshake. A reload replaces the
+/// configured table whole; the ACME manager installs what it obtains; a TLS-ALPN-01
+/// validation (ALPN `acme-tls/1`) is answered from the challenges in progress.
 #[derive(Debug)]
 pub struct CertStore {
     table: RwLock<Arc<CertTable>>,
+    obtained: RwLock<Arc<Obtained>>,
+    challenges: Arc<Challenges>,
 }
 
 impl CertStore {
-    pub fn new(table: CertTable) -> Self {
+    pub fn new(table: CertTable, challenges: Arc<Challenges>) -> Self {
         Self {
             table: RwLock::new(Arc::new(table)),
+            obtained: RwLock::new(Arc::default()),
+            challenges,
         }
     }
 
@@ -284,11 +325,41 @@ impl CertStore {
     pub fn replace(&self, table: CertTable) {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
+
+    /// Puts an obtained certificate in service for `names` (replacing the one it renews).
+    /// `first`: it is the first configured ACME certificate.
+    pub fn install(&self, names: &[String], key: Arc<CertifiedKey>, first: bool) {
+        let mut slot = self.obtained.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = Obtained::clone(&slot);
+        for name in names {
+            next.by_name
+                .insert(name.to_ascii_lowercase(), Arc::clone(&key));
+        }
+        if first {
+            next.first = Some(key);
+        }
+        *slot = Arc::new(next);
+    }
+
+    /// The certificate a handshake naming `sni` gets (what rustls is given).
+    pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let obtained = Arc::clone(&self.obtained.read().unwrap_or_else(|e| e.into_inner()));
+        Selection::new(sni).pick(&self.table(), &obtained)
+    }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.table().select(hello.server_name())
+        // RFC 8737 §3: a validation offers `acme-tls/1` alone; it gets the challenge
+        // certificate for its name, or nothing (no other certificate is shown to it).
+        let acme = hello
+            .alpn()
+            .map(|mut offered| offered.any(|p| p == ACME_TLS_ALPN))
+            .unwrap_or(false);
+        if acme {
+            return self.challenges.tls_alpn01(hello.server_name()?);
+        }
+        self.select(hello.server_name())
     }
 }
 

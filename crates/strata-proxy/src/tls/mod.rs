@@ -1,5 +1,6 @@
 //! TLS, both ways: the certificates `https` listeners present ([`ServerTls`], with
-//! [`certs`]), and how origins' certificates are checked ([`origin`]).
+//! [`certs`], and those obtained by [`acme`]), and how origins' certificates are checked
+//! ([`origin`]).
 //!
 //! rustls on the `ring` provider (already in the tree for the NATS client): TLS 1.3 and
 //! 1.2 only, ECDHE key exchange and AEAD ciphers only, which is all rustls implements.
@@ -7,6 +8,7 @@
 //! every 6 hours, shared by every connection of the node (one `ServerConfig`), and by
 //! TLS 1.2 session ID from a bounded in-memory cache.
 
+pub mod acme;
 pub mod certs;
 pub mod origin;
 
@@ -19,8 +21,9 @@ use rustls::server::ServerSessionMemoryCache;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, TlsSection};
+use crate::config::{ChallengeKind, ConfigError, TlsSection};
 
+pub use self::acme::{Challenges, ACME_TLS_ALPN};
 pub use self::certs::{CertStore, CertTable};
 pub use self::origin::OriginTls;
 
@@ -59,9 +62,10 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
-    pub fn new(section: &TlsSection) -> Result<Self, ConfigError> {
+    /// `challenges`: the ACME validations in progress, answered in the handshake.
+    pub fn new(section: &TlsSection, challenges: Arc<Challenges>) -> Result<Self, ConfigError> {
         let table = CertTable::load(section, SystemTime::now())?;
-        let store = Arc::new(CertStore::new(table));
+        let store = Arc::new(CertStore::new(table, challenges));
         let clients = client_verifier(section)?;
         let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -69,6 +73,10 @@ impl ServerTls {
             .with_client_cert_verifier(Arc::clone(&clients))
             .with_cert_resolver(Arc::clone(&store) as Arc<_>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if section.acme.enabled() && section.acme.challenge == ChallengeKind::TlsAlpn01 {
+            // Only a validation offers it; the connection is closed after the handshake.
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         let ticketer = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| ConfigError::new("tls", format!("session tickets: {e}")))?;
         config.ticketer = Arc::clone(&ticketer);
@@ -93,6 +101,11 @@ impl ServerTls {
         config.ticketer = Arc::clone(&self.ticketer);
         config.max_early_data_size = 0;
         Ok(config)
+    }
+
+    /// The certificates in service (the ACME manager installs into it).
+    pub fn certs(&self) -> &Arc<CertStore> {
+        &self.store
     }
 
     pub fn acceptor(&self) -> &TlsAcceptor {

@@ -18,7 +18,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, Error, SignatureScheme};
 
 use super::certs::load_ca;
 use crate::config::{ConfigError, NodeConfig, OriginEntry};
@@ -216,18 +216,12 @@ enum Check {
 fn verifier_for(trust: &Trust, provider: &Arc<CryptoProvider>) -> Result<Check, ConfigError> {
     let roots = match trust {
         Trust::Nothing => return Ok(Check::Nothing),
-        Trust::SystemRoots => {
-            let found = rustls_native_certs::load_native_certs();
-            let mut roots = RootCertStore::empty();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err(ConfigError::new(
-                    "service.origins",
-                    "https origins are verified against the system's CA certificates, and none were found (install ca-certificates, or set ca_file)",
-                ));
-            }
-            roots
-        }
+        Trust::SystemRoots => super::certs::system_roots().map_err(|why| {
+            ConfigError::new(
+                "service.origins",
+                format!("https origins are verified against {why}"),
+            )
+        })?,
         Trust::CaFile(path) => load_ca(path).map_err(|why| ConfigError::new("ca_file", why))?,
     };
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
