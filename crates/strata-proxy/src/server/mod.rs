@@ -22,7 +22,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,7 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,7 +47,11 @@ use crate::config::LimitsSection;
 use crate::metrics::Metrics;
 use crate::warn_throttled;
 
+mod cork;
+pub(crate) mod executor;
 pub mod quic;
+
+use self::executor::StreamExecutor;
 
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,7 +78,7 @@ pub struct Conn {
 pub struct ServeConfig {
     /// Named in refusals' `Cache-Status`.
     pub node: String,
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub builder: Arc<auto::Builder<StreamExecutor>>,
     pub limits: Arc<Budget>,
     /// Refusals written at once (each holds its descriptor up to a second); past this,
     /// refused sockets are closed without an answer. Part of the descriptors kept beside
@@ -94,8 +98,8 @@ pub struct ServeConfig {
 }
 
 /// An HTTP/1.1 + h2c (prior knowledge) connection builder with the node's limits.
-pub fn connection_builder(limits: &LimitsSection) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+pub fn connection_builder(limits: &LimitsSection) -> auto::Builder<StreamExecutor> {
+    let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -424,11 +428,12 @@ async fn connection<S, F, Fut, B>(
             }))
         }
     });
-    let conn = config
-        .builder
-        .serve_connection(TokioIo::new(stream), svc)
-        .into_owned();
-    let mut conn = pin!(conn);
+    let mut conn = cork::cork(stream, |io| {
+        config
+            .builder
+            .serve_connection(TokioIo::new(io), svc)
+            .into_owned()
+    });
     // How often a connection with a request in progress is looked at for a stalled client.
     let look = (config.send_timeout.min(config.idle_timeout) / 4).max(Duration::from_millis(250));
     let mut stall = StallWatch::default();
@@ -445,7 +450,7 @@ async fn connection<S, F, Fut, B>(
                 .map_or(now + look, |idle| idle.min(now + look))
         });
         tokio::select! {
-            ended = conn.as_mut() => {
+            ended = &mut conn => {
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, %peer, "connection ended with error");
                 }
@@ -469,12 +474,12 @@ async fn connection<S, F, Fut, B>(
                 }
                 if activity.idle_deadline(config.idle_timeout).is_some_and(|d| now >= d) {
                     config.metrics.connection_timed_out("idle");
-                    conn.as_mut().graceful_shutdown();
+                    conn.conn().graceful_shutdown();
                     closing = Some(now + CLOSE_GRACE);
                 }
             }
             _ = shutdown.changed(), if closing.is_none() || !draining => {
-                conn.as_mut().graceful_shutdown();
+                conn.conn().graceful_shutdown();
                 draining = true;
                 closing = Some(Instant::now() + DRAIN_TIMEOUT);
             }

@@ -134,7 +134,7 @@ async fn connection<F, Fut, B>(
             }
         };
         let handler = handler.clone();
-        tokio::spawn(async move {
+        super::executor::poll_then_spawn(async move {
             let (req, stream) = match resolver.resolve_request().await {
                 Ok(resolved) => resolved,
                 Err(e) => {
