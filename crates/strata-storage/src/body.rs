@@ -69,9 +69,20 @@ impl State {
         self.readers.values().copied().min()
     }
 
-    /// Drops chunks every live reader has passed.
+    /// Whether a reader was ever made (ids count from 0).
+    fn ever_read(&self) -> bool {
+        self.next_reader > 0
+    }
+
+    /// Drops chunks every live reader has passed. Before the first reader arrives nothing
+    /// is dropped: it reads from the start (the client a fill was started for attaches
+    /// only once the fill runs, and an upstream faster than it must not take its start).
     fn release_consumed(&mut self) {
-        let floor = self.min_reader_pos().unwrap_or(self.len);
+        let floor = match self.min_reader_pos() {
+            Some(p) => p,
+            None if !self.ever_read() => 0,
+            None => self.len,
+        };
         while self.released < self.chunks.len() && self.ends[self.released] <= floor {
             self.chunks[self.released] = Bytes::new();
             self.released += 1;
@@ -155,7 +166,8 @@ impl ChunkedBody {
     }
 
     /// Writer side of streaming-only mode: waits until the slowest reader is within
-    /// `window` bytes of the end. Returns false when no reader is left.
+    /// `window` bytes of the end. Returns false when no reader is left, or when none came
+    /// within `stall` (before the first reader, the writer waits for it).
     ///
     /// A reader that makes no progress for `stall` is dropped from the body (its next read
     /// fails), so one stalled client cannot hold the fill, and every other reader, forever.
@@ -168,13 +180,17 @@ impl ChunkedBody {
             {
                 let s = self.lock();
                 match s.min_reader_pos() {
-                    None => return false,
+                    None if s.ever_read() => return false,
+                    None => {}
                     Some(p) if s.len - p.min(s.len) <= window => return true,
                     Some(_) => {}
                 }
             }
             if tokio::time::timeout(stall, notified).await.is_err() {
                 let mut s = self.lock();
+                if s.readers.is_empty() {
+                    return false;
+                }
                 let floor = s.len.saturating_sub(window);
                 s.readers.retain(|_, pos| *pos >= floor);
                 s.evicted = true;
@@ -267,6 +283,8 @@ impl ChunkedBody {
             if tracked {
                 s.readers.insert(id, start);
             }
+            // A writer waiting for its first reader goes on.
+            self.consumed.notify_waiters();
             (
                 id,
                 s.ticks.as_ref().map(|t| WatchStream::new(t.subscribe())),
@@ -496,6 +514,33 @@ mod tests {
             !b.wait_for_readers(0, Duration::from_secs(10)).await,
             "no reader left"
         );
+    }
+
+    /// The client a fill is started for attaches once the fill runs; an upstream faster
+    /// than it outgrew the size limit first. It still reads from the start (it used to find
+    /// the start released and get nothing at all).
+    #[tokio::test]
+    async fn the_first_reader_of_a_streaming_only_body_reads_it_from_the_start() {
+        let b = ChunkedBody::new();
+        b.push(Bytes::from_static(b"aaaa"));
+        b.stream_only();
+        b.push(Bytes::from_static(b"bbbb"));
+        let writer = Arc::clone(&b);
+        let waiter =
+            tokio::spawn(async move { writer.wait_for_readers(4, Duration::from_secs(10)).await });
+        tokio::task::yield_now().await;
+        let mut r = b.reader(0, None);
+        assert_eq!(r.next().await.unwrap().unwrap(), "aaaa");
+        assert!(
+            waiter.await.unwrap(),
+            "the writer goes on once its reader came"
+        );
+        assert_eq!(r.next().await.unwrap().unwrap(), "bbbb");
+        // With nobody coming at all, the writer gives up after the stall period.
+        let lonely = ChunkedBody::new();
+        lonely.stream_only();
+        lonely.push(Bytes::from_static(b"cccc"));
+        assert!(!lonely.wait_for_readers(0, Duration::from_millis(20)).await);
     }
 
     #[tokio::test]
