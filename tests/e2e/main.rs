@@ -13,6 +13,7 @@ mod compression;
 mod control;
 mod disk_cache;
 mod dns;
+mod early_hints;
 mod headers;
 mod health;
 mod hostile;

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderMap;
+
 use strata_http_cache::freshness::HeuristicConfig;
 use strata_http_cache::{KeyRules, PolicyConfig};
 
@@ -31,6 +33,8 @@ pub struct Service {
     base_key: KeyRules,
     base_policy: PolicyConfig,
     rules: Vec<RuleConfig>,
+    /// Each rule's `early_hints` as a `103` head, none when it has none.
+    hints: Vec<Option<Arc<HeaderMap>>>,
 }
 
 /// What applies to one request path of a service.
@@ -39,6 +43,8 @@ pub struct Resolved {
     pub key_rules: KeyRules,
     pub policy: PolicyConfig,
     pub bypass: bool,
+    /// The rule's `103 Early Hints` fields, sent before going upstream.
+    pub early_hints: Option<Arc<HeaderMap>>,
 }
 
 impl Service {
@@ -114,6 +120,7 @@ impl Service {
                 micro_cache: None,
             },
             rules: c.rules.clone(),
+            hints: c.rules.iter().map(early_hints).collect(),
         })
     }
 
@@ -135,7 +142,10 @@ impl Service {
         let mut key_rules = self.base_key.clone();
         let mut policy = self.base_policy.clone();
         let mut bypass = false;
-        if let Some(rule) = self.rules.iter().find(|r| path.starts_with(&r.path)) {
+        let mut early_hints = None;
+        if let Some(i) = self.rules.iter().position(|r| path.starts_with(&r.path)) {
+            let rule = &self.rules[i];
+            early_hints = self.hints[i].clone();
             key_rules
                 .strip_query
                 .extend(rule.strip_query.iter().cloned());
@@ -148,8 +158,20 @@ impl Service {
             key_rules,
             policy,
             bypass,
+            early_hints,
         }
     }
+}
+
+/// A rule's `early_hints` as the fields of a `103` (values checked by the config).
+fn early_hints(rule: &RuleConfig) -> Option<Arc<HeaderMap>> {
+    let mut head = HeaderMap::new();
+    for link in &rule.early_hints {
+        if let Ok(v) = http::HeaderValue::from_str(link) {
+            head.append(http::header::LINK, v);
+        }
+    }
+    (!head.is_empty()).then(|| Arc::new(head))
 }
 
 fn breaker_config(h: &HealthConfig) -> BreakerConfig {

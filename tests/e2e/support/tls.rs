@@ -383,6 +383,8 @@ impl TlsClient {
 /// An HTTP/3 response, fully read.
 #[derive(Debug)]
 pub struct H3Got {
+    /// Interim responses before the final one.
+    pub interim: Vec<(StatusCode, HeaderMap)>,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -450,7 +452,15 @@ impl TestPki {
                 .unwrap();
             let mut stream = send.send_request(req).await.unwrap();
             stream.finish().await.unwrap();
-            let resp = stream.recv_response().await.unwrap();
+            // Interim responses (1xx) first, as HEADERS frames before the final one.
+            let mut interim = Vec::new();
+            let resp = loop {
+                let resp = stream.recv_response().await.unwrap();
+                if !resp.status().is_informational() {
+                    break resp;
+                }
+                interim.push((resp.status(), resp.headers().clone()));
+            };
             let mut body = Vec::new();
             while let Some(mut chunk) = stream.recv_data().await.unwrap() {
                 use bytes::Buf;
@@ -459,6 +469,7 @@ impl TestPki {
             }
             let (parts, ()) = resp.into_parts();
             got.push(H3Got {
+                interim,
                 status: parts.status,
                 headers: parts.headers,
                 body: Bytes::from(body),

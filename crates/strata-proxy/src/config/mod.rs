@@ -211,6 +211,24 @@ mod tests {
     }
 
     #[test]
+    fn early_hints_must_be_link_values() {
+        let good = GOOD.replace(
+            "bypass = true",
+            "bypass = true\n          early_hints = [\"</a.css>; rel=preload; as=style\"]",
+        );
+        NodeConfig::from_toml(&good).unwrap();
+        let bad = GOOD.replace(
+            "bypass = true",
+            "bypass = true\n          early_hints = [\"a.css\"]",
+        );
+        let e = NodeConfig::from_toml(&bad).unwrap_err();
+        assert!(
+            e.to_string().contains("service[0].rule[0].early_hints[0]"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn error_names_the_key_path_of_a_bad_value() {
         let bad = GOOD.replace("negative_ttl = \"10s\"", "negative_ttl = \"ten\"");
         let e = NodeConfig::from_toml(&bad).unwrap_err();

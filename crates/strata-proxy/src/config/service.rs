@@ -141,6 +141,11 @@ pub struct RuleConfig {
     /// endpoints. Answers that set cookies are still never stored.
     #[serde(default)]
     pub micro_cache: Option<Seconds>,
+    /// `Link` values (`</app.css>; rel=preload; as=style`) sent as a `103 Early Hints`
+    /// when a request under this rule goes upstream (a miss or a pass), to clients whose
+    /// connection carries interim responses (HTTP/1.1 and HTTP/3; not h2).
+    #[serde(default)]
+    pub early_hints: Vec<String>,
 }
 
 impl RuleConfig {
@@ -308,6 +313,14 @@ impl RuleConfig {
             check_strip_pattern(pattern, || {
                 format!("service[{i}].rule[{r}].strip_query[{p}]")
             })?;
+        }
+        for (h, link) in self.early_hints.iter().enumerate() {
+            if !link.trim_start().starts_with('<') || http::HeaderValue::from_str(link).is_err() {
+                return Err(ConfigError::new(
+                    format!("service[{i}].rule[{r}].early_hints[{h}]"),
+                    "a Link value, such as '</app.css>; rel=preload; as=style'",
+                ));
+            }
         }
         Ok(())
     }

@@ -120,6 +120,7 @@ impl Proxy {
             url: path_hash(head.uri.path()),
             body: None,
             panic_routing: !stale_can_answer,
+            interim: req.interim.as_ref(),
         };
         let target = strata_http_cache::key::keyed_target(
             head.uri.path(),
@@ -362,6 +363,7 @@ impl Proxy {
             body: None,
             // Every owner down: this node serves the key itself.
             panic_routing: false,
+            interim: ctx.interim.as_ref(),
         };
         let sent = self
             .sender
@@ -420,6 +422,7 @@ impl Proxy {
             url: path_hash(head.uri.path()),
             body: progress.as_ref(),
             panic_routing: true,
+            interim: ctx.interim.as_ref(),
         };
         let FromUpstream {
             resp,

@@ -36,11 +36,11 @@ pub(crate) use parse::Head;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use crate::server::Conn;
+use crate::server::{Conn, Interim};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::policy::Decision;
 use strata_http_cache::{Authority, CacheKey, CacheStatus, RequestCacheControl};
@@ -61,6 +61,8 @@ struct Ctx {
     upstream: Option<String>,
     /// The canonical authority, once the parse phase has it (for the log).
     host: Option<String>,
+    /// Interim responses to the client, when its connection carries them.
+    interim: Option<Interim>,
 }
 
 impl Ctx {
@@ -103,6 +105,8 @@ struct Cacheable {
     stored: Option<Arc<StoredObject>>,
     /// When the request arrived, on the node clock.
     arrived: Now,
+    /// The client's interim responses: an upstream `103` for this request reaches it.
+    interim: Option<Interim>,
 }
 
 impl Cacheable {
@@ -161,6 +165,7 @@ impl Proxy {
             status: CacheStatus::new(&self.node),
             upstream: None,
             host: None,
+            interim: req.extensions().get::<Interim>().cloned(),
         };
         let resp = match Arc::clone(&self).process(req, conn, now, &mut ctx).await {
             Ok(resp) => resp,
@@ -201,6 +206,7 @@ impl Proxy {
             } else {
                 Fwd::Method
             });
+            self.early_hints(&resolved, ctx);
             return self.pass(&service, &head, body, ctx).await;
         }
         // A body on GET/HEAD is never forwarded (see `Head::forwards_body`); hyper reads
@@ -227,6 +233,7 @@ impl Proxy {
             key,
             stored: None,
             arrived: now,
+            interim: ctx.interim.clone(),
         };
         if let Some(resp) = self.lookup(&mut req, now.wall, ctx) {
             return Ok(resp);
@@ -235,6 +242,14 @@ impl Proxy {
             return Err(ProxyError::OnlyIfCached);
         }
         // === coalesce, fill, upstream ===
+        self.early_hints(&req.resolved, ctx);
         self.through_cache(req, ctx).await
+    }
+
+    /// The rule's `103 Early Hints`, sent as the request goes upstream.
+    fn early_hints(&self, resolved: &Resolved, ctx: &Ctx) {
+        if let (Some(interim), Some(hints)) = (&ctx.interim, &resolved.early_hints) {
+            interim.send(StatusCode::EARLY_HINTS, hints);
+        }
     }
 }

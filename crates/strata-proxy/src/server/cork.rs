@@ -18,6 +18,8 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::interim::Sink;
+
 /// Bytes gathered before hyper has to wait for the socket.
 const GATHER: usize = 64 * 1024;
 /// A write at least this large, with nothing gathered, goes to the socket as it is.
@@ -30,6 +32,9 @@ struct Inner<S> {
     sent: usize,
     /// A flush was asked for since the last one done.
     flush: bool,
+    /// The connection's task, for bytes put here from elsewhere (an interim response
+    /// from the upstream connection's task).
+    waker: Option<std::task::Waker>,
 }
 
 impl<S: AsyncWrite + Unpin> Inner<S> {
@@ -73,9 +78,11 @@ pub struct Corked<S, F: Future> {
     ended: Option<F::Output>,
 }
 
-/// Wraps `io` for a connection made by `make` from the wrapped socket.
-pub fn cork<S, F>(io: S, make: impl FnOnce(Cork<S>) -> F) -> Corked<S, F>
+/// Wraps `io` for a connection made by `make` from the wrapped socket and the way to put
+/// HTTP/1.1 interim responses on it ([`super::interim`]).
+pub fn cork<S, F>(io: S, make: impl FnOnce(Cork<S>, Arc<dyn Sink>) -> F) -> Corked<S, F>
 where
+    S: Send + 'static,
     F: Future,
 {
     let inner = Arc::new(Mutex::new(Inner {
@@ -83,11 +90,31 @@ where
         out: Vec::new(),
         sent: 0,
         flush: false,
+        waker: None,
     }));
     Corked {
-        conn: Box::pin(make(Cork(Arc::clone(&inner)))),
+        conn: Box::pin(make(
+            Cork(Arc::clone(&inner)),
+            Arc::clone(&inner) as Arc<dyn Sink>,
+        )),
         inner,
         ended: None,
+    }
+}
+
+/// An interim response head goes where the connection's next bytes go: after the last
+/// response (hyper wrote all of it before reading this request) and before this one's;
+/// the connection's task is woken to send it.
+impl<S: Send> Sink for Mutex<Inner<S>> {
+    fn send(&self, status: http::StatusCode, headers: &http::HeaderMap) {
+        let mut inner = lock(self);
+        inner
+            .out
+            .extend_from_slice(&super::interim::h1_head(status, headers));
+        // From another task (an upstream connection's), nothing else would send it now.
+        if let Some(waker) = &inner.waker {
+            waker.wake_by_ref();
+        }
     }
 }
 
@@ -123,7 +150,17 @@ where
         // Whatever the poll wrote goes out now; a socket that takes no more wakes this
         // task when it does. A connection that ended returns once its last bytes are sent
         // (or cannot be).
-        let drained = lock(&this.inner).drain(cx);
+        let drained = {
+            let mut inner = lock(&this.inner);
+            if !inner
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.waker = Some(cx.waker().clone());
+            }
+            inner.drain(cx)
+        };
         match (this.ended.take(), drained) {
             (Some(out), Poll::Ready(_)) => Poll::Ready(out),
             (ended, _) => {
@@ -205,15 +242,18 @@ mod tests {
     #[tokio::test]
     async fn writes_of_one_poll_go_out_together() {
         let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-        let corked = cork(ours, |mut io: Cork<tokio::io::DuplexStream>| async move {
-            io.write_all(b"one ").await.unwrap();
-            io.flush().await.unwrap();
-            io.write_all(b"two").await.unwrap();
-            io.flush().await.unwrap();
-            tokio::task::yield_now().await;
-            io.write_all(b" three").await.unwrap();
-            io.shutdown().await.unwrap();
-        });
+        let corked = cork(
+            ours,
+            |mut io: Cork<tokio::io::DuplexStream>, _| async move {
+                io.write_all(b"one ").await.unwrap();
+                io.flush().await.unwrap();
+                io.write_all(b"two").await.unwrap();
+                io.flush().await.unwrap();
+                tokio::task::yield_now().await;
+                io.write_all(b" three").await.unwrap();
+                io.shutdown().await.unwrap();
+            },
+        );
         corked.await;
         let mut got = String::new();
         theirs.read_to_string(&mut got).await.unwrap();
@@ -225,12 +265,15 @@ mod tests {
     #[tokio::test]
     async fn a_full_socket_pushes_back() {
         let (ours, _theirs) = tokio::io::duplex(1024);
-        let corked = cork(ours, |mut io: Cork<tokio::io::DuplexStream>| async move {
-            let chunk = [7u8; 1000];
-            for _ in 0..200 {
-                io.write_all(&chunk).await.unwrap();
-            }
-        });
+        let corked = cork(
+            ours,
+            |mut io: Cork<tokio::io::DuplexStream>, _| async move {
+                let chunk = [7u8; 1000];
+                for _ in 0..200 {
+                    io.write_all(&chunk).await.unwrap();
+                }
+            },
+        );
         let waited = tokio::time::timeout(std::time::Duration::from_millis(200), corked).await;
         assert!(waited.is_err(), "200 KB went into a socket that takes 1 KB");
     }
@@ -244,7 +287,7 @@ mod tests {
         let expect = [b"a".as_slice(), &big, b"c"].concat();
         let corked = cork(
             ours,
-            move |mut io: Cork<tokio::io::DuplexStream>| async move {
+            move |mut io: Cork<tokio::io::DuplexStream>, _| async move {
                 io.write_all(b"a").await.unwrap();
                 io.write_all(&big).await.unwrap();
                 io.write_all(b"c").await.unwrap();

@@ -49,9 +49,11 @@ use crate::warn_throttled;
 
 mod cork;
 pub(crate) mod executor;
+pub mod interim;
 pub mod quic;
 
 use self::executor::StreamExecutor;
+pub use self::interim::Interim;
 
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -409,26 +411,34 @@ async fn connection<S, F, Fut, B>(
     });
     let tracker = Arc::clone(&activity);
     let alt_svc = config.alt_svc.clone();
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let in_flight = tracker.begin();
-        let req = req.map(|body| body.map_err(BoxError::from).boxed());
-        // Boxed: the handler's future is large, and wrapping it unboxed would copy it once
-        // more per request (measured: ~5% of hot-hit throughput).
-        let fut = Box::pin(handler(req, conn_info));
-        let alt_svc = alt_svc.clone();
-        async move {
-            let mut resp = fut.await?;
-            if let Some(v) = alt_svc {
-                resp.headers_mut().insert(http::header::ALT_SVC, v);
+    let mut conn = cork::cork(stream, |io, interim_sink| {
+        let svc = service_fn(move |mut req: Request<Incoming>| {
+            let in_flight = tracker.begin();
+            // HTTP/1.1 requests may get interim responses (not 1.0: RFC 9110 §15.2; not
+            // h2: see `interim`).
+            let answered = (req.version() == http::Version::HTTP_11).then(|| {
+                let (interim, answered) = Interim::new(Arc::clone(&interim_sink));
+                req.extensions_mut().insert(interim);
+                answered
+            });
+            let req = req.map(|body| body.map_err(BoxError::from).boxed());
+            // Boxed: the handler's future is large, and wrapping it unboxed would copy it
+            // once more per request (measured: ~5% of hot-hit throughput).
+            let fut = Box::pin(handler(req, conn_info));
+            let alt_svc = alt_svc.clone();
+            async move {
+                let mut resp = fut.await?;
+                drop(answered);
+                if let Some(v) = alt_svc {
+                    resp.headers_mut().insert(http::header::ALT_SVC, v);
+                }
+                Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
+                    inner,
+                    in_flight,
+                    handed: false,
+                }))
             }
-            Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
-                inner,
-                in_flight,
-                handed: false,
-            }))
-        }
-    });
-    let mut conn = cork::cork(stream, |io| {
+        });
         config
             .builder
             .serve_connection(TokioIo::new(io), svc)

@@ -18,6 +18,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use http_body::{Body, Frame};
+
+use super::interim::{H3Sink, Interim};
 use http_body_util::BodyExt;
 use strata_http_cache::hop_by_hop::strip_hop_by_hop;
 use tokio::sync::watch;
@@ -142,18 +144,37 @@ async fn connection<F, Fut, B>(
                     return;
                 }
             };
-            let (send, recv) = stream.split();
-            let req = req.map(|()| {
+            let (mut send, recv) = stream.split();
+            let mut req = req.map(|()| {
                 RecvBody {
                     stream: Mutex::new(recv),
                 }
                 .boxed()
             });
-            let Ok(resp) = handler(req, conn_info).await;
+            let (heads, mut interim) = tokio::sync::mpsc::channel(INTERIM_QUEUE);
+            let (sink, answered) = Interim::new(Arc::new(H3Sink(heads)));
+            req.extensions_mut().insert(sink);
+            // Interim responses go out as they come, until the final one is ready.
+            let mut answer = std::pin::pin!(handler(req, conn_info));
+            let Ok(resp) = loop {
+                tokio::select! {
+                    biased;
+                    resp = &mut answer => break resp,
+                    Some(head) = interim.recv() => {
+                        if send.send_response(head).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            drop(answered);
             respond(send, resp).await;
         });
     }
 }
+
+/// Interim responses waiting for a request's task to write them (more are dropped).
+const INTERIM_QUEUE: usize = 8;
 
 /// Writes a response on its stream: the head, the body as it comes, trailers, the end.
 async fn respond<B>(mut send: SendStream, resp: Response<B>)

@@ -28,6 +28,7 @@ use super::request_body::BodyProgress;
 use super::{Timeouts, UpstreamBody, UpstreamClient, UpstreamError};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::server::Interim;
 use crate::tier::{Hop, HopKind};
 
 /// A response head from upstream, and the connection slot it occupies until its body is
@@ -49,6 +50,9 @@ pub struct SendPolicy<'a> {
     pub body: Option<&'a BodyProgress>,
     /// Try the least-bad origin when every hop refuses.
     pub panic_routing: bool,
+    /// Where the upstream's interim responses (`103 Early Hints`) go: the client that
+    /// made this request, if its connection carries them.
+    pub interim: Option<&'a Interim>,
 }
 
 /// The hash a URL counts under for the breaker's distinct-URL rules: its path. Not its
@@ -169,7 +173,15 @@ impl Sender {
     ) -> Result<Step, ProxyError> {
         let is_origin = hop.kind == HopKind::Origin;
         let started = Instant::now();
-        let sent = self.client.send(build(hop)?, self.timeouts).await;
+        let mut req = build(hop)?;
+        if let Some(interim) = policy.interim {
+            // Never stored: only the final response comes back from the client.
+            let interim = interim.clone();
+            hyper::ext::on_informational(&mut req, move |head| {
+                interim.send(head.status(), head.headers());
+            });
+        }
+        let sent = self.client.send(req, self.timeouts).await;
         let now = self.clock.mono();
         let from = |resp| FromUpstream {
             resp,

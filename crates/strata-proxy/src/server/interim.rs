@@ -1,0 +1,184 @@
+//! Interim (1xx) responses to a client, before its final response: `103 Early Hints`
+//! configured per rule, and the 1xx an origin sends (RFC 9110 §15.2).
+//!
+//! hyper's server has no way to send one, so each connection kind that can carry them
+//! brings its own [`Interim`] in the request's extensions:
+//! - HTTP/1.1: the head is written into the connection's cork ([`super::cork`]) while the
+//!   final response is still being made. hyper writes nothing on an HTTP/1.1 connection
+//!   between the end of one response and the start of the next (it reads the next request
+//!   only once the last response is written), so the bytes land between the two.
+//! - HTTP/3: a HEADERS frame on the request's stream, before the final one (RFC 9114
+//!   §4.1), sent by the task that owns the stream.
+//! - h2: none. hyper does not say which stream a request came on, and its HPACK state
+//!   cannot be shared; h2 clients get no interim responses.
+//!
+//! HTTP/1.0 clients never get one (RFC 9110 §15.2). An [`Interim`] goes quiet once its
+//! request has been answered, so a 1xx that arrives late (an origin's, for a fill the
+//! client stopped waiting for) never lands in front of another request's response.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use http::{HeaderMap, StatusCode};
+
+/// Where a connection sends a request's interim responses.
+pub(crate) trait Sink: Send + Sync {
+    fn send(&self, status: StatusCode, headers: &HeaderMap);
+}
+
+/// A request's way to send interim responses, while it is being answered.
+#[derive(Clone)]
+pub struct Interim {
+    sink: Arc<dyn Sink>,
+    live: Arc<AtomicBool>,
+    sent: Arc<AtomicU32>,
+}
+
+/// Interim responses one request may get, and the largest passed on: an origin that
+/// sends thousands, or huge ones, costs the client connection nothing beyond these.
+const MAX_PER_REQUEST: u32 = 8;
+const MAX_BYTES: usize = 16 * 1024;
+
+/// Ends an [`Interim`] when dropped: the request has its final response.
+pub(crate) struct Answered(Arc<AtomicBool>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Interim {
+    pub(crate) fn new(sink: Arc<dyn Sink>) -> (Self, Answered) {
+        let live = Arc::new(AtomicBool::new(true));
+        (
+            Self {
+                sink,
+                live: Arc::clone(&live),
+                sent: Arc::default(),
+            },
+            Answered(live),
+        )
+    }
+
+    /// Sends `status` (a 1xx other than `100 Continue`, which is the connection's own
+    /// business, and `101`, which changes protocols) with `headers`, minus the
+    /// connection's own fields. Past [`MAX_PER_REQUEST`] for this request, or larger than
+    /// [`MAX_BYTES`], it is dropped.
+    pub fn send(&self, status: StatusCode, headers: &HeaderMap) {
+        if !forwardable(status) || !self.live.load(Ordering::Acquire) {
+            return;
+        }
+        let size: usize = headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if size > MAX_BYTES || self.sent.fetch_add(1, Ordering::AcqRel) >= MAX_PER_REQUEST {
+            return;
+        }
+        let mut headers = headers.clone();
+        strata_http_cache::hop_by_hop::strip_hop_by_hop(&mut headers);
+        headers.remove(http::header::CONTENT_LENGTH);
+        self.sink.send(status, &headers);
+    }
+}
+
+/// The 1xx responses passed to a client.
+pub fn forwardable(status: StatusCode) -> bool {
+    status.is_informational()
+        && status != StatusCode::CONTINUE
+        && status != StatusCode::SWITCHING_PROTOCOLS
+}
+
+/// An HTTP/1.1 interim response head.
+pub(crate) fn h1_head(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + headers.len() * 64);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Interim").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// HTTP/3: interim heads go to the request's task, which writes them on its stream.
+pub(crate) struct H3Sink(pub tokio::sync::mpsc::Sender<http::Response<()>>);
+
+impl Sink for H3Sink {
+    fn send(&self, status: StatusCode, headers: &HeaderMap) {
+        let mut head = http::Response::new(());
+        *head.status_mut() = status;
+        *head.headers_mut() = headers.clone();
+        // A client that does not read them loses hints, never the response.
+        let _ = self.0.try_send(head);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(StatusCode, HeaderMap)>>);
+
+    impl Sink for Seen {
+        fn send(&self, status: StatusCode, headers: &HeaderMap) {
+            self.0.lock().unwrap().push((status, headers.clone()));
+        }
+    }
+
+    #[test]
+    fn rfc9110_15_2_interim_heads() {
+        let mut h = HeaderMap::new();
+        h.insert("link", "</a.css>; rel=preload; as=style".parse().unwrap());
+        assert_eq!(
+            h1_head(StatusCode::from_u16(103).unwrap(), &h),
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload; as=style\r\n\r\n"
+        );
+        assert!(forwardable(StatusCode::from_u16(103).unwrap()));
+        assert!(forwardable(StatusCode::PROCESSING));
+        assert!(!forwardable(StatusCode::CONTINUE));
+        assert!(!forwardable(StatusCode::SWITCHING_PROTOCOLS));
+        assert!(!forwardable(StatusCode::OK));
+    }
+
+    #[test]
+    fn nothing_is_sent_once_the_request_is_answered_nor_the_connections_fields() {
+        let seen = Arc::new(Seen::default());
+        let (interim, answered) = Interim::new(Arc::clone(&seen) as Arc<dyn Sink>);
+        let mut h = HeaderMap::new();
+        h.insert("link", "</a.js>; rel=preload".parse().unwrap());
+        h.insert("connection", "close".parse().unwrap());
+        interim.send(StatusCode::from_u16(103).unwrap(), &h);
+        drop(answered);
+        interim.send(StatusCode::from_u16(103).unwrap(), &h);
+        let seen = seen.0.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].1.get("connection").is_none());
+        assert!(seen[0].1.get("link").is_some());
+    }
+
+    #[test]
+    fn an_origin_cannot_flood_a_client_with_interim_responses() {
+        let seen = Arc::new(Seen::default());
+        let (interim, _answered) = Interim::new(Arc::clone(&seen) as Arc<dyn Sink>);
+        let mut h = HeaderMap::new();
+        h.insert("link", "</a.js>; rel=preload".parse().unwrap());
+        for _ in 0..1000 {
+            interim.send(StatusCode::from_u16(103).unwrap(), &h);
+        }
+        let mut huge = HeaderMap::new();
+        huge.insert("link", "x".repeat(MAX_BYTES).parse().unwrap());
+        let (big, _answered) = Interim::new(Arc::clone(&seen) as Arc<dyn Sink>);
+        big.send(StatusCode::from_u16(103).unwrap(), &huge);
+        assert_eq!(seen.0.lock().unwrap().len(), MAX_PER_REQUEST as usize);
+    }
+}
