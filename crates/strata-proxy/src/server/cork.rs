@@ -8,7 +8,9 @@
 //! sends what the poll wrote, in one write where the socket takes it. Nothing waits for a
 //! later event: every poll ends by sending. A large write with nothing gathered before it
 //! goes straight to the socket (no copy), and a full buffer pushes back on hyper as a full
-//! socket would, so a client that stops reading is still seen as one.
+//! socket would, so a client that stops reading is still seen as one. Only h2 connections
+//! gather (known from the client's first bytes, the h2 preface): HTTP/1.1 writes go
+//! straight through, after any interim response put here ([`super::interim`]).
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -35,6 +37,45 @@ struct Inner<S> {
     /// The connection's task, for bytes put here from elsewhere (an interim response
     /// from the upstream connection's task).
     waker: Option<std::task::Waker>,
+    /// What the client speaks, from its first bytes.
+    mode: Mode,
+}
+
+/// Only h2 gains from gathering (hyper flushes it per stream); HTTP/1.1 writes one response
+/// at a time, and its writes go straight through (no copy), after any interim response
+/// waiting here.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Fewer than four bytes read yet: gathered.
+    Unknown {
+        seen: [u8; 4],
+        len: usize,
+    },
+    Gather,
+    Through,
+}
+
+/// The start of the h2 connection preface (RFC 9113 §3.4), over TLS or not.
+const H2_PREFACE: &[u8; 4] = b"PRI ";
+
+impl Mode {
+    /// Looks at bytes read, until four are known.
+    fn saw(&mut self, bytes: &[u8]) {
+        let Mode::Unknown { seen, len } = self else {
+            return;
+        };
+        for &b in bytes.iter().take(4 - *len) {
+            seen[*len] = b;
+            *len += 1;
+        }
+        if *len == 4 {
+            *self = if seen == H2_PREFACE {
+                Mode::Gather
+            } else {
+                Mode::Through
+            };
+        }
+    }
 }
 
 impl<S: AsyncWrite + Unpin> Inner<S> {
@@ -91,6 +132,10 @@ where
         sent: 0,
         flush: false,
         waker: None,
+        mode: Mode::Unknown {
+            seen: [0; 4],
+            len: 0,
+        },
     }));
     Corked {
         conn: Box::pin(make(
@@ -179,7 +224,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Cork<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut lock(&self.0).io).poll_read(cx, buf)
+        let mut inner = lock(&self.0);
+        let before = buf.filled().len();
+        let read = Pin::new(&mut inner.io).poll_read(cx, buf);
+        if matches!(inner.mode, Mode::Unknown { .. }) {
+            inner.mode.saw(&buf.filled()[before..]);
+        }
+        read
     }
 }
 
@@ -190,6 +241,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Cork<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut inner = lock(&self.0);
+        if inner.mode == Mode::Through {
+            ready!(inner.drain(cx))?;
+            return Pin::new(&mut inner.io).poll_write(cx, buf);
+        }
         ready!(inner.room(cx, buf.len()))?;
         if inner.out.is_empty() && buf.len() >= DIRECT {
             return Pin::new(&mut inner.io).poll_write(cx, buf);
@@ -203,8 +258,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Cork<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
         let mut inner = lock(&self.0);
+        if inner.mode == Mode::Through {
+            ready!(inner.drain(cx))?;
+            return Pin::new(&mut inner.io).poll_write_vectored(cx, bufs);
+        }
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
         ready!(inner.room(cx, len))?;
         if inner.out.is_empty() && len >= DIRECT {
             return Pin::new(&mut inner.io).poll_write_vectored(cx, bufs);
@@ -219,9 +278,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Cork<S> {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut inner = lock(&self.0);
+        if inner.mode == Mode::Through {
+            ready!(inner.drain(cx))?;
+            return Pin::new(&mut inner.io).poll_flush(cx);
+        }
         // Done at the end of this poll of the connection (see `Corked`).
-        lock(&self.0).flush = true;
+        inner.flush = true;
         Poll::Ready(Ok(()))
     }
 
@@ -258,6 +322,51 @@ mod tests {
         let mut got = String::new();
         theirs.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "one two three");
+    }
+
+    /// An HTTP/1.1 client's connection writes straight through: the bytes are out before
+    /// the poll ends. An h2 client's are gathered.
+    #[tokio::test]
+    async fn only_h2_connections_gather() {
+        for (first, gathers) in [
+            (&b"GET / HTTP/1.1\r\n"[..], false),
+            (b"PRI * HTTP/2.0\r\n", true),
+        ] {
+            let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+            theirs.write_all(first).await.unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel::<bool>();
+            let corked = cork(
+                ours,
+                move |mut io: Cork<tokio::io::DuplexStream>, _| async move {
+                    let mut head = [0u8; 4];
+                    io.read_exact(&mut head).await.unwrap();
+                    io.write_all(b"reply").await.unwrap();
+                    io.flush().await.unwrap();
+                    // Still inside the connection's poll: has anything reached the peer?
+                    let mut probe = [0u8; 5];
+                    let arrived = futures_probe(&mut theirs, &mut probe);
+                    let _ = tx.send(arrived);
+                },
+            );
+            corked.await;
+            assert_eq!(
+                rx.await.unwrap(),
+                !gathers,
+                "{:?}",
+                String::from_utf8_lossy(first)
+            );
+        }
+    }
+
+    /// Whether bytes are readable from `peer` right now (one poll, no waiting).
+    fn futures_probe(peer: &mut tokio::io::DuplexStream, into: &mut [u8]) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut buf = ReadBuf::new(into);
+        matches!(
+            Pin::new(peer).poll_read(&mut cx, &mut buf),
+            Poll::Ready(Ok(())) if !buf.filled().is_empty()
+        )
     }
 
     /// A peer that stops reading fills the buffer, and then writes wait: hyper sees a
