@@ -165,7 +165,7 @@ impl Proxy {
             status: CacheStatus::new(&self.node),
             upstream: None,
             host: None,
-            interim: req.extensions().get::<Interim>().cloned(),
+            interim: conn.interim.clone(),
         };
         let resp = match Arc::clone(&self).process(req, conn, now, &mut ctx).await {
             Ok(resp) => resp,
@@ -186,7 +186,7 @@ impl Proxy {
         ctx: &mut Ctx,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // === parse ===
-        let req = match self.parse(req, conn, ctx)? {
+        let req = match self.parse(req, &conn, ctx)? {
             Parsed::Request(req) => req,
             Parsed::Answered(resp) => return Ok(resp),
         };
@@ -197,7 +197,7 @@ impl Proxy {
             head,
             body,
             cc,
-        } = self.route(req, conn)?;
+        } = self.route(req, &conn)?;
         // === pass: other methods, bypass rules ===
         let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
         if !cacheable_method || resolved.bypass {

@@ -144,7 +144,7 @@ impl Proxy {
     pub(super) fn parse(
         self: &Arc<Self>,
         req: Request<RequestBody>,
-        conn: Conn,
+        conn: &Conn,
         ctx: &mut Ctx,
     ) -> Result<Parsed, ProxyError> {
         let client = conn.peer;
@@ -181,7 +181,7 @@ impl Proxy {
     /// The answer to an ACME HTTP-01 validation under way (RFC 8555 §8.3): a `GET` over
     /// plain HTTP for a token this node is answering, whatever the host. Other tokens go
     /// on to the services (an origin may answer its own).
-    fn acme_http01(&self, req: &Request<RequestBody>, conn: Conn) -> Option<Response<ProxyBody>> {
+    fn acme_http01(&self, req: &Request<RequestBody>, conn: &Conn) -> Option<Response<ProxyBody>> {
         if conn.secure || req.method() != Method::GET {
             return None;
         }
@@ -199,7 +199,7 @@ impl Proxy {
     pub(super) fn route(
         &self,
         (req, authority): (Request<RequestBody>, Authority),
-        conn: Conn,
+        conn: &Conn,
     ) -> Result<Routed, ProxyError> {
         let client = conn.peer;
         let service = Arc::clone(

@@ -30,8 +30,20 @@ pub(crate) trait Sink: Send + Sync {
 #[derive(Clone)]
 pub struct Interim {
     sink: Arc<dyn Sink>,
-    live: Arc<AtomicBool>,
-    sent: Arc<AtomicU32>,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Interim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interim")
+    }
+}
+
+/// One allocation per request: whether it is still unanswered, and how many were sent.
+#[derive(Default)]
+struct State {
+    answered: AtomicBool,
+    sent: AtomicU32,
 }
 
 /// Interim responses one request may get, and the largest passed on: an origin that
@@ -40,24 +52,23 @@ const MAX_PER_REQUEST: u32 = 8;
 const MAX_BYTES: usize = 16 * 1024;
 
 /// Ends an [`Interim`] when dropped: the request has its final response.
-pub(crate) struct Answered(Arc<AtomicBool>);
+pub(crate) struct Answered(Arc<State>);
 
 impl Drop for Answered {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.answered.store(true, Ordering::Release);
     }
 }
 
 impl Interim {
     pub(crate) fn new(sink: Arc<dyn Sink>) -> (Self, Answered) {
-        let live = Arc::new(AtomicBool::new(true));
+        let state = Arc::new(State::default());
         (
             Self {
                 sink,
-                live: Arc::clone(&live),
-                sent: Arc::default(),
+                state: Arc::clone(&state),
             },
-            Answered(live),
+            Answered(state),
         )
     }
 
@@ -66,14 +77,14 @@ impl Interim {
     /// connection's own fields. Past [`MAX_PER_REQUEST`] for this request, or larger than
     /// [`MAX_BYTES`], it is dropped.
     pub fn send(&self, status: StatusCode, headers: &HeaderMap) {
-        if !forwardable(status) || !self.live.load(Ordering::Acquire) {
+        if !forwardable(status) || self.state.answered.load(Ordering::Acquire) {
             return;
         }
         let size: usize = headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
-        if size > MAX_BYTES || self.sent.fetch_add(1, Ordering::AcqRel) >= MAX_PER_REQUEST {
+        if size > MAX_BYTES || self.state.sent.fetch_add(1, Ordering::AcqRel) >= MAX_PER_REQUEST {
             return;
         }
         let mut headers = headers.clone();

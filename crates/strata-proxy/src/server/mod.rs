@@ -66,13 +66,17 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What a handler learns about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
     /// Arrived over TLS (an `https` listener).
     pub secure: bool,
     /// The client presented a certificate that chains to the cluster CA (`tls.client_ca`).
     pub authenticated: bool,
+    /// Interim responses to this request's client, when its connection carries them
+    /// (set per request; see [`interim`]). Here rather than in the request's extensions:
+    /// an extension costs every HTTP/1.1 request an allocation.
+    pub interim: Option<Interim>,
 }
 
 /// How a listener treats its connections.
@@ -185,6 +189,7 @@ pub async fn serve<F, Fut, B>(
                         peer,
                         secure: false,
                         authenticated: false,
+                        interim: None,
                     };
                     connection(stream, conn, &config, handler, shutdown).await;
                 }
@@ -208,6 +213,7 @@ pub async fn serve<F, Fut, B>(
                                 peer,
                                 secure: true,
                                 authenticated,
+                                interim: None,
                             };
                             connection(stream, conn, &config, handler, shutdown).await;
                         }
@@ -412,19 +418,20 @@ async fn connection<S, F, Fut, B>(
     let tracker = Arc::clone(&activity);
     let alt_svc = config.alt_svc.clone();
     let mut conn = cork::cork(stream, |io, interim_sink| {
-        let svc = service_fn(move |mut req: Request<Incoming>| {
+        let svc = service_fn(move |req: Request<Incoming>| {
             let in_flight = tracker.begin();
             // HTTP/1.1 requests may get interim responses (not 1.0: RFC 9110 §15.2; not
             // h2: see `interim`).
+            let mut conn = conn_info.clone();
             let answered = (req.version() == http::Version::HTTP_11).then(|| {
                 let (interim, answered) = Interim::new(Arc::clone(&interim_sink));
-                req.extensions_mut().insert(interim);
+                conn.interim = Some(interim);
                 answered
             });
             let req = req.map(|body| body.map_err(BoxError::from).boxed());
             // Boxed: the handler's future is large, and wrapping it unboxed would copy it
             // once more per request (measured: ~5% of hot-hit throughput).
-            let fut = Box::pin(handler(req, conn_info));
+            let fut = Box::pin(handler(req, conn));
             let alt_svc = alt_svc.clone();
             async move {
                 let mut resp = fut.await?;

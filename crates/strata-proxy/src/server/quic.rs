@@ -107,6 +107,7 @@ async fn connection<F, Fut, B>(
         secure: true,
         // quinn keeps the client's certificates only once rustls verified them.
         authenticated: conn.peer_identity().is_some(),
+        interim: None,
     };
     let built = ::h3::server::builder()
         .max_field_section_size(config.max_header_bytes)
@@ -136,6 +137,7 @@ async fn connection<F, Fut, B>(
             }
         };
         let handler = handler.clone();
+        let conn_info = conn_info.clone();
         super::executor::poll_then_spawn(async move {
             let (req, stream) = match resolver.resolve_request().await {
                 Ok(resolved) => resolved,
@@ -145,7 +147,7 @@ async fn connection<F, Fut, B>(
                 }
             };
             let (mut send, recv) = stream.split();
-            let mut req = req.map(|()| {
+            let req = req.map(|()| {
                 RecvBody {
                     stream: Mutex::new(recv),
                 }
@@ -153,9 +155,12 @@ async fn connection<F, Fut, B>(
             });
             let (heads, mut interim) = tokio::sync::mpsc::channel(INTERIM_QUEUE);
             let (sink, answered) = Interim::new(Arc::new(H3Sink(heads)));
-            req.extensions_mut().insert(sink);
+            let conn = Conn {
+                interim: Some(sink),
+                ..conn_info
+            };
             // Interim responses go out as they come, until the final one is ready.
-            let mut answer = std::pin::pin!(handler(req, conn_info));
+            let mut answer = std::pin::pin!(handler(req, conn));
             let Ok(resp) = loop {
                 tokio::select! {
                     biased;
