@@ -20,7 +20,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::interim::Sink;
+use super::interim::{Gate, Sink};
 
 /// Bytes gathered before hyper has to wait for the socket.
 const GATHER: usize = 64 * 1024;
@@ -39,6 +39,8 @@ struct Inner<S> {
     waker: Option<std::task::Waker>,
     /// What the client speaks, from its first bytes.
     mode: Mode,
+    /// Which HTTP/1.1 request may get interim responses.
+    gate: Gate,
 }
 
 /// Only h2 gains from gathering (hyper flushes it per stream); HTTP/1.1 writes one response
@@ -136,6 +138,7 @@ where
             seen: [0; 4],
             len: 0,
         },
+        gate: Gate::default(),
     }));
     Corked {
         conn: Box::pin(make(
@@ -151,8 +154,19 @@ where
 /// response (hyper wrote all of it before reading this request) and before this one's;
 /// the connection's task is woken to send it.
 impl<S: Send> Sink for Mutex<Inner<S>> {
-    fn send(&self, status: http::StatusCode, headers: &http::HeaderMap) {
+    fn begin(&self) -> u64 {
+        lock(self).gate.begin()
+    }
+
+    fn end(&self, request: u64) {
+        lock(self).gate.end(request);
+    }
+
+    fn send(&self, request: u64, status: http::StatusCode, headers: &http::HeaderMap) {
         let mut inner = lock(self);
+        if !inner.gate.admit(request) {
+            return;
+        }
         inner
             .out
             .extend_from_slice(&super::interim::h1_head(status, headers));

@@ -14,23 +14,59 @@
 //!
 //! HTTP/1.0 clients never get one (RFC 9110 §15.2). An [`Interim`] goes quiet once its
 //! request has been answered, so a 1xx that arrives late (an origin's, for a fill the
-//! client stopped waiting for) never lands in front of another request's response.
+//! client stopped waiting for) never lands in front of another request's response. The
+//! per-request state lives in the connection's sink ([`Gate`]): a request costs nothing
+//! until a head is sent.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, StatusCode};
 
-/// Where a connection sends a request's interim responses.
+/// Where a connection sends a request's interim responses. Requests are numbered by the
+/// sink ([`Sink::begin`]); a head for a request that is not the one in progress, or that
+/// has its final response, or past [`MAX_PER_REQUEST`], is dropped ([`Gate`]).
 pub(crate) trait Sink: Send + Sync {
-    fn send(&self, status: StatusCode, headers: &HeaderMap);
+    fn begin(&self) -> u64;
+    fn end(&self, request: u64);
+    fn send(&self, request: u64, status: StatusCode, headers: &HeaderMap);
+}
+
+/// Which request of a connection may still get interim responses, and how many it got.
+/// Kept by each sink, so a request costs no allocation of its own.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    request: u64,
+    open: bool,
+    sent: u32,
+}
+
+impl Gate {
+    pub(crate) fn begin(&mut self) -> u64 {
+        self.request += 1;
+        self.open = true;
+        self.sent = 0;
+        self.request
+    }
+
+    pub(crate) fn end(&mut self, request: u64) {
+        if request == self.request {
+            self.open = false;
+        }
+    }
+
+    /// Whether one more head may go to `request`.
+    pub(crate) fn admit(&mut self, request: u64) -> bool {
+        let ok = self.open && request == self.request && self.sent < MAX_PER_REQUEST;
+        self.sent += u32::from(ok);
+        ok
+    }
 }
 
 /// A request's way to send interim responses, while it is being answered.
 #[derive(Clone)]
 pub struct Interim {
     sink: Arc<dyn Sink>,
-    state: Arc<State>,
+    request: u64,
 }
 
 impl std::fmt::Debug for Interim {
@@ -39,36 +75,36 @@ impl std::fmt::Debug for Interim {
     }
 }
 
-/// One allocation per request: whether it is still unanswered, and how many were sent.
-#[derive(Default)]
-struct State {
-    answered: AtomicBool,
-    sent: AtomicU32,
-}
-
 /// Interim responses one request may get, and the largest passed on: an origin that
 /// sends thousands, or huge ones, costs the client connection nothing beyond these.
 const MAX_PER_REQUEST: u32 = 8;
 const MAX_BYTES: usize = 16 * 1024;
 
 /// Ends an [`Interim`] when dropped: the request has its final response.
-pub(crate) struct Answered(Arc<State>);
+pub(crate) struct Answered {
+    sink: Arc<dyn Sink>,
+    request: u64,
+}
 
 impl Drop for Answered {
     fn drop(&mut self) {
-        self.0.answered.store(true, Ordering::Release);
+        self.sink.end(self.request);
     }
 }
 
 impl Interim {
-    pub(crate) fn new(sink: Arc<dyn Sink>) -> (Self, Answered) {
-        let state = Arc::new(State::default());
+    /// The next request on `sink`'s connection.
+    pub(crate) fn new(sink: &Arc<dyn Sink>) -> (Self, Answered) {
+        let request = sink.begin();
         (
             Self {
-                sink,
-                state: Arc::clone(&state),
+                sink: Arc::clone(sink),
+                request,
             },
-            Answered(state),
+            Answered {
+                sink: Arc::clone(sink),
+                request,
+            },
         )
     }
 
@@ -77,20 +113,20 @@ impl Interim {
     /// connection's own fields. Past [`MAX_PER_REQUEST`] for this request, or larger than
     /// [`MAX_BYTES`], it is dropped.
     pub fn send(&self, status: StatusCode, headers: &HeaderMap) {
-        if !forwardable(status) || self.state.answered.load(Ordering::Acquire) {
+        if !forwardable(status) {
             return;
         }
         let size: usize = headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
-        if size > MAX_BYTES || self.state.sent.fetch_add(1, Ordering::AcqRel) >= MAX_PER_REQUEST {
+        if size > MAX_BYTES {
             return;
         }
         let mut headers = headers.clone();
         strata_http_cache::hop_by_hop::strip_hop_by_hop(&mut headers);
         headers.remove(http::header::CONTENT_LENGTH);
-        self.sink.send(status, &headers);
+        self.sink.send(self.request, status, &headers);
     }
 }
 
@@ -119,17 +155,45 @@ pub(crate) fn h1_head(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
     out
 }
 
-/// HTTP/3: interim heads go to the request's task, which writes them on its stream.
-pub(crate) struct H3Sink(pub tokio::sync::mpsc::Sender<http::Response<()>>);
+/// HTTP/3: interim heads go to the request's task, which writes them on its stream (one
+/// sink per request stream).
+pub(crate) struct H3Sink {
+    heads: tokio::sync::mpsc::Sender<http::Response<()>>,
+    gate: Mutex<Gate>,
+}
+
+impl H3Sink {
+    pub(crate) fn new(heads: tokio::sync::mpsc::Sender<http::Response<()>>) -> Self {
+        Self {
+            heads,
+            gate: Mutex::default(),
+        }
+    }
+}
 
 impl Sink for H3Sink {
-    fn send(&self, status: StatusCode, headers: &HeaderMap) {
+    fn begin(&self) -> u64 {
+        lock(&self.gate).begin()
+    }
+
+    fn end(&self, request: u64) {
+        lock(&self.gate).end(request);
+    }
+
+    fn send(&self, request: u64, status: StatusCode, headers: &HeaderMap) {
+        if !lock(&self.gate).admit(request) {
+            return;
+        }
         let mut head = http::Response::new(());
         *head.status_mut() = status;
         *head.headers_mut() = headers.clone();
         // A client that does not read them loses hints, never the response.
-        let _ = self.0.try_send(head);
+        let _ = self.heads.try_send(head);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -138,11 +202,22 @@ mod tests {
     use std::sync::Mutex;
 
     #[derive(Default)]
-    struct Seen(Mutex<Vec<(StatusCode, HeaderMap)>>);
+    struct Seen {
+        gate: Mutex<Gate>,
+        heads: Mutex<Vec<(StatusCode, HeaderMap)>>,
+    }
 
     impl Sink for Seen {
-        fn send(&self, status: StatusCode, headers: &HeaderMap) {
-            self.0.lock().unwrap().push((status, headers.clone()));
+        fn begin(&self) -> u64 {
+            lock(&self.gate).begin()
+        }
+        fn end(&self, request: u64) {
+            lock(&self.gate).end(request);
+        }
+        fn send(&self, request: u64, status: StatusCode, headers: &HeaderMap) {
+            if lock(&self.gate).admit(request) {
+                self.heads.lock().unwrap().push((status, headers.clone()));
+            }
         }
     }
 
@@ -164,14 +239,18 @@ mod tests {
     #[test]
     fn nothing_is_sent_once_the_request_is_answered_nor_the_connections_fields() {
         let seen = Arc::new(Seen::default());
-        let (interim, answered) = Interim::new(Arc::clone(&seen) as Arc<dyn Sink>);
+        let sink = Arc::clone(&seen) as Arc<dyn Sink>;
+        let (interim, answered) = Interim::new(&sink);
         let mut h = HeaderMap::new();
         h.insert("link", "</a.js>; rel=preload".parse().unwrap());
         h.insert("connection", "close".parse().unwrap());
         interim.send(StatusCode::from_u16(103).unwrap(), &h);
         drop(answered);
         interim.send(StatusCode::from_u16(103).unwrap(), &h);
-        let seen = seen.0.lock().unwrap();
+        // Nor to the connection's next request, late.
+        let (_next, _answered) = Interim::new(&sink);
+        interim.send(StatusCode::from_u16(103).unwrap(), &h);
+        let seen = seen.heads.lock().unwrap();
         assert_eq!(seen.len(), 1);
         assert!(seen[0].1.get("connection").is_none());
         assert!(seen[0].1.get("link").is_some());
@@ -180,7 +259,8 @@ mod tests {
     #[test]
     fn an_origin_cannot_flood_a_client_with_interim_responses() {
         let seen = Arc::new(Seen::default());
-        let (interim, _answered) = Interim::new(Arc::clone(&seen) as Arc<dyn Sink>);
+        let sink = Arc::clone(&seen) as Arc<dyn Sink>;
+        let (interim, _answered) = Interim::new(&sink);
         let mut h = HeaderMap::new();
         h.insert("link", "</a.js>; rel=preload".parse().unwrap());
         for _ in 0..1000 {
@@ -188,8 +268,8 @@ mod tests {
         }
         let mut huge = HeaderMap::new();
         huge.insert("link", "x".repeat(MAX_BYTES).parse().unwrap());
-        let (big, _answered) = Interim::new(Arc::clone(&seen) as Arc<dyn Sink>);
+        let (big, _answered) = Interim::new(&sink);
         big.send(StatusCode::from_u16(103).unwrap(), &huge);
-        assert_eq!(seen.0.lock().unwrap().len(), MAX_PER_REQUEST as usize);
+        assert_eq!(seen.heads.lock().unwrap().len(), MAX_PER_REQUEST as usize);
     }
 }

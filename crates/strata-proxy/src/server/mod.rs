@@ -424,7 +424,7 @@ async fn connection<S, F, Fut, B>(
             // h2: see `interim`).
             let mut conn = conn_info.clone();
             let answered = (req.version() == http::Version::HTTP_11).then(|| {
-                let (interim, answered) = Interim::new(Arc::clone(&interim_sink));
+                let (interim, answered) = Interim::new(&interim_sink);
                 conn.interim = Some(interim);
                 answered
             });

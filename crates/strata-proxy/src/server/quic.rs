@@ -154,7 +154,8 @@ async fn connection<F, Fut, B>(
                 .boxed()
             });
             let (heads, mut interim) = tokio::sync::mpsc::channel(INTERIM_QUEUE);
-            let (sink, answered) = Interim::new(Arc::new(H3Sink(heads)));
+            let sink: Arc<dyn super::interim::Sink> = Arc::new(H3Sink::new(heads));
+            let (sink, answered) = Interim::new(&sink);
             let conn = Conn {
                 interim: Some(sink),
                 ..conn_info
