@@ -84,9 +84,7 @@ impl NodeProcess {
 
     async fn metric(&self, name: &str) -> Option<f64> {
         let (_, text) = exchange(&self.admin, "/metrics").await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
+        crate::support::metric_value(&text, &format!("{name} "))
     }
 
     /// Polls a metric (bounded: 10 s) until `want` holds.

@@ -49,20 +49,6 @@ fn tls_edge(
     (pki, node, https)
 }
 
-/// A metric's value from the node's admin listener (the first line starting with `prefix`).
-async fn metric(node: &Strata, prefix: &str) -> Option<f64> {
-    let text = exchange(
-        node.admin.expect("admin"),
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .text();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn is_hit(cache_status: &str) -> bool {
     cache_status.split(';').any(|p| p.trim() == "hit")
 }
@@ -217,10 +203,7 @@ async fn one_url_answering_5xx_never_takes_the_site_offline() {
     assert_eq!(r.status, 200, "{}", r.cache_status());
     assert_eq!(r.text(), "fine");
     // Not served by panic routing past an open breaker: it never opened.
-    assert_eq!(
-        metric(&node, "strata_origin_breaker_open{").await,
-        Some(0.0)
-    );
+    assert_eq!(node.metric("strata_origin_breaker_open{").await, Some(0.0));
 }
 
 #[tokio::test]
@@ -251,7 +234,7 @@ async fn every_origin_down_still_tries_one_instead_of_failing_closed() {
         );
     }
     assert_eq!(
-        metric(&node, "strata_origin_breaker_open{").await,
+        node.metric("strata_origin_breaker_open{").await,
         Some(1.0),
         "three URLs timing out in a row opened it"
     );
@@ -591,10 +574,7 @@ async fn slow_request_body_is_the_clients_408_and_not_the_origins_failure() {
     let r = read_response(&mut s).await.expect("an answer");
     assert_eq!(r.status, 408, "{}", r.cache_status());
     // The origin's breaker did not count it (one failure would have opened it).
-    assert_eq!(
-        metric(&node, "strata_origin_breaker_open{").await,
-        Some(0.0)
-    );
+    assert_eq!(node.metric("strata_origin_breaker_open{").await, Some(0.0));
 }
 
 // === Memory ===
@@ -782,7 +762,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
         got.len()
     );
     let closed = "strata_client_connections_closed_by_timeout_total{reason=\"send\"}";
-    assert_eq!(metric(&node, closed).await, Some(1.0));
+    assert_eq!(node.metric(closed).await, Some(1.0));
 }
 
 #[tokio::test]
@@ -810,16 +790,12 @@ async fn garbage_and_silence_on_the_tls_listener_are_cut_off_and_cost_nothing_la
             "socket {i} still open"
         );
     }
-    let errors = metric(
-        &node,
-        "strata_tls_handshakes_failed_total{reason=\"error\"}",
-    )
-    .await;
-    let timeouts = metric(
-        &node,
-        "strata_tls_handshakes_failed_total{reason=\"timeout\"}",
-    )
-    .await;
+    let errors = node
+        .metric("strata_tls_handshakes_failed_total{reason=\"error\"}")
+        .await;
+    let timeouts = node
+        .metric("strata_tls_handshakes_failed_total{reason=\"timeout\"}")
+        .await;
     assert!(errors.is_some_and(|n| n >= 2.0), "{errors:?}");
     assert!(timeouts.is_some_and(|n| n >= 2.0), "{timeouts:?}");
     // The listener still serves.

@@ -1,4 +1,5 @@
-//! What the load generators share: the latency summary they print.
+//! What the load generators share: collecting their workers, and the latency summary they
+//! print.
 
 /// The `p` quantile (0..=1) of sorted latencies.
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -20,4 +21,21 @@ pub fn print_rate(latencies: &mut [u64], errors: u64, seconds: f64) {
         percentile(latencies, 0.99),
         errors
     );
+}
+
+/// Waits for every worker (its latencies in µs, its errors), then prints the run, over the
+/// time since `started` (and at least `seconds`).
+pub async fn report(
+    tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>,
+    started: std::time::Instant,
+    seconds: u64,
+) {
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (lat, e) = t.await.expect("worker");
+        all.extend(lat);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(seconds as f64);
+    print_rate(&mut all, errors, elapsed);
 }

@@ -109,6 +109,17 @@ impl Strata {
     }
 
     /// Lines written to stderr since start (after the listening lines) containing `needle`.
+    /// A metric's value from the admin listener (the first line starting with `prefix`).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = exchange(
+            self.admin.expect("admin"),
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .text();
+        super::metric_value(&text, prefix)
+    }
+
     pub fn stderr_lines_with(&self, needle: &str) -> usize {
         self.stderr
             .lock()

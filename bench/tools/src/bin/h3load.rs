@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use strata_bench_tools::print_rate;
+use strata_bench_tools::report;
 
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
@@ -76,15 +76,7 @@ async fn run(addr: SocketAddr, sni: String, ca: String, path: String, connection
             }));
         }
     }
-    let started = Instant::now();
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (lat, e) = t.await.expect("worker");
-        all.extend(lat);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64().max(seconds as f64);
-    print_rate(&mut all, errors, elapsed);
+    report(tasks, Instant::now(), seconds).await;
 }
 
 fn main() {

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
-use strata_bench_tools::{percentile, print_rate};
+use strata_bench_tools::{percentile, report};
 
 type Sender = SendRequest<Empty<Bytes>>;
 
@@ -94,16 +94,7 @@ async fn keepalive(addr: SocketAddr, template: String, keys: u64, connections: u
             (lat, errors)
         }));
     }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (lat, e) = t.await.expect("worker");
-        all.extend(lat);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64().max(seconds as f64);
-    print_rate(&mut all, errors, elapsed);
+    report(tasks, Instant::now(), seconds).await;
 }
 
 async fn warm(addr: SocketAddr, template: String, keys: u64) {

@@ -83,6 +83,10 @@ impl Mode {
 impl<S: AsyncWrite + Unpin> Inner<S> {
     /// Sends what is gathered, then flushes if one was asked for.
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The common case on every socket operation of an HTTP/1.1 connection.
+        if self.out.is_empty() && !self.flush {
+            return Poll::Ready(Ok(()));
+        }
         while self.sent < self.out.len() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..]))?;
             if n == 0 {

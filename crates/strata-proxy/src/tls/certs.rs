@@ -62,12 +62,6 @@ impl CertTable {
             reject_unknown: section.unknown_sni == UnknownSni::Reject,
         })
     }
-
-    /// The certificate for a client naming `sni` (none: the default one), from the
-    /// configured files only.
-    pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        Selection::new(sni).pick(self, &Obtained::default())
-    }
 }
 
 /// What a handshake is answered with, by the name the client asked for: a configured
