@@ -857,3 +857,68 @@ async fn quic_connections_count_against_the_per_client_cap_and_idle_ones_are_clo
     let got = served.expect("a slot came back");
     assert_eq!(got[0].status, 200);
 }
+
+/// Established TCP connections whose local port is `port` (the origin's side of each
+/// connection to it), from the kernel's table: the test's own, since the port is.
+fn established_to(port: u16) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        n += text
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3
+                    && fields[3] == "01"
+                    && fields[1].rsplit(':').next() == Some(&format!("{port:04X}"))
+            })
+            .count();
+    }
+    n
+}
+
+#[tokio::test]
+async fn made_up_hosts_cannot_pile_up_connections_to_an_https_origin() {
+    // Requests to an https origin name the site (h2's `:authority`), one connection pool
+    // per site: a client choosing a new host on a wildcard service for every request would
+    // otherwise leave one idle origin connection per host for the pool's idle timeout.
+    let pki = TestPki::new();
+    let cert = pki.issue("origin", &["origin.test"]);
+    let origin = TestOrigin::start_tls(pki.acceptor(&cert), |_, _| {
+        Reply::ok("x").cc("no-store")
+    })
+    .await;
+    let node = Strata::edge(&format!(
+        r#"
+[listen]
+http = ["127.0.0.1:0"]
+[log]
+access = "off"
+[limits]
+upstream_tls_sites = 8
+[[service]]
+name = "site"
+hosts = ["*"]
+origins = [{{ url = "https://{}", ca_file = "{}" }}]
+"#,
+        origin.addr,
+        pki.ca_pem.display()
+    ));
+    for i in 0..40 {
+        let r = exchange(node.http, &get("/", &format!("h{i}.test"), "")).await;
+        assert_eq!(r.status, 200, "{}", r.cache_status());
+    }
+    assert_eq!(origin.count(), 40);
+    // The pools past the bound went, and their connections with them. (moka's bound may
+    // be passed by one for a moment; 40 stay open without it.)
+    let mut open = established_to(origin.addr.port());
+    for _ in 0..50 {
+        if open <= 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = established_to(origin.addr.port());
+    }
+    assert!(open <= 9, "{open} connections still open to the origin");
+}

@@ -255,7 +255,7 @@ fn https_origin_entry(url: String, verify: bool, ca: Option<&std::path::Path>) -
 }
 
 #[tokio::test]
-async fn https_origins_are_verified_by_name_and_reached_over_http1() {
+async fn https_origins_are_verified_by_name_and_reached_over_h2_when_offered() {
     let pki = TestPki::new();
     let cert = pki.issue("origin", &["origin.test"]);
     let origin = TestOrigin::start_tls(pki.acceptor(&cert), |seen, _| {
@@ -275,8 +275,20 @@ async fn https_origins_are_verified_by_name_and_reached_over_http1() {
         .await;
     let got = edge.get("/v").send().await;
     assert_eq!(got.status, StatusCode::OK);
-    // HTTP/1.1 though the origin offers h2: see `tls::origin` (`:authority` and `Host`).
-    assert_eq!(got.text(), "HTTP/1.1");
+    // The origin offers h2 and gets it, with `:authority` naming the site as `Host`
+    // does (RFC 9113 §8.3.1), not the address connected to.
+    assert_eq!(got.text(), "HTTP/2.0");
+    let seen = origin.last();
+    assert_eq!(seen.authority.as_deref(), Some("origin.test"));
+    assert_eq!(seen.header("host"), Some("origin.test"));
+    // Several misses, one connection (h2 multiplexes; a second TLS name would show).
+    for i in 0..5 {
+        assert_eq!(
+            edge.get(&format!("/m{i}")).send().await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(origin.count(), 6);
 
     // Asked as a name the certificate does not carry: refused, a 502 that says why.
     let wrong = EdgeBuilder::new(&url)
@@ -370,6 +382,83 @@ fn check_config_refuses_expired_mismatched_and_unreadable_certificates_by_key() 
     let (code, err) = check_config(&pki, "");
     assert_eq!(code, 2);
     assert!(err.contains("tls.certificate"), "{err}");
+}
+
+/// An origin that offers only HTTP/1.1 over TLS: named by its own address.
+async fn http1_tls_origin(pki: &TestPki, name: &str) -> TestOrigin {
+    let cert = pki.issue(name, &["site.test"]);
+    let mut config = (**pki.acceptor(&cert).config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let who = name.to_string();
+    TestOrigin::start_tls(
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+        move |seen, _| {
+            Reply::ok(format!(
+                "{who} {:?} {}",
+                seen.version,
+                seen.header("host").unwrap_or("-")
+            ))
+            .cc("no-store")
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn two_https_origins_of_one_site_never_share_a_connection() {
+    // Both origins serve `site.test`: requests name the site, so only the per-origin
+    // clients keep a request for one from riding a connection to the other.
+    let pki = TestPki::new();
+    let first = http1_tls_origin(&pki, "first").await;
+    let h2 = {
+        let cert = pki.issue("second", &["site.test"]);
+        TestOrigin::start_tls(pki.acceptor(&cert), |seen, _| {
+            Reply::ok(format!(
+                "second {:?} {}",
+                seen.version,
+                seen.authority.as_deref().unwrap_or("-")
+            ))
+            .cc("no-store")
+        })
+        .await
+    };
+    let (a, b) = (
+        format!("https://{}", first.addr),
+        format!("https://{}", h2.addr),
+    );
+    let edge = EdgeBuilder::new(&a)
+        .config(|c| {
+            c.services[0].origin_host = Some("site.test".into());
+            c.services[0].origins = vec![
+                https_origin_entry(a.clone(), true, Some(&pki.ca_pem)),
+                https_origin_entry(b.clone(), true, Some(&pki.ca_pem)),
+            ];
+        })
+        .start()
+        .await;
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let got = edge.get(&format!("/r{i}")).send().await;
+        assert_eq!(got.status, StatusCode::OK);
+        answers.push(got.text());
+    }
+    // Round-robin between the two, each over its own protocol, the site named in each.
+    assert_eq!(first.count(), 4, "{answers:?}");
+    assert_eq!(h2.count(), 4, "{answers:?}");
+    assert!(
+        answers.contains(&"first HTTP/1.1 site.test".to_string()),
+        "{answers:?}"
+    );
+    assert!(
+        answers.contains(&"second HTTP/2.0 site.test".to_string()),
+        "{answers:?}"
+    );
+    for answer in &answers {
+        assert!(
+            answer == "first HTTP/1.1 site.test" || answer == "second HTTP/2.0 site.test",
+            "{answers:?}"
+        );
+    }
 }
 
 #[tokio::test]

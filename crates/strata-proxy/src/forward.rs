@@ -184,7 +184,7 @@ impl Forwarder {
     ) -> Result<Request<UpstreamBody>, ProxyError> {
         let uri = out
             .origin
-            .uri_for(out.path_and_query)
+            .uri_for(out.host, out.path_and_query)
             .map_err(|_| ProxyError::Upstream(UpstreamError::BadUri))?;
         let trusted = self.trusts(head.client.ip());
         let mut headers = HeaderMap::with_capacity(head.headers.len() + 6);

@@ -80,8 +80,12 @@ impl Proxy {
         clock: Clock,
     ) -> Result<Self, String> {
         let origin_tls = crate::tls::OriginTls::from_config(config).map_err(|e| e.to_string())?;
-        let upstream = UpstreamClient::new(config.limits.upstream_connect_timeout.0, &origin_tls)
-            .map_err(|e| e.to_string())?;
+        let upstream = UpstreamClient::new(
+            config.limits.upstream_connect_timeout.0,
+            &origin_tls,
+            config.limits.upstream_tls_sites,
+        )
+        .map_err(|e| e.to_string())?;
         let timeouts = Timeouts {
             first_byte: config.limits.upstream_first_byte_timeout.0,
             idle: config.limits.upstream_idle_timeout.0,

@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 pub struct Seen {
     pub method: Method,
     pub version: http::Version,
+    /// The request target's authority (h2's `:authority`), when it had one.
+    pub authority: Option<String>,
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -250,6 +252,7 @@ async fn answer(
     let request = Seen {
         method: parts.method,
         version: parts.version,
+        authority: parts.uri.authority().map(|a| a.to_string()),
         path_and_query: parts
             .uri
             .path_and_query()

@@ -41,6 +41,10 @@ pub struct LimitsSection {
     pub max_background_fills: usize,
     /// The same, per client address: one client cannot use the node's whole budget.
     pub max_background_fills_per_client: u32,
+    /// Sites whose connections to https origins are kept (one client, with its pool, per
+    /// https origin and `Host` sent); the least recently used go, closing their idle
+    /// connections. Bounds what clients of a wildcard service can make the node hold.
+    pub upstream_tls_sites: usize,
 }
 
 impl Default for LimitsSection {
@@ -61,6 +65,7 @@ impl Default for LimitsSection {
             max_streams_per_connection: 256,
             max_background_fills: 64,
             max_background_fills_per_client: 16,
+            upstream_tls_sites: 1024,
         }
     }
 }
@@ -105,6 +110,7 @@ impl LimitsSection {
                 "limits.max_background_fills_per_client",
                 self.max_background_fills_per_client as usize,
             ),
+            ("limits.upstream_tls_sites", self.upstream_tls_sites),
         ] {
             if n == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));

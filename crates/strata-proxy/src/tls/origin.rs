@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use http::Uri;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -35,8 +34,8 @@ enum Trust {
 /// Every https origin's name and trust, from the configuration.
 #[derive(Debug, Default)]
 pub struct OriginTls {
-    /// URI authority (as the upstream request carries it) -> the name sent in SNI.
-    names: HashMap<String, ServerName<'static>>,
+    /// Origin authority, lowercase -> the origin and the name sent in SNI.
+    names: HashMap<String, (Origin, ServerName<'static>)>,
     /// SNI name -> how it is verified.
     trust: HashMap<String, Trust>,
     /// This node's certificate for the tiers (`tls.client_cert`, `tls.client_key`).
@@ -120,7 +119,7 @@ impl OriginTls {
         let name = ServerName::try_from(sni.clone())
             .map_err(|_| ConfigError::new(at, format!("'{sni}' is not a name TLS can check")))?;
         let authority = origin.authority.as_str().to_ascii_lowercase();
-        if let Some(known) = self.names.get(&authority) {
+        if let Some((_, known)) = self.names.get(&authority) {
             if *known != name {
                 return Err(ConfigError::new(
                     at,
@@ -144,12 +143,12 @@ impl OriginTls {
         if let Trust::CaFile(path) = &trust {
             load_ca(path).map_err(|why| ConfigError::new(format!("{at}.ca_file"), why))?;
         }
-        self.names.insert(authority, name);
+        self.names.insert(authority, (origin.clone(), name));
         self.trust.insert(sni, trust);
         Ok(())
     }
 
-    /// The client config for upstream connections (ALPN `http/1.1`).
+    /// The client config for upstream connections (ALPN `h2`, `http/1.1`).
     pub fn client_config(&self) -> Result<ClientConfig, ConfigError> {
         let provider = Arc::new(super::provider());
         let mut by_name = HashMap::new();
@@ -185,17 +184,16 @@ impl OriginTls {
             }
             None => config.with_no_client_auth(),
         };
-        // HTTP/1.1 only. Over h2, hyper's client takes `:authority` from the address it
-        // connects to, while Strata sends the client's `Host` (or `origin_host`): the two
-        // would differ, which RFC 9113 §8.3.1 forbids (a Strata shield answers such a
-        // request 400, as other strict servers do).
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // h2 when the origin agrees: requests carry the site as their URI's authority,
+        // so `:authority` names what `Host` does (RFC 9113 §8.3.1; see
+        // `upstream::connect`).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
 
-    /// The SNI name for each origin address, for the connector.
-    pub fn names(&self) -> OriginNames {
-        OriginNames(self.names.clone())
+    /// Every https origin (and tier) and the name it is asked for in SNI.
+    pub fn origins(&self) -> impl Iterator<Item = (&Origin, &ServerName<'static>)> {
+        self.names.values().map(|(origin, name)| (origin, name))
     }
 }
 
@@ -245,27 +243,6 @@ impl rustls::client::ResolvesClientCert for Identity {
 
     fn has_certs(&self) -> bool {
         true
-    }
-}
-
-/// The SNI name for a request's origin: its configured name, else the URI's host.
-#[derive(Debug, Clone)]
-pub struct OriginNames(HashMap<String, ServerName<'static>>);
-
-impl hyper_rustls::ResolveServerName for OriginNames {
-    fn resolve(
-        &self,
-        uri: &Uri,
-    ) -> Result<ServerName<'static>, Box<dyn std::error::Error + Sync + Send>> {
-        let authority = uri.authority().ok_or("no authority")?;
-        if let Some(name) = self.0.get(&authority.as_str().to_ascii_lowercase()) {
-            return Ok(name.clone());
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        Ok(ServerName::try_from(host.to_string())?)
     }
 }
 

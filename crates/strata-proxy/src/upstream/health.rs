@@ -55,13 +55,13 @@ pub async fn run(
 }
 
 async fn check(client: &UpstreamClient, origin: &OriginState, probe: &Probe) -> bool {
-    let Ok(uri) = origin.origin.uri_for(&probe.path) else {
-        return false;
-    };
     let host = probe
         .host
         .clone()
         .unwrap_or_else(|| origin.origin.authority.to_string());
+    let Ok(uri) = origin.origin.uri_for(&host, &probe.path) else {
+        return false;
+    };
     let Ok(host) = HeaderValue::from_str(&host) else {
         return false;
     };
@@ -79,7 +79,7 @@ async fn check(client: &UpstreamClient, origin: &OriginState, probe: &Probe) -> 
         first_byte: probe.timeout,
         idle: probe.timeout,
     };
-    match client.send(req, timeouts).await {
+    match client.send(&origin.origin, req, timeouts).await {
         Ok(resp) => {
             let ok = resp.status() == probe.expected_status;
             // Drain (bounded) so the connection can be reused.

@@ -181,7 +181,10 @@ impl Sender {
                 interim.send(head.status(), head.headers());
             });
         }
-        let sent = self.client.send(req, self.timeouts).await;
+        let sent = self
+            .client
+            .send(&hop.state.origin, req, self.timeouts)
+            .await;
         let now = self.clock.mono();
         let from = |resp| FromUpstream {
             resp,
