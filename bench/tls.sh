@@ -12,7 +12,9 @@
 #                Strata's own h2 figure;
 #   handshake-*  new TLS connections per second, one request each (`openssl s_time -www`,
 #                8 clients at once): full handshakes (`-new`) and resumed ones (`-reuse`),
-#                with an ECDSA P-256 and an RSA 2048 certificate.
+#                with an ECDSA P-256 and an RSA 2048 certificate. Also per CPU-second of
+#                the proxy (its user + system time over the run, from /proc): what one
+#                core can take, whether or not the clients could keep it busy.
 #
 # Pinning as in compare.sh: the proxy on CPU 0 (one Strata worker thread, one nginx
 # worker), the origin and the clients on CPU 1. A full handshake costs the client more
@@ -74,7 +76,7 @@ taskset -c 1 "$ORIGIN_BIN" "127.0.0.1:$ORIGIN_PORT" 2>"$WORK/origin.log" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
 
-declare -A PORT
+declare -A PORT PID
 start_pair() { # kind: starts Strata and nginx with that certificate
     local kind=$1
     local sp np
@@ -97,6 +99,7 @@ EOF
     TOKIO_WORKER_THREADS=1 taskset -c 0 "$STRATA" edge --config "$WORK/strata-$kind.toml" \
         2>"$WORK/strata-$kind.log" &
     PIDS+=($!)
+    PID[strata-$kind]=$!
     mkdir -p "$SHM/nginx-$kind" "$WORK/nginx-$kind"
     cat >"$WORK/nginx-$kind/nginx.conf" <<CONF
 user $(id -un);
@@ -133,6 +136,7 @@ http {
 CONF
     taskset -c 0 nginx -c "$WORK/nginx-$kind/nginx.conf" -e "$WORK/nginx-$kind/error.log" &
     PIDS+=($!)
+    PID[nginx-$kind]=$!
     wait_port "$sp"; wait_port "$np"
     PORT[strata-$kind]=$sp
     PORT[nginx-$kind]=$np
@@ -163,21 +167,34 @@ print(json.dumps({"rps": rps, "p50_us": lat[len(lat) // 2], "p99_us": lat[len(la
 PY
 }
 
-handshakes() { # port mode(-new|-reuse) -> json {cps}
-    local port=$1 mode=$2 total=0
+# CPU time (user + system, clock ticks) of a process and its children (nginx's worker).
+cpu_ticks() { # pid
+    local total=0 pid
+    for pid in $1 $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        total=$((total + $(awk '{print $14 + $15}' /proc/"$pid"/stat 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+handshakes() { # port mode(-new|-reuse) pid -> json {cps, per_cpu_s}
+    local port=$1 mode=$2 pid=$3 before after
+    before=$(cpu_ticks "$pid")
     for i in $(seq 1 8); do
         taskset -c 1 openssl s_time -connect "127.0.0.1:$port" "$mode" -time 5 \
             -www /obj/1k/hs >"$WORK/s_time.$i" 2>&1 &
     done
     wait
-    python3 - "$WORK"/s_time.* <<'PY'
+    after=$(cpu_ticks "$pid")
+    python3 - "$((after - before))" "$(getconf CLK_TCK)" "$WORK"/s_time.* <<'PY'
 import json, re, sys
-total = 0.0
-for f in sys.argv[1:]:
+total, connections = 0.0, 0
+for f in sys.argv[3:]:
     m = re.search(r"(\d+) connections in (\d+) real seconds", open(f).read())
     if m:
+        connections += int(m.group(1))
         total += int(m.group(1)) / max(int(m.group(2)), 1)
-print(json.dumps({"cps": total}))
+cpu_s = int(sys.argv[1]) / int(sys.argv[2])
+print(json.dumps({"cps": total, "per_cpu_s": connections / cpu_s if cpu_s else float("nan")}))
 PY
     rm -f "$WORK"/s_time.*
 }
@@ -198,8 +215,10 @@ for round in $(seq 1 "$ROUNDS"); do
         fi
         for kind in ecdsa rsa; do
             curl_warm "${PORT[$p-$kind]}" /obj/1k/hs
-            record "$p" "$round" "handshake-full-$kind" "$(handshakes "${PORT[$p-$kind]}" -new)"
-            record "$p" "$round" "handshake-resumed-$kind" "$(handshakes "${PORT[$p-$kind]}" -reuse)"
+            record "$p" "$round" "handshake-full-$kind" \
+                "$(handshakes "${PORT[$p-$kind]}" -new "${PID[$p-$kind]}")"
+            record "$p" "$round" "handshake-resumed-$kind" \
+                "$(handshakes "${PORT[$p-$kind]}" -reuse "${PID[$p-$kind]}")"
         done
     done
 done
@@ -222,6 +241,7 @@ metrics = [(s, f, l) for s in ("h2-hot-1k", "h3-hot-1k") for f, l in (("rps", "r
 for kind in ("ecdsa", "rsa"):
     for mode in ("full", "resumed"):
         metrics.append((f"handshake-{mode}-{kind}", "cps", "connections/s (one request each)"))
+        metrics.append((f"handshake-{mode}-{kind}", "per_cpu_s", "connections per proxy CPU-second"))
 for scenario, field, label in metrics:
     s, n = med("strata", scenario, field), med("nginx", scenario, field)
     ratio = f"{s / n:.2f}x" if n and n == n else "n/a"
