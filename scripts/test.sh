@@ -3,7 +3,9 @@
 # nats-server for the cluster purge and control tests, dnsutils (dig) for the DNS router
 # tests, exabgp and bird2 for the anycast test (BGP between network namespaces, as root),
 # curl, openssl and ngtcp2-client (gtlsclient) as TLS and HTTP/3 clients we did not write,
-# pebble (Let's Encrypt's test ACME CA, with pebble-challtestsrv) for automatic certificates.
+# pebble (Let's Encrypt's test ACME CA, with pebble-challtestsrv) for automatic certificates;
+# Akamai's EdgeAuth token generators from PyPI and npm (into target/test-tools) so token
+# tests check tokens made by the code customers run.
 # Everything else (origins, nodes) the suite starts itself on 127.0.0.1:0. CI's .ci/run
 # calls this.
 set -euo pipefail
@@ -18,6 +20,8 @@ command -v gtlsclient >/dev/null 2>&1 || missing+=(ngtcp2-client)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 [ -x /usr/sbin/exabgp ] || missing+=(exabgp)
 [ -x /usr/sbin/bird ] || missing+=(bird2)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]} (Debian)"
     SUDO=""
@@ -27,6 +31,17 @@ if [ ${#missing[@]} -gt 0 ]; then
         || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; }
     # The Debian packages start their daemons; the tests run their own.
     $SUDO systemctl stop bird exabgp >/dev/null 2>&1 || true
+fi
+
+TOOLS="$PWD/target/test-tools"
+if ! "$TOOLS/edgeauth-py/bin/python" -c "import akamai.edgeauth" >/dev/null 2>&1; then
+    echo "== installing akamai-edgeauth (PyPI) into $TOOLS"
+    python3 -m venv "$TOOLS/edgeauth-py"
+    "$TOOLS/edgeauth-py/bin/pip" install -q akamai-edgeauth==0.3.2
+fi
+if [ ! -f "$TOOLS/edgeauth-node/node_modules/akamai-edgeauth/package.json" ]; then
+    echo "== installing akamai-edgeauth (npm) into $TOOLS"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS/edgeauth-node" akamai-edgeauth@0.2.0
 fi
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -885,10 +885,8 @@ async fn made_up_hosts_cannot_pile_up_connections_to_an_https_origin() {
     // otherwise leave one idle origin connection per host for the pool's idle timeout.
     let pki = TestPki::new();
     let cert = pki.issue("origin", &["origin.test"]);
-    let origin = TestOrigin::start_tls(pki.acceptor(&cert), |_, _| {
-        Reply::ok("x").cc("no-store")
-    })
-    .await;
+    let origin =
+        TestOrigin::start_tls(pki.acceptor(&cert), |_, _| Reply::ok("x").cc("no-store")).await;
     let node = Strata::edge(&format!(
         r#"
 [listen]
@@ -921,4 +919,51 @@ origins = [{{ url = "https://{}", ca_file = "{}" }}]
         open = established_to(origin.addr.port());
     }
     assert!(open <= 9, "{open} connections still open to the origin");
+}
+
+#[tokio::test]
+async fn garbage_tokens_are_refused_with_403_and_the_node_keeps_serving() {
+    let origin = file_origin().await;
+    let node = edge(
+        &origin,
+        "[service.access.token]\nkeys = [\"00112233445566778899aabbccddeeff\"]\n",
+        "",
+    );
+    let huge = format!("exp=1~data={}~hmac=00", "a".repeat(6000));
+    let fields = format!("exp=1{}~hmac=00", "~x=1".repeat(1000));
+    for (token, why) in [
+        (huge.as_str(), "token-malformed"),
+        (fields.as_str(), "token-bad-signature"),
+        ("%FF%FE%00", "token-malformed"),
+        ("exp=99999999999999999999999~hmac=00", "token-malformed"),
+        ("exp=1~hmac=", "token-bad-signature"),
+        ("~~~~", "token-malformed"),
+    ] {
+        let r = exchange(
+            node.http,
+            &get(&format!("/a?__token__={token}"), "shop.test", ""),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{token:.40}");
+        assert!(
+            r.cache_status().contains(why),
+            "{token:.40}: {}",
+            r.cache_status()
+        );
+        let r = exchange(
+            node.http,
+            &get("/a", "shop.test", &format!("Cookie: __token__={token}\r\n")),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{token:.40}");
+    }
+    assert_eq!(origin.count(), 0);
+    // Nothing broke: the node answers, and a token-less path elsewhere is still refused
+    // for what it is.
+    let r = exchange(node.http, &get("/b", "shop.test", "")).await;
+    assert!(
+        r.cache_status().contains("token-missing"),
+        "{}",
+        r.cache_status()
+    );
 }

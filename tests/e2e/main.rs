@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod acme;
 mod anycast;
 mod cli;

@@ -33,6 +33,9 @@ pub enum ProxyError {
     /// The client sent its request body too slowly for the upstream to answer in time.
     #[error("request body too slow")]
     RequestBodyTimeout,
+    /// The service's or rule's access settings refused the request.
+    #[error("refused: {}", .0.detail())]
+    Refused(crate::access::Refusal),
 }
 
 /// Methods a 405 names in `Allow` (RFC 9110 §15.5.6). Other methods unknown to Strata are
@@ -55,6 +58,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Refused(r) => r.status(),
         }
     }
 
@@ -73,6 +77,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method-not-allowed".into(),
             ProxyError::BadRequestBody => "bad-request-body".into(),
             ProxyError::RequestBodyTimeout => "request-body-timeout".into(),
+            ProxyError::Refused(r) => r.detail(),
         }
     }
 
@@ -91,6 +96,11 @@ impl ProxyError {
             ProxyError::MethodNotAllowed | ProxyError::PurgeDisabled
         );
         let mut resp = crate::request::respond::text(status, text);
+        if let ProxyError::Refused(refusal) = &self {
+            if let Some((name, value)) = refusal.header() {
+                resp.headers_mut().insert(name, value);
+            }
+        }
         if allow {
             resp.headers_mut().insert(
                 http::header::ALLOW,

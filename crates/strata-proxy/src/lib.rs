@@ -3,6 +3,7 @@
 //! [`Node::start`] binds everything a [`config::NodeConfig`] asks for and returns a handle
 //! with the bound addresses (tests bind port 0) and a graceful shutdown.
 
+pub mod access;
 mod access_log;
 mod admin;
 mod body;

@@ -115,7 +115,7 @@ impl Proxy {
             strip_cdn_cache_control: config.cache.strip_cdn_cache_control,
             compression: config.cache.compression,
             peers_authenticate: config.tls.client_ca.is_some(),
-            services: Services::from_config(config)?,
+            services: Services::from_config(config, &clock)?,
             storage,
             sender: Sender {
                 client: upstream.clone(),

@@ -211,7 +211,7 @@ mod tests {
     fn services() -> Services {
         let mut c = NodeConfig::single_origin("http://127.0.0.1:1");
         c.services[0].strip_query = vec!["utm_*".into()];
-        Services::from_config(&c).unwrap()
+        Services::from_config(&c, &strata_wire::clock::Clock::system()).unwrap()
     }
 
     #[test]

@@ -8,6 +8,9 @@ use http::HeaderMap;
 use strata_http_cache::freshness::HeuristicConfig;
 use strata_http_cache::{KeyRules, PolicyConfig};
 
+use strata_wire::clock::Clock;
+
+use crate::access::Access;
 use crate::config::{HealthConfig, NodeConfig, OriginEntry, RuleConfig, ServiceConfig};
 use crate::tier::{Hop, HopKind};
 use crate::upstream::breaker::BreakerConfig;
@@ -35,6 +38,10 @@ pub struct Service {
     rules: Vec<RuleConfig>,
     /// Each rule's `early_hints` as a `103` head, none when it has none.
     hints: Vec<Option<Arc<HeaderMap>>>,
+    /// The service's access settings, and each rule's (a rule without its own takes the
+    /// service's).
+    access: Option<Arc<Access>>,
+    rule_access: Vec<Option<Arc<Access>>>,
 }
 
 /// What applies to one request path of a service.
@@ -45,6 +52,8 @@ pub struct Resolved {
     pub bypass: bool,
     /// The rule's `103 Early Hints` fields, sent before going upstream.
     pub early_hints: Option<Arc<HeaderMap>>,
+    /// Who may ask, and how often (the access phase).
+    pub access: Option<Arc<Access>>,
 }
 
 impl Service {
@@ -66,7 +75,26 @@ impl Service {
             .collect()
     }
 
-    fn from_config(c: &ServiceConfig, heuristic: HeuristicConfig) -> Result<Self, String> {
+    fn from_config(
+        c: &ServiceConfig,
+        i: usize,
+        heuristic: HeuristicConfig,
+        clock: &Clock,
+    ) -> Result<Self, String> {
+        let access = |a: &Option<crate::config::AccessConfig>, at: String| {
+            a.as_ref()
+                .map(|a| Access::from_config(a, &at, clock.clone()).map(Arc::new))
+                .transpose()
+                .map_err(|e| e.to_string())
+        };
+        let service_access = access(&c.access, format!("service[{i}].access"))?;
+        let mut rule_access = Vec::with_capacity(c.rules.len());
+        for (r, rule) in c.rules.iter().enumerate() {
+            rule_access.push(match &rule.access {
+                Some(_) => access(&rule.access, format!("service[{i}].rule[{r}].access"))?,
+                None => service_access.clone(),
+            });
+        }
         let breaker = breaker_config(&c.health);
         let mut origins = Vec::with_capacity(c.origins.len());
         for entry in &c.origins {
@@ -121,6 +149,8 @@ impl Service {
             },
             rules: c.rules.clone(),
             hints: c.rules.iter().map(early_hints).collect(),
+            access: service_access,
+            rule_access,
         })
     }
 
@@ -143,9 +173,11 @@ impl Service {
         let mut policy = self.base_policy.clone();
         let mut bypass = false;
         let mut early_hints = None;
+        let mut access = self.access.clone();
         if let Some(i) = self.rules.iter().position(|r| path.starts_with(&r.path)) {
             let rule = &self.rules[i];
             early_hints = self.hints[i].clone();
+            access = self.rule_access[i].clone();
             key_rules
                 .strip_query
                 .extend(rule.strip_query.iter().cloned());
@@ -159,6 +191,7 @@ impl Service {
             policy,
             bypass,
             early_hints,
+            access,
         }
     }
 }
@@ -196,7 +229,8 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn from_config(config: &NodeConfig) -> Result<Self, String> {
+    /// `clock`: the node's (rate limits read it).
+    pub fn from_config(config: &NodeConfig, clock: &Clock) -> Result<Self, String> {
         let heuristic = HeuristicConfig {
             fraction: config.cache.heuristic_fraction,
             max: config.cache.heuristic_max.0,
@@ -209,7 +243,7 @@ impl Services {
         };
         for (i, s) in config.services.iter().enumerate() {
             out.services
-                .push(Arc::new(Service::from_config(s, heuristic)?));
+                .push(Arc::new(Service::from_config(s, i, heuristic, clock)?));
             for host in &s.hosts {
                 let host = host.to_ascii_lowercase();
                 if host == "*" {
@@ -301,7 +335,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        Services::from_config(&c).unwrap()
+        Services::from_config(&c, &strata_wire::clock::Clock::system()).unwrap()
     }
 
     #[test]

@@ -56,6 +56,9 @@ enum Command {
     },
     /// Purge through the control plane and print each node's result.
     Purge(crate::purge_cli::PurgeArgs),
+    /// Print a URL that passes a service's EdgeAuth token or signed-URL checks, signed
+    /// with the keys in a node configuration.
+    Sign(crate::sign_cli::SignArgs),
     /// Make a running node read its configuration again (`POST /v1/reload` on its admin
     /// listener): new certificates go in service; exits 2 when the new configuration is
     /// refused (the running one stays).
@@ -252,6 +255,7 @@ pub fn run() -> ExitCode {
             }
         }),
         Command::Purge(args) => client_command(crate::purge_cli::run(args)),
+        Command::Sign(args) => crate::sign_cli::run(args),
     }
 }
 

@@ -4,6 +4,7 @@ mod cli;
 mod demo;
 mod post;
 mod purge_cli;
+mod sign_cli;
 
 use std::process::ExitCode;
 

@@ -6,6 +6,7 @@
 //! written (`#[serde(default)]` on the section), and its `check` holds what serde cannot
 //! express. [`NodeConfig::validate`] runs the checks, section by section.
 
+mod access;
 mod acme;
 mod admin;
 mod bus;
@@ -28,6 +29,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use self::access::{AccessConfig, RateLimitConfig, SignedUrlConfig, TokenConfig};
 pub use self::acme::{AcmeCertificate, AcmeSection, ChallengeKind};
 pub use self::admin::AdminSection;
 pub use self::bus::BusSection;
@@ -38,6 +40,7 @@ pub use self::hot::HotSection;
 pub use self::limits::LimitsSection;
 pub use self::listen::ListenSection;
 pub use self::log::{AccessLogTarget, LogSection};
+pub(crate) use self::names::{parse_network, valid_host_pattern};
 pub use self::node::{NodeSection, Role};
 pub use self::parents::ParentsSection;
 pub use self::purge::PurgeSection;

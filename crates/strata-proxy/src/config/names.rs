@@ -11,7 +11,7 @@ pub(super) fn is_token(s: &str) -> bool {
 }
 
 /// A host name, `*.domain`, or `*`.
-pub(super) fn valid_host_pattern(h: &str) -> bool {
+pub(crate) fn valid_host_pattern(h: &str) -> bool {
     if h == "*" {
         return true;
     }
@@ -27,7 +27,7 @@ pub(super) fn valid_host_pattern(h: &str) -> bool {
 }
 
 /// An address (`127.0.0.1`) or a network (`10.0.0.0/8`).
-pub(super) fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+pub(crate) fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("'{s}' is not an address or a network"))

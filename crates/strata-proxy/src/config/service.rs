@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::access::AccessConfig;
 use super::health::HealthConfig;
 use super::names::{check_strip_pattern, valid_host_pattern};
 use super::{ConfigError, Seconds};
@@ -64,6 +65,10 @@ pub struct ServiceConfig {
     /// through without touching the cache.
     #[serde(default)]
     pub invalidating_methods: Vec<String>,
+    /// Networks, methods, referrers, tokens or signed URLs, rate limits (see
+    /// `config::access`); a rule's `access` replaces this for its paths.
+    #[serde(default)]
+    pub access: Option<AccessConfig>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
 }
@@ -146,6 +151,9 @@ pub struct RuleConfig {
     /// connection carries interim responses (HTTP/1.1 and HTTP/3; not h2).
     #[serde(default)]
     pub early_hints: Vec<String>,
+    /// Replaces the service's `access` under this path (`access = {}` lifts it).
+    #[serde(default)]
+    pub access: Option<AccessConfig>,
 }
 
 impl RuleConfig {
@@ -180,6 +188,7 @@ impl ServiceConfig {
             lock_timeout: default_lock_timeout(),
             hit_for_pass: default_hit_for_pass(),
             invalidating_methods: Vec::new(),
+            access: None,
             rules: Vec::new(),
         }
     }
@@ -227,6 +236,10 @@ impl ServiceConfig {
         }
         for (p, pattern) in self.strip_query.iter().enumerate() {
             check_strip_pattern(pattern, || format!("service[{i}].strip_query[{p}]"))?;
+        }
+        if let Some(access) = &self.access {
+            let clock = strata_wire::clock::Clock::system();
+            crate::access::Access::from_config(access, &at("access"), clock)?;
         }
         for (r, rule) in self.rules.iter().enumerate() {
             rule.check(i, r)?;
@@ -321,6 +334,11 @@ impl RuleConfig {
                     "a Link value, such as '</app.css>; rel=preload; as=style'",
                 ));
             }
+        }
+        if let Some(access) = &self.access {
+            let clock = strata_wire::clock::Clock::system();
+            let at = format!("service[{i}].rule[{r}].access");
+            crate::access::Access::from_config(access, &at, clock)?;
         }
         Ok(())
     }

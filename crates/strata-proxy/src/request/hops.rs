@@ -357,13 +357,14 @@ impl Proxy {
         head: &Head,
         ctx: &mut Ctx,
     ) -> Option<Response<ProxyBody>> {
+        let interim = ctx.interim.get();
         let policy = SendPolicy {
             failover: true,
             url: path_hash(head.uri.path()),
             body: None,
             // Every owner down: this node serves the key itself.
             panic_routing: false,
-            interim: ctx.interim.as_ref(),
+            interim: interim.as_ref(),
         };
         let sent = self
             .sender
@@ -417,12 +418,13 @@ impl Proxy {
         // The body can be sent once, so a pass is never retried on another origin.
         let body = std::sync::Mutex::new(body);
         let hops = service.origin_hops();
+        let interim = ctx.interim.get();
         let policy = SendPolicy {
             failover: false,
             url: path_hash(head.uri.path()),
             body: progress.as_ref(),
             panic_routing: true,
-            interim: ctx.interim.as_ref(),
+            interim: interim.as_ref(),
         };
         let FromUpstream {
             resp,

@@ -5,24 +5,28 @@
 //!    canonical (400), `CDN-Loop` (508); the health endpoint and `PURGE` answered;
 //! 2. **service** (`parse.rs`): the canonical host → service, path → rule (bypass, key
 //!    rules, TTL);
-//! 3. **pass** (`hops.rs`): other methods and bypass rules go straight upstream, and a
+//! 3. **access** (`access.rs`, `crate::access`): networks, methods, referrers, tokens
+//!    and signed URLs (their parameters removed from the target), rate limits (403, 405,
+//!    429);
+//! 4. **pass** (`hops.rs`): other methods and bypass rules go straight upstream, and a
 //!    success invalidates the URI (RFC 9111 §4.4);
-//! 4. **cache key**: scheme + canonical host + path + normalised query;
-//! 5. **ring** (`lookup.rs`): a key another node of the PoP owns is forwarded to it;
-//! 6. **lookup** (`lookup.rs`): fresh hit → respond; stale within stale-while-revalidate
+//! 5. **cache key**: scheme + canonical host + path + normalised query;
+//! 6. **ring** (`lookup.rs`): a key another node of the PoP owns is forwarded to it;
+//! 7. **lookup** (`lookup.rs`): fresh hit → respond; stale within stale-while-revalidate
 //!    → respond and revalidate in the background (within the background budget);
 //!    otherwise validate or fetch;
-//! 7. **coalesce and fill** (`miss.rs`): one upstream request per object however many
+//! 8. **coalesce and fill** (`miss.rs`): one upstream request per object however many
 //!    clients miss at once (see `crate::coalesce`); the fill runs on its own task and
 //!    clients stream from it; a fill nobody waits for any more is cancelled (see
 //!    `crate::fill`);
-//! 8. **upstream** (`hops.rs`, `crate::upstream::send`): ring owner, parents, origins;
+//! 9. **upstream** (`hops.rs`, `crate::upstream::send`): ring owner, parents, origins;
 //!    breakers that never fail closed; requests built by `crate::forward::Forwarder`;
-//! 9. **respond** (`respond.rs`): `Age`, conditionals, ranges; then for every answer
-//!    `Cache-Status`, `Via`, metrics and the access log.
+//! 10. **respond** (`respond.rs`): `Age`, conditionals, ranges; then for every answer
+//!     `Cache-Status`, `Via`, metrics and the access log.
 //!
 //! [`Proxy::handle`] runs them; `process` below reads as this list.
 
+mod access;
 mod hops;
 mod lookup;
 mod miss;
@@ -36,6 +40,7 @@ pub(crate) use parse::Head;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
+use crate::server::interim::Opener;
 use crate::server::{Conn, Interim};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -61,8 +66,9 @@ struct Ctx {
     upstream: Option<String>,
     /// The canonical authority, once the parse phase has it (for the log).
     host: Option<String>,
-    /// Interim responses to the client, when its connection carries them.
-    interim: Option<Interim>,
+    /// Interim responses to the client, when its connection carries them: opened when
+    /// the request goes upstream, closed when this is dropped (the answer is ready).
+    interim: Opener,
 }
 
 impl Ctx {
@@ -165,7 +171,7 @@ impl Proxy {
             status: CacheStatus::new(&self.node),
             upstream: None,
             host: None,
-            interim: conn.interim.clone(),
+            interim: Opener::new(conn.interim.clone()),
         };
         let resp = match Arc::clone(&self).process(req, conn, now, &mut ctx).await {
             Ok(resp) => resp,
@@ -198,6 +204,8 @@ impl Proxy {
             body,
             cc,
         } = self.route(req, &conn)?;
+        // === access: networks, methods, referrers, tokens, signed URLs, rate ===
+        let head = self.access(&resolved, head, &conn, now)?;
         // === pass: other methods, bypass rules ===
         let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
         if !cacheable_method || resolved.bypass {
@@ -233,7 +241,8 @@ impl Proxy {
             key,
             stored: None,
             arrived: now,
-            interim: ctx.interim.clone(),
+            // Opened only if the request goes upstream (below).
+            interim: None,
         };
         if let Some(resp) = self.lookup(&mut req, now.wall, ctx) {
             return Ok(resp);
@@ -243,13 +252,16 @@ impl Proxy {
         }
         // === coalesce, fill, upstream ===
         self.early_hints(&req.resolved, ctx);
+        req.interim = ctx.interim.get();
         self.through_cache(req, ctx).await
     }
 
     /// The rule's `103 Early Hints`, sent as the request goes upstream.
-    fn early_hints(&self, resolved: &Resolved, ctx: &Ctx) {
-        if let (Some(interim), Some(hints)) = (&ctx.interim, &resolved.early_hints) {
-            interim.send(StatusCode::EARLY_HINTS, hints);
+    fn early_hints(&self, resolved: &Resolved, ctx: &mut Ctx) {
+        if let Some(hints) = &resolved.early_hints {
+            if let Some(interim) = ctx.interim.get() {
+                interim.send(StatusCode::EARLY_HINTS, hints);
+            }
         }
     }
 }

@@ -15,8 +15,9 @@
 //! HTTP/1.0 clients never get one (RFC 9110 §15.2). An [`Interim`] goes quiet once its
 //! request has been answered, so a 1xx that arrives late (an origin's, for a fill the
 //! client stopped waiting for) never lands in front of another request's response. The
-//! per-request state lives in the connection's sink ([`Gate`]): a request costs nothing
-//! until a head is sent.
+//! per-request state lives in the connection's sink ([`Gate`]), and a request opens it
+//! only when it goes upstream ([`Opener`]): a hit costs nothing (numbering every
+//! HTTP/1.1 request cost 4-5% of hot-hit throughput).
 
 use std::sync::{Arc, Mutex};
 
@@ -79,6 +80,29 @@ impl std::fmt::Debug for Interim {
 /// sends thousands, or huge ones, costs the client connection nothing beyond these.
 const MAX_PER_REQUEST: u32 = 8;
 const MAX_BYTES: usize = 16 * 1024;
+
+/// A request's way to its connection's sink, opened the first time something may send
+/// an interim response, and closed when the request is done with (dropped: it has its
+/// final response).
+pub(crate) struct Opener {
+    sink: Option<Arc<dyn Sink>>,
+    open: Option<(Interim, Answered)>,
+}
+
+impl Opener {
+    /// `sink`: the connection's, when it carries interim responses.
+    pub(crate) fn new(sink: Option<Arc<dyn Sink>>) -> Self {
+        Self { sink, open: None }
+    }
+
+    /// The request's [`Interim`], opened now if it was not.
+    pub(crate) fn get(&mut self) -> Option<Interim> {
+        if self.open.is_none() {
+            self.open = self.sink.as_ref().map(Interim::new);
+        }
+        self.open.as_ref().map(|(interim, _)| interim.clone())
+    }
+}
 
 /// Ends an [`Interim`] when dropped: the request has its final response.
 pub(crate) struct Answered {

@@ -73,10 +73,10 @@ pub struct Conn {
     pub secure: bool,
     /// The client presented a certificate that chains to the cluster CA (`tls.client_ca`).
     pub authenticated: bool,
-    /// Interim responses to this request's client, when its connection carries them
-    /// (set per request; see [`interim`]). Here rather than in the request's extensions:
-    /// an extension costs every HTTP/1.1 request an allocation.
-    pub interim: Option<Interim>,
+    /// Where interim responses to this request's client go, when its connection carries
+    /// them (see [`interim`]). Here rather than in the request's extensions: an extension
+    /// costs every HTTP/1.1 request an allocation.
+    pub(crate) interim: Option<Arc<dyn interim::Sink>>,
 }
 
 /// How a listener treats its connections.
@@ -423,11 +423,9 @@ async fn connection<S, F, Fut, B>(
             // HTTP/1.1 requests may get interim responses (not 1.0: RFC 9110 §15.2; not
             // h2: see `interim`).
             let mut conn = conn_info.clone();
-            let answered = (req.version() == http::Version::HTTP_11).then(|| {
-                let (interim, answered) = Interim::new(&interim_sink);
-                conn.interim = Some(interim);
-                answered
-            });
+            if req.version() == http::Version::HTTP_11 {
+                conn.interim = Some(Arc::clone(&interim_sink));
+            }
             let req = req.map(|body| body.map_err(BoxError::from).boxed());
             // Boxed: the handler's future is large, and wrapping it unboxed would copy it
             // once more per request (measured: ~5% of hot-hit throughput).
@@ -435,7 +433,6 @@ async fn connection<S, F, Fut, B>(
             let alt_svc = alt_svc.clone();
             async move {
                 let mut resp = fut.await?;
-                drop(answered);
                 if let Some(v) = alt_svc {
                     resp.headers_mut().insert(http::header::ALT_SVC, v);
                 }

@@ -19,7 +19,7 @@ use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use http_body::{Body, Frame};
 
-use super::interim::{H3Sink, Interim};
+use super::interim::H3Sink;
 use http_body_util::BodyExt;
 use strata_http_cache::hop_by_hop::strip_hop_by_hop;
 use tokio::sync::watch;
@@ -155,7 +155,6 @@ async fn connection<F, Fut, B>(
             });
             let (heads, mut interim) = tokio::sync::mpsc::channel(INTERIM_QUEUE);
             let sink: Arc<dyn super::interim::Sink> = Arc::new(H3Sink::new(heads));
-            let (sink, answered) = Interim::new(&sink);
             let conn = Conn {
                 interim: Some(sink),
                 ..conn_info
@@ -173,7 +172,6 @@ async fn connection<F, Fut, B>(
                     }
                 }
             };
-            drop(answered);
             respond(send, resp).await;
         });
     }
