@@ -56,7 +56,7 @@ async fn purge_published_on_nats_is_applied_and_acked_by_every_node() {
         e.eventually("stored", || e.proxy().storage().stats().keys == 1)
             .await;
     }
-    let control = Bus::nats(&nats.url).await.unwrap();
+    let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
     let mut sub = control.subscribe_acks().await.unwrap();
     let seq = control.publish_purge(event("p1", &["red"])).await.unwrap();
     let mut got = acks(&mut sub, 2).await;
@@ -83,7 +83,7 @@ async fn node_that_was_down_replays_the_purges_it_missed() {
             .header("surrogate-key", "k")
     })
     .await;
-    let control = Bus::nats(&nats.url).await.unwrap();
+    let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
     let mut sub = control.subscribe_acks().await.unwrap();
     let first = edge_on_bus(&origin, &nats, "edge-r").await;
     control
@@ -120,7 +120,7 @@ async fn malformed_event_is_acked_with_the_error_and_does_not_stop_the_consumer(
             .header("surrogate-key", "k")
     })
     .await;
-    let control = Bus::nats(&nats.url).await.unwrap();
+    let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
     let mut sub = control.subscribe_acks().await.unwrap();
     let _node = edge_on_bus(&origin, &nats, "edge-m").await;
     control
@@ -135,4 +135,141 @@ async fn malformed_event_is_acked_with_the_error_and_does_not_stop_the_consumer(
     );
     assert_eq!(got[1].id, "good");
     assert!(got[1].error.is_none());
+}
+
+/// A NATS server with TLS (a certificate from `pki`), a control user who may do anything
+/// and an edge user who may only read its purge consumer and send acks.
+fn secured_nats(pki: &crate::support::tls::TestPki) -> NatsServer {
+    let cert = pki.issue("nats", &["nats.test"]);
+    NatsServer::start_with(&format!(
+        r#"
+tls {{
+  cert_file: "{}"
+  key_file: "{}"
+}}
+authorization {{
+  users = [
+    {{ user: control, password: "control-secret" }}
+    {{ user: edge, password: "edge-secret", permissions: {{
+        publish: {{ allow: [
+          "$JS.API.STREAM.INFO.STRATA_PURGE",
+          "$JS.API.CONSUMER.INFO.STRATA_PURGE.*",
+          "$JS.API.CONSUMER.CREATE.STRATA_PURGE.>",
+          "$JS.API.CONSUMER.DURABLE.CREATE.STRATA_PURGE.*",
+          "$JS.API.CONSUMER.MSG.NEXT.STRATA_PURGE.*",
+          "$JS.ACK.STRATA_PURGE.>",
+          "strata.purge.acks"
+        ] }}
+        subscribe: {{ allow: ["_INBOX.>"] }}
+    }} }}
+  ]
+}}
+"#,
+        cert.cert.display(),
+        cert.key.display()
+    ))
+}
+
+fn auth(
+    user: &str,
+    password: &str,
+    ca: Option<&std::path::Path>,
+) -> strata_proxy::config::NatsAuth {
+    strata_proxy::config::NatsAuth {
+        user: Some(user.into()),
+        password: Some(password.into()),
+        ca_file: ca.map(|p| p.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_them() {
+    let pki = crate::support::tls::TestPki::new();
+    let nats = secured_nats(&pki);
+    assert!(nats.url.starts_with("tls://"), "{}", nats.url);
+    let origin = TestOrigin::fixed(|| {
+        Reply::ok("x")
+            .cc("max-age=600")
+            .header("surrogate-key", "red")
+    })
+    .await;
+    // The control plane creates the purge stream (an edge may not).
+    let control = Bus::nats(
+        &nats.url,
+        &auth("control", "control-secret", Some(&pki.ca_pem)),
+    )
+    .await
+    .unwrap();
+    let edge_auth = auth("edge", "edge-secret", Some(&pki.ca_pem));
+    let (url, node_auth) = (nats.url.clone(), edge_auth.clone());
+    let edge = crate::support::EdgeBuilder::new(&origin.url())
+        .config(move |c| {
+            c.bus.nats = Some(url);
+            c.bus.auth = node_auth;
+            c.node.name = "edge-s".into();
+        })
+        .start()
+        .await;
+    edge.get("/p").send().await;
+    edge.eventually("stored", || edge.proxy().storage().stats().keys == 1)
+        .await;
+    let mut sub = control.subscribe_acks().await.unwrap();
+    control.publish_purge(event("s1", &["red"])).await.unwrap();
+    let got = acks(&mut sub, 1).await;
+    assert_eq!(got[0].node, "edge-s");
+    edge.eventually("purged", || edge.proxy().storage().stats().keys == 0)
+        .await;
+
+    // With the edge's credentials, a purge (or anything else) cannot be published: the
+    // stream still holds one event.
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("edge".into(), "edge-secret".into())
+        .add_root_certificates(pki.ca_pem.clone())
+        .require_tls(true)
+        .connect(&nats.url)
+        .await
+        .unwrap();
+    client
+        .publish("strata.purge.events", event("forged", &["red"]))
+        .await
+        .unwrap();
+    let _ = client.flush().await;
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::new()
+            .user_and_password("control".into(), "control-secret".into())
+            .add_root_certificates(pki.ca_pem.clone())
+            .connect(&nats.url)
+            .await
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut stream = js.get_stream("STRATA_PURGE").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+
+    // A wrong password, or a server certificate nobody vouched for: the node does not
+    // start, and says why.
+    let origin_url = origin.url();
+    let refused = |a: strata_proxy::config::NatsAuth| {
+        let (url, origin_url) = (nats.url.clone(), origin_url.clone());
+        async move {
+            let mut config = crate::support::EdgeBuilder::new(&origin_url).into_config();
+            config.bus.nats = Some(url);
+            config.bus.auth = a;
+            match strata_proxy::Node::start(&config).await {
+                Ok(_) => panic!("started"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    let e = refused(auth("edge", "wrong", Some(&pki.ca_pem))).await;
+    assert!(
+        e.contains("bus") && e.to_lowercase().contains("authorization"),
+        "{e}"
+    );
+    let e = refused(auth("edge", "edge-secret", None)).await;
+    assert!(
+        e.contains("bus") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
 }

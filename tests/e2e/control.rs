@@ -156,3 +156,97 @@ async fn strata_purge_command_prints_each_node() {
         "{stdout}"
     );
 }
+
+/// The documented way to hash a token: `printf %s "$TOKEN" | sha256sum`.
+fn sha256sum(token: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_do_only_what_they_may_and_two_rotate() {
+    let nats = NatsServer::start();
+    let config = strata_control::ControlConfig::from_toml(&format!(
+        r#"
+listen = "127.0.0.1:0"
+nats = "{}"
+nodes = ["edge-a"]
+[[tokens]]
+name = "ci-old"
+sha256 = "{}"
+scopes = ["purge"]
+[[tokens]]
+name = "ci-new"
+sha256 = "{}"
+scopes = ["purge"]
+[[tokens]]
+name = "grafana"
+sha256 = "{}"
+scopes = ["read"]
+"#,
+        nats.url,
+        sha256sum("ci-old-secret"),
+        sha256sum("ci-new-secret"),
+        sha256sum("grafana-secret")
+    ))
+    .unwrap();
+    let control = strata_control::Control::start(
+        &config,
+        strata_bus::Bus::nats(&nats.url, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let purge = |token: &'static str| async move {
+        call(
+            control.addr,
+            "POST",
+            "/v1/purge",
+            Some(token),
+            r#"{"all": true}"#,
+        )
+        .await
+    };
+    // Both purge tokens work while the old one is being retired.
+    let (status, body) = purge("ci-old-secret").await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = purge("ci-new-secret").await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    // The reader may read, not purge; the purgers may follow their purge, not read health.
+    let (status, body) = purge("grafana-secret").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("grafana"),
+        "{body}"
+    );
+    let get = |path: String, token: &'static str| async move {
+        call(control.addr, "GET", &path, Some(token), "").await.0
+    };
+    assert_eq!(get("/v1/health".into(), "grafana-secret").await, 200);
+    assert_eq!(get("/metrics".into(), "grafana-secret").await, 200);
+    assert_eq!(get(format!("/v1/purge/{id}"), "grafana-secret").await, 200);
+    assert_eq!(get(format!("/v1/purge/{id}"), "ci-new-secret").await, 200);
+    assert_eq!(get("/v1/health".into(), "ci-new-secret").await, 403);
+    // The hash itself is not a token.
+    let hash: &'static str = Box::leak(sha256sum("ci-new-secret").into_boxed_str());
+    assert_eq!(purge(hash).await.0, 401);
+}

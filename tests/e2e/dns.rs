@@ -296,8 +296,10 @@ async fn an_unhealthy_pop_leaves_the_answers_within_two_probe_intervals_and_all_
     let control = Control::start(
         &ControlConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            token: "test-token-0123456789".into(),
+            token: Some("test-token-0123456789".into()),
+            tokens: Vec::new(),
             nats: "nats://embedded".into(),
+            nats_auth: Default::default(),
             nodes: [(&a1, "a1", "pop-a"), (&b1, "b1", "pop-b")]
                 .iter()
                 .map(|(e, n, p)| {

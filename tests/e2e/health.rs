@@ -23,8 +23,10 @@ async fn start_pop(origin: &TestOrigin, pop: &'static str, names: &[&str]) -> Ve
 async fn monitor(nodes: &[&Edge], bus: &Bus, health: HealthSection) -> Control {
     let config = ControlConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        token: TOKEN.into(),
+        token: Some(TOKEN.into()),
+        tokens: Vec::new(),
         nats: "nats://embedded".into(),
+        nats_auth: Default::default(),
         nodes: nodes
             .iter()
             .map(|e| {

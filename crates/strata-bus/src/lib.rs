@@ -136,9 +136,9 @@ impl Bus {
         Bus::Embedded(EmbeddedBus::default())
     }
 
-    /// Connects to NATS and makes sure the purge stream exists.
-    pub async fn nats(url: &str) -> Result<Self, BusError> {
-        Ok(Bus::Nats(Box::new(NatsBus::connect(url).await?)))
+    /// Connects to NATS with `auth` and makes sure the purge stream exists.
+    pub async fn nats(url: &str, auth: &strata_wire::config::NatsAuth) -> Result<Self, BusError> {
+        Ok(Bus::Nats(Box::new(NatsBus::connect(url, auth).await?)))
     }
 
     /// Publishes a purge event durably; returns its sequence number.

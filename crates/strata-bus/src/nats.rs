@@ -7,6 +7,8 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use tokio_stream::StreamExt;
 
+use strata_wire::config::NatsAuth;
+
 use crate::{BusError, Delivery, StreamPosition, PURGE_SUBJECT};
 
 const STREAM: &str = "STRATA_PURGE";
@@ -21,10 +23,14 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
-    pub async fn connect(url: &str) -> Result<Self, BusError> {
-        let client = async_nats::connect(url)
+    /// Connects with `auth` (credentials, and the CA the server's certificate must chain
+    /// to). A refusal (bad credentials, an unknown CA) is an error naming it.
+    pub async fn connect(url: &str, auth: &NatsAuth) -> Result<Self, BusError> {
+        let client = options(url, auth)
+            .await?
+            .connect(url)
             .await
-            .map_err(|e| BusError::Connect(e.to_string()))?;
+            .map_err(|e| BusError::Connect(format!("{url}: {e}")))?;
         let js = jetstream::new(client.clone());
         let stream = js
             .get_or_create_stream(stream::Config {
@@ -105,6 +111,39 @@ impl NatsBus {
             .await
             .map_err(|e| BusError::Subscribe(e.to_string()))
     }
+}
+
+/// The client's options for `auth`.
+async fn options(url: &str, auth: &NatsAuth) -> Result<async_nats::ConnectOptions, BusError> {
+    let fail = |what: &str, e: std::io::Error| BusError::Connect(format!("{what}: {e}"));
+    let mut opts = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(10));
+    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        opts = opts.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &auth.token {
+        opts = opts.token(token.clone());
+    }
+    if let Some(creds) = &auth.creds_file {
+        opts = opts
+            .credentials_file(creds)
+            .await
+            .map_err(|e| fail(&creds.display().to_string(), e))?;
+    }
+    if let Some(file) = &auth.nkey_file {
+        let seed =
+            std::fs::read_to_string(file).map_err(|e| fail(&file.display().to_string(), e))?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
+    if let Some(ca) = &auth.ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&auth.cert_file, &auth.key_file) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if auth.require_tls || auth.ca_file.is_some() || url.starts_with("tls://") {
+        opts = opts.require_tls(true);
+    }
+    Ok(opts)
 }
 
 pub struct Consumer {

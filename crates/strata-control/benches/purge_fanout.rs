@@ -108,8 +108,8 @@ fn main() {
             names.push(c.node.name.clone());
             nodes.push(Node::start(&c).await.expect("node"));
         }
-        let config = ControlConfig { listen: "127.0.0.1:0".parse().expect("addr"), token: TOKEN.into(), nats: url.clone(), nodes: names.into_iter().map(NodeEntry::Name).collect(), health: Default::default() };
-        let control = Control::start(&config, Bus::nats(&url).await.expect("bus")).await.expect("control");
+        let config = ControlConfig { listen: "127.0.0.1:0".parse().expect("addr"), token: Some(TOKEN.into()), tokens: Vec::new(), nats: url.clone(), nats_auth: Default::default(), nodes: names.into_iter().map(NodeEntry::Name).collect(), health: Default::default() };
+        let control = Control::start(&config, Bus::nats(&url, &Default::default()).await.expect("bus")).await.expect("control");
         let addr = control.addr;
 
         // 1. Latency, one purge at a time.

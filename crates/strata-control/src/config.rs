@@ -7,17 +7,24 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use strata_health::Thresholds;
-use strata_wire::config::{parse_toml, ConfigError, Seconds};
+use strata_wire::config::{parse_toml, ConfigError, NatsAuth, Seconds};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// API listen address.
     pub listen: SocketAddr,
-    /// Bearer token the API requires.
-    pub token: String,
-    /// NATS server URL (JetStream enabled).
+    /// A bearer token with every scope (kept for existing setups; prefer `[[tokens]]`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Hashed tokens with scopes; several at once so they can rotate.
+    #[serde(default)]
+    pub tokens: Vec<crate::tokens::TokenConfig>,
+    /// NATS server URL (JetStream enabled): `nats://` or `tls://`.
     pub nats: String,
+    /// Credentials and TLS for the NATS server (`[nats_auth]`).
+    #[serde(default)]
+    pub nats_auth: NatsAuth,
     /// Every node: expected to ack purges, and probed by the health monitor when its URL
     /// is given. A plain name (`"edge-a1"`) or `{ name, pop, url }`.
     pub nodes: Vec<NodeEntry>,
@@ -86,12 +93,11 @@ impl ControlConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let c: ControlConfig = parse_toml(text)?;
         let err = |k: &str, m: &str| ConfigError::new(k, m);
-        if c.token.len() < 16 {
-            return Err(err("token", "must be at least 16 characters"));
+        crate::tokens::Tokens::from_config(c.token.as_deref(), &c.tokens)?;
+        if !(c.nats.starts_with("nats://") || c.nats.starts_with("tls://")) {
+            return Err(err("nats", "must be a nats:// or tls:// URL"));
         }
-        if !c.nats.starts_with("nats://") {
-            return Err(err("nats", "must be a nats:// URL"));
-        }
+        c.nats_auth.check("nats_auth")?;
         if c.nodes.is_empty() {
             return Err(err("nodes", "at least one node is required"));
         }

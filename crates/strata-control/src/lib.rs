@@ -14,6 +14,9 @@
 
 pub mod config;
 pub mod health;
+pub mod tokens;
+
+use tokens::Scope;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -63,7 +66,7 @@ struct Record {
 }
 
 struct State {
-    token: String,
+    tokens: tokens::Tokens,
     nodes: Vec<String>,
     bus: Bus,
     health: health::Latest,
@@ -136,7 +139,8 @@ impl Control {
             bus.clone(),
         );
         let state = Arc::new(State {
-            token: config.token.clone(),
+            tokens: tokens::Tokens::from_config(config.token.as_deref(), &config.tokens)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
             nodes: config.nodes.iter().map(|n| n.name().to_string()).collect(),
             bus: bus.clone(),
             health: health_latest.clone(),
@@ -231,21 +235,36 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let authorized = req
+    let caller = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
-    if !authorized {
+        .and_then(|t| state.tokens.authenticate(t));
+    let Some(caller) = caller else {
         let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
         r.headers_mut()
             .insert("www-authenticate", HeaderValue::from_static("Bearer"));
         return Ok(r);
-    }
+    };
     let path = req.uri().path().to_string();
-    Ok(match (req.method().clone(), path.as_str()) {
-        (Method::POST, "/v1/purge") => post_purge(&state, req).await,
+    let method = req.method().clone();
+    let needs: &[Scope] = match (&method, path.as_str()) {
+        (&Method::POST, "/v1/purge") => &[Scope::Purge],
+        (&Method::GET, p) if p.starts_with("/v1/purge/") => &[Scope::Purge, Scope::Read],
+        _ => &[Scope::Read],
+    };
+    if !needs.iter().any(|s| caller.may(*s)) {
+        return Ok(error(
+            StatusCode::FORBIDDEN,
+            format!("the token '{}' may not do this ({needs:?})", caller.name),
+        ));
+    }
+    Ok(match (method, path.as_str()) {
+        (Method::POST, "/v1/purge") => {
+            tracing::info!(token = caller.name, "purge requested");
+            post_purge(&state, req).await
+        }
         (Method::GET, "/v1/health") => json(StatusCode::OK, &state.health.get()),
         (Method::GET, "/metrics") => {
             let mut text = String::new();
@@ -339,9 +358,4 @@ async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full
         Some(s) => json(StatusCode::ACCEPTED, &s),
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "purge record lost"),
     }
-}
-
-/// Token comparison that does not stop at the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -119,7 +119,11 @@ impl Node {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let bus = match (bus, &config.bus.nats) {
             (Some(bus), _) => Some(bus),
-            (None, Some(url)) => Some(strata_bus::Bus::nats(url).await.map_err(StartError::Bus)?),
+            (None, Some(url)) => Some(
+                strata_bus::Bus::nats(url, &config.bus.auth)
+                    .await
+                    .map_err(StartError::Bus)?,
+            ),
             (None, None) => None,
         };
         let access_log = AccessLog::start(&config.log.target())

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use strata_wire::config::{parse_toml, ConfigError, Seconds};
+use strata_wire::config::{parse_toml, ConfigError, NatsAuth, Seconds};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +49,9 @@ pub struct RouterConfig {
     /// (the demo hands the router its embedded bus instead).
     #[serde(default)]
     pub nats: Option<String>,
+    /// Credentials and TLS for the NATS server (`[nats_auth]`).
+    #[serde(default)]
+    pub nats_auth: NatsAuth,
     /// Latency assumed to a PoP a location does not list, ms.
     #[serde(default = "default_unlisted_latency")]
     pub unlisted_latency: u32,
@@ -157,10 +160,11 @@ impl RouterConfig {
             }
         }
         if let Some(n) = &self.nats {
-            if !n.starts_with("nats://") {
-                return Err(err("nats", "must be a nats:// URL"));
+            if !(n.starts_with("nats://") || n.starts_with("tls://")) {
+                return Err(err("nats", "must be a nats:// or tls:// URL"));
             }
         }
+        self.nats_auth.check("nats_auth")?;
         for (i, ns) in self.nameservers.iter().enumerate() {
             if hickory_server::proto::rr::Name::from_ascii(fqdn(&ns.name)).is_err() {
                 return Err(ConfigError::new(

@@ -99,7 +99,7 @@ impl Router {
         let bus = match (bus, &config.nats) {
             (Some(b), _) => Some(b),
             (None, Some(url)) => Some(
-                Bus::nats(url)
+                Bus::nats(url, &config.nats_auth)
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))?,
             ),

@@ -443,7 +443,7 @@ async fn run_edge(
 }
 
 async fn run_control(config: strata_control::ControlConfig) -> anyhow::Result<()> {
-    let bus = strata_bus::Bus::nats(&config.nats).await?;
+    let bus = strata_bus::Bus::nats(&config.nats, &config.nats_auth).await?;
     let control = strata_control::Control::start(&config, bus).await?;
     let stop = shutdown_signal();
     tracing::info!(addr = %control.addr, nodes = config.nodes.len(), "control plane listening");

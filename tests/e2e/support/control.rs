@@ -15,17 +15,22 @@ pub const TOKEN: &str = "test-token-0123456789";
 pub async fn purge_control(nats: &NatsServer, nodes: &[&str]) -> Control {
     let config = ControlConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        token: TOKEN.into(),
+        token: Some(TOKEN.into()),
+        tokens: Vec::new(),
         nats: nats.url.clone(),
+        nats_auth: Default::default(),
         nodes: nodes
             .iter()
             .map(|n| NodeEntry::Name(n.to_string()))
             .collect(),
         health: Default::default(),
     };
-    Control::start(&config, Bus::nats(&nats.url).await.unwrap())
-        .await
-        .unwrap()
+    Control::start(
+        &config,
+        Bus::nats(&nats.url, &Default::default()).await.unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 /// `POST /v1/purge` with [`TOKEN`].

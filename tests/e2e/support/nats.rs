@@ -27,10 +27,29 @@ fn binary() -> String {
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// With `config` (nats-server's configuration language: `tls {}`, `authorization {}`)
+    /// on top of the address, port and JetStream store given on the command line. The URL
+    /// is `tls://` when `config` has a `tls` block.
+    pub fn start_with(config: &str) -> Self {
         let dir = super::scratch_dir("nats");
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(&dir)
+            .arg(&dir);
+        if !config.is_empty() {
+            let file = dir.join("server.conf");
+            std::fs::write(&file, config).expect("nats config");
+            command.arg("-c").arg(&file);
+        }
+        let scheme = if config.contains("tls {") {
+            "tls"
+        } else {
+            "nats"
+        };
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -49,7 +68,7 @@ impl NatsServer {
             .expect("nats-server listening");
         Self {
             child,
-            url: format!("nats://{addr}"),
+            url: format!("{scheme}://{addr}"),
             dir,
         }
     }

@@ -1,6 +1,7 @@
 //! `[bus]`: how this node joins the others.
 
 use serde::Deserialize;
+use strata_wire::config::NatsAuth;
 
 use super::ConfigError;
 
@@ -10,6 +11,8 @@ pub struct BusSection {
     /// NATS server URL (`nats://127.0.0.1:4222`) with JetStream enabled. Purge events reach
     /// this node through a durable consumer named after `node.name`.
     pub nats: Option<String>,
+    /// Credentials and TLS for the NATS server (`[bus.auth]`).
+    pub auth: NatsAuth,
 }
 
 impl BusSection {
@@ -22,6 +25,6 @@ impl BusSection {
                 ));
             }
         }
-        Ok(())
+        self.auth.check("bus.auth")
     }
 }

@@ -47,7 +47,7 @@ pub use self::purge::PurgeSection;
 pub use self::ring::{PeerConfig, RingSection};
 pub use self::service::{OriginConfig, OriginEntry, RuleConfig, ServiceConfig};
 pub use self::tls::{CertificateConfig, TlsSection, UnknownSni};
-pub use strata_wire::config::{parse_size, parse_toml, ByteSize, ConfigError, Seconds};
+pub use strata_wire::config::{parse_size, parse_toml, ByteSize, ConfigError, NatsAuth, Seconds};
 
 /// The whole node configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

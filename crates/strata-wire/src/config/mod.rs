@@ -3,8 +3,10 @@
 //! Every role's configuration (node, control plane, DNS router, anycast announcer) is read
 //! with these.
 
+mod nats;
 mod units;
 
+pub use nats::NatsAuth;
 pub use units::{duration, parse_size, ByteSize, Seconds};
 
 /// A configuration error and the key path it concerns.

@@ -186,9 +186,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let control_config = ControlConfig {
         listen: args.control,
-        token: DEMO_TOKEN.into(),
+        token: Some(DEMO_TOKEN.into()),
+        tokens: Vec::new(),
         // Unused: the demo hands the control plane its embedded bus.
         nats: "nats://embedded".into(),
+        nats_auth: Default::default(),
         // Every node is probed: the health monitor feeds the DNS router.
         nodes: planned
             .iter()
@@ -318,6 +320,7 @@ fn router_config(listen: SocketAddr, planned: &[Planned]) -> RouterConfig {
         hosts: vec!["@".into(), "*".into()],
         hostmaster: None,
         nats: None,
+        nats_auth: Default::default(),
         unlisted_latency: 1000,
         degraded_penalty: 50,
         default_location: None,
