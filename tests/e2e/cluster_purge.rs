@@ -247,29 +247,73 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     let mut stream = js.get_stream("STRATA_PURGE").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
 
-    // A wrong password, or a server certificate nobody vouched for: the node does not
-    // start, and says why.
-    let origin_url = origin.url();
-    let refused = |a: strata_proxy::config::NatsAuth| {
-        let (url, origin_url) = (nats.url.clone(), origin_url.clone());
-        async move {
-            let mut config = crate::support::EdgeBuilder::new(&origin_url).into_config();
-            config.bus.nats = Some(url);
-            config.bus.auth = a;
-            match strata_proxy::Node::start(&config).await {
-                Ok(_) => panic!("started"),
-                Err(e) => e.to_string(),
-            }
-        }
-    };
-    let e = refused(auth("edge", "wrong", Some(&pki.ca_pem))).await;
-    assert!(
-        e.contains("bus") && e.to_lowercase().contains("authorization"),
-        "{e}"
+    // A wrong password, or a server certificate nobody vouched for: the node starts
+    // anyway, serves from its cache, and says it is cut off (and keeps trying).
+    for bad in [
+        auth("edge", "wrong", Some(&pki.ca_pem)),
+        auth("edge", "edge-secret", None),
+    ] {
+        let url = nats.url.clone();
+        let cut_off = crate::support::EdgeBuilder::new(&origin.url())
+            .config(move |c| {
+                c.bus.nats = Some(url);
+                c.bus.auth = bad;
+            })
+            .start()
+            .await;
+        assert_eq!(cut_off.get("/p").send().await.status, http::StatusCode::OK);
+        let metrics = cut_off.admin("/metrics").await.text();
+        assert_eq!(
+            crate::support::metric_value(&metrics, "strata_bus_connected"),
+            Some(0.0)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_nats_is_down_serves_and_joins_when_it_comes_up() {
+    let origin = TestOrigin::fixed(|| {
+        Reply::ok("x")
+            .cc("max-age=600")
+            .header("surrogate-key", "late")
+    })
+    .await;
+    // A port with nothing on it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let node_url = url.clone();
+    let edge = crate::support::EdgeBuilder::new(&origin.url())
+        .config(move |c| {
+            c.bus.nats = Some(node_url);
+            c.node.name = "edge-late".into();
+        })
+        .start()
+        .await;
+    assert_eq!(edge.get("/p").send().await.status, http::StatusCode::OK);
+    let metrics = edge.admin("/metrics").await.text();
+    assert_eq!(
+        crate::support::metric_value(&metrics, "strata_bus_connected"),
+        Some(0.0)
     );
-    let e = refused(auth("edge", "edge-secret", None)).await;
-    assert!(
-        e.contains("bus") && e.to_lowercase().contains("certificate"),
-        "{e}"
+    // NATS comes up; a purge is published before the node is back on the bus.
+    let nats = NatsServer::start_on(port);
+    assert_eq!(nats.url, url);
+    let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
+    let mut sub = control.subscribe_acks().await.unwrap();
+    control
+        .publish_purge(event("late-1", &["late"]))
+        .await
+        .unwrap();
+    let got = acks(&mut sub, 1).await;
+    assert_eq!((got[0].node.as_str(), got[0].objects), ("edge-late", 1));
+    let metrics = edge.admin("/metrics").await.text();
+    assert_eq!(
+        crate::support::metric_value(&metrics, "strata_bus_connected"),
+        Some(1.0)
     );
+    assert!(!edge.get("/p").send().await.is_hit());
 }

@@ -58,8 +58,6 @@ pub enum StartError {
     AccessLog(std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("cannot join the bus: {0}")]
-    Bus(strata_bus::BusError),
     #[error("cannot open the disk cache (cache.disk.path) {path}")]
     Disk {
         path: std::path::PathBuf,
@@ -117,13 +115,14 @@ impl Node {
         config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
+        // NATS is joined by the purge consumer's task: a server that is down or refuses
+        // the node does not keep it from serving (see `purge_consumer::BusLink`).
         let bus = match (bus, &config.bus.nats) {
-            (Some(bus), _) => Some(bus),
-            (None, Some(url)) => Some(
-                strata_bus::Bus::nats(url, &config.bus.auth)
-                    .await
-                    .map_err(StartError::Bus)?,
-            ),
+            (Some(bus), _) => Some(purge_consumer::BusLink::Ready(bus)),
+            (None, Some(url)) => Some(purge_consumer::BusLink::Nats {
+                url: url.clone(),
+                auth: Box::new(config.bus.auth.clone()),
+            }),
             (None, None) => None,
         };
         let access_log = AccessLog::start(&config.log.target())
@@ -143,7 +142,13 @@ impl Node {
                 // A NATS bus kept purges while the node was away: the disk is read only once
                 // they are applied (the purge consumer opens it). Without one, nothing can
                 // have been missed.
-                let open = !matches!(bus, Some(strata_bus::Bus::Nats(_)));
+                let open = !matches!(
+                    bus,
+                    Some(
+                        purge_consumer::BusLink::Nats { .. }
+                            | purge_consumer::BusLink::Ready(strata_bus::Bus::Nats(_))
+                    )
+                );
                 let tiers = Arc::new(TieredStorage::new(memory, opened, open));
                 (Arc::clone(&tiers) as Arc<dyn Storage>, Some(tiers))
             }

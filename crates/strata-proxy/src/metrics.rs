@@ -172,6 +172,7 @@ pub struct Metrics {
     acme_orders: Family<OutcomeLabel, Counter>,
     acme_certificate_expiry: Family<CertificateLabel, Gauge>,
     fills_cancelled: Family<ReasonLabel, Counter>,
+    bus_connected: Gauge,
 }
 
 /// Live topology state, sampled when metrics are scraped.
@@ -233,6 +234,12 @@ impl Metrics {
             "origin_first_byte_seconds",
             "Time from upstream request to response head",
             origin_first_byte.clone(),
+        );
+        let bus_connected = Gauge::default();
+        registry.register(
+            "bus_connected",
+            "1 when this node has joined the NATS bus (purges reach it), 0 while it is cut off",
+            bus_connected.clone(),
         );
         let cache_bytes = Gauge::default();
         registry.register(
@@ -366,6 +373,7 @@ impl Metrics {
             acme_orders,
             acme_certificate_expiry,
             fills_cancelled,
+            bus_connected,
             by_status,
             tier_upstream_up,
             hot_objects,
@@ -472,6 +480,11 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Whether the node is on the bus now.
+    pub fn bus_connected(&self, connected: bool) {
+        self.bus_connected.set(i64::from(connected));
     }
 
     pub fn fill_cancelled(&self, reason: &'static str) {

@@ -25,20 +25,68 @@ use crate::purge::{PurgeAck, PurgeEvent};
 /// while a replay is still under way.
 const REPLAY_POLL: Duration = Duration::from_millis(250);
 
+/// The bus a node joins: one it was given (the embedded bus of a single process), or a
+/// NATS server it connects to.
+pub enum BusLink {
+    Ready(Bus),
+    Nats {
+        url: String,
+        auth: Box<strata_wire::config::NatsAuth>,
+    },
+}
+
+/// Longest wait between two attempts to join NATS.
+const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
+
+impl BusLink {
+    /// The bus, once joined. A NATS server that is down or refuses this node's credentials
+    /// does not stop the node: it serves from its cache, says it is cut off (the log, and
+    /// `strata_bus_connected 0`), and tries again, backing off from 1 s to 30 s. `None`
+    /// when shutdown comes first.
+    async fn join(self, shutdown: &mut watch::Receiver<bool>) -> Option<Bus> {
+        let (url, auth) = match self {
+            BusLink::Ready(bus) => return Some(bus),
+            BusLink::Nats { url, auth } => (url, auth),
+        };
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match Bus::nats(&url, &auth).await {
+                Ok(bus) => {
+                    tracing::info!(%url, "joined the bus");
+                    return Some(bus);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?wait, "cut off from the bus: purges cannot reach this node; serving from cache");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return None,
+            }
+            wait = (wait * 2).min(MAX_JOIN_BACKOFF);
+        }
+    }
+}
+
 /// Runs until `shutdown` flips. `tiers`: the node's memory-over-disk storage, when it has
-/// a disk tier.
+/// a disk tier (it stays closed until the purges it missed are applied).
 pub async fn run(
     proxy: Arc<Proxy>,
-    bus: Bus,
+    link: BusLink,
     node: String,
     tiers: Option<Arc<TieredStorage>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    proxy.metrics().bus_connected(false);
+    let Some(bus) = link.join(&mut shutdown).await else {
+        return;
+    };
     let mut consumer = loop {
         match bus.purge_consumer(&node).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "purge consumer unavailable; retrying");
+                proxy.metrics().bus_connected(false);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => return,
@@ -46,6 +94,7 @@ pub async fn run(
             }
         }
     };
+    proxy.metrics().bus_connected(true);
     let mut replay = match tiers {
         Some(tiers) => {
             let Some(r) = Replay::start(tiers, &mut consumer, &mut shutdown).await else {

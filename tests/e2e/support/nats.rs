@@ -30,14 +30,29 @@ impl NatsServer {
         Self::start_with("")
     }
 
+    /// On a port chosen by the test (one a node was told about before the server ran).
+    pub fn start_on(port: u16) -> Self {
+        Self::start_at(port, "")
+    }
+
     /// With `config` (nats-server's configuration language: `tls {}`, `authorization {}`)
     /// on top of the address, port and JetStream store given on the command line. The URL
     /// is `tls://` when `config` has a `tls` block.
     pub fn start_with(config: &str) -> Self {
+        Self::start_at(0, config)
+    }
+
+    /// `port` 0: any free port.
+    fn start_at(port: u16, config: &str) -> Self {
         let dir = super::scratch_dir("nats");
         let mut command = Command::new(binary());
+        let port = if port == 0 {
+            "-1".to_string()
+        } else {
+            port.to_string()
+        };
         command
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(&dir);
         if !config.is_empty() {
             let file = dir.join("server.conf");
