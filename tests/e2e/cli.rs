@@ -349,3 +349,49 @@ fn demo_load_reports_rates_hit_ratios_per_tier_and_offload() {
     }
     assert!(stop(demo).success());
 }
+
+/// The docker-compose topology's files (deploy/compose): every configuration passes
+/// `check-config` for its role, and every file the compose file mounts exists. (No Docker
+/// daemon is needed; the images are not built here.)
+#[test]
+fn deploy_compose_files_pass_check_config() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let role: &[&str] = match path.file_name().and_then(|n| n.to_str()) {
+            Some("control.toml") => &["--control"],
+            Some("dns.toml") => &["--dns"],
+            _ => &[],
+        };
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .args(role)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 7, "control, dns, a shield and four edges");
+    let compose = std::fs::read_to_string(dir.join("docker-compose.yml")).unwrap();
+    for mount in compose
+        .split('"')
+        .filter(|s| s.starts_with("./"))
+        .map(|s| s.split(':').next().unwrap())
+    {
+        assert!(dir.join(mount).exists(), "{mount} is mounted but missing");
+    }
+    let dockerfile = dir.join("../../Dockerfile");
+    assert!(std::fs::read_to_string(dockerfile)
+        .unwrap()
+        .contains("USER nonroot"));
+}

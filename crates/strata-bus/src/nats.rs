@@ -26,9 +26,11 @@ impl NatsBus {
     /// Connects with `auth` (credentials, and the CA the server's certificate must chain
     /// to). A refusal (bad credentials, an unknown CA) is an error naming it.
     pub async fn connect(url: &str, auth: &NatsAuth) -> Result<Self, BusError> {
+        // A cluster's servers, separated by commas: tried in turn.
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
         let client = options(url, auth)
             .await?
-            .connect(url)
+            .connect(servers.as_slice())
             .await
             .map_err(|e| BusError::Connect(format!("{url}: {e}")))?;
         let js = jetstream::new(client.clone());

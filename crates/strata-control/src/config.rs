@@ -94,9 +94,7 @@ impl ControlConfig {
         let c: ControlConfig = parse_toml(text)?;
         let err = |k: &str, m: &str| ConfigError::new(k, m);
         crate::tokens::Tokens::from_config(c.token.as_deref(), &c.tokens)?;
-        if !(c.nats.starts_with("nats://") || c.nats.starts_with("tls://")) {
-            return Err(err("nats", "must be a nats:// or tls:// URL"));
-        }
+        strata_wire::config::check_nats_urls(&c.nats, "nats")?;
         c.nats_auth.check("nats_auth")?;
         if c.nodes.is_empty() {
             return Err(err("nodes", "at least one node is required"));

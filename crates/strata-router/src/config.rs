@@ -160,9 +160,7 @@ impl RouterConfig {
             }
         }
         if let Some(n) = &self.nats {
-            if !(n.starts_with("nats://") || n.starts_with("tls://")) {
-                return Err(err("nats", "must be a nats:// or tls:// URL"));
-            }
+            strata_wire::config::check_nats_urls(n, "nats")?;
         }
         self.nats_auth.check("nats_auth")?;
         for (i, ns) in self.nameservers.iter().enumerate() {

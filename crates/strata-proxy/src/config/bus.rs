@@ -8,7 +8,8 @@ use super::ConfigError;
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusSection {
-    /// NATS server URL (`nats://127.0.0.1:4222`) with JetStream enabled. Purge events reach
+    /// NATS server URL (`nats://127.0.0.1:4222`), or the servers of a cluster separated by
+    /// commas, with JetStream enabled. Purge events reach
     /// this node through a durable consumer named after `node.name`.
     pub nats: Option<String>,
     /// Credentials and TLS for the NATS server (`[bus.auth]`).
@@ -18,12 +19,7 @@ pub struct BusSection {
 impl BusSection {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.nats {
-            if !(url.starts_with("nats://") || url.starts_with("tls://")) || url.len() <= 7 {
-                return Err(ConfigError::new(
-                    "bus.nats",
-                    format!("'{url}' is not a nats:// URL"),
-                ));
-            }
+            strata_wire::config::check_nats_urls(url, "bus.nats")?;
         }
         self.auth.check("bus.auth")
     }

@@ -75,6 +75,23 @@ impl NatsAuth {
     }
 }
 
+/// Checks a NATS URL, or several separated by commas (the servers of a cluster, tried in
+/// turn), each `nats://` or `tls://`.
+pub fn check_nats_urls(urls: &str, at: &str) -> Result<(), ConfigError> {
+    for url in urls.split(',').map(str::trim) {
+        let rest = url
+            .strip_prefix("nats://")
+            .or_else(|| url.strip_prefix("tls://"));
+        if rest.is_none_or(str::is_empty) {
+            return Err(ConfigError::new(
+                at,
+                format!("'{url}' is not a nats:// or tls:// URL"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn readable(path: &Path) -> Result<(), String> {
     std::fs::File::open(path)
         .map(drop)

@@ -1,0 +1,23 @@
+# Strata in a container: a static-ish release binary on a distroless base, as a non-root user.
+#
+#   docker build -t strata .
+#   docker run --rm -p 8080:8080 strata demo --listen 0.0.0.0:8080
+#   docker compose -f deploy/compose/docker-compose.yml up    (two PoPs, a shield, NATS x3)
+#
+# The build stage compiles with the lockfile; the image holds the binary and the CA
+# certificates (for https origins and ACME) and nothing else: no shell, no package manager.
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p strata \
+    && strip target/release/strata
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/strata /usr/local/bin/strata
+# Disk cache, ACME state: mount volumes here; the nonroot user (65532) owns them.
+WORKDIR /var/lib/strata
+USER nonroot:nonroot
+EXPOSE 8080 8443/tcp 8443/udp 9901
+ENTRYPOINT ["/usr/local/bin/strata"]
+CMD ["demo"]
