@@ -285,7 +285,8 @@ async fn a_node_started_while_nats_is_down_serves_and_joins_when_it_comes_up() {
         .unwrap()
         .port();
     let url = format!("nats://127.0.0.1:{port}");
-    let node_url = url.clone();
+    // A cluster's seed list, one of which never answers.
+    let node_url = format!("nats://127.0.0.1:1,{url}");
     let edge = crate::support::EdgeBuilder::new(&origin.url())
         .config(move |c| {
             c.bus.nats = Some(node_url);
