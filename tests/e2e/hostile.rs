@@ -967,3 +967,67 @@ async fn garbage_tokens_are_refused_with_403_and_the_node_keeps_serving() {
         r.cache_status()
     );
 }
+
+#[tokio::test]
+async fn past_its_upstream_capacity_a_node_sheds_misses_and_keeps_serving_hits() {
+    // Misses under /slow/ take the origin 2 s: two of them fill the node's upstream slots.
+    let origin = TestOrigin::start(|req, _| {
+        let reply = Reply::ok(format!("body of {}", req.path())).cc("max-age=600");
+        if req.path().starts_with("/slow/") {
+            reply.delay(Duration::from_secs(2))
+        } else {
+            reply
+        }
+    })
+    .await;
+    let node = edge(
+        &origin,
+        "",
+        "[limits]\nmax_upstream_requests = 2\nshed_queue_timeout = \"300ms\"\n",
+    );
+    let warm = exchange(node.http, &get("/hit", "shop.test", "")).await;
+    assert_eq!(warm.status, 200);
+    let http = node.http;
+    let slow: Vec<_> = ["/slow/a", "/slow/b"]
+        .into_iter()
+        .map(|p| tokio::spawn(async move { exchange(http, &get(p, "shop.test", "")).await }))
+        .collect();
+    // Both slots taken (the origin has both requests).
+    for _ in 0..100 {
+        if origin.count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.count(), 3);
+    // A third miss queues, then is shed: 503, come back in a second, and why.
+    let shed = exchange(node.http, &get("/slow/c", "shop.test", "")).await;
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert!(
+        shed.cache_status().contains("overloaded"),
+        "{}",
+        shed.cache_status()
+    );
+    // Meanwhile hits, the health check and the admin API answer as ever.
+    let hit = exchange(node.http, &get("/hit", "shop.test", "")).await;
+    assert!(is_hit(&hit.cache_status()), "{}", hit.cache_status());
+    let health = exchange(
+        node.http,
+        &get("/.well-known/strata/health", "shop.test", ""),
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        node.metric("strata_shed_requests_total{reason=\"queue\"}")
+            .await,
+        Some(1.0)
+    );
+    // The slow ones finish; the next miss goes through.
+    for s in slow {
+        assert_eq!(s.await.unwrap().status, 200);
+    }
+    let after = exchange(node.http, &get("/slow/c", "shop.test", "")).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(origin.count(), 4);
+}

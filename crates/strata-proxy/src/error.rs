@@ -51,6 +51,7 @@ impl ProxyError {
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
             ProxyError::OnlyIfCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Overloaded) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::PurgeDisabled => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PurgeForbidden => StatusCode::FORBIDDEN,
@@ -96,6 +97,13 @@ impl ProxyError {
             ProxyError::MethodNotAllowed | ProxyError::PurgeDisabled
         );
         let mut resp = crate::request::respond::text(status, text);
+        if self == ProxyError::Upstream(UpstreamError::Overloaded) {
+            // Shed: come back in a moment (the queue drains in about a second).
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
         if let ProxyError::Refused(refusal) = &self {
             if let Some((name, value)) = refusal.header() {
                 resp.headers_mut().insert(name, value);

@@ -23,6 +23,7 @@ pub mod reload;
 mod request;
 mod server;
 mod service;
+mod shed;
 mod throttled_log;
 mod tier;
 pub mod tls;
@@ -281,6 +282,10 @@ impl Node {
         if let Some(acme) = acme {
             tasks.spawn(acme.run(shutdown_rx.clone()));
         }
+        tasks.spawn(
+            Arc::clone(&proxy.sender.shedder)
+                .watch_lag(Arc::clone(proxy.metrics()), shutdown_rx.clone()),
+        );
         if let Some(bus) = bus {
             tasks.spawn(purge_consumer::run(
                 Arc::clone(&proxy),

@@ -173,6 +173,9 @@ pub struct Metrics {
     acme_certificate_expiry: Family<CertificateLabel, Gauge>,
     fills_cancelled: Family<ReasonLabel, Counter>,
     bus_connected: Gauge,
+    shed: Family<ReasonLabel, Counter>,
+    event_loop_lag: Gauge<f64, AtomicU64>,
+    upstream_in_flight: Gauge,
 }
 
 /// Live topology state, sampled when metrics are scraped.
@@ -234,6 +237,24 @@ impl Metrics {
             "origin_first_byte_seconds",
             "Time from upstream request to response head",
             origin_first_byte.clone(),
+        );
+        let shed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "shed_requests",
+            "Upstream requests shed because the node was past its capacity, by reason",
+            shed.clone(),
+        );
+        let event_loop_lag = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "event_loop_lag_seconds",
+            "How late a 10 ms timer fired, last sample",
+            event_loop_lag.clone(),
+        );
+        let upstream_in_flight = Gauge::default();
+        registry.register(
+            "upstream_requests_in_flight",
+            "Upstream requests waiting for their response head (limits.max_upstream_requests)",
+            upstream_in_flight.clone(),
         );
         let bus_connected = Gauge::default();
         registry.register(
@@ -374,6 +395,9 @@ impl Metrics {
             acme_certificate_expiry,
             fills_cancelled,
             bus_connected,
+            shed,
+            event_loop_lag,
+            upstream_in_flight,
             by_status,
             tier_upstream_up,
             hot_objects,
@@ -480,6 +504,20 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    pub fn shed(&self, reason: &'static str) {
+        self.shed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The load figures the shedder decides on, sampled every 10 ms.
+    pub fn load(&self, lag: Duration, upstream_in_flight: usize) {
+        self.event_loop_lag.set(lag.as_secs_f64());
+        self.upstream_in_flight.set(upstream_in_flight as i64);
     }
 
     /// Whether the node is on the bus now.

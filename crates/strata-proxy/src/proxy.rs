@@ -122,6 +122,11 @@ impl Proxy {
                 timeouts,
                 metrics: Arc::clone(&metrics),
                 clock: clock.clone(),
+                shedder: crate::shed::Shedder::new(
+                    config.limits.max_upstream_requests,
+                    config.limits.shed_queue_timeout.0,
+                    config.limits.shed_loop_lag.0,
+                ),
             },
             forwarder: Forwarder::new(&config.node.name, carriers.clone(), allowed),
             upstream,

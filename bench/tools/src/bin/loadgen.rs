@@ -6,6 +6,12 @@
 //!     template is replaced with a random key in 0..<keys>. Reports requests/s and latency.
 //! loadgen warm <addr> <path-template> <keys>
 //!     Requests every key once (8 connections), so later runs are all hits.
+//! loadgen rate <addr> <path-template> <keys> <requests-per-second> <seconds> <max-connections>
+//!     Open loop: a request every 1/<rate> s whatever the answers do (a keep-alive connection
+//!     from a pool, a new one when none is free, up to <max-connections>; past that the
+//!     request counts as dropped). `{i}` takes the request's number modulo <keys> (distinct
+//!     keys: misses). Latency runs from when the request was due. Reports counts by status
+//!     (200, 503, other, failed, dropped) and p50/p99 of the 200s and of everything answered.
 //! loadgen herd <addr> <path> <clients> <read-bytes>
 //!     Opens <clients> connections first, then sends one request on each at the same moment.
 //!     Reads up to <read-bytes> of each body. Reports latency to the full read and the unix
@@ -163,6 +169,109 @@ async fn herd(addr: SocketAddr, path: String, clients: usize, read_bytes: usize)
     );
 }
 
+/// One open-loop run's outcomes.
+#[derive(Default)]
+struct Outcomes {
+    ok: Vec<u64>,
+    answered: Vec<u64>,
+    shed: u64,
+    other: u64,
+    failed: u64,
+    dropped: u64,
+}
+
+async fn rate(addr: SocketAddr, template: String, keys: u64, per_second: f64, seconds: u64, max_connections: usize) {
+    let period = Duration::from_secs_f64(1.0 / per_second);
+    let pool: Arc<std::sync::Mutex<Vec<Sender>>> = Arc::default();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let outcomes: Arc<std::sync::Mutex<Outcomes>> = Arc::default();
+    let started = Instant::now();
+    let total = (per_second * seconds as f64) as u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..total {
+        let due = started + period.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (pool, open, outcomes) = (Arc::clone(&pool), Arc::clone(&open), Arc::clone(&outcomes));
+        let path = path_for(&template, n % keys.max(1));
+        tasks.spawn(async move {
+            let pooled = pool.lock().unwrap().pop();
+            let mut sender = match pooled {
+                Some(s) => s,
+                None if open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < max_connections => {
+                    match TcpStream::connect(addr).await {
+                        Ok(stream) => {
+                            let _ = stream.set_nodelay(true);
+                            match handshake(TokioIo::new(stream)).await {
+                                Ok((sender, conn)) => {
+                                    tokio::spawn(async move {
+                                        let _ = conn.await;
+                                    });
+                                    sender
+                                }
+                                Err(_) => {
+                                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                                    outcomes.lock().unwrap().failed += 1;
+                                    return;
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            outcomes.lock().unwrap().failed += 1;
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    outcomes.lock().unwrap().dropped += 1;
+                    return;
+                }
+            };
+            let result = get(&mut sender, &path, usize::MAX).await;
+            let took = due.elapsed().as_micros() as u64;
+            let mut o = outcomes.lock().unwrap();
+            match result {
+                Ok((status, _)) => {
+                    o.answered.push(took);
+                    match status {
+                        200 => o.ok.push(took),
+                        503 => o.shed += 1,
+                        _ => o.other += 1,
+                    }
+                    drop(o);
+                    pool.lock().unwrap().push(sender);
+                }
+                Err(_) => {
+                    o.failed += 1;
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    // Stragglers get up to a minute after the last request was due.
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let unanswered = tasks.len() as u64;
+    let mut o = outcomes.lock().unwrap();
+    o.ok.sort_unstable();
+    o.answered.sort_unstable();
+    println!(
+        "{{\"sent\":{total},\"ok\":{},\"shed\":{},\"other\":{},\"failed\":{},\"dropped\":{},\"unanswered\":{unanswered},\"ok_p50_us\":{},\"ok_p99_us\":{},\"all_p99_us\":{},\"connections\":{}}}",
+        o.ok.len(),
+        o.shed,
+        o.other,
+        o.failed,
+        o.dropped,
+        percentile(&o.ok, 0.50),
+        percentile(&o.ok, 0.99),
+        percentile(&o.answered, 0.99),
+        open.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| panic!("missing argument {i}; see the file's doc comment"));
@@ -172,6 +281,14 @@ fn main() {
         "keepalive" => rt.block_on(keepalive(addr, arg(3), arg(4).parse().unwrap(), arg(5).parse().unwrap(), arg(6).parse().unwrap())),
         "warm" => rt.block_on(warm(addr, arg(3), arg(4).parse().unwrap())),
         "herd" => rt.block_on(herd(addr, arg(3), arg(4).parse().unwrap(), arg(5).parse().unwrap())),
+        "rate" => rt.block_on(rate(
+            addr,
+            arg(3),
+            arg(4).parse().unwrap(),
+            arg(5).parse().unwrap(),
+            arg(6).parse().unwrap(),
+            arg(7).parse().unwrap(),
+        )),
         other => panic!("unknown mode {other}"),
     }
 }

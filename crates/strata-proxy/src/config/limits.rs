@@ -45,6 +45,13 @@ pub struct LimitsSection {
     /// https origin and `Host` sent); the least recently used go, closing their idle
     /// connections. Bounds what clients of a wildcard service can make the node hold.
     pub upstream_tls_sites: usize,
+    /// Upstream requests (misses, passes, revalidations, ring hops) waiting for their
+    /// response head at once, node-wide; past it they queue, then are shed (503).
+    pub max_upstream_requests: usize,
+    /// How long a request queues for an upstream slot before it is shed.
+    pub shed_queue_timeout: Seconds,
+    /// Event-loop lag past which new upstream requests are shed at once.
+    pub shed_loop_lag: Seconds,
 }
 
 impl Default for LimitsSection {
@@ -66,6 +73,9 @@ impl Default for LimitsSection {
             max_background_fills: 64,
             max_background_fills_per_client: 16,
             upstream_tls_sites: 1024,
+            max_upstream_requests: 4096,
+            shed_queue_timeout: Seconds(Duration::from_secs(1)),
+            shed_loop_lag: Seconds(Duration::from_millis(500)),
         }
     }
 }
@@ -111,6 +121,7 @@ impl LimitsSection {
                 self.max_background_fills_per_client as usize,
             ),
             ("limits.upstream_tls_sites", self.upstream_tls_sites),
+            ("limits.max_upstream_requests", self.max_upstream_requests),
         ] {
             if n == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));

@@ -119,6 +119,9 @@ pub enum UpstreamError {
     /// Every client waiting for this fill left before the answer came.
     #[error("cancelled")]
     Cancelled,
+    /// The node is past its capacity: the request was shed (see `crate::shed`).
+    #[error("overloaded")]
+    Overloaded,
 }
 
 impl UpstreamError {

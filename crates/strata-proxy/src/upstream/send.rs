@@ -79,6 +79,8 @@ pub struct Sender {
     /// The node's clock: breakers decide on it. (Exchange latency for metrics is
     /// measured on the system's.)
     pub clock: Clock,
+    /// Upstream admission: past the node's capacity, requests are shed here.
+    pub shedder: Arc<crate::shed::Shedder>,
 }
 
 // === impl Sender ===
@@ -92,6 +94,14 @@ impl Sender {
         policy: SendPolicy<'_>,
         build: impl Fn(&Hop) -> Result<Request<UpstreamBody>, ProxyError>,
     ) -> Result<FromUpstream, ProxyError> {
+        // Held until a response head comes back (or every hop failed).
+        let _admitted = match self.shedder.admit().await {
+            Ok(permit) => permit,
+            Err(shed) => {
+                self.metrics.shed(shed.reason());
+                return Err(ProxyError::Upstream(UpstreamError::Overloaded));
+            }
+        };
         let mut last = UpstreamError::Unavailable;
         let mut server_error: Option<FromUpstream> = None;
         // Whether some origin's breaker let the request through (whatever came of it):
