@@ -365,6 +365,28 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
+/// An ACL token under the hex key `key_hex` (tests of this module and the phase's).
+#[cfg(test)]
+pub(crate) fn test_acl_token(key_hex: &str, acl: &str, exp: u64, id: Option<&str>) -> String {
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(key_hex.as_bytes())
+        .unwrap();
+    Generate {
+        key: &hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+        salt: None,
+        start: None,
+        exp,
+        acl: Some(acl),
+        url: None,
+        ip: None,
+        id,
+        data: None,
+        escape_early: false,
+    }
+    .token()
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,20 +405,7 @@ mod tests {
     }
 
     fn acl_token(acl: &str, exp: u64) -> String {
-        Generate {
-            key: &key(),
-            salt: None,
-            start: None,
-            exp,
-            acl: Some(acl),
-            url: None,
-            ip: None,
-            id: Some("viewer-7"),
-            data: None,
-            escape_early: false,
-        }
-        .token()
-        .unwrap()
+        test_acl_token(KEY, acl, exp, Some("viewer-7"))
     }
 
     fn present<'a>(token: &'a str, path: &'a str, now: u64) -> Presented<'a> {

@@ -513,21 +513,7 @@ mod tests {
     }
 
     fn token(acl: &str, exp: u64) -> String {
-        let bytes = data_encoding::HEXLOWER.decode(KEY.as_bytes()).unwrap();
-        edgeauth::Generate {
-            key: &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
-            salt: None,
-            start: None,
-            exp,
-            acl: Some(acl),
-            url: None,
-            ip: None,
-            id: None,
-            data: None,
-            escape_early: false,
-        }
-        .token()
-        .unwrap()
+        edgeauth::test_acl_token(KEY, acl, exp, None)
     }
 
     #[test]
