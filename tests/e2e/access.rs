@@ -230,7 +230,11 @@ async fn strata_sign_makes_urls_the_edge_accepts_and_either_key_of_two_works() {
         ..AccessConfig::default()
     };
     // The node after rotation: the new key first, the old one still accepted.
-    let edge = edge_with(&origin, signed(&["new-secret", "old-secret"])).await;
+    let edge = edge_with(
+        &origin,
+        signed(&["new-secret-0123456789", "old-secret-0123456789"]),
+    )
+    .await;
     let dir = crate::support::scratch_dir("sign");
     let sign = |keys: &str, path: &str, ttl: &str| {
         let file = dir.join(format!("{}.toml", keys.len()));
@@ -264,7 +268,7 @@ async fn strata_sign_makes_urls_the_edge_accepts_and_either_key_of_two_works() {
         let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
         url.strip_prefix("http://files.test").unwrap().to_string()
     };
-    let by_new = sign("\"new-secret\"", "/f/a.bin?v=2", "1h");
+    let by_new = sign("\"new-secret-0123456789\"", "/f/a.bin?v=2", "1h");
     let got = edge.get(&by_new).send().await;
     assert_eq!(
         got.status,
@@ -273,11 +277,11 @@ async fn strata_sign_makes_urls_the_edge_accepts_and_either_key_of_two_works() {
         got.cache_status()
     );
     assert_eq!(got.text(), "/f/a.bin?v=2");
-    let by_old = sign("\"old-secret\"", "/f/a.bin?v=2", "10m");
+    let by_old = sign("\"old-secret-0123456789\"", "/f/a.bin?v=2", "10m");
     assert!(edge.get(&by_old).send().await.is_hit());
     assert_eq!(origin.count(), 1);
 
-    let by_other = sign("\"someone-else\"", "/f/a.bin?v=2", "1h");
+    let by_other = sign("\"someone-else-0123456789\"", "/f/a.bin?v=2", "1h");
     let got = edge.get(&by_other).send().await;
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     assert!(
@@ -293,7 +297,7 @@ async fn strata_sign_makes_urls_the_edge_accepts_and_either_key_of_two_works() {
         .cache_status()
         .contains("token-bad-signature"));
     // Signed for longer than the node accepts (max_lifetime: a day).
-    let forever = sign("\"new-secret\"", "/f/a.bin", "400d");
+    let forever = sign("\"new-secret-0123456789\"", "/f/a.bin", "400d");
     let got = edge.get(&forever).send().await;
     assert!(
         got.cache_status().contains("token-too-long-lived"),
@@ -429,4 +433,51 @@ async fn rate_limits_answer_429_with_retry_after_per_bucket() {
         StatusCode::OK
     );
     assert_eq!(edge.get("/r").send().await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_checks_are_about_the_client_it_forwarded_for() {
+    let origin = echo_origin().await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(|c| {
+            c.forwarding.trusted_proxies = vec!["127.0.0.0/8".into()];
+            c.services[0].access = Some(AccessConfig {
+                deny: vec!["192.0.2.0/24".into()],
+                rate_limit: Some(RateLimitConfig {
+                    requests_per_second: 0.1,
+                    burst: Some(1),
+                    key: "client".into(),
+                }),
+                ..AccessConfig::default()
+            });
+        })
+        .start()
+        .await;
+    // The load balancer (127.0.0.1) says which client it forwards for.
+    let got = edge
+        .get("/a")
+        .header("x-forwarded-for", "192.0.2.9")
+        .send()
+        .await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    assert!(got.cache_status().contains("access-denied-network"));
+    // Two clients behind it have a bucket each; the proxy is not one client.
+    let first = edge
+        .get("/a")
+        .header("x-forwarded-for", "198.51.100.1")
+        .send()
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+    let again = edge
+        .get("/a")
+        .header("x-forwarded-for", "198.51.100.1")
+        .send()
+        .await;
+    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
+    let other = edge
+        .get("/a")
+        .header("x-forwarded-for", "203.0.113.5, 198.51.100.2")
+        .send()
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
 }

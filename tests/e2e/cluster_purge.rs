@@ -141,7 +141,8 @@ async fn malformed_event_is_acked_with_the_error_and_does_not_stop_the_consumer(
 }
 
 /// A NATS server with TLS (a certificate from `pki`), a control user who may do anything
-/// and an edge user who may only read its purge consumer and send acks.
+/// and a user for the node `edge-s` who may only read its own purge consumer and send
+/// acks (docs/deploy.md's per-node permissions).
 fn secured_nats(pki: &crate::support::tls::TestPki) -> NatsServer {
     let cert = pki.issue("nats", &["nats.test"]);
     NatsServer::start_with(&format!(
@@ -153,14 +154,14 @@ tls {{
 authorization {{
   users = [
     {{ user: control, password: "control-secret" }}
-    {{ user: edge, password: "edge-secret", permissions: {{
+    {{ user: edge-s, password: "edge-secret", permissions: {{
         publish: {{ allow: [
           "$JS.API.STREAM.INFO.STRATA_PURGE",
-          "$JS.API.CONSUMER.INFO.STRATA_PURGE.*",
-          "$JS.API.CONSUMER.CREATE.STRATA_PURGE.>",
-          "$JS.API.CONSUMER.DURABLE.CREATE.STRATA_PURGE.*",
-          "$JS.API.CONSUMER.MSG.NEXT.STRATA_PURGE.*",
-          "$JS.ACK.STRATA_PURGE.>",
+          "$JS.API.CONSUMER.INFO.STRATA_PURGE.edge-s",
+          "$JS.API.CONSUMER.CREATE.STRATA_PURGE.edge-s",
+          "$JS.API.CONSUMER.DURABLE.CREATE.STRATA_PURGE.edge-s",
+          "$JS.API.CONSUMER.MSG.NEXT.STRATA_PURGE.edge-s",
+          "$JS.ACK.STRATA_PURGE.edge-s.>",
           "strata.purge.acks"
         ] }}
         subscribe: {{ allow: ["_INBOX.>"] }}
@@ -204,7 +205,7 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     )
     .await
     .unwrap();
-    let edge_auth = auth("edge", "edge-secret", Some(&pki.ca_pem));
+    let edge_auth = auth("edge-s", "edge-secret", Some(&pki.ca_pem));
     let (url, node_auth) = (nats.url.clone(), edge_auth.clone());
     let edge = crate::support::EdgeBuilder::new(&origin.url())
         .config(move |c| {
@@ -227,7 +228,7 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     // With the edge's credentials, a purge (or anything else) cannot be published: the
     // stream still holds one event.
     let client = async_nats::ConnectOptions::new()
-        .user_and_password("edge".into(), "edge-secret".into())
+        .user_and_password("edge-s".into(), "edge-secret".into())
         .add_root_certificates(pki.ca_pem.clone())
         .require_tls(true)
         .connect(&nats.url)
@@ -253,8 +254,8 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     // A wrong password, or a server certificate nobody vouched for: the node starts
     // anyway, serves from its cache, and says it is cut off (and keeps trying).
     for bad in [
-        auth("edge", "wrong", Some(&pki.ca_pem)),
-        auth("edge", "edge-secret", None),
+        auth("edge-s", "wrong", Some(&pki.ca_pem)),
+        auth("edge-s", "edge-secret", None),
     ] {
         let url = nats.url.clone();
         let cut_off = crate::support::EdgeBuilder::new(&origin.url())

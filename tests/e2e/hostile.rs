@@ -1031,3 +1031,26 @@ async fn past_its_upstream_capacity_a_node_sheds_misses_and_keeps_serving_hits()
     assert_eq!(after.status, 200);
     assert_eq!(origin.count(), 4);
 }
+
+#[tokio::test]
+async fn dot_segments_cannot_walk_around_a_rule_or_an_acl() {
+    // `/public/../private/x` matches a rule for `/public/` here, and is `/private/x` at an
+    // origin that resolves it: refused before any rule, access check or key sees it.
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "");
+    for path in [
+        "/public/../private/x",
+        "/public/%2e%2e/private/x",
+        "/public/%2E%2e/private/x",
+        "/public/./x",
+    ] {
+        let r = exchange(node.http, &get(path, "shop.test", "")).await;
+        assert_eq!(r.status, 400, "{path}");
+        assert!(
+            r.cache_status().contains("dot segment"),
+            "{path}: {}",
+            r.cache_status()
+        );
+    }
+    assert_eq!(origin.count(), 0);
+}

@@ -131,7 +131,28 @@ impl Subscription {
     }
 }
 
+/// A NATS URL (or list) fit for a log: user info (`user:password@`) removed.
+pub fn redacted(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+            }
+            _ => url.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Bus {
+    /// Whether this process is on the bus now (the embedded bus always is).
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Bus::Embedded(_) => true,
+            Bus::Nats(b) => b.is_connected(),
+        }
+    }
+
     pub fn embedded() -> Self {
         Bus::Embedded(EmbeddedBus::default())
     }
@@ -199,5 +220,23 @@ impl Delivery {
             payload: msg.payload.clone(),
             acker: Acker::Nats(Box::new(msg)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_logs_carry_no_password() {
+        assert_eq!(
+            redacted("nats://u:secret@10.0.0.1:4222"),
+            "nats://10.0.0.1:4222"
+        );
+        assert_eq!(
+            redacted("tls://a:4222,nats://u:p@b:4222"),
+            "tls://a:4222,nats://b:4222"
+        );
+        assert_eq!(redacted("nats://a:4222"), "nats://a:4222");
     }
 }

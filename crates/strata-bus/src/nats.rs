@@ -32,7 +32,7 @@ impl NatsBus {
             .await?
             .connect(servers.as_slice())
             .await
-            .map_err(|e| BusError::Connect(format!("{url}: {e}")))?;
+            .map_err(|e| BusError::Connect(format!("{}: {e}", crate::redacted(url))))?;
         let js = jetstream::new(client.clone());
         let stream = js
             .get_or_create_stream(stream::Config {
@@ -45,6 +45,11 @@ impl NatsBus {
             .await
             .map_err(|e| BusError::Connect(e.to_string()))?;
         Ok(Self { client, js, stream })
+    }
+
+    /// Whether the client is connected now (it reconnects by itself after a loss).
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     pub async fn publish(&self, payload: Bytes) -> Result<u64, BusError> {

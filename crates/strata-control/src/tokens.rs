@@ -54,6 +54,11 @@ impl Caller<'_> {
     pub fn may(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
+
+    /// Every scope (the plain `token`, or a hashed one given them all).
+    pub fn may_all(&self) -> bool {
+        ALL.iter().all(|s| self.may(*s))
+    }
 }
 
 // === impl Tokens ===

@@ -38,7 +38,7 @@ use crate::upstream::{Origin, UpstreamBody, UpstreamError};
 
 pub const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");

@@ -52,7 +52,7 @@ impl BusLink {
         loop {
             match Bus::nats(&url, &auth).await {
                 Ok(bus) => {
-                    tracing::info!(%url, "joined the bus");
+                    tracing::info!(url = %strata_bus::redacted(&url), "joined the bus");
                     return Some(bus);
                 }
                 Err(e) => {
@@ -64,6 +64,30 @@ impl BusLink {
                 _ = shutdown.changed() => return None,
             }
             wait = (wait * 2).min(MAX_JOIN_BACKOFF);
+        }
+    }
+}
+
+/// Keeps `strata_bus_connected` true to the client's state once joined: the client
+/// reconnects by itself, and purges missed meanwhile are replayed by the durable consumer.
+async fn watch_connection(bus: Bus, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let mut was = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = bus.is_connected();
+        if now != was {
+            if now {
+                tracing::info!("back on the bus");
+            } else {
+                tracing::error!(
+                    "cut off from the bus: purges cannot reach this node; serving from cache"
+                );
+            }
+            proxy.metrics().bus_connected(now);
+            was = now;
         }
     }
 }
@@ -95,6 +119,11 @@ pub async fn run(
         }
     };
     proxy.metrics().bus_connected(true);
+    tokio::spawn(watch_connection(
+        bus.clone(),
+        Arc::clone(&proxy),
+        shutdown.clone(),
+    ));
     let mut replay = match tiers {
         Some(tiers) => {
             let Some(r) = Replay::start(tiers, &mut consumer, &mut shutdown).await else {

@@ -14,6 +14,10 @@ use ring::hmac;
 
 use super::TokenError;
 
+/// Shortest key accepted, bytes: an empty or tiny key (an unset template variable) would
+/// let anyone sign.
+pub const MIN_KEY_BYTES: usize = 8;
+
 /// Longest token looked at; a longer one is refused unread.
 pub const MAX_TOKEN: usize = 4096;
 
@@ -82,8 +86,15 @@ impl Verifier {
             .map(|(i, hex)| {
                 data_encoding::HEXLOWER_PERMISSIVE
                     .decode(hex.as_bytes())
+                    .ok()
+                    .filter(|bytes| bytes.len() >= MIN_KEY_BYTES)
                     .map(|bytes| hmac::Key::new(algorithm.ring(), &bytes))
-                    .map_err(|_| format!("key {i} is not an even number of hex digits"))
+                    .ok_or_else(|| {
+                        format!(
+                            "key {i} must be at least {} hex digits (an even number)",
+                            2 * MIN_KEY_BYTES
+                        )
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
@@ -310,6 +321,10 @@ impl<'a> Token<'a> {
                     once(t.id.is_some())?;
                     t.id = Some(value);
                 }
+                // Never sent: `url` and `salt` are appended by the verifier, and `hmac`
+                // comes last. A token carrying one is forged (`url=/x~acl=/*` inside a
+                // path-token's signed text would turn it into a token for every path).
+                "url" | "salt" | "hmac" => return Err(TokenError::Malformed),
                 // `data` and fields unknown here are covered by the HMAC and not read.
                 _ => {}
             }
@@ -447,15 +462,22 @@ mod tests {
             v.check(&present(&widened, "/x", 1)),
             Err(TokenError::BadSignature)
         );
-        let other =
-            Verifier::new(&["00ff".into()], Algorithm::Sha256, None, 0, None, false).unwrap();
+        let other = Verifier::new(
+            &["00ff00ff00ff00ff".into()],
+            Algorithm::Sha256,
+            None,
+            0,
+            None,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             other.check(&present(&t, "/videos/a", 1)),
             Err(TokenError::BadSignature)
         );
         // Rotation: either key of two in service opens it.
         let both = Verifier::new(
-            &["00ff".into(), KEY.into()],
+            &["00ff00ff00ff00ff".into(), KEY.into()],
             Algorithm::Sha256,
             None,
             0,
@@ -464,6 +486,29 @@ mod tests {
         )
         .unwrap();
         assert!(both.check(&present(&t, "/videos/a", 1)).is_ok());
+    }
+
+    #[test]
+    fn a_path_token_for_a_crafted_path_cannot_become_an_acl_token() {
+        // A customer signs a path token for a path an attacker chose: `~`, `=` and `*` are
+        // legal in paths. Its signed text then reads like an ACL token's.
+        let v = verifier();
+        let crafted = "/u/x~acl=/*";
+        let t = Generate {
+            url: Some(crafted),
+            acl: None,
+            id: None,
+            ..gen(&key(), 1000)
+        }
+        .token()
+        .unwrap();
+        let exp = t.split('~').next().unwrap();
+        let hmac = t.rsplit_once("~hmac=").unwrap().1;
+        let forged = format!("{exp}~url={crafted}~hmac={hmac}");
+        assert_eq!(
+            v.check(&present(&forged, "/private/file", 5)),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]
@@ -542,6 +587,9 @@ mod tests {
             "acl~hmac=00",
             "exp=1~hmac=zz",
             "exp=99999999999999999999999~hmac=00",
+            "exp=1~url=/x~hmac=00",
+            "exp=1~salt=s~hmac=00",
+            "exp=1~hmac=00~hmac=00",
         ] {
             assert_eq!(
                 v.check(&present(bad, "/", 1)),

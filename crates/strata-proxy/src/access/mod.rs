@@ -4,9 +4,10 @@
 //!
 //! The credentials (the token's query parameter, the signature's) are removed from the
 //! request here: the cache key and the origin request never see them, so one copy of a
-//! protected object serves every viewer. Requests from this node's ring peers and trusted
-//! proxies were checked by the node the client reached and are not checked again (their
-//! credentials were removed there).
+//! protected object serves every viewer. Requests from this node's ring peers were checked
+//! by the node the client reached and are not checked again (their credentials were removed
+//! there). Behind a trusted proxy (`forwarding.trusted_proxies`, a load balancer) the checks
+//! are about the client it forwarded for (`X-Forwarded-For`), not the proxy.
 
 pub mod edgeauth;
 pub mod rate;
@@ -563,7 +564,7 @@ mod tests {
     fn signed_urls_are_checked_and_their_parameters_removed() {
         let c = AccessConfig {
             signed_urls: Some(SignedUrlConfig {
-                keys: vec!["new".into(), "old".into()],
+                keys: vec!["new-key-0123456789".into(), "old-key-0123456789".into()],
                 expires_param: "expires".into(),
                 signature_param: "signature".into(),
                 leeway: crate::config::Seconds(Duration::ZERO),
@@ -572,7 +573,7 @@ mod tests {
             ..AccessConfig::default()
         };
         let access = Access::from_config(&c, "a", Clock::system()).unwrap();
-        let sig = signed_url::sign("old", "/f.bin", 100);
+        let sig = signed_url::sign("old-key-0123456789", "/f.bin", 100);
         let uri: Uri = format!("/f.bin?expires=100&signature={sig}&v=3")
             .parse()
             .unwrap();

@@ -55,7 +55,7 @@ impl Limit {
         if !(per_second.is_finite() && per_second > 0.0) {
             return Err("must be a number above 0".into());
         }
-        let period = Duration::from_secs_f64(1.0 / per_second);
+        let period = Duration::try_from_secs_f64(1.0 / per_second).map_err(|_| "too low a rate")?;
         let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
         let quota = Quota::with_period(period)
             .ok_or("too high a rate")?

@@ -10,6 +10,9 @@ use ring::hmac;
 
 use super::TokenError;
 
+/// Shortest secret accepted.
+pub const MIN_KEY_LEN: usize = 16;
+
 /// How a service's signed URLs are checked.
 pub struct Verifier {
     keys: Vec<hmac::Key>,
@@ -32,6 +35,10 @@ impl Verifier {
     ) -> Result<Self, String> {
         if keys.is_empty() {
             return Err("at least one key is needed".into());
+        }
+        if let Some(i) = keys.iter().position(|k| k.len() < MIN_KEY_LEN) {
+            // An empty or tiny key (an unset template variable) would let anyone sign.
+            return Err(format!("key {i} must be at least {MIN_KEY_LEN} characters"));
         }
         Ok(Self {
             keys: keys
@@ -135,8 +142,8 @@ mod tests {
 
     #[test]
     fn a_signed_url_opens_its_path_until_it_expires() {
-        let v = verifier(&["new"]);
-        let q = query("new", "/v/a.mp4", 100);
+        let v = verifier(&["new-key-0123456789"]);
+        let q = query("new-key-0123456789", "/v/a.mp4", 100);
         assert_eq!(v.check("/v/a.mp4", Some(&q), 100), Ok(()));
         assert_eq!(v.check("/v/a.mp4", Some(&q), 101), Err(TokenError::Expired));
         assert_eq!(
@@ -152,18 +159,22 @@ mod tests {
 
     #[test]
     fn two_keys_in_service_for_rotation() {
-        let v = verifier(&["new", "old"]);
-        assert!(v.check("/p", Some(&query("old", "/p", 9)), 1).is_ok());
-        assert!(v.check("/p", Some(&query("new", "/p", 9)), 1).is_ok());
+        let v = verifier(&["new-key-0123456789", "old-key-0123456789"]);
+        assert!(v
+            .check("/p", Some(&query("old-key-0123456789", "/p", 9)), 1)
+            .is_ok());
+        assert!(v
+            .check("/p", Some(&query("new-key-0123456789", "/p", 9)), 1)
+            .is_ok());
         assert_eq!(
-            v.check("/p", Some(&query("other", "/p", 9)), 1),
+            v.check("/p", Some(&query("other-key-0123456789", "/p", 9)), 1),
             Err(TokenError::BadSignature)
         );
     }
 
     #[test]
     fn missing_doubled_or_garbled_parameters() {
-        let v = verifier(&["k"]);
+        let v = verifier(&["k-key-0123456789"]);
         assert_eq!(v.check("/p", None, 1), Err(TokenError::Missing));
         assert_eq!(v.check("/p", Some("a=1"), 1), Err(TokenError::Missing));
         for bad in [
@@ -184,11 +195,20 @@ mod tests {
 
     #[test]
     fn far_future_expiry_is_refused_when_a_longest_lifetime_is_set() {
-        let v = Verifier::new(&["k".into()], "expires", "signature", 0, Some(3600)).unwrap();
+        let v = Verifier::new(
+            &["k-key-0123456789".into()],
+            "expires",
+            "signature",
+            0,
+            Some(3600),
+        )
+        .unwrap();
         assert_eq!(
-            v.check("/p", Some(&query("k", "/p", 10_000)), 1),
+            v.check("/p", Some(&query("k-key-0123456789", "/p", 10_000)), 1),
             Err(TokenError::TooLongLived)
         );
-        assert!(v.check("/p", Some(&query("k", "/p", 3601)), 1).is_ok());
+        assert!(v
+            .check("/p", Some(&query("k-key-0123456789", "/p", 3601)), 1)
+            .is_ok());
     }
 }

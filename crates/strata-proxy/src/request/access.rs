@@ -1,6 +1,7 @@
 //! The access phase: the service's or rule's access settings (see [`crate::access`]),
 //! after the service is known and before the cache.
 
+use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
 use strata_wire::clock::Now;
@@ -8,11 +9,41 @@ use strata_wire::clock::Now;
 use super::parse::Head;
 use crate::access::Asking;
 use crate::error::ProxyError;
+use crate::forward::X_FORWARDED_FOR;
 use crate::proxy::Proxy;
 use crate::server::Conn;
 use crate::service::Resolved;
 
 impl Proxy {
+    /// The client the checks are about: the connection's peer, or behind a trusted proxy
+    /// (a load balancer in `forwarding.trusted_proxies`) the address it forwarded for: the
+    /// rightmost `X-Forwarded-For` entry that is not itself trusted. An entry that is not
+    /// an address ends the walk (the last trusted hop answers for it).
+    fn asking_client(&self, head: &Head) -> IpAddr {
+        let mut client = head.client.ip();
+        if !self.forwarder.trusts(client) {
+            return client;
+        }
+        let hops: Vec<&str> = head
+            .headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.into_iter().rev() {
+            let Ok(ip) = hop.parse::<IpAddr>() else {
+                break;
+            };
+            client = ip;
+            if !self.forwarder.trusts(ip) {
+                break;
+            }
+        }
+        client
+    }
+
     /// Checks `head` against `resolved.access`; the request to go on with, without its
     /// credentials. A ring peer's request was checked by the node its client reached,
     /// which removed the credentials: it is not checked again.
@@ -26,10 +57,11 @@ impl Proxy {
         let Some(access) = &resolved.access else {
             return Ok(head);
         };
-        let client = head.client.ip();
-        if self.tier.is_peer(client) && (!self.peers_authenticate || conn.authenticated) {
+        let peer = head.client.ip();
+        if self.tier.is_peer(peer) && (!self.peers_authenticate || conn.authenticated) {
             return Ok(head);
         }
+        let client = self.asking_client(&head);
         let admitted = access
             .check(&Asking {
                 client,

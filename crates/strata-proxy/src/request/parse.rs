@@ -126,6 +126,21 @@ pub fn authority<B>(req: &Request<B>, secure: bool) -> Result<Authority, ProxyEr
     }
 }
 
+/// RFC 3986 §5.2.4: `.` and `..` segments are resolved by clients before they send a
+/// target. One that arrives with them (raw, or percent-encoded as `%2e`) names a path
+/// other than the one rules, access checks and cache keys would see, once the origin
+/// resolves it (`/public/../private/x` is `/private/x` to nginx and most servers). 400.
+pub fn check_path(path: &str) -> Result<(), ProxyError> {
+    let dots = path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    });
+    if dots {
+        return Err(ProxyError::BadRequest("dot segment in path"));
+    }
+    Ok(())
+}
+
 /// Methods answered here rather than forwarded: `CONNECT` (a tunnel through a reverse
 /// proxy to whatever the client names) and `TRACE` (echoes request fields, cookies
 /// included, back to a script that asks). 405 with `Allow`.
@@ -153,6 +168,7 @@ impl Proxy {
             return Err(ProxyError::UriTooLong);
         }
         check_method(req.method())?;
+        check_path(req.uri().path())?;
         if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
             ctx.status.fwd = Some(Fwd::Bypass);
             ctx.status.detail = Some("health".into());
@@ -262,6 +278,31 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3986_5_2_4_dot_segments_are_refused_raw_or_encoded() {
+        for bad in [
+            "/public/../private/x",
+            "/a/./b",
+            "/..",
+            "/a/%2e%2e/b",
+            "/a/%2E./b",
+            "/a/.%2e",
+            "/a/%2e",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "/",
+            "/a/b",
+            "/a/.well-known/x",
+            "/a/..b/c",
+            "/a/b.../c",
+            "/%2e%2ex",
+        ] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
 
     fn req(uri: &str, hosts: &[&str], version: Version) -> Request<()> {
         let mut b = Request::builder().uri(uri).version(version);
