@@ -16,6 +16,7 @@ fn entry(origin: &TestOrigin, priority: u32, weight: u32) -> OriginEntry {
         max_connections: None,
         tls_verify: true,
         ca_file: None,
+        http2: true,
     })
 }
 

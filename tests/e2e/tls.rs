@@ -251,6 +251,7 @@ fn https_origin_entry(url: String, verify: bool, ca: Option<&std::path::Path>) -
         max_connections: None,
         tls_verify: verify,
         ca_file: ca.map(|p| p.to_path_buf()),
+        http2: true,
     })
 }
 
@@ -289,6 +290,20 @@ async fn https_origins_are_verified_by_name_and_reached_over_h2_when_offered() {
         );
     }
     assert_eq!(origin.count(), 6);
+
+    // `http2 = false`: the same origin, reached over HTTP/1.1.
+    let h1 = EdgeBuilder::new(&url)
+        .config(|c| {
+            c.services[0].origin_host = Some("origin.test".into());
+            let mut entry = https_origin_entry(url.clone(), true, Some(&pki.ca_pem));
+            if let OriginEntry::Detailed(d) = &mut entry {
+                d.http2 = false;
+            }
+            c.services[0].origins = vec![entry];
+        })
+        .start()
+        .await;
+    assert_eq!(h1.get("/v1").send().await.text(), "HTTP/1.1");
 
     // Asked as a name the certificate does not carry: refused, a 502 that says why.
     let wrong = EdgeBuilder::new(&url)

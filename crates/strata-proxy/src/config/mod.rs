@@ -276,6 +276,7 @@ mod tests {
                 max_connections: None,
                 tls_verify: true,
                 ca_file: None,
+                http2: true,
             })
         );
         let bad = text.replace("weight = 3", "weight = 0");

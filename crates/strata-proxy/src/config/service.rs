@@ -121,6 +121,11 @@ pub struct OriginConfig {
     /// `https` origins: a PEM bundle of the CAs to trust instead of the system's.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// `https` origins: offer h2 in ALPN (the default). `false` keeps the origin on
+    /// HTTP/1.1 connections: for origins that allow few concurrent h2 streams (one h2
+    /// connection per site carries every request; hyper opens no second one).
+    #[serde(default = "super::yes")]
+    pub http2: bool,
 }
 
 /// A per-path rule. The first rule whose prefix matches the path applies.

@@ -34,8 +34,9 @@ enum Trust {
 /// Every https origin's name and trust, from the configuration.
 #[derive(Debug, Default)]
 pub struct OriginTls {
-    /// Origin authority, lowercase -> the origin and the name sent in SNI.
-    names: HashMap<String, (Origin, ServerName<'static>)>,
+    /// Origin authority, lowercase -> the origin, the name sent in SNI, and whether h2 is
+    /// offered to it.
+    names: HashMap<String, (Origin, ServerName<'static>, bool)>,
     /// SNI name -> how it is verified.
     trust: HashMap<String, Trust>,
     /// This node's certificate for the tiers (`tls.client_cert`, `tls.client_key`).
@@ -63,12 +64,16 @@ impl OriginTls {
                     }
                     OriginEntry::Url(_) => Trust::SystemRoots,
                 };
+                let h2 = match entry {
+                    OriginEntry::Detailed(d) => d.http2,
+                    OriginEntry::Url(_) => true,
+                };
                 let sni = service
                     .origin_host
                     .as_deref()
                     .map(host_without_port)
                     .unwrap_or_else(|| origin.authority.host().to_string());
-                tls.add(&at, &origin, &sni, trust)?;
+                tls.add(&at, &origin, &sni, trust, h2)?;
             }
         }
         // The tiers: verified against the cluster CA when there is one (ring peers need it:
@@ -94,7 +99,7 @@ impl OriginTls {
             if origin.scheme == http::uri::Scheme::HTTPS {
                 let sni = origin.authority.host().to_string();
                 let trust = cluster.clone().unwrap_or(Trust::SystemRoots);
-                tls.add(&at, &origin, &sni, trust)?;
+                tls.add(&at, &origin, &sni, trust, true)?;
             }
         }
         tls.identity = config
@@ -111,6 +116,7 @@ impl OriginTls {
         origin: &Origin,
         sni: &str,
         trust: Trust,
+        h2: bool,
     ) -> Result<(), ConfigError> {
         let sni = sni
             .trim_start_matches('[')
@@ -119,7 +125,9 @@ impl OriginTls {
         let name = ServerName::try_from(sni.clone())
             .map_err(|_| ConfigError::new(at, format!("'{sni}' is not a name TLS can check")))?;
         let authority = origin.authority.as_str().to_ascii_lowercase();
-        if let Some((_, known)) = self.names.get(&authority) {
+        // An address two services reach: h2 only if both allow it.
+        let h2 = h2 && self.names.get(&authority).is_none_or(|(_, _, h2)| *h2);
+        if let Some((_, known, _)) = self.names.get(&authority) {
             if *known != name {
                 return Err(ConfigError::new(
                     at,
@@ -143,7 +151,7 @@ impl OriginTls {
         if let Trust::CaFile(path) = &trust {
             load_ca(path).map_err(|why| ConfigError::new(format!("{at}.ca_file"), why))?;
         }
-        self.names.insert(authority, (origin.clone(), name));
+        self.names.insert(authority, (origin.clone(), name, h2));
         self.trust.insert(sni, trust);
         Ok(())
     }
@@ -191,9 +199,12 @@ impl OriginTls {
         Ok(config)
     }
 
-    /// Every https origin (and tier) and the name it is asked for in SNI.
-    pub fn origins(&self) -> impl Iterator<Item = (&Origin, &ServerName<'static>)> {
-        self.names.values().map(|(origin, name)| (origin, name))
+    /// Every https origin (and tier), the name it is asked for in SNI, and whether h2 is
+    /// offered to it.
+    pub fn origins(&self) -> impl Iterator<Item = (&Origin, &ServerName<'static>, bool)> {
+        self.names
+            .values()
+            .map(|(origin, name, h2)| (origin, name, *h2))
     }
 }
 

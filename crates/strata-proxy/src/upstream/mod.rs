@@ -171,10 +171,13 @@ impl UpstreamClient {
         http.set_nodelay(true);
         http.enforce_http(false);
         let plain = client_builder().build(http.clone());
-        let config = Arc::new(tls.client_config()?);
+        let h2 = Arc::new(tls.client_config()?);
+        let mut config = (*h2).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http1 = Arc::new(config);
         let connectors = tls
             .origins()
-            .map(|(origin, name)| {
+            .map(|(origin, name, offers_h2)| {
                 let address = Uri::builder()
                     .scheme(origin.scheme.clone())
                     .authority(origin.authority.clone())
@@ -185,7 +188,7 @@ impl UpstreamClient {
                     })?;
                 let connector = HttpsConnector::new(
                     connect::ToOrigin::new(http.clone(), address),
-                    Arc::clone(&config),
+                    Arc::clone(if offers_h2 { &h2 } else { &http1 }),
                     true,
                     Arc::new(hyper_rustls::FixedServerNameResolver::new(name.clone())),
                 );
