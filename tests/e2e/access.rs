@@ -381,6 +381,14 @@ async fn access_rules_refuse_networks_methods_and_hotlinks_per_rule() {
     assert_eq!(got.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(got.headers["allow"], "GET, HEAD");
 
+    let metrics = edge.admin("/metrics").await.text();
+    assert_eq!(
+        crate::support::metric_value(
+            &metrics,
+            "strata_access_refused_total{reason=\"access-denied-referrer\"}"
+        ),
+        Some(2.0)
+    );
     // Under /open/ nothing applies.
     assert_eq!(
         edge.request(Method::POST, "/open/x")

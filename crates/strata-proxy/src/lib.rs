@@ -78,6 +78,26 @@ pub struct Node {
     tasks: JoinSet<()>,
 }
 
+/// Drops idle rate-limit buckets every 10 s, on a blocking thread: a sweep walks every
+/// bucket, and a client spraying keys can leave many.
+async fn sweep_rate_limits(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let proxy = Arc::clone(&proxy);
+        let _ = tokio::task::spawn_blocking(move || {
+            for service in proxy.services().all() {
+                for access in service.accesses() {
+                    access.sweep();
+                }
+            }
+        })
+        .await;
+    }
+}
+
 impl Node {
     /// Starts a node; joins the NATS bus when `bus.nats` is configured.
     pub async fn start(config: &NodeConfig) -> Result<Self, StartError> {
@@ -286,6 +306,7 @@ impl Node {
             Arc::clone(&proxy.sender.shedder)
                 .watch_lag(Arc::clone(proxy.metrics()), shutdown_rx.clone()),
         );
+        tasks.spawn(sweep_rate_limits(Arc::clone(&proxy), shutdown_rx.clone()));
         if let Some(bus) = bus {
             tasks.spawn(purge_consumer::run(
                 Arc::clone(&proxy),

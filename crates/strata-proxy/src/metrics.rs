@@ -174,6 +174,7 @@ pub struct Metrics {
     fills_cancelled: Family<ReasonLabel, Counter>,
     bus_connected: Gauge,
     shed: Family<ReasonLabel, Counter>,
+    access_refused: Family<ReasonLabel, Counter>,
     event_loop_lag: Gauge<f64, AtomicU64>,
     upstream_in_flight: Gauge,
 }
@@ -243,6 +244,12 @@ impl Metrics {
             "shed_requests",
             "Upstream requests shed because the node was past its capacity, by reason",
             shed.clone(),
+        );
+        let access_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "access_refused",
+            "Requests refused by the access phase (networks, methods, referrers, tokens, rate limits), by reason",
+            access_refused.clone(),
         );
         let event_loop_lag = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -396,6 +403,7 @@ impl Metrics {
             fills_cancelled,
             bus_connected,
             shed,
+            access_refused,
             event_loop_lag,
             upstream_in_flight,
             by_status,
@@ -503,6 +511,14 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// One request refused by the access phase; `reason` is its `Cache-Status` detail (a
+    /// fixed set).
+    pub fn access_refused(&self, reason: String) {
+        self.access_refused
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 

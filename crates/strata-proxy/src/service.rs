@@ -167,6 +167,11 @@ impl Service {
         self.invalidating_methods.contains(method) && status.is_success()
     }
 
+    /// Every access setting of the service and its rules (for the bucket sweeper).
+    pub fn accesses(&self) -> impl Iterator<Item = &Arc<Access>> {
+        self.access.iter().chain(self.rule_access.iter().flatten())
+    }
+
     /// The first rule whose prefix matches `path` shapes key and policy.
     pub fn resolve(&self, path: &str) -> Resolved {
         let mut key_rules = self.base_key.clone();

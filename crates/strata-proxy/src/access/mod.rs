@@ -414,6 +414,13 @@ impl Access {
         Ok(params.join("&"))
     }
 
+    /// Drops the rate limit's idle buckets (a background task calls this).
+    pub fn sweep(&self) {
+        if let Some(limit) = &self.limit {
+            limit.sweep();
+        }
+    }
+
     /// The rate limit's buckets (tests).
     pub fn buckets(&self) -> usize {
         self.limit.as_ref().map_or(0, |l| l.buckets())

@@ -9,7 +9,6 @@
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::clock::Clock as _;
@@ -28,15 +27,11 @@ pub enum KeyBy {
     Header(http::HeaderName),
 }
 
-/// Checks between sweeps of buckets that are full again (they hold no information).
-const SWEEP_EVERY: u64 = 4096;
-
 /// One service's or rule's limit.
 pub struct Limit {
     limiter: RateLimiter<u64, DefaultKeyedStateStore<u64>, NodeClock>,
     clock: NodeClock,
     pub key_by: KeyBy,
-    checks: AtomicU64,
 }
 
 impl std::fmt::Debug for Limit {
@@ -65,17 +60,12 @@ impl Limit {
             limiter: RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone()),
             clock,
             key_by,
-            checks: AtomicU64::new(0),
         })
     }
 
     /// Takes one request from the bucket of `key` (see [`Limit::key`]); when it is empty,
     /// how long until it holds one again.
     pub fn check(&self, key: u64) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
         self.limiter
             .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
@@ -93,6 +83,13 @@ impl Limit {
             _ => ("client", crate::budget::client_key(client)).hash(&mut h),
         }
         h.finish()
+    }
+
+    /// Drops the buckets that are full again (they hold nothing a new one would not).
+    /// Run off the request path (see `Node`'s sweeper): it walks every bucket.
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
     }
 
     /// Buckets held (for tests and metrics).
@@ -173,12 +170,13 @@ mod tests {
     fn full_buckets_are_swept() {
         let (clock, manual) = Clock::manual(std::time::SystemTime::UNIX_EPOCH);
         let limit = Limit::new(1000.0, 1, KeyBy::Client, clock.clone()).unwrap();
-        for i in 0..SWEEP_EVERY - 1 {
+        for i in 0..1000 {
             let _ = limit.check(i);
         }
-        assert_eq!(limit.buckets() as u64, SWEEP_EVERY - 1);
+        assert_eq!(limit.buckets(), 1000);
         manual.advance(Duration::from_secs(10));
         let _ = limit.check(u64::MAX);
+        limit.sweep();
         assert!(limit.buckets() <= 1, "{}", limit.buckets());
     }
 }

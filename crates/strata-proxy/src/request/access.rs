@@ -73,7 +73,10 @@ impl Proxy {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
             })
-            .map_err(ProxyError::Refused)?;
+            .map_err(|refusal| {
+                self.metrics().access_refused(refusal.detail());
+                ProxyError::Refused(refusal)
+            })?;
         if let Some(uri) = admitted.uri {
             head.uri = uri;
         }
