@@ -162,7 +162,9 @@ authorization {{
           "$JS.API.CONSUMER.DURABLE.CREATE.STRATA_PURGE.edge-s",
           "$JS.API.CONSUMER.MSG.NEXT.STRATA_PURGE.edge-s",
           "$JS.ACK.STRATA_PURGE.edge-s.>",
-          "strata.purge.acks"
+          "strata.purge.acks",
+          "$JS.API.STREAM.INFO.KV_STRATA_NODES",
+          "$KV.STRATA_NODES.edge-s"
         ] }}
         subscribe: {{ allow: ["_INBOX.>"] }}
     }} }}
@@ -205,6 +207,10 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     )
     .await
     .unwrap();
+    control
+        .create_registry(Duration::from_secs(30))
+        .await
+        .unwrap();
     let edge_auth = auth("edge-s", "edge-secret", Some(&pki.ca_pem));
     let (url, node_auth) = (nats.url.clone(), edge_auth.clone());
     let edge = crate::support::EdgeBuilder::new(&origin.url())
@@ -224,6 +230,16 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     assert_eq!(got[0].node, "edge-s", "{got:?}");
     edge.eventually("purged", || edge.proxy().storage().stats().keys == 0)
         .await;
+    // It announced itself in the registry (the control plane created it).
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = control.announced().await.unwrap();
+        if !names.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names.first().map(|(n, _)| n.as_str()), Some("edge-s"));
 
     // With the edge's credentials, a purge (or anything else) cannot be published: the
     // stream still holds one event.

@@ -250,3 +250,67 @@ scopes = ["read"]
     let hash: &'static str = Box::leak(sha256sum("ci-new-secret").into_boxed_str());
     assert_eq!(purge(hash).await.0, 401);
 }
+
+/// `GET /v1/nodes`, the registry's names.
+async fn announced(control: &strata_control::Control) -> Vec<String> {
+    let (status, body) = call(control.addr, "GET", "/v1/nodes", Some(TOKEN), "").await;
+    assert_eq!(status, 200, "{body}");
+    body["announced"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_announce_themselves_and_leave_a_ttl_after_they_stop() {
+    let nats = NatsServer::start();
+    // No node in the file: the registry says who is there.
+    let config = strata_control::ControlConfig::from_toml(&format!(
+        "listen = \"127.0.0.1:0\"\nnats = \"{}\"\ntoken = \"{TOKEN}\"\nnode_ttl = \"2s\"\n",
+        nats.url
+    ))
+    .unwrap();
+    let control = strata_control::Control::start(
+        &config,
+        strata_bus::Bus::nats(&nats.url, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let origin = TestOrigin::fixed(|| Reply::ok("x").cc("max-age=600")).await;
+    let edge = edge_on_bus(&origin, &nats, "edge-r").await;
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = announced(&control).await;
+        if !names.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(names, ["edge-r"]);
+    let (_, body) = call(control.addr, "GET", "/v1/nodes", Some(TOKEN), "").await;
+    assert_eq!(body["announced"][0]["role"], "edge", "{body}");
+
+    // A purge waits for the announced node, which applies it.
+    let (status, body) = post_purge(&control, r#"{"all": true, "wait": 10}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"][0]["node"], "edge-r", "{body}");
+    assert_eq!(body["nodes"][0]["status"], "applied", "{body}");
+
+    // Stopped: it leaves the registry a TTL later, and purges no longer wait for it.
+    edge.stop().await;
+    for _ in 0..100 {
+        names = announced(&control).await;
+        if names.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(names.is_empty(), "{names:?}");
+    let (status, body) = post_purge(&control, r#"{"all": true, "wait": 2}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"].as_array().unwrap().len(), 0, "{body}");
+}

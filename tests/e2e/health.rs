@@ -25,6 +25,7 @@ async fn monitor(nodes: &[&Edge], bus: &Bus, health: HealthSection) -> Control {
         listen: "127.0.0.1:0".parse().unwrap(),
         token: Some(TOKEN.into()),
         tokens: Vec::new(),
+        node_ttl: strata_proxy::config::Seconds(std::time::Duration::from_secs(30)),
         nats: "nats://embedded".into(),
         nats_auth: Default::default(),
         nodes: nodes

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, Notify};
@@ -20,6 +21,22 @@ struct Shared {
     state: Mutex<State>,
     appended: Notify,
     notices: Mutex<HashMap<String, broadcast::Sender<Bytes>>>,
+    registry: Mutex<Registry>,
+}
+
+/// The node registry: entries live `ttl` after their last announcement.
+struct Registry {
+    ttl: Duration,
+    nodes: HashMap<String, (Instant, Bytes)>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            nodes: HashMap::new(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -34,6 +51,7 @@ impl Default for EmbeddedBus {
                 state: Mutex::default(),
                 appended: Notify::new(),
                 notices: Mutex::default(),
+                registry: Mutex::default(),
             }),
         }
     }
@@ -91,6 +109,38 @@ impl EmbeddedBus {
         map.entry(subject.to_string())
             .or_insert_with(|| broadcast::channel(4096).0)
             .clone()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_registry_ttl(&self, ttl: Duration) {
+        self.registry().ttl = ttl;
+    }
+
+    pub fn announce(&self, node: &str, payload: Bytes) -> Duration {
+        let mut registry = self.registry();
+        registry
+            .nodes
+            .insert(node.to_string(), (Instant::now(), payload));
+        registry.ttl
+    }
+
+    pub fn announced(&self) -> Vec<(String, Bytes)> {
+        let mut registry = self.registry();
+        let ttl = registry.ttl;
+        registry.nodes.retain(|_, (at, _)| at.elapsed() < ttl);
+        let mut nodes: Vec<(String, Bytes)> = registry
+            .nodes
+            .iter()
+            .map(|(name, (_, payload))| (name.clone(), payload.clone()))
+            .collect();
+        nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        nodes
     }
 
     /// Sends to whoever subscribes to `subject` now (nothing is kept).

@@ -23,6 +23,9 @@ pub const ACK_SUBJECT: &str = "strata.purge.acks";
 /// Subject of the health monitor's snapshots, one per probe round (core NATS; not
 /// persisted: the next round replaces it).
 pub const HEALTH_SUBJECT: &str = "strata.health.snapshot";
+/// The node registry: a key per node (its `node.name`), refreshed while it runs and gone
+/// a TTL after its last refresh (a JetStream KV bucket on NATS).
+pub const NODES_BUCKET: &str = "STRATA_NODES";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -150,6 +153,40 @@ impl Bus {
         match self {
             Bus::Embedded(_) => true,
             Bus::Nats(b) => b.is_connected(),
+        }
+    }
+
+    /// Creates the node registry with entries living `ttl` after their last refresh (the
+    /// control plane does, at start: nodes may not create streams). An existing registry
+    /// is kept as it is.
+    pub async fn create_registry(&self, ttl: std::time::Duration) -> Result<(), BusError> {
+        match self {
+            Bus::Embedded(b) => {
+                b.set_registry_ttl(ttl);
+                Ok(())
+            }
+            Bus::Nats(b) => b.create_registry(ttl).await,
+        }
+    }
+
+    /// Announces `node` in the registry (`payload`: what the caller says of it); returns
+    /// the registry's TTL, which the caller refreshes well within.
+    pub async fn announce(
+        &self,
+        node: &str,
+        payload: Bytes,
+    ) -> Result<std::time::Duration, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(b.announce(node, payload)),
+            Bus::Nats(b) => b.announce(node, payload).await,
+        }
+    }
+
+    /// The nodes announced within the registry's TTL, and what each said.
+    pub async fn announced(&self) -> Result<Vec<(String, Bytes)>, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(b.announced()),
+            Bus::Nats(b) => b.announced().await,
         }
     }
 

@@ -9,7 +9,7 @@ use tokio_stream::StreamExt;
 
 use strata_wire::config::NatsAuth;
 
-use crate::{BusError, Delivery, StreamPosition, PURGE_SUBJECT};
+use crate::{BusError, Delivery, StreamPosition, NODES_BUCKET, PURGE_SUBJECT};
 
 const STREAM: &str = "STRATA_PURGE";
 /// How long purge events are kept for nodes that were away.
@@ -45,6 +45,66 @@ impl NatsBus {
             .await
             .map_err(|e| BusError::Connect(e.to_string()))?;
         Ok(Self { client, js, stream })
+    }
+
+    pub async fn create_registry(&self, ttl: Duration) -> Result<(), BusError> {
+        let err = |e: String| BusError::Connect(format!("node registry: {e}"));
+        // The bucket's stream, as JetStream KV lays it out, made directly: async-nats's
+        // `create_key_value` cannot read the answers of the nats-server 2.9 Debian ships.
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{NODES_BUCKET}"),
+                subjects: vec![format!("$KV.{NODES_BUCKET}.>")],
+                max_messages_per_subject: 1,
+                max_age: ttl,
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(|e| err(e.to_string()))
+    }
+
+    pub async fn announce(&self, node: &str, payload: Bytes) -> Result<Duration, BusError> {
+        let err = |e: String| BusError::Publish(format!("node registry: {e}"));
+        let store = self
+            .js
+            .get_key_value(NODES_BUCKET)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        store
+            .put(node, payload)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let ttl = store
+            .status()
+            .await
+            .map(|s| s.max_age())
+            .unwrap_or(Duration::from_secs(30));
+        Ok(ttl)
+    }
+
+    pub async fn announced(&self) -> Result<Vec<(String, Bytes)>, BusError> {
+        let err = |e: String| BusError::Subscribe(format!("node registry: {e}"));
+        let store = self
+            .js
+            .get_key_value(NODES_BUCKET)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut keys = store.keys().await.map_err(|e| err(e.to_string()))?;
+        let mut nodes = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| err(e.to_string()))?;
+            if let Some(payload) = store.get(&key).await.map_err(|e| err(e.to_string()))? {
+                nodes.push((key, payload));
+            }
+        }
+        nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(nodes)
     }
 
     /// Whether the client is connected now (it reconnects by itself after a loss).

@@ -25,9 +25,15 @@ pub struct ControlConfig {
     /// Credentials and TLS for the NATS server (`[nats_auth]`).
     #[serde(default)]
     pub nats_auth: NatsAuth,
-    /// Every node: expected to ack purges, and probed by the health monitor when its URL
-    /// is given. A plain name (`"edge-a1"`) or `{ name, pop, url }`.
+    /// Nodes expected to ack purges (and probed by the health monitor when their URL is
+    /// given): a plain name (`"edge-a1"`) or `{ name, pop, url }`. Nodes on NATS also
+    /// announce themselves in the registry and are expected while they do; this list may
+    /// then be empty.
+    #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+    /// How long a node stays in the registry after its last announcement.
+    #[serde(default = "default_node_ttl")]
+    pub node_ttl: Seconds,
     #[serde(default)]
     pub health: HealthSection,
 }
@@ -89,6 +95,10 @@ impl HealthSection {
     }
 }
 
+fn default_node_ttl() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+
 impl ControlConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let c: ControlConfig = parse_toml(text)?;
@@ -96,8 +106,8 @@ impl ControlConfig {
         crate::tokens::Tokens::from_config(c.token.as_deref(), &c.tokens)?;
         strata_wire::config::check_nats_urls(&c.nats, "nats")?;
         c.nats_auth.check("nats_auth")?;
-        if c.nodes.is_empty() {
-            return Err(err("nodes", "at least one node is required"));
+        if c.node_ttl.0 < Duration::from_secs(1) {
+            return Err(err("node_ttl", "must be at least 1s"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, n) in c.nodes.iter().enumerate() {
@@ -160,11 +170,13 @@ mod tests {
                 .path,
             "token"
         );
+        // No node in the file: they announce themselves.
+        assert!(ControlConfig::from_toml(&ok.replace("[\"a\"]", "[]")).is_ok());
         assert_eq!(
-            ControlConfig::from_toml(&ok.replace("[\"a\"]", "[]"))
+            ControlConfig::from_toml(&format!("{ok}node_ttl = \"100ms\"\n"))
                 .unwrap_err()
                 .path,
-            "nodes"
+            "node_ttl"
         );
         assert_eq!(
             ControlConfig::from_toml(&format!("{ok}extra = 1\n"))

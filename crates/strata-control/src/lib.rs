@@ -62,12 +62,16 @@ pub struct PurgeStatus {
 struct Record {
     seq: u64,
     accepted: Instant,
+    /// The nodes this purge waits for: the configured ones and those announced when it
+    /// was accepted.
+    expected: Vec<String>,
     acks: HashMap<String, (Duration, PurgeAck)>,
 }
 
 struct State {
     tokens: tokens::Tokens,
-    nodes: Vec<String>,
+    /// The nodes of the configuration file.
+    configured: Vec<String>,
     bus: Bus,
     health: health::Latest,
     registry: Mutex<Registry>,
@@ -76,6 +80,24 @@ struct State {
 }
 
 impl State {
+    /// The configured nodes, then those in the registry now (without repeats).
+    async fn expected(&self) -> Vec<String> {
+        let mut nodes = self.configured.clone();
+        match self.bus.announced().await {
+            Ok(announced) => {
+                for (name, _) in announced {
+                    if !nodes.contains(&name) {
+                        nodes.push(name);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "node registry unreadable; waiting for the configured nodes only")
+            }
+        }
+        nodes
+    }
+
     fn purges(&self) -> MutexGuard<'_, HashMap<String, Record>> {
         self.purges.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -83,8 +105,8 @@ impl State {
     fn status(&self, id: &str) -> Option<PurgeStatus> {
         let purges = self.purges();
         let r = purges.get(id)?;
-        let nodes: Vec<NodeStatus> = self
-            .nodes
+        let nodes: Vec<NodeStatus> = r
+            .expected
             .iter()
             .map(|n| match r.acks.get(n) {
                 Some((latency, ack)) => NodeStatus {
@@ -138,10 +160,13 @@ impl Control {
             health_latest.clone(),
             bus.clone(),
         );
+        bus.create_registry(config.node_ttl.0)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let state = Arc::new(State {
             tokens: tokens::Tokens::from_config(config.token.as_deref(), &config.tokens)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
-            nodes: config.nodes.iter().map(|n| n.name().to_string()).collect(),
+            configured: config.nodes.iter().map(|n| n.name().to_string()).collect(),
             bus: bus.clone(),
             health: health_latest.clone(),
             registry: Mutex::new(registry),
@@ -254,7 +279,7 @@ async fn handle(
     let needs: &[Scope] = match (&method, path.as_str()) {
         (&Method::POST, "/v1/purge") => &[Scope::Purge],
         (&Method::GET, p) if p.starts_with("/v1/purge/") => &[Scope::Purge, Scope::Read],
-        (&Method::GET, "/v1/health" | "/metrics") => &[Scope::Read],
+        (&Method::GET, "/v1/health" | "/v1/nodes" | "/metrics") => &[Scope::Read],
         _ => &[],
     };
     let allowed = if needs.is_empty() {
@@ -274,6 +299,22 @@ async fn handle(
             post_purge(&state, req).await
         }
         (Method::GET, "/v1/health") => json(StatusCode::OK, &state.health.get()),
+        (Method::GET, "/v1/nodes") => {
+            let announced: Vec<serde_json::Value> = match state.bus.announced().await {
+                Ok(nodes) => nodes
+                    .iter()
+                    .map(|(name, payload)| {
+                        serde_json::from_slice(payload)
+                            .unwrap_or_else(|_| serde_json::json!({ "name": name }))
+                    })
+                    .collect(),
+                Err(e) => return Ok(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+            };
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "configured": state.configured, "announced": announced }),
+            )
+        }
         (Method::GET, "/metrics") => {
             let mut text = String::new();
             let registry = state.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,11 +368,13 @@ async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     // Registered before publishing, so no ack can arrive for an unknown id.
+    let expected = state.expected().await;
     state.purges().insert(
         id.clone(),
         Record {
             seq: 0,
             accepted: Instant::now(),
+            expected,
             acks: HashMap::new(),
         },
     );

@@ -308,10 +308,16 @@ impl Node {
         );
         tasks.spawn(sweep_rate_limits(Arc::clone(&proxy), shutdown_rx.clone()));
         if let Some(bus) = bus {
+            let announcement = serde_json::json!({
+                "name": config.node.name,
+                "pop": config.node.pop,
+                "role": config.node.role.as_str(),
+            });
             tasks.spawn(purge_consumer::run(
                 Arc::clone(&proxy),
                 bus,
                 config.node.name.clone(),
+                bytes::Bytes::from(announcement.to_string()),
                 tiers,
                 shutdown_rx.clone(),
             ));

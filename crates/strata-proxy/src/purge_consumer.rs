@@ -68,6 +68,26 @@ impl BusLink {
     }
 }
 
+/// Keeps this node in the registry (`strata_bus::NODES_BUCKET`): announced every third
+/// of the registry's TTL, so the control plane counts it among the nodes a purge waits
+/// for, and forgets it a TTL after it stops. A registry that cannot be written (not
+/// created yet, no permission) is retried every 5 s, with a warning.
+async fn announce(bus: Bus, node: String, payload: Bytes, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let next = match bus.announce(&node, payload.clone()).await {
+            Ok(ttl) => (ttl / 3).max(Duration::from_millis(200)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot announce this node in the registry");
+                Duration::from_secs(5)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Keeps `strata_bus_connected` true to the client's state once joined: the client
 /// reconnects by itself, and purges missed meanwhile are replayed by the durable consumer.
 async fn watch_connection(bus: Bus, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
@@ -98,6 +118,7 @@ pub async fn run(
     proxy: Arc<Proxy>,
     link: BusLink,
     node: String,
+    announcement: Bytes,
     tiers: Option<Arc<TieredStorage>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -105,6 +126,12 @@ pub async fn run(
     let Some(bus) = link.join(&mut shutdown).await else {
         return;
     };
+    tokio::spawn(announce(
+        bus.clone(),
+        node.clone(),
+        announcement,
+        shutdown.clone(),
+    ));
     let mut consumer = loop {
         match bus.purge_consumer(&node).await {
             Ok(c) => break c,

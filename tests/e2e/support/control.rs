@@ -17,6 +17,7 @@ pub async fn purge_control(nats: &NatsServer, nodes: &[&str]) -> Control {
         listen: "127.0.0.1:0".parse().unwrap(),
         token: Some(TOKEN.into()),
         tokens: Vec::new(),
+        node_ttl: strata_proxy::config::Seconds(std::time::Duration::from_secs(30)),
         nats: nats.url.clone(),
         nats_auth: Default::default(),
         nodes: nodes
