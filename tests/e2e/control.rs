@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use crate::support::control::{call, post_purge, purge_control as control, purge_status, TOKEN};
+use crate::support::control::{
+    call, control_from_toml, post_purge, purge_control as control, purge_status, TOKEN,
+};
 use crate::support::nats::{edge_on_bus, NatsServer};
 use crate::support::{Edge, Reply, TestOrigin};
 
@@ -183,8 +185,10 @@ fn sha256sum(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_tokens_do_only_what_they_may_and_two_rotate() {
     let nats = NatsServer::start();
-    let config = strata_control::ControlConfig::from_toml(&format!(
-        r#"
+    let control = control_from_toml(
+        &nats,
+        &format!(
+            r#"
 listen = "127.0.0.1:0"
 nats = "{}"
 nodes = ["edge-a"]
@@ -201,20 +205,13 @@ name = "grafana"
 sha256 = "{}"
 scopes = ["read"]
 "#,
-        nats.url,
-        sha256sum("ci-old-secret"),
-        sha256sum("ci-new-secret"),
-        sha256sum("grafana-secret")
-    ))
-    .unwrap();
-    let control = strata_control::Control::start(
-        &config,
-        strata_bus::Bus::nats(&nats.url, &Default::default())
-            .await
-            .unwrap(),
+            nats.url,
+            sha256sum("ci-old-secret"),
+            sha256sum("ci-new-secret"),
+            sha256sum("grafana-secret")
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     let purge = |token: &'static str| async move {
         call(
             control.addr,
@@ -267,19 +264,14 @@ async fn announced(control: &strata_control::Control) -> Vec<String> {
 async fn nodes_announce_themselves_and_leave_a_ttl_after_they_stop() {
     let nats = NatsServer::start();
     // No node in the file: the registry says who is there.
-    let config = strata_control::ControlConfig::from_toml(&format!(
-        "listen = \"127.0.0.1:0\"\nnats = \"{}\"\ntoken = \"{TOKEN}\"\nnode_ttl = \"2s\"\n",
-        nats.url
-    ))
-    .unwrap();
-    let control = strata_control::Control::start(
-        &config,
-        strata_bus::Bus::nats(&nats.url, &Default::default())
-            .await
-            .unwrap(),
+    let control = control_from_toml(
+        &nats,
+        &format!(
+            "listen = \"127.0.0.1:0\"\nnats = \"{}\"\ntoken = \"{TOKEN}\"\nnode_ttl = \"2s\"\n",
+            nats.url
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     let origin = TestOrigin::fixed(|| Reply::ok("x").cc("max-age=600")).await;
     let edge = edge_on_bus(&origin, &nats, "edge-r").await;
     let mut names = Vec::new();

@@ -34,6 +34,17 @@ pub async fn purge_control(nats: &NatsServer, nodes: &[&str]) -> Control {
     .unwrap()
 }
 
+/// A control plane from a TOML file's text, on `nats`.
+pub async fn control_from_toml(nats: &NatsServer, toml: &str) -> Control {
+    let config = ControlConfig::from_toml(toml).unwrap();
+    Control::start(
+        &config,
+        Bus::nats(&nats.url, &Default::default()).await.unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
 /// `POST /v1/purge` with [`TOKEN`].
 pub async fn post_purge(control: &Control, json: &str) -> (u16, serde_json::Value) {
     call(control.addr, "POST", "/v1/purge", Some(TOKEN), json).await
