@@ -82,6 +82,27 @@ impl ProxyError {
         }
     }
 
+    /// The field this error's answer carries beyond the text: `Allow` for a 405,
+    /// `Retry-After` for a shed or rate-limited request, `Connection: close` when the rest
+    /// of the request body is still in flight (this connection is done).
+    fn field(&self) -> Option<(http::HeaderName, http::HeaderValue)> {
+        use http::{header, HeaderValue};
+        match self {
+            ProxyError::MethodNotAllowed | ProxyError::PurgeDisabled => {
+                Some((header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS)))
+            }
+            // Shed: come back in a moment (the queue drains in about a second).
+            ProxyError::Upstream(UpstreamError::Overloaded) => {
+                Some((header::RETRY_AFTER, HeaderValue::from_static("1")))
+            }
+            ProxyError::Refused(refusal) => refusal.header(),
+            ProxyError::RequestBodyTimeout | ProxyError::BadRequestBody => {
+                Some((header::CONNECTION, HeaderValue::from_static("close")))
+            }
+            _ => None,
+        }
+    }
+
     /// A short plain-text response. Headers common to every response (`Cache-Status`,
     /// `Via`) are added by the caller.
     pub fn into_response(self) -> Response<ProxyBody> {
@@ -92,35 +113,9 @@ impl ProxyError {
             status.canonical_reason().unwrap_or(""),
             self
         );
-        let allow = matches!(
-            self,
-            ProxyError::MethodNotAllowed | ProxyError::PurgeDisabled
-        );
         let mut resp = crate::request::respond::text(status, text);
-        if self == ProxyError::Upstream(UpstreamError::Overloaded) {
-            // Shed: come back in a moment (the queue drains in about a second).
-            resp.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-        }
-        if let ProxyError::Refused(refusal) = &self {
-            if let Some((name, value)) = refusal.header() {
-                resp.headers_mut().insert(name, value);
-            }
-        }
-        if allow {
-            resp.headers_mut().insert(
-                http::header::ALLOW,
-                http::HeaderValue::from_static(ALLOWED_METHODS),
-            );
-        }
-        if status == StatusCode::REQUEST_TIMEOUT || self == ProxyError::BadRequestBody {
-            // The rest of the request body is still in flight: this connection is done.
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
+        if let Some((name, value)) = self.field() {
+            resp.headers_mut().insert(name, value);
         }
         resp
     }

@@ -30,7 +30,6 @@ pub enum KeyBy {
 /// One service's or rule's limit.
 pub struct Limit {
     limiter: RateLimiter<u64, DefaultKeyedStateStore<u64>, NodeClock>,
-    clock: NodeClock,
     pub key_by: KeyBy,
 }
 
@@ -55,10 +54,8 @@ impl Limit {
         let quota = Quota::with_period(period)
             .ok_or("too high a rate")?
             .allow_burst(burst);
-        let clock = NodeClock(clock);
         Ok(Self {
-            limiter: RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone()),
-            clock,
+            limiter: RateLimiter::new(quota, DefaultKeyedStateStore::default(), NodeClock(clock)),
             key_by,
         })
     }
@@ -68,7 +65,7 @@ impl Limit {
     pub fn check(&self, key: u64) -> Result<(), Duration> {
         self.limiter
             .check_key(&key)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 
     /// The bucket for a request: by what the limit is keyed on, hashed (an attacker's
