@@ -6,6 +6,8 @@
 # pebble (Let's Encrypt's test ACME CA, with pebble-challtestsrv) for automatic certificates;
 # Akamai's EdgeAuth token generators from PyPI and npm (into target/test-tools) so token
 # tests check tokens made by the code customers run.
+# The deployment test (tests/e2e/deploy.rs, as root) runs deploy/compose's topology in network
+# namespaces with these same nats-server, curl, dig and python3.
 # Everything else (origins, nodes) the suite starts itself on 127.0.0.1:0. CI's .ci/run
 # calls this.
 set -euo pipefail

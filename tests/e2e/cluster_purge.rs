@@ -61,7 +61,10 @@ async fn purge_published_on_nats_is_applied_and_acked_by_every_node() {
     }
     let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
     let mut sub = control.subscribe_acks().await.unwrap();
-    let seq = control.publish_purge(event("p1", &["red"])).await.unwrap();
+    let seq = control
+        .publish_purge("p1", event("p1", &["red"]))
+        .await
+        .unwrap();
     let mut got = acks(&mut sub, 2).await;
     got.sort_by(|x, y| x.node.cmp(&y.node));
     assert_eq!(
@@ -90,18 +93,18 @@ async fn node_that_was_down_replays_the_purges_it_missed() {
     let mut sub = control.subscribe_acks().await.unwrap();
     let first = edge_on_bus(&origin, &nats, "edge-r").await;
     control
-        .publish_purge(event("before", &["k"]))
+        .publish_purge("before", event("before", &["k"]))
         .await
         .unwrap();
     assert_eq!(acks(&mut sub, 1).await[0].id, "before");
     first.stop().await;
     // Two purges while the node is down.
     control
-        .publish_purge(event("missed-1", &["k"]))
+        .publish_purge("missed-1", event("missed-1", &["k"]))
         .await
         .unwrap();
     control
-        .publish_purge(event("missed-2", &["k"]))
+        .publish_purge("missed-2", event("missed-2", &["k"]))
         .await
         .unwrap();
     let _back = edge_on_bus(&origin, &nats, "edge-r").await;
@@ -127,10 +130,13 @@ async fn malformed_event_is_acked_with_the_error_and_does_not_stop_the_consumer(
     let mut sub = control.subscribe_acks().await.unwrap();
     let _node = edge_on_bus(&origin, &nats, "edge-m").await;
     control
-        .publish_purge(Bytes::from_static(b"not json"))
+        .publish_purge("not-json", Bytes::from_static(b"not json"))
         .await
         .unwrap();
-    control.publish_purge(event("good", &["k"])).await.unwrap();
+    control
+        .publish_purge("good", event("good", &["k"]))
+        .await
+        .unwrap();
     let got = acks(&mut sub, 2).await;
     assert!(
         got[0].error.as_deref().unwrap_or("").contains("malformed"),
@@ -207,10 +213,7 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     )
     .await
     .unwrap();
-    control
-        .create_registry(Duration::from_secs(30))
-        .await
-        .unwrap();
+    control.provision(Duration::from_secs(30), 1).await.unwrap();
     let edge_auth = auth("edge-s", "edge-secret", Some(&pki.ca_pem));
     let (url, node_auth) = (nats.url.clone(), edge_auth.clone());
     let edge = crate::support::EdgeBuilder::new(&origin.url())
@@ -225,7 +228,10 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     edge.eventually("stored", || edge.proxy().storage().stats().keys == 1)
         .await;
     let mut sub = control.subscribe_acks().await.unwrap();
-    control.publish_purge(event("s1", &["red"])).await.unwrap();
+    control
+        .publish_purge("s1", event("s1", &["red"]))
+        .await
+        .unwrap();
     let got = acks(&mut sub, 1).await;
     assert_eq!(got[0].node, "edge-s", "{got:?}");
     edge.eventually("purged", || edge.proxy().storage().stats().keys == 0)
@@ -326,7 +332,7 @@ async fn a_node_started_while_nats_is_down_serves_and_joins_when_it_comes_up() {
     let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
     let mut sub = control.subscribe_acks().await.unwrap();
     control
-        .publish_purge(event("late-1", &["late"]))
+        .publish_purge("late-1", event("late-1", &["late"]))
         .await
         .unwrap();
     let got = acks(&mut sub, 1).await;

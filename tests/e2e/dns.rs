@@ -299,6 +299,7 @@ async fn an_unhealthy_pop_leaves_the_answers_within_two_probe_intervals_and_all_
             token: Some("test-token-0123456789".into()),
             tokens: Vec::new(),
             node_ttl: strata_proxy::config::Seconds(std::time::Duration::from_secs(30)),
+            stream_replicas: 1,
             nats: "nats://embedded".into(),
             nats_auth: Default::default(),
             nodes: [(&a1, "a1", "pop-a"), (&b1, "b1", "pop-b")]

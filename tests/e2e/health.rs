@@ -26,6 +26,7 @@ async fn monitor(nodes: &[&Edge], bus: &Bus, health: HealthSection) -> Control {
         token: Some(TOKEN.into()),
         tokens: Vec::new(),
         node_ttl: strata_proxy::config::Seconds(std::time::Duration::from_secs(30)),
+        stream_replicas: 1,
         nats: "nats://embedded".into(),
         nats_auth: Default::default(),
         nodes: nodes

@@ -12,6 +12,7 @@ mod cluster_purge;
 mod coalescing;
 mod compression;
 mod control;
+mod deploy;
 mod disk_cache;
 mod dns;
 mod early_hints;

@@ -27,6 +27,9 @@ pub const HEALTH_SUBJECT: &str = "strata.health.snapshot";
 /// a TTL after its last refresh (a JetStream KV bucket on NATS).
 pub const NODES_BUCKET: &str = "STRATA_NODES";
 
+/// Longest wait between two attempts to join NATS ([`Bus::join_nats`]).
+const MAX_JOIN_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("bus connection: {0}")]
@@ -156,16 +159,21 @@ impl Bus {
         }
     }
 
-    /// Creates the node registry with entries living `ttl` after their last refresh (the
-    /// control plane does, at start: nodes may not create streams). An existing registry
-    /// is kept as it is.
-    pub async fn create_registry(&self, ttl: std::time::Duration) -> Result<(), BusError> {
+    /// Lays out what the bus keeps (the control plane does, at start: nodes may not create
+    /// streams): the node registry with entries living `ttl` after their last refresh, and
+    /// the purge stream and the registry each on `replicas` servers of a NATS cluster (an
+    /// existing one is moved to that number; the embedded bus has one copy).
+    pub async fn provision(
+        &self,
+        ttl: std::time::Duration,
+        replicas: usize,
+    ) -> Result<(), BusError> {
         match self {
             Bus::Embedded(b) => {
                 b.set_registry_ttl(ttl);
                 Ok(())
             }
-            Bus::Nats(b) => b.create_registry(ttl).await,
+            Bus::Nats(b) => b.provision(ttl, replicas).await,
         }
     }
 
@@ -199,11 +207,36 @@ impl Bus {
         Ok(Bus::Nats(Box::new(NatsBus::connect(url, auth).await?)))
     }
 
+    /// Connects like [`Bus::nats`], trying until it succeeds: a server that is down, a
+    /// cluster whose JetStream has no leader yet or refused credentials are logged as an
+    /// error saying what is `cut_off` meanwhile, and tried again, backing off from 1 s to
+    /// 30 s. Race it against shutdown.
+    pub async fn join_nats(url: &str, auth: &strata_wire::config::NatsAuth, cut_off: &str) -> Self {
+        let mut wait = std::time::Duration::from_secs(1);
+        loop {
+            match Bus::nats(url, auth).await {
+                Ok(bus) => {
+                    tracing::info!(url = %redacted(url), "joined the bus");
+                    return bus;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?wait, "cut off from the bus: {cut_off}");
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_JOIN_BACKOFF);
+        }
+    }
+
     /// Publishes a purge event durably; returns its sequence number.
-    pub async fn publish_purge(&self, payload: Bytes) -> Result<u64, BusError> {
+    ///
+    /// On NATS, a publish that fails (the server this process was on went down, the
+    /// stream is electing a new leader) is tried again for up to 15 s under the same
+    /// message id (`id`: the purge's), which JetStream stores once however often it came.
+    pub async fn publish_purge(&self, id: &str, payload: Bytes) -> Result<u64, BusError> {
         match self {
             Bus::Embedded(b) => Ok(b.publish(payload)),
-            Bus::Nats(b) => b.publish(payload).await,
+            Bus::Nats(b) => b.publish(id, payload).await,
         }
     }
 

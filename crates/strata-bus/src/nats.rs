@@ -12,6 +12,16 @@ use strata_wire::config::NatsAuth;
 use crate::{BusError, Delivery, StreamPosition, NODES_BUCKET, PURGE_SUBJECT};
 
 const STREAM: &str = "STRATA_PURGE";
+/// How long a JetStream request waits for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle heartbeat of a node's pull requests: a pull held by a server that went down is
+/// noticed after two missed heartbeats and made again on a live one.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long one pull request lasts before the next replaces it.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How long a purge is tried again while its publish fails (a server of the cluster went
+/// down, the stream elects a new leader: seconds).
+const PUBLISH_RETRY: Duration = Duration::from_secs(15);
 /// How long purge events are kept for nodes that were away.
 const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -33,7 +43,11 @@ impl NatsBus {
             .connect(servers.as_slice())
             .await
             .map_err(|e| BusError::Connect(format!("{}: {e}", crate::redacted(url))))?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        // An answer the cluster owes is late only when the server that had the request
+        // went down: ask again soon (purges are published under a message id, so twice is
+        // once).
+        js.set_timeout(REQUEST_TIMEOUT);
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: STREAM.to_string(),
@@ -47,7 +61,10 @@ impl NatsBus {
         Ok(Self { client, js, stream })
     }
 
-    pub async fn create_registry(&self, ttl: Duration) -> Result<(), BusError> {
+    /// The purge stream and the node registry (entries living `ttl` after their last
+    /// refresh), each kept on `replicas` servers of the cluster: created when missing, and
+    /// an existing one moved to `replicas` (JetStream re-replicates it in place).
+    pub async fn provision(&self, ttl: Duration, replicas: usize) -> Result<(), BusError> {
         let err = |e: String| BusError::Connect(format!("node registry: {e}"));
         // The bucket's stream, as JetStream KV lays it out, made directly: async-nats's
         // `create_key_value` cannot read the answers of the nats-server 2.9 Debian ships.
@@ -62,7 +79,43 @@ impl NatsBus {
                 deny_delete: true,
                 allow_direct: true,
                 discard: stream::DiscardPolicy::New,
+                num_replicas: replicas,
                 ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        self.replicate(STREAM, replicas).await?;
+        self.replicate(&format!("KV_{NODES_BUCKET}"), replicas)
+            .await
+    }
+
+    /// Moves stream `name` to `replicas` servers if it is on another number.
+    async fn replicate(&self, name: &str, replicas: usize) -> Result<(), BusError> {
+        let err = |e: String| BusError::Connect(format!("stream {name}: {e}"));
+        let mut stream = self
+            .js
+            .get_stream(name)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let config = stream
+            .info()
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .config
+            .clone();
+        if config.num_replicas == replicas {
+            return Ok(());
+        }
+        tracing::info!(
+            stream = name,
+            from = config.num_replicas,
+            to = replicas,
+            "re-replicating"
+        );
+        self.js
+            .update_stream(stream::Config {
+                num_replicas: replicas,
+                ..config
             })
             .await
             .map(drop)
@@ -112,15 +165,28 @@ impl NatsBus {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    pub async fn publish(&self, payload: Bytes) -> Result<u64, BusError> {
-        let ack = self
-            .js
-            .publish(PURGE_SUBJECT, payload)
-            .await
-            .map_err(|e| BusError::Publish(e.to_string()))?
-            .await
-            .map_err(|e| BusError::Publish(e.to_string()))?;
-        Ok(ack.sequence)
+    pub async fn publish(&self, id: &str, payload: Bytes) -> Result<u64, BusError> {
+        let deadline = tokio::time::Instant::now() + PUBLISH_RETRY;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+            let attempt = async {
+                self.js
+                    .publish_with_headers(PURGE_SUBJECT, headers, payload.clone())
+                    .await?
+                    .await
+            };
+            match attempt.await {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "publishing a purge; trying again");
+                }
+                Err(e) => return Err(BusError::Publish(e.to_string())),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
     }
 
     pub async fn consumer(&self, node: &str) -> Result<Consumer, BusError> {
@@ -152,6 +218,9 @@ impl NatsBus {
             .await
             .map_err(|e| BusError::Subscribe(e.to_string()))?;
         let messages = consumer
+            .stream()
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| BusError::Subscribe(e.to_string()))?;

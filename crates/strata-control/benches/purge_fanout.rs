@@ -108,7 +108,7 @@ fn main() {
             names.push(c.node.name.clone());
             nodes.push(Node::start(&c).await.expect("node"));
         }
-        let config = ControlConfig { listen: "127.0.0.1:0".parse().expect("addr"), token: Some(TOKEN.into()), tokens: Vec::new(), node_ttl: strata_wire::config::Seconds(Duration::from_secs(30)), nats: url.clone(), nats_auth: Default::default(), nodes: names.into_iter().map(NodeEntry::Name).collect(), health: Default::default() };
+        let config = ControlConfig { listen: "127.0.0.1:0".parse().expect("addr"), token: Some(TOKEN.into()), tokens: Vec::new(), node_ttl: strata_wire::config::Seconds(Duration::from_secs(30)), stream_replicas: 1, nats: url.clone(), nats_auth: Default::default(), nodes: names.into_iter().map(NodeEntry::Name).collect(), health: Default::default() };
         let control = Control::start(&config, Bus::nats(&url, &Default::default()).await.expect("bus")).await.expect("control");
         let addr = control.addr;
 

@@ -34,6 +34,10 @@ pub struct ControlConfig {
     /// How long a node stays in the registry after its last announcement.
     #[serde(default = "default_node_ttl")]
     pub node_ttl: Seconds,
+    /// On how many servers of the NATS cluster the purge stream and the node registry are
+    /// kept (JetStream replicas, 1 to 5): 3 on a 3-server cluster survives one down.
+    #[serde(default = "default_stream_replicas")]
+    pub stream_replicas: usize,
     #[serde(default)]
     pub health: HealthSection,
 }
@@ -95,6 +99,10 @@ impl HealthSection {
     }
 }
 
+fn default_stream_replicas() -> usize {
+    1
+}
+
 fn default_node_ttl() -> Seconds {
     Seconds(Duration::from_secs(30))
 }
@@ -108,6 +116,9 @@ impl ControlConfig {
         c.nats_auth.check("nats_auth")?;
         if c.node_ttl.0 < Duration::from_secs(1) {
             return Err(err("node_ttl", "must be at least 1s"));
+        }
+        if !(1..=5).contains(&c.stream_replicas) {
+            return Err(err("stream_replicas", "must be between 1 and 5"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, n) in c.nodes.iter().enumerate() {

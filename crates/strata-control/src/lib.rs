@@ -160,7 +160,7 @@ impl Control {
             health_latest.clone(),
             bus.clone(),
         );
-        bus.create_registry(config.node_ttl.0)
+        bus.provision(config.node_ttl.0, config.stream_replicas)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let state = Arc::new(State {
@@ -378,7 +378,7 @@ async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full
             acks: HashMap::new(),
         },
     );
-    match state.bus.publish_purge(Bytes::from(payload)).await {
+    match state.bus.publish_purge(&id, Bytes::from(payload)).await {
         Ok(seq) => {
             if let Some(r) = state.purges().get_mut(&id) {
                 r.seq = seq;

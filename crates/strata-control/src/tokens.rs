@@ -2,7 +2,7 @@
 //! did) and scopes, kept as SHA-256 hashes so the configuration file holds no usable
 //! secret. `token` (plain, every scope) is still read for existing setups.
 
-use ring::digest;
+use aws_lc_rs::digest;
 use serde::Deserialize;
 use strata_wire::config::ConfigError;
 

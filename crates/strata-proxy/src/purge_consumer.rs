@@ -35,35 +35,19 @@ pub enum BusLink {
     },
 }
 
-/// Longest wait between two attempts to join NATS.
-const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
-
 impl BusLink {
     /// The bus, once joined. A NATS server that is down or refuses this node's credentials
     /// does not stop the node: it serves from its cache, says it is cut off (the log, and
-    /// `strata_bus_connected 0`), and tries again, backing off from 1 s to 30 s. `None`
-    /// when shutdown comes first.
+    /// `strata_bus_connected 0`), and tries again ([`Bus::join_nats`]). `None` when
+    /// shutdown comes first.
     async fn join(self, shutdown: &mut watch::Receiver<bool>) -> Option<Bus> {
         let (url, auth) = match self {
             BusLink::Ready(bus) => return Some(bus),
             BusLink::Nats { url, auth } => (url, auth),
         };
-        let mut wait = Duration::from_secs(1);
-        loop {
-            match Bus::nats(&url, &auth).await {
-                Ok(bus) => {
-                    tracing::info!(url = %strata_bus::redacted(&url), "joined the bus");
-                    return Some(bus);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?wait, "cut off from the bus: purges cannot reach this node; serving from cache");
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return None,
-            }
-            wait = (wait * 2).min(MAX_JOIN_BACKOFF);
+        tokio::select! {
+            bus = Bus::join_nats(&url, &auth, "purges cannot reach this node; serving from cache") => Some(bus),
+            _ = shutdown.changed() => None,
         }
     }
 }

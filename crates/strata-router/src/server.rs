@@ -83,7 +83,8 @@ pub struct Router {
 
 impl Router {
     /// Binds UDP and TCP on `config.listen` (the same port for both; port 0 picks one),
-    /// and follows health snapshots on `bus` (or on `config.nats` when `bus` is `None`).
+    /// and follows health snapshots on `bus` (or on `config.nats` when `bus` is `None`,
+    /// joined in the background: answers do not wait for NATS).
     pub async fn start(config: &RouterConfig, bus: Option<Bus>) -> std::io::Result<Self> {
         let zone = Arc::new(Zone::new(config).map_err(std::io::Error::other)?);
         let states = PopStates::new(zone.pop_names());
@@ -96,32 +97,29 @@ impl Router {
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64);
 
-        let bus = match (bus, &config.nats) {
-            (Some(b), _) => Some(b),
-            (None, Some(url)) => Some(
-                Bus::nats(url, &config.nats_auth)
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))?,
-            ),
-            (None, None) => None,
-        };
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(bus) = bus {
-            let mut sub = bus
-                .subscribe_notices(HEALTH_SUBJECT)
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let states = states.clone();
-            tasks.spawn(async move {
-                while let Some(bytes) = sub.next().await {
-                    match serde_json::from_slice::<HealthSnapshot>(&bytes) {
-                        Ok(s) => states.apply(&s),
-                        Err(e) => tracing::warn!(error = %e, "dns: unreadable health snapshot"),
+        match (bus, &config.nats) {
+            (Some(bus), _) => {
+                let sub = bus
+                    .subscribe_notices(HEALTH_SUBJECT)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                tasks.spawn(follow(sub, states.clone()));
+            }
+            // Answers at once, every PoP taken as healthy until the first snapshot: DNS
+            // must not go down with NATS.
+            (None, Some(url)) => {
+                let (url, auth, states) = (url.clone(), config.nats_auth.clone(), states.clone());
+                tasks.spawn(async move {
+                    let cut_off = "answering without health (every PoP taken as healthy)";
+                    let bus = Bus::join_nats(&url, &auth, cut_off).await;
+                    match bus.subscribe_notices(HEALTH_SUBJECT).await {
+                        Ok(sub) => follow(sub, states).await,
+                        Err(e) => tracing::error!(error = %e, "dns: {cut_off}"),
                     }
-                }
-            });
-        } else {
-            tracing::warn!("dns: no bus configured: every PoP is taken as healthy");
+                });
+            }
+            (None, None) => tracing::warn!("dns: no bus configured: every PoP is taken as healthy"),
         }
         Ok(Self {
             udp_addr,
@@ -135,6 +133,16 @@ impl Router {
     pub async fn shutdown(mut self) {
         self.tasks.shutdown().await;
         let _ = self.server.shutdown_gracefully().await;
+    }
+}
+
+/// Applies every health snapshot on `sub` to `states`.
+async fn follow(mut sub: strata_bus::Subscription, states: PopStates) {
+    while let Some(bytes) = sub.next().await {
+        match serde_json::from_slice::<HealthSnapshot>(&bytes) {
+            Ok(s) => states.apply(&s),
+            Err(e) => tracing::warn!(error = %e, "dns: unreadable health snapshot"),
+        }
     }
 }
 

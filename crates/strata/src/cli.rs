@@ -443,9 +443,20 @@ async fn run_edge(
 }
 
 async fn run_control(config: strata_control::ControlConfig) -> anyhow::Result<()> {
-    let bus = strata_bus::Bus::nats(&config.nats, &config.nats_auth).await?;
-    let control = strata_control::Control::start(&config, bus).await?;
     let stop = shutdown_signal();
+    // NATS may come up after the control plane (a cluster elects its JetStream leader
+    // first): wait for it rather than exit.
+    let joining = strata_bus::Bus::join_nats(
+        &config.nats,
+        &config.nats_auth,
+        "the control plane waits for it before listening",
+    );
+    tokio::pin!(stop);
+    let bus = tokio::select! {
+        bus = joining => bus,
+        _ = &mut stop => return Ok(()),
+    };
+    let control = strata_control::Control::start(&config, bus).await?;
     tracing::info!(addr = %control.addr, nodes = config.nodes.len(), "control plane listening");
     stop.await;
     control.shutdown().await;

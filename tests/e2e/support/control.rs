@@ -18,6 +18,7 @@ pub async fn purge_control(nats: &NatsServer, nodes: &[&str]) -> Control {
         token: Some(TOKEN.into()),
         tokens: Vec::new(),
         node_ttl: strata_proxy::config::Seconds(std::time::Duration::from_secs(30)),
+        stream_replicas: 1,
         nats: nats.url.clone(),
         nats_auth: Default::default(),
         nodes: nodes

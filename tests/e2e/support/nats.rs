@@ -12,7 +12,7 @@ pub struct NatsServer {
     dir: std::path::PathBuf,
 }
 
-fn binary() -> String {
+pub fn binary() -> String {
     for candidate in [
         "nats-server",
         "/usr/sbin/nats-server",

@@ -143,7 +143,7 @@ impl TestPki {
         for cert in CertificateDer::pem_file_iter(&self.ca_pem).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             Arc::clone(&provider),
@@ -173,7 +173,7 @@ impl TestPki {
             .unwrap();
         let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&files.key).unwrap();
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -280,11 +280,12 @@ impl TlsClient {
         if let Some(c) = &self.config {
             return Arc::clone(c);
         }
-        let config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&self.versions)
-                .unwrap()
-                .with_root_certificates(Arc::clone(&self.roots));
+        let config = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&self.versions)
+        .unwrap()
+        .with_root_certificates(Arc::clone(&self.roots));
         let mut config = match &self.identity {
             Some(files) => config
                 .with_client_auth_cert(
@@ -421,12 +422,13 @@ impl TestPki {
         for cert in CertificateDer::pem_file_iter(&self.ca_pem).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
-        let mut tls =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let mut tls = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use ring::hmac;
+use aws_lc_rs::hmac;
 
 use super::TokenError;
 

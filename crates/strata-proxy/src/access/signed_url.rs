@@ -6,7 +6,7 @@
 //! without the query). Several keys may be in service at once (rotation: the new one signs,
 //! the old one still opens what it signed). No IO and no clock: the time is passed in.
 
-use ring::hmac;
+use aws_lc_rs::hmac;
 
 use super::TokenError;
 

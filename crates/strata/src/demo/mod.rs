@@ -189,6 +189,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         token: Some(DEMO_TOKEN.into()),
         tokens: Vec::new(),
         node_ttl: strata_proxy::config::Seconds(std::time::Duration::from_secs(30)),
+        stream_replicas: 1,
         // Unused: the demo hands the control plane its embedded bus.
         nats: "nats://embedded".into(),
         nats_auth: Default::default(),
