@@ -28,6 +28,26 @@ fn event(id: &str, tags: &[&str]) -> Bytes {
     Bytes::from(serde_json::to_vec(&e).unwrap())
 }
 
+/// The bus as the control plane has it: connected, with its streams and buckets made.
+async fn control_bus(nats: &NatsServer) -> Bus {
+    let bus = Bus::nats(&nats.url, &Default::default()).await.unwrap();
+    bus.provision(Duration::from_secs(30), 1).await.unwrap();
+    bus
+}
+
+/// An ack batch as `node` sends it, for purge `id`.
+fn ack_bytes(id: &str, node: &str) -> Bytes {
+    let ack = PurgeAck {
+        id: id.into(),
+        node: node.into(),
+        seq: 1,
+        objects: 0,
+        applied_at_ms: 0,
+        error: None,
+    };
+    Bytes::from(serde_json::to_vec(&[ack]).unwrap())
+}
+
 async fn acks(sub: &mut Subscription, n: usize) -> Vec<PurgeAck> {
     let mut out = Vec::new();
     while out.len() < n {
@@ -59,8 +79,11 @@ async fn purge_published_on_nats_is_applied_and_acked_by_every_node() {
         e.eventually("stored", || e.proxy().storage().stats().keys == 1)
             .await;
     }
-    let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
-    let mut sub = control.subscribe_acks().await.unwrap();
+    let control = control_bus(&nats).await;
+    let mut sub = control
+        .subscribe_notices("strata.purge.acks.>")
+        .await
+        .unwrap();
     let seq = control
         .publish_purge("p1", event("p1", &["red"]))
         .await
@@ -89,8 +112,11 @@ async fn node_that_was_down_replays_the_purges_it_missed() {
             .header("surrogate-key", "k")
     })
     .await;
-    let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
-    let mut sub = control.subscribe_acks().await.unwrap();
+    let control = control_bus(&nats).await;
+    let mut sub = control
+        .subscribe_notices("strata.purge.acks.>")
+        .await
+        .unwrap();
     let first = edge_on_bus(&origin, &nats, "edge-r").await;
     control
         .publish_purge("before", event("before", &["k"]))
@@ -126,8 +152,11 @@ async fn malformed_event_is_acked_with_the_error_and_does_not_stop_the_consumer(
             .header("surrogate-key", "k")
     })
     .await;
-    let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
-    let mut sub = control.subscribe_acks().await.unwrap();
+    let control = control_bus(&nats).await;
+    let mut sub = control
+        .subscribe_notices("strata.purge.acks.>")
+        .await
+        .unwrap();
     let _node = edge_on_bus(&origin, &nats, "edge-m").await;
     control
         .publish_purge("not-json", Bytes::from_static(b"not json"))
@@ -168,7 +197,7 @@ authorization {{
           "$JS.API.CONSUMER.DURABLE.CREATE.STRATA_PURGE.edge-s",
           "$JS.API.CONSUMER.MSG.NEXT.STRATA_PURGE.edge-s",
           "$JS.ACK.STRATA_PURGE.edge-s.>",
-          "strata.purge.acks",
+          "strata.purge.acks.edge-s",
           "$JS.API.STREAM.INFO.KV_STRATA_NODES",
           "$KV.STRATA_NODES.edge-s"
         ] }}
@@ -227,7 +256,10 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
     edge.get("/p").send().await;
     edge.eventually("stored", || edge.proxy().storage().stats().keys == 1)
         .await;
-    let mut sub = control.subscribe_acks().await.unwrap();
+    let mut sub = control
+        .subscribe_notices("strata.purge.acks.>")
+        .await
+        .unwrap();
     control
         .publish_purge("s1", event("s1", &["red"]))
         .await
@@ -269,9 +301,18 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
             .await
             .unwrap(),
     );
+    // Nor an ack in another node's name: its subject names the node, and the edge may
+    // publish only on its own (a permission violation: nothing reaches the control plane).
+    client
+        .publish("strata.purge.acks.edge-t", ack_bytes("s1", "edge-t"))
+        .await
+        .unwrap();
+    let _ = client.flush().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut stream = js.get_stream("STRATA_PURGE").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    let forged = tokio::time::timeout(Duration::from_millis(200), sub.next()).await;
+    assert!(forged.is_err(), "an ack on another node's subject arrived");
 
     // A wrong password, or a server certificate nobody vouched for: the node starts
     // anyway, serves from its cache, and says it is cut off (and keeps trying).
@@ -329,8 +370,11 @@ async fn a_node_started_while_nats_is_down_serves_and_joins_when_it_comes_up() {
     // NATS comes up; a purge is published before the node is back on the bus.
     let nats = NatsServer::start_on(port);
     assert_eq!(nats.url, url);
-    let control = Bus::nats(&nats.url, &Default::default()).await.unwrap();
-    let mut sub = control.subscribe_acks().await.unwrap();
+    let control = control_bus(&nats).await;
+    let mut sub = control
+        .subscribe_notices("strata.purge.acks.>")
+        .await
+        .unwrap();
     control
         .publish_purge("late-1", event("late-1", &["late"]))
         .await

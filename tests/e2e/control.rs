@@ -29,6 +29,48 @@ async fn warmed_pair(nats: &NatsServer) -> (TestOrigin, Edge, Edge) {
     (origin, a, b)
 }
 
+/// Purge records live in the `STRATA_PURGES` bucket and acks in a stream the control plane
+/// reads through a durable consumer: a control plane that restarts still reports an earlier
+/// purge, and hears the acks nodes sent while it was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_control_plane_reports_earlier_purges_and_acks_sent_while_it_was_down() {
+    let nats = NatsServer::start();
+    let first = control(&nats, &["edge-r"]).await;
+    let (status, report) = post_purge(&first, r#"{"tags": ["red"]}"#).await;
+    assert_eq!(status, 202, "{report}");
+    let id = report["id"].as_str().unwrap().to_string();
+    assert_eq!(report["nodes"][0]["status"], "pending");
+    first.shutdown().await;
+
+    // The node comes up while no control plane runs: it applies the purge and acks.
+    let origin = TestOrigin::fixed(|| Reply::ok("x").cc("max-age=600")).await;
+    let _edge = edge_on_bus(&origin, &nats, "edge-r").await;
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let mut acks = js.get_stream("STRATA_PURGE_ACKS").await.unwrap();
+    for _ in 0..200 {
+        if acks.info().await.unwrap().state.messages > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(acks.info().await.unwrap().state.messages, 1);
+
+    let second = control(&nats, &["edge-r"]).await;
+    let mut report = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, r) = purge_status(&second, &id).await;
+        assert_eq!(status, 200, "{r}");
+        report = r;
+        if report["complete"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(report["nodes"][0]["node"], "edge-r");
+    assert_eq!(report["seq"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_with_wait_returns_when_every_node_applied() {
     let nats = NatsServer::start();

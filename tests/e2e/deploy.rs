@@ -249,7 +249,7 @@ impl Lab {
         let out = self.client(
             "curl",
             &[
-                &["-sS", "-m", "45", "-D", "-", "-w", "\n%{http_code}"],
+                &["-sS", "-m", "75", "-D", "-", "-w", "\n%{http_code}"],
                 args,
             ]
             .concat(),
@@ -302,7 +302,7 @@ impl Lab {
 
     /// A purge of the site's `path` that must be confirmed by all five nodes.
     fn purge_everywhere(&self, path: &str) {
-        let body = format!(r#"{{"urls":["http://{SITE}{path}"],"wait":30}}"#);
+        let body = format!(r#"{{"urls":["http://{SITE}{path}"],"wait":60}}"#);
         let (status, report) = self.api("POST", "/v1/purge", PURGE_TOKEN, Some(&body));
         assert_eq!(status, 200, "purge of {path}: {report}\n{}", self.logs());
         let applied: Vec<&str> = report["nodes"]

@@ -21,7 +21,10 @@ struct Shared {
     state: Mutex<State>,
     appended: Notify,
     notices: Mutex<HashMap<String, broadcast::Sender<Bytes>>>,
+    acks: broadcast::Sender<(String, Bytes)>,
     registry: Mutex<Registry>,
+    /// Purge records, with when each was stored.
+    records: Mutex<HashMap<String, (Instant, Bytes)>>,
 }
 
 /// The node registry: entries live `ttl` after their last announcement.
@@ -51,7 +54,9 @@ impl Default for EmbeddedBus {
                 state: Mutex::default(),
                 appended: Notify::new(),
                 notices: Mutex::default(),
+                acks: broadcast::channel(4096).0,
                 registry: Mutex::default(),
+                records: Mutex::default(),
             }),
         }
     }
@@ -150,6 +155,37 @@ impl EmbeddedBus {
 
     pub fn subscribe_notices(&self, subject: &str) -> broadcast::Receiver<Bytes> {
         self.notices(subject).subscribe()
+    }
+
+    pub fn publish_ack(&self, node: &str, payload: Bytes) {
+        let _ = self.shared.acks.send((node.to_string(), payload));
+    }
+
+    pub fn subscribe_acks(&self) -> broadcast::Receiver<(String, Bytes)> {
+        self.shared.acks.subscribe()
+    }
+
+    fn records(&self) -> MutexGuard<'_, HashMap<String, (Instant, Bytes)>> {
+        self.shared
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores a record; those older than [`crate::RETENTION`] go, as on JetStream.
+    pub fn put_record(&self, id: &str, payload: Bytes) {
+        let mut records = self.records();
+        if records.len() % 1024 == 1023 {
+            records.retain(|_, (at, _)| at.elapsed() < crate::RETENTION);
+        }
+        records.insert(id.to_string(), (Instant::now(), payload));
+    }
+
+    pub fn get_record(&self, id: &str) -> Option<Bytes> {
+        self.records()
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < crate::RETENTION)
+            .map(|(_, payload)| payload.clone())
     }
 }
 

@@ -18,14 +18,40 @@ pub use nats::NatsBus;
 
 /// Subject of purge events (a JetStream stream on NATS).
 pub const PURGE_SUBJECT: &str = "strata.purge.events";
-/// Subject of per-node purge acknowledgements (core NATS; not persisted).
-pub const ACK_SUBJECT: &str = "strata.purge.acks";
+/// Prefix of the purge acknowledgements' subjects: a node publishes on
+/// `strata.purge.acks.<node>` ([`ack_subject`]), so NATS permissions bind each node to its
+/// own subject and the control plane believes the subject, never the body. A stream keeps
+/// them for a control plane that was away.
+pub const ACK_SUBJECT_PREFIX: &str = "strata.purge.acks";
+/// Purge records (the control plane's reports), by purge id (a JetStream KV bucket).
+pub const PURGES_BUCKET: &str = "STRATA_PURGES";
+/// How long purge events, acknowledgements and records are kept on the bus.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// Subject of the health monitor's snapshots, one per probe round (core NATS; not
 /// persisted: the next round replaces it).
 pub const HEALTH_SUBJECT: &str = "strata.health.snapshot";
 /// The node registry: a key per node (its `node.name`), refreshed while it runs and gone
 /// a TTL after its last refresh (a JetStream KV bucket on NATS).
 pub const NODES_BUCKET: &str = "STRATA_NODES";
+
+/// The subject `node` publishes its purge acknowledgements on.
+pub fn ack_subject(node: &str) -> String {
+    format!("{ACK_SUBJECT_PREFIX}.{}", name_token(node))
+}
+
+/// A node name as one NATS subject token and consumer name: letters, digits and `-`
+/// kept, anything else `_`.
+pub fn name_token(node: &str) -> String {
+    node.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
 
 /// Longest wait between two attempts to join NATS ([`Bus::join_nats`]).
 const MAX_JOIN_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
@@ -133,6 +159,30 @@ impl Subscription {
                 }
             },
             Subscription::Nats(sub) => tokio_stream::StreamExt::next(sub).await.map(|m| m.payload),
+        }
+    }
+}
+
+/// Acknowledgements as the control plane reads them: (the node, from the subject; the
+/// payload).
+pub enum AckReader {
+    Embedded(tokio::sync::broadcast::Receiver<(String, Bytes)>),
+    Nats(Box<nats::AckReader>),
+}
+
+impl AckReader {
+    pub async fn next(&mut self) -> Option<(String, Bytes)> {
+        match self {
+            AckReader::Embedded(rx) => loop {
+                match rx.recv().await {
+                    Ok(ack) => return Some(ack),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "ack reader lagged");
+                    }
+                    Err(_) => return None,
+                }
+            },
+            AckReader::Nats(r) => r.next().await,
         }
     }
 }
@@ -266,12 +316,53 @@ impl Bus {
         }
     }
 
-    pub async fn publish_ack(&self, payload: Bytes) -> Result<(), BusError> {
-        self.publish_notice(ACK_SUBJECT, payload).await
+    /// Publishes `node`'s acknowledgements (on its own subject). On NATS they are stored
+    /// in the acks' stream and retried like purges ([`Bus::publish_purge`]) under `batch`
+    /// as message id: a plain publish would be dropped while the stream elects a leader.
+    pub async fn publish_ack(
+        &self,
+        node: &str,
+        batch: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        match self {
+            Bus::Embedded(b) => {
+                b.publish_ack(node, payload);
+                Ok(())
+            }
+            Bus::Nats(b) => b
+                .publish_durably(&ack_subject(node), batch, payload)
+                .await
+                .map(drop),
+        }
     }
 
-    pub async fn subscribe_acks(&self) -> Result<Subscription, BusError> {
-        self.subscribe_notices(ACK_SUBJECT).await
+    /// The control plane's reader of acknowledgements: on NATS a durable consumer of the
+    /// acknowledgement stream, so those sent while it was away still arrive.
+    pub async fn ack_reader(&self) -> Result<AckReader, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(AckReader::Embedded(b.subscribe_acks())),
+            Bus::Nats(b) => Ok(AckReader::Nats(Box::new(b.ack_reader().await?))),
+        }
+    }
+
+    /// Stores a purge record under `id` (kept [`RETENTION`]).
+    pub async fn put_record(&self, id: &str, payload: Bytes) -> Result<(), BusError> {
+        match self {
+            Bus::Embedded(b) => {
+                b.put_record(id, payload);
+                Ok(())
+            }
+            Bus::Nats(b) => b.put_record(id, payload).await,
+        }
+    }
+
+    /// The purge record stored under `id`, if any.
+    pub async fn get_record(&self, id: &str) -> Result<Option<Bytes>, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(b.get_record(id)),
+            Bus::Nats(b) => b.get_record(id).await,
+        }
     }
 }
 

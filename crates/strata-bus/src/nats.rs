@@ -9,9 +9,15 @@ use tokio_stream::StreamExt;
 
 use strata_wire::config::NatsAuth;
 
-use crate::{BusError, Delivery, StreamPosition, NODES_BUCKET, PURGE_SUBJECT};
+use crate::{
+    BusError, Delivery, StreamPosition, ACK_SUBJECT_PREFIX, NODES_BUCKET, PURGES_BUCKET,
+    PURGE_SUBJECT, RETENTION,
+};
 
 const STREAM: &str = "STRATA_PURGE";
+/// The acknowledgements' stream, read by the control plane's durable consumer.
+const ACK_STREAM: &str = "STRATA_PURGE_ACKS";
+const ACK_CONSUMER: &str = "strata-control";
 /// How long a JetStream request waits for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle heartbeat of a node's pull requests: a pull held by a server that went down is
@@ -22,14 +28,14 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// How long a purge is tried again while its publish fails (a server of the cluster went
 /// down, the stream elects a new leader: seconds).
 const PUBLISH_RETRY: Duration = Duration::from_secs(15);
-/// How long purge events are kept for nodes that were away.
-const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
+    /// The purge records' bucket, once opened.
+    records: std::sync::Arc<tokio::sync::OnceCell<jetstream::kv::Store>>,
 }
 
 impl NatsBus {
@@ -58,35 +64,120 @@ impl NatsBus {
             })
             .await
             .map_err(|e| BusError::Connect(e.to_string()))?;
-        Ok(Self { client, js, stream })
+        Ok(Self {
+            client,
+            js,
+            stream,
+            records: Default::default(),
+        })
     }
 
     /// The purge stream and the node registry (entries living `ttl` after their last
     /// refresh), each kept on `replicas` servers of the cluster: created when missing, and
     /// an existing one moved to `replicas` (JetStream re-replicates it in place).
     pub async fn provision(&self, ttl: Duration, replicas: usize) -> Result<(), BusError> {
-        let err = |e: String| BusError::Connect(format!("node registry: {e}"));
-        // The bucket's stream, as JetStream KV lays it out, made directly: async-nats's
+        let err = |e: String| BusError::Connect(format!("provisioning the bus: {e}"));
+        // Buckets as JetStream KV lays them out, made directly: async-nats's
         // `create_key_value` cannot read the answers of the nats-server 2.9 Debian ships.
+        for (bucket, max_age) in [(NODES_BUCKET, ttl), (PURGES_BUCKET, RETENTION)] {
+            self.js
+                .get_or_create_stream(stream::Config {
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    max_age,
+                    storage: stream::StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: stream::DiscardPolicy::New,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| err(e.to_string()))?;
+        }
         self.js
             .get_or_create_stream(stream::Config {
-                name: format!("KV_{NODES_BUCKET}"),
-                subjects: vec![format!("$KV.{NODES_BUCKET}.>")],
-                max_messages_per_subject: 1,
-                max_age: ttl,
+                name: ACK_STREAM.to_string(),
+                subjects: vec![format!("{ACK_SUBJECT_PREFIX}.>")],
                 storage: stream::StorageType::File,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: stream::DiscardPolicy::New,
+                max_age: RETENTION,
                 num_replicas: replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| err(e.to_string()))?;
-        self.replicate(STREAM, replicas).await?;
-        self.replicate(&format!("KV_{NODES_BUCKET}"), replicas)
+        for name in [
+            STREAM.to_string(),
+            ACK_STREAM.to_string(),
+            format!("KV_{NODES_BUCKET}"),
+            format!("KV_{PURGES_BUCKET}"),
+        ] {
+            self.replicate(&name, replicas).await?;
+        }
+        Ok(())
+    }
+
+    /// The control plane's durable consumer of acknowledgements.
+    pub async fn ack_reader(&self) -> Result<AckReader, BusError> {
+        let err = |e: String| BusError::Subscribe(format!("acknowledgements: {e}"));
+        let stream = self
+            .js
+            .get_stream(ACK_STREAM)
             .await
+            .map_err(|e| err(e.to_string()))?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                ACK_CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(ACK_CONSUMER.to_string()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let messages = consumer
+            .stream()
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        // Also as they are sent: no wait for the stream (or this consumer) to recover
+        // while the cluster elects leaders. The same ack twice counts once.
+        let live = self
+            .client
+            .subscribe(format!("{ACK_SUBJECT_PREFIX}.>"))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(AckReader { messages, live })
+    }
+
+    async fn records(&self) -> Result<&jetstream::kv::Store, BusError> {
+        self.records
+            .get_or_try_init(|| self.js.get_key_value(PURGES_BUCKET))
+            .await
+            .map_err(|e| BusError::Publish(format!("purge records: {e}")))
+    }
+
+    pub async fn put_record(&self, id: &str, payload: Bytes) -> Result<(), BusError> {
+        self.records()
+            .await?
+            .put(id, payload)
+            .await
+            .map(drop)
+            .map_err(|e| BusError::Publish(format!("purge record {id}: {e}")))
+    }
+
+    pub async fn get_record(&self, id: &str) -> Result<Option<Bytes>, BusError> {
+        self.records()
+            .await?
+            .get(id)
+            .await
+            .map_err(|e| BusError::Subscribe(format!("purge record {id}: {e}")))
     }
 
     /// Moves stream `name` to `replicas` servers if it is on another number.
@@ -166,6 +257,17 @@ impl NatsBus {
     }
 
     pub async fn publish(&self, id: &str, payload: Bytes) -> Result<u64, BusError> {
+        self.publish_durably(PURGE_SUBJECT, id, payload).await
+    }
+
+    /// Publishes to the stream that holds `subject`, tried again for [`PUBLISH_RETRY`]
+    /// under `id` as message id; returns the stream sequence.
+    pub async fn publish_durably(
+        &self,
+        subject: &str,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<u64, BusError> {
         let deadline = tokio::time::Instant::now() + PUBLISH_RETRY;
         let mut wait = Duration::from_millis(100);
         loop {
@@ -173,14 +275,14 @@ impl NatsBus {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
             let attempt = async {
                 self.js
-                    .publish_with_headers(PURGE_SUBJECT, headers, payload.clone())
+                    .publish_with_headers(subject.to_string(), headers, payload.clone())
                     .await?
                     .await
             };
             match attempt.await {
                 Ok(ack) => return Ok(ack.sequence),
                 Err(e) if tokio::time::Instant::now() + wait < deadline => {
-                    tracing::warn!(error = %e, retry_in = ?wait, "publishing a purge; trying again");
+                    tracing::warn!(error = %e, subject, retry_in = ?wait, "publishing; trying again");
                 }
                 Err(e) => return Err(BusError::Publish(e.to_string())),
             }
@@ -190,17 +292,7 @@ impl NatsBus {
     }
 
     pub async fn consumer(&self, node: &str) -> Result<Consumer, BusError> {
-        // Consumer names allow letters, digits, '-' and '_'.
-        let name: String = node
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name = crate::name_token(node);
         let consumer = self
             .stream
             .get_or_create_consumer(
@@ -280,6 +372,51 @@ async fn options(url: &str, auth: &NatsAuth) -> Result<async_nats::ConnectOption
         opts = opts.require_tls(true);
     }
     Ok(opts)
+}
+
+/// The control plane's reader of acknowledgements: the stream's durable consumer (those
+/// sent while it was away) and a plain subscription (those sent now, at once).
+pub struct AckReader {
+    messages: consumer::pull::Stream,
+    live: async_nats::Subscriber,
+}
+
+impl AckReader {
+    /// The next acknowledgement: (the node its subject names, the payload). Acked to the
+    /// stream as it is handed over.
+    pub async fn next(&mut self) -> Option<(String, Bytes)> {
+        let prefix = format!("{ACK_SUBJECT_PREFIX}.");
+        let node_of = |subject: &str| subject.strip_prefix(&prefix).map(String::from);
+        loop {
+            let stored = tokio::select! {
+                biased;
+                live = self.live.next() => {
+                    let msg = live?;
+                    match node_of(msg.subject.as_str()) {
+                        Some(node) => return Some((node, msg.payload)),
+                        None => continue,
+                    }
+                }
+                stored = self.messages.next() => stored?,
+            };
+            match stored {
+                Ok(msg) => {
+                    let node = node_of(msg.subject.as_str());
+                    let payload = msg.payload.clone();
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(error = %e, "acknowledging an acknowledgement");
+                    }
+                    if let Some(node) = node {
+                        return Some((node, payload));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "acknowledgement stream");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
 }
 
 pub struct Consumer {

@@ -151,7 +151,7 @@ fn main() {
         while Instant::now() < deadline {
             missing = 0;
             for id in &ids {
-                let s = control.status(id).expect("known purge");
+                let s = control.status(id).await.expect("known purge");
                 missing += s.nodes.iter().filter(|n| n.status != "applied").count();
             }
             if missing == 0 {

@@ -14,15 +14,15 @@
 
 pub mod config;
 pub mod health;
+pub mod records;
 pub mod tokens;
 
 use tokens::Scope;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -59,15 +59,6 @@ pub struct PurgeStatus {
     pub nodes: Vec<NodeStatus>,
 }
 
-struct Record {
-    seq: u64,
-    accepted: Instant,
-    /// The nodes this purge waits for: the configured ones and those announced when it
-    /// was accepted.
-    expected: Vec<String>,
-    acks: HashMap<String, (Duration, PurgeAck)>,
-}
-
 struct State {
     tokens: tokens::Tokens,
     /// The nodes of the configuration file.
@@ -75,7 +66,7 @@ struct State {
     bus: Bus,
     health: health::Latest,
     registry: Mutex<Registry>,
-    purges: Mutex<HashMap<String, Record>>,
+    records: records::Records,
     acked: Notify,
 }
 
@@ -96,42 +87,6 @@ impl State {
             }
         }
         nodes
-    }
-
-    fn purges(&self) -> MutexGuard<'_, HashMap<String, Record>> {
-        self.purges.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn status(&self, id: &str) -> Option<PurgeStatus> {
-        let purges = self.purges();
-        let r = purges.get(id)?;
-        let nodes: Vec<NodeStatus> = r
-            .expected
-            .iter()
-            .map(|n| match r.acks.get(n) {
-                Some((latency, ack)) => NodeStatus {
-                    node: n.clone(),
-                    status: "applied",
-                    // Whole microseconds: 1.607, not 1.6076860000000002.
-                    ms: Some(latency.as_micros() as f64 / 1000.0),
-                    objects: Some(ack.objects),
-                    error: ack.error.clone(),
-                },
-                None => NodeStatus {
-                    node: n.clone(),
-                    status: "pending",
-                    ms: None,
-                    objects: None,
-                    error: None,
-                },
-            })
-            .collect();
-        Some(PurgeStatus {
-            id: id.to_string(),
-            seq: r.seq,
-            complete: nodes.iter().all(|n| n.status == "applied"),
-            nodes,
-        })
     }
 }
 
@@ -170,12 +125,12 @@ impl Control {
             bus: bus.clone(),
             health: health_latest.clone(),
             registry: Mutex::new(registry),
-            purges: Mutex::default(),
+            records: records::Records::new(bus.clone()),
             acked: Notify::new(),
         });
         let handle_state = Arc::clone(&state);
         let mut acks = bus
-            .subscribe_acks()
+            .ack_reader()
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (shutdown, mut rx) = watch::channel(false);
@@ -188,21 +143,28 @@ impl Control {
         tasks.spawn(async move {
             loop {
                 let next = tokio::select! { a = acks.next() => a, _ = stop.changed() => return };
-                let Some(bytes) = next else { return };
+                let Some((node, bytes)) = next else { return };
                 // Nodes send their acks in batches (a JSON array).
                 let Ok(batch) = serde_json::from_slice::<Vec<PurgeAck>>(&bytes) else {
                     continue;
                 };
-                {
-                    let mut purges = s.purges();
-                    for ack in batch {
-                        if let Some(r) = purges.get_mut(&ack.id) {
-                            let latency = r.accepted.elapsed();
-                            r.acks.entry(ack.node.clone()).or_insert((latency, ack));
-                        }
-                    }
-                }
+                s.records.apply(&node, batch, records::now_us()).await;
                 s.acked.notify_waiters();
+            }
+        });
+        // Changed records reach the bus within a quarter second, and once more at shutdown.
+        let s = Arc::clone(&state);
+        let mut stop = rx.clone();
+        tasks.spawn(async move {
+            loop {
+                let stopping = tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => false,
+                    _ = stop.changed() => true,
+                };
+                s.records.flush().await;
+                if stopping {
+                    return;
+                }
             }
         });
         tasks.spawn(async move {
@@ -233,8 +195,8 @@ impl Control {
     }
 
     /// The current report for a purge.
-    pub fn status(&self, id: &str) -> Option<PurgeStatus> {
-        self.state.status(id)
+    pub async fn status(&self, id: &str) -> Option<PurgeStatus> {
+        self.state.records.report(id).await.ok().flatten()
     }
 
     pub async fn shutdown(mut self) {
@@ -331,9 +293,10 @@ async fn handle(
             r
         }
         (Method::GET, p) if p.starts_with("/v1/purge/") => {
-            match state.status(&p["/v1/purge/".len()..]) {
-                Some(s) => json(StatusCode::OK, &s),
-                None => error(StatusCode::NOT_FOUND, "no such purge"),
+            match state.records.report(&p["/v1/purge/".len()..]).await {
+                Ok(Some(s)) => json(StatusCode::OK, &s),
+                Ok(None) => error(StatusCode::NOT_FOUND, "no such purge"),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
@@ -369,23 +332,14 @@ async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full
     };
     // Registered before publishing, so no ack can arrive for an unknown id.
     let expected = state.expected().await;
-    state.purges().insert(
-        id.clone(),
-        Record {
-            seq: 0,
-            accepted: Instant::now(),
-            expected,
-            acks: HashMap::new(),
-        },
-    );
+    let accepted_us = now.as_micros() as u64;
+    state
+        .records
+        .insert(&id, records::Record::new(accepted_us, expected));
     match state.bus.publish_purge(&id, Bytes::from(payload)).await {
-        Ok(seq) => {
-            if let Some(r) = state.purges().get_mut(&id) {
-                r.seq = seq;
-            }
-        }
+        Ok(seq) => state.records.set_seq(&id, seq),
         Err(e) => {
-            state.purges().remove(&id);
+            state.records.remove(&id);
             return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
         }
     }
@@ -396,7 +350,11 @@ async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full
             let notified = state.acked.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if state.status(&id).is_some_and(|s| s.complete) {
+            if state
+                .records
+                .report_in_memory(&id)
+                .is_some_and(|s| s.complete)
+            {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -404,7 +362,7 @@ async fn post_purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Full
             }
         }
     }
-    match state.status(&id) {
+    match state.records.report_in_memory(&id) {
         Some(s) if s.complete => json(StatusCode::OK, &s),
         Some(s) => json(StatusCode::ACCEPTED, &s),
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "purge record lost"),

@@ -24,6 +24,8 @@ use crate::purge::{PurgeAck, PurgeEvent};
 /// How long the consumer waits for an event before asking the stream where it stands again,
 /// while a replay is still under way.
 const REPLAY_POLL: Duration = Duration::from_millis(250);
+/// Ack batches being published at once (each may be retried for a while).
+const ACKS_IN_FLIGHT: usize = 64;
 
 /// The bus a node joins: one it was given (the embedded bus of a single process), or a
 /// NATS server it connects to.
@@ -135,6 +137,7 @@ pub async fn run(
         Arc::clone(&proxy),
         shutdown.clone(),
     ));
+    let acks_in_flight = Arc::new(tokio::sync::Semaphore::new(ACKS_IN_FLIGHT));
     let mut replay = match tiers {
         Some(tiers) => {
             let Some(r) = Replay::start(tiers, &mut consumer, &mut shutdown).await else {
@@ -202,9 +205,22 @@ pub async fn run(
             }
         }
         if let Ok(json) = serde_json::to_vec(&acks) {
-            if let Err(e) = bus.publish_ack(Bytes::from(json)).await {
-                tracing::warn!(error = %e, "publishing purge acks failed");
-            }
+            // The batch's last event names it: a batch sent twice is stored once.
+            let last = acks.iter().map(|a| a.seq).max().unwrap_or(0);
+            let batch = format!("{node}-{last}");
+            // Sent beside the purge loop: an ack retried while the cluster elects leaders
+            // must not hold back the next purges. At most ACKS_IN_FLIGHT at once; past
+            // that, this loop waits (it cannot outrun the bus for long).
+            let Ok(permit) = Arc::clone(&acks_in_flight).acquire_owned().await else {
+                return;
+            };
+            let (bus, node) = (bus.clone(), node.clone());
+            tokio::spawn(async move {
+                if let Err(e) = bus.publish_ack(&node, &batch, Bytes::from(json)).await {
+                    tracing::warn!(error = %e, "publishing purge acks failed");
+                }
+                drop(permit);
+            });
         }
     }
 }
