@@ -5,7 +5,8 @@
 # curl, openssl and ngtcp2-client (gtlsclient) as TLS and HTTP/3 clients we did not write,
 # pebble (Let's Encrypt's test ACME CA, with pebble-challtestsrv) for automatic certificates;
 # Akamai's EdgeAuth token generators from PyPI and npm (into target/test-tools) so token
-# tests check tokens made by the code customers run.
+# tests check tokens made by the code customers run; mmdb-writer from PyPI (same place) writes
+# the MaxMind DB files the country access tests read.
 # The deployment test (tests/e2e/deploy.rs, as root) runs deploy/compose's topology in network
 # namespaces with these same nats-server, curl, dig and python3.
 # Everything else (origins, nodes) the suite starts itself on 127.0.0.1:0. CI's .ci/run
@@ -40,6 +41,11 @@ if ! "$TOOLS/edgeauth-py/bin/python" -c "import akamai.edgeauth" >/dev/null 2>&1
     echo "== installing akamai-edgeauth (PyPI) into $TOOLS"
     python3 -m venv "$TOOLS/edgeauth-py"
     "$TOOLS/edgeauth-py/bin/pip" install -q akamai-edgeauth==0.3.2
+fi
+if ! "$TOOLS/mmdb-py/bin/python" -c "import mmdb_writer" >/dev/null 2>&1; then
+    echo "== installing mmdb-writer (PyPI) into $TOOLS"
+    python3 -m venv "$TOOLS/mmdb-py"
+    "$TOOLS/mmdb-py/bin/pip" install -q mmdb-writer==0.2.7
 fi
 if [ ! -f "$TOOLS/edgeauth-node/node_modules/akamai-edgeauth/package.json" ]; then
     echo "== installing akamai-edgeauth (npm) into $TOOLS"

@@ -1,6 +1,7 @@
 //! The access phase against the real proxy: EdgeAuth tokens made by Akamai's own
 //! generators (PyPI and npm, installed by scripts/test.sh), signed URLs made by
-//! `strata sign`, network/method/referrer rules, and rate limits.
+//! `strata sign`, network/method/referrer rules, countries from a MaxMind DB written by
+//! `mmdb-writer` (PyPI), and rate limits.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -488,4 +489,131 @@ async fn behind_a_trusted_proxy_the_checks_are_about_the_client_it_forwarded_for
         .send()
         .await;
     assert_eq!(other.status, StatusCode::OK);
+}
+
+/// A GeoIP2-Country database written by `mmdb-writer` (PyPI, installed by scripts/test.sh
+/// into target/test-tools): a MaxMind DB file as MaxMind's own readers read it.
+fn country_database(networks: &[(&str, &str)]) -> PathBuf {
+    let python = tools().join("mmdb-py/bin/python");
+    let path = crate::support::scratch_dir("geo").join("countries.mmdb");
+    let inserts: String = networks
+        .iter()
+        .map(|(net, code)| {
+            format!("w.insert_network(IPSet(['{net}']), {{'country': {{'iso_code': '{code}'}}}})\n")
+        })
+        .collect();
+    let script = format!(
+        "from mmdb_writer import MMDBWriter\nfrom netaddr import IPSet\n\
+         w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type='GeoIP2-Country')\n\
+         {inserts}w.to_db_file('{}')\n",
+        path.display()
+    );
+    let out = Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run scripts/test.sh, which installs it)",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+#[tokio::test]
+async fn countries_come_from_a_maxmind_database_and_the_geo_networks_override_it() {
+    let database = country_database(&[
+        ("198.51.100.0/24", "DE"),
+        ("203.0.113.0/24", "FR"),
+        ("2001:db8::/32", "DE"),
+    ]);
+    let origin = echo_origin().await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(move |c| {
+            c.forwarding.trusted_proxies = vec!["127.0.0.0/8".into()];
+            c.geo.database = Some(database);
+            // The database says FR; the operator knows better for this /28.
+            c.geo.networks.insert("203.0.113.16/28".into(), "DE".into());
+            c.services[0].access = Some(AccessConfig {
+                countries: vec!["DE".into(), "XX".into()],
+                deny_countries: vec!["xx".into()],
+                ..AccessConfig::default()
+            });
+            let mut open = RuleConfig::prefix("/open/");
+            open.access = Some(AccessConfig {
+                countries: vec!["fr".into()],
+                ..AccessConfig::default()
+            });
+            c.services[0].rules.push(open);
+        })
+        .start()
+        .await;
+    let from = |client: &'static str, path: &'static str| {
+        let edge = &edge;
+        async move {
+            edge.get(path)
+                .header("x-forwarded-for", client)
+                .send()
+                .await
+        }
+    };
+    assert_eq!(from("198.51.100.7", "/a").await.status, StatusCode::OK);
+    assert_eq!(from("2001:db8::1", "/a").await.status, StatusCode::OK);
+    let france = from("203.0.113.7", "/a").await;
+    assert_eq!(france.status, StatusCode::FORBIDDEN);
+    assert!(
+        france.cache_status().contains("access-denied-country"),
+        "{}",
+        france.cache_status()
+    );
+    assert_eq!(
+        from("203.0.113.20", "/a").await.status,
+        StatusCode::OK,
+        "overridden to DE"
+    );
+    // Unknown to both sources: XX, denied here even though `countries` lists it.
+    assert_eq!(from("192.0.2.1", "/a").await.status, StatusCode::FORBIDDEN);
+    // The rule's own list replaces the service's.
+    assert_eq!(from("203.0.113.7", "/open/x").await.status, StatusCode::OK);
+    assert_eq!(
+        from("198.51.100.7", "/open/x").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let metrics = edge.admin("/metrics").await.text();
+    assert!(
+        metrics.contains("strata_access_refused_total{reason=\"access-denied-country\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn check_config_names_a_geo_database_that_is_not_one_and_countries_without_geo() {
+    let dir = crate::support::scratch_dir("geo-check");
+    let garbage = dir.join("countries.mmdb");
+    std::fs::write(&garbage, b"not a database").unwrap();
+    let base = "[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:9\"]\n\
+                [service.access]\ncountries = [\"DE\"]\n";
+    for (config, key) in [
+        (
+            format!("[geo]\ndatabase = \"{}\"\n{base}", garbage.display()),
+            "geo.database",
+        ),
+        (base.to_string(), "service[0].access.countries"),
+    ] {
+        let path = dir.join("node.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new(strata_bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+    }
 }

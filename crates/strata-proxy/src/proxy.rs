@@ -67,6 +67,8 @@ pub struct Proxy {
     /// ACME validations in progress: HTTP-01 tokens are answered in the parse phase, and
     /// the TLS listeners answer TLS-ALPN-01 from the same table.
     pub(crate) acme: Arc<crate::tls::Challenges>,
+    /// `[geo]`: clients' countries for the access rules that ask.
+    pub(crate) countries: Option<crate::access::country::Countries>,
 }
 
 // === impl Proxy ===
@@ -129,6 +131,8 @@ impl Proxy {
                 ),
             },
             forwarder: Forwarder::new(&config.node.name, carriers.clone(), allowed),
+            countries: crate::access::country::Countries::from_config(&config.geo)
+                .map_err(|e| e.to_string())?,
             upstream,
             metrics,
             access_log,

@@ -9,6 +9,7 @@
 //! there). Behind a trusted proxy (`forwarding.trusted_proxies`, a load balancer) the checks
 //! are about the client it forwarded for (`X-Forwarded-For`), not the proxy.
 
+pub mod country;
 pub mod edgeauth;
 pub mod rate;
 pub mod rules;
@@ -28,6 +29,7 @@ use crate::config::{AccessConfig, ConfigError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     Network,
+    Country,
     /// Not one of the methods served; `Allow` names those.
     Method(HeaderValue),
     Referrer,
@@ -78,6 +80,7 @@ impl Refusal {
     pub fn detail(&self) -> String {
         match self {
             Refusal::Network => "access-denied-network".into(),
+            Refusal::Country => "access-denied-country".into(),
             Refusal::Method(_) => "access-denied-method".into(),
             Refusal::Referrer => "access-denied-referrer".into(),
             Refusal::Token(e) => e.detail().into(),
@@ -172,6 +175,8 @@ pub struct Admitted {
 /// The facts of a request the checks read.
 pub struct Asking<'a> {
     pub client: IpAddr,
+    /// The client's country, when [`Access::wants_country`] (else `None`).
+    pub country: Option<crate::config::CountryCode>,
     pub method: &'a Method,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
@@ -208,9 +213,24 @@ impl Access {
                 ));
             }
         }
+        let codes = |list: &[String], name: &str| {
+            list.iter()
+                .enumerate()
+                .map(|(n, s)| {
+                    crate::config::country_code(s).ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{at}.{name}[{n}]"),
+                            "a two-letter country code (ISO 3166-1; XX: unknown)",
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         let rules = rules::Rules {
             allow: nets(&c.allow, "allow")?,
             deny: nets(&c.deny, "deny")?,
+            countries: codes(&c.countries, "countries")?,
+            deny_countries: codes(&c.deny_countries, "deny_countries")?,
             methods,
             referrers: c.referrers.iter().map(|r| r.to_ascii_lowercase()).collect(),
             allow_no_referrer: c.allow_no_referrer,
@@ -336,9 +356,18 @@ impl Access {
 
     /// Checks a request: rules, then credentials, then the rate. On success, the target
     /// to use from here on when credentials were removed from it.
+    /// Whether the checks read the client's country ([`Asking::country`]).
+    pub fn wants_country(&self) -> bool {
+        !self.rules.countries.is_empty() || !self.rules.deny_countries.is_empty()
+    }
+
     pub fn check(&self, req: &Asking<'_>) -> Result<Admitted, Refusal> {
-        self.rules
-            .check(req.client, req.method, req.headers.get(REFERER))?;
+        self.rules.check(
+            req.client,
+            req.country,
+            req.method,
+            req.headers.get(REFERER),
+        )?;
         let path = req.uri.path();
         let query = req.uri.query();
         let mut strip: Vec<&str> = Vec::new();
@@ -496,6 +525,7 @@ mod tests {
     fn ask<'a>(uri: &'a Uri, headers: &'a HeaderMap, now: u64) -> Asking<'a> {
         Asking {
             client: "192.0.2.1".parse().unwrap(),
+            country: None,
             method: &Method::GET,
             uri,
             headers,

@@ -7,6 +7,7 @@ use http::{HeaderValue, Method, Uri};
 use ipnet::IpNet;
 
 use super::Refusal;
+use crate::config::{CountryCode, UNKNOWN_COUNTRY};
 
 /// A service's or rule's access rules. Empty lists allow everything.
 #[derive(Debug, Default)]
@@ -16,6 +17,10 @@ pub struct Rules {
     /// Never these (checked before `allow`: a denied address inside an allowed network
     /// stays denied).
     pub deny: Vec<IpNet>,
+    /// When not empty, only clients from these countries (`XX`: unknown).
+    pub countries: Vec<CountryCode>,
+    /// Never these countries (checked before `countries`).
+    pub deny_countries: Vec<CountryCode>,
     /// When not empty, only these methods (others are answered 405).
     pub methods: Vec<Method>,
     /// When not empty, `Referer` must name one of these hosts (`example.com`, or
@@ -26,9 +31,12 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// `country`: the client's, looked up by the caller when countries are checked (an
+    /// unknown one is `XX`; `None` counts as unknown).
     pub fn check(
         &self,
         client: IpAddr,
+        country: Option<CountryCode>,
         method: &Method,
         referer: Option<&HeaderValue>,
     ) -> Result<(), Refusal> {
@@ -36,6 +44,12 @@ impl Rules {
             || (!self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&client)))
         {
             return Err(Refusal::Network);
+        }
+        let country = country.unwrap_or(UNKNOWN_COUNTRY);
+        if self.deny_countries.contains(&country)
+            || (!self.countries.is_empty() && !self.countries.contains(&country))
+        {
+            return Err(Refusal::Country);
         }
         if !self.methods.is_empty() && !self.methods.contains(method) {
             let names: Vec<&str> = self.methods.iter().map(|m| m.as_str()).collect();
@@ -87,19 +101,44 @@ mod tests {
     }
 
     #[test]
+    fn denied_countries_beat_allowed_ones_and_unknown_is_xx() {
+        let rules = Rules {
+            countries: vec![*b"DE", *b"FR", *b"XX"],
+            deny_countries: vec![*b"FR"],
+            ..Rules::default()
+        };
+        let check =
+            |c: Option<&[u8; 2]>| rules.check(ip("192.0.2.1"), c.copied(), &Method::GET, None);
+        assert!(check(Some(b"DE")).is_ok());
+        assert_eq!(check(Some(b"FR")), Err(Refusal::Country));
+        assert_eq!(check(Some(b"US")), Err(Refusal::Country));
+        assert!(check(None).is_ok(), "unknown is XX, listed here");
+        let strict = Rules {
+            countries: vec![*b"DE"],
+            ..Rules::default()
+        };
+        assert_eq!(
+            strict.check(ip("192.0.2.1"), None, &Method::GET, None),
+            Err(Refusal::Country)
+        );
+    }
+
+    #[test]
     fn deny_beats_allow_and_allow_limits_to_its_networks() {
         let rules = Rules {
             allow: vec!["10.0.0.0/8".parse().unwrap()],
             deny: vec!["10.9.0.0/16".parse().unwrap()],
             ..Rules::default()
         };
-        assert!(rules.check(ip("10.1.2.3"), &Method::GET, None).is_ok());
+        assert!(rules
+            .check(ip("10.1.2.3"), None, &Method::GET, None)
+            .is_ok());
         assert_eq!(
-            rules.check(ip("10.9.2.3"), &Method::GET, None),
+            rules.check(ip("10.9.2.3"), None, &Method::GET, None),
             Err(Refusal::Network)
         );
         assert_eq!(
-            rules.check(ip("192.0.2.1"), &Method::GET, None),
+            rules.check(ip("192.0.2.1"), None, &Method::GET, None),
             Err(Refusal::Network)
         );
     }
@@ -110,9 +149,11 @@ mod tests {
             methods: vec![Method::GET, Method::HEAD],
             ..Rules::default()
         };
-        assert!(rules.check(ip("192.0.2.1"), &Method::HEAD, None).is_ok());
+        assert!(rules
+            .check(ip("192.0.2.1"), None, &Method::HEAD, None)
+            .is_ok());
         assert_eq!(
-            rules.check(ip("192.0.2.1"), &Method::POST, None),
+            rules.check(ip("192.0.2.1"), None, &Method::POST, None),
             Err(Refusal::Method(HeaderValue::from_static("GET, HEAD")))
         );
     }
@@ -126,7 +167,7 @@ mod tests {
         };
         let check = |r: Option<&str>| {
             let v = r.map(|r| HeaderValue::from_str(r).unwrap());
-            rules.check(ip("192.0.2.1"), &Method::GET, v.as_ref())
+            rules.check(ip("192.0.2.1"), None, &Method::GET, v.as_ref())
         };
         assert!(check(Some("https://example.com/page")).is_ok());
         assert!(check(Some("https://www.Example.com./page")).is_ok());
@@ -146,7 +187,7 @@ mod tests {
             ..rules
         };
         assert_eq!(
-            strict.check(ip("192.0.2.1"), &Method::GET, None),
+            strict.check(ip("192.0.2.1"), None, &Method::GET, None),
             Err(Refusal::Referrer)
         );
     }

@@ -13,6 +13,10 @@ pub struct AccessConfig {
     pub allow: Vec<String>,
     /// Client networks refused, even inside `allow`.
     pub deny: Vec<String>,
+    /// Countries served (ISO 3166-1 alpha-2; `XX`: one `[geo]` does not know); empty: all.
+    pub countries: Vec<String>,
+    /// Countries refused, even inside `countries`.
+    pub deny_countries: Vec<String>,
     /// Methods served; empty: all. Others are answered 405.
     pub methods: Vec<String>,
     /// Hosts a `Referer` must name (`example.com`, `*.example.com`); empty: no check.

@@ -12,6 +12,7 @@ mod admin;
 mod bus;
 mod cache;
 mod forwarding;
+mod geo;
 mod health;
 mod hot;
 mod limits;
@@ -35,6 +36,7 @@ pub use self::admin::AdminSection;
 pub use self::bus::BusSection;
 pub use self::cache::{CacheSection, DiskSection};
 pub use self::forwarding::ForwardingSection;
+pub use self::geo::{country_code, CountryCode, GeoSection, UNKNOWN_COUNTRY};
 pub use self::health::HealthConfig;
 pub use self::hot::HotSection;
 pub use self::limits::LimitsSection;
@@ -66,6 +68,7 @@ pub struct NodeConfig {
     pub hot: HotSection,
     pub forwarding: ForwardingSection,
     pub admin: AdminSection,
+    pub geo: GeoSection,
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
 }
@@ -106,6 +109,7 @@ impl NodeConfig {
             hot,
             forwarding,
             admin,
+            geo,
             services,
         } = self;
         [
@@ -122,6 +126,7 @@ impl NodeConfig {
             ("hot", *hot == other.hot),
             ("forwarding", *forwarding == other.forwarding),
             ("admin", *admin == other.admin),
+            ("geo", *geo == other.geo),
             ("service", *services == other.services),
         ]
         .into_iter()
@@ -169,6 +174,29 @@ impl NodeConfig {
         let mut hosts_seen = Vec::new();
         for (i, service) in self.services.iter().enumerate() {
             service.check(i, &mut hosts_seen)?;
+        }
+        self.geo.check()?;
+        if !self.geo.is_configured() {
+            // Countries asked for with nothing to tell them: every client would be "XX".
+            for (i, service) in self.services.iter().enumerate() {
+                let accesses = std::iter::once((format!("service[{i}].access"), &service.access))
+                    .chain(
+                        service.rules.iter().enumerate().map(|(r, rule)| {
+                            (format!("service[{i}].rule[{r}].access"), &rule.access)
+                        }),
+                    );
+                for (at, access) in accesses {
+                    if access
+                        .as_ref()
+                        .is_some_and(|a| !a.countries.is_empty() || !a.deny_countries.is_empty())
+                    {
+                        return Err(ConfigError::new(
+                            format!("{at}.countries"),
+                            "needs [geo] (a database or networks) to know a client's country",
+                        ));
+                    }
+                }
+            }
         }
         self.tls.check(&self.listen)?;
         self.tls.check_ring(&self.ring, &self.node.name)?;

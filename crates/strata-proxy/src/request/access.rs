@@ -62,9 +62,15 @@ impl Proxy {
             return Ok(head);
         }
         let client = self.asking_client(&head);
+        let country = access.wants_country().then(|| {
+            self.countries
+                .as_ref()
+                .map_or(crate::config::UNKNOWN_COUNTRY, |c| c.of(client))
+        });
         let admitted = access
             .check(&Asking {
                 client,
+                country,
                 method: &head.method,
                 uri: &head.uri,
                 headers: &head.headers,
