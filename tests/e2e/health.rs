@@ -287,3 +287,65 @@ async fn a_node_that_cannot_reach_any_origin_reports_the_service_unreachable() {
     edge.get("/b").send().await;
     assert_eq!(edge.proxy().health_report().unreachable, vec!["default"]);
 }
+
+/// Nodes that announce a URL (`node.url`) are probed without being configured: a control
+/// plane with an empty `nodes` list reports their PoP healthy once they prove themselves,
+/// and unhealthy when they stop answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_nodes_are_probed_without_a_node_list() {
+    let nats = crate::support::nats::NatsServer::start();
+    let control = crate::support::control::control_from_toml(
+        &nats,
+        &format!(
+            "listen = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nnats = \"{}\"\nnodes = []\n\
+             [health]\ninterval = \"100ms\"\n",
+            nats.url
+        ),
+    )
+    .await;
+    let origin = TestOrigin::fixed(|| Reply::ok("x").cc("max-age=60")).await;
+    let port = crate::support::pebble::free_port();
+    let url = nats.url.clone();
+    let edge = crate::support::EdgeBuilder::new(&origin.url())
+        .config(move |c| {
+            c.bus.nats = Some(url);
+            c.node.name = "edge-u".into();
+            c.node.pop = Some("pop-u".into());
+            c.node.url = Some(format!("http://127.0.0.1:{port}"));
+            c.listen.http = vec![format!("127.0.0.1:{port}").parse().unwrap()];
+        })
+        .start()
+        .await;
+    let pop_state = |api: &serde_json::Value| {
+        api["pops"]
+            .as_array()
+            .and_then(|pops| pops.iter().find(|p| p["pop"] == "pop-u"))
+            .map(|p| (p["state"].clone(), p["nodes"][0]["node"].clone()))
+    };
+    let mut seen = None;
+    for _ in 0..100 {
+        let (_, api) = call(control.addr, "GET", "/v1/health", Some(TOKEN), "").await;
+        seen = pop_state(&api);
+        if seen.as_ref().is_some_and(|(s, _)| s == "healthy") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (state, node) = seen.clone().expect("pop-u in the health report");
+    assert_eq!(
+        (state.as_str(), node.as_str()),
+        (Some("healthy"), Some("edge-u"))
+    );
+
+    edge.stop().await;
+    for _ in 0..100 {
+        let (_, api) = call(control.addr, "GET", "/v1/health", Some(TOKEN), "").await;
+        seen = pop_state(&api);
+        if seen.as_ref().is_some_and(|(s, _)| s == "unhealthy") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.map(|(s, _)| s), Some(serde_json::json!("unhealthy")));
+    control.shutdown().await;
+}

@@ -2,6 +2,10 @@
 //! PoPs with `strata-health` (hysteresis included), publishes a [`HealthSnapshot`] on the
 //! bus after every round (the DNS router steers by it), logs and counts state changes.
 //!
+//! The nodes probed: those configured with a `url`, and those that announce one in the
+//! registry (`node.url`), looked up before every round: a node that joins is probed from
+//! the next round, one that leaves the registry (a TTL after it stopped) is no longer.
+//!
 //! A PoP's state is published the round its nodes' probes decide it, so a PoP that goes
 //! down leaves DNS answers within one interval plus the probe timeout (less than two).
 
@@ -88,6 +92,15 @@ struct Target {
     pop: String,
     url: Uri,
     health: NodeHealth,
+    /// Found in the registry rather than the configuration.
+    announced: bool,
+}
+
+/// What a node says of itself in the registry (the fields the monitor reads).
+#[derive(serde::Deserialize)]
+struct Announcement {
+    pop: Option<String>,
+    url: Option<String>,
 }
 
 /// The latest snapshot, shared with the API.
@@ -116,14 +129,14 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// A monitor of the nodes that have a URL; `None` when there are none.
+    /// A monitor of the configured nodes that have a URL, and of announced ones.
     pub fn new(
         nodes: &[NodeEntry],
         config: HealthSection,
         metrics: HealthMetrics,
         latest: Latest,
         bus: Bus,
-    ) -> Option<Self> {
+    ) -> Self {
         let targets: Vec<Target> = nodes
             .iter()
             .filter_map(|n| match n {
@@ -132,14 +145,12 @@ impl Monitor {
                     pop: p.pop.clone(),
                     url: health_url(&p.url)?,
                     health: NodeHealth::default(),
+                    announced: false,
                 }),
                 NodeEntry::Name(_) => None,
             })
             .collect();
-        if targets.is_empty() {
-            return None;
-        }
-        Some(Self {
+        Self {
             targets,
             prober: HealthProber::new(config.timeout()),
             config,
@@ -147,7 +158,58 @@ impl Monitor {
             latest,
             bus,
             pops: BTreeMap::new(),
-        })
+        }
+    }
+
+    /// Adds the nodes announced with a URL and PoP since the last round, and drops those no
+    /// longer announced. An unreadable registry changes nothing.
+    async fn refresh(&mut self) {
+        let announced = match self.bus.announced().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "node registry unreadable; probing the nodes known");
+                return;
+            }
+        };
+        let mut present = Vec::new();
+        for (name, payload) in announced {
+            let Ok(Announcement {
+                pop: Some(pop),
+                url: Some(url),
+            }) = serde_json::from_slice(&payload)
+            else {
+                continue;
+            };
+            let Some(url) = health_url(&url) else {
+                continue;
+            };
+            present.push(name.clone());
+            match self.targets.iter_mut().find(|t| t.name == name) {
+                // A configured entry wins over what the node says.
+                Some(t) if !t.announced => {}
+                Some(t) => {
+                    t.pop = pop;
+                    t.url = url;
+                }
+                None => {
+                    tracing::info!(node = %name, %pop, %url, "probing an announced node");
+                    self.targets.push(Target {
+                        name,
+                        pop,
+                        url,
+                        health: NodeHealth::default(),
+                        announced: true,
+                    });
+                }
+            }
+        }
+        self.targets.retain(|t| {
+            let keep = !t.announced || present.contains(&t.name);
+            if !keep {
+                tracing::info!(node = %t.name, "announced node left the registry; no longer probed");
+            }
+            keep
+        });
     }
 
     /// Probes every interval until `stop` changes.
@@ -160,8 +222,12 @@ impl Monitor {
         }
     }
 
-    /// One round: probe all nodes at once, judge, publish.
+    /// One round: probe all nodes at once, judge, publish (nothing while there are none).
     pub async fn round(&mut self) {
+        self.refresh().await;
+        if self.targets.is_empty() {
+            return;
+        }
         let mut running = tokio::task::JoinSet::new();
         for (i, t) in self.targets.iter().enumerate() {
             let (prober, url) = (self.prober.clone(), t.url.clone());

@@ -135,9 +135,7 @@ impl Control {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (shutdown, mut rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(monitor) = monitor {
-            tasks.spawn(monitor.run(rx.clone()));
-        }
+        tasks.spawn(monitor.run(rx.clone()));
         let s = Arc::clone(&state);
         let mut stop = rx.clone();
         tasks.spawn(async move {

@@ -312,6 +312,7 @@ impl Node {
                 "name": config.node.name,
                 "pop": config.node.pop,
                 "role": config.node.role.as_str(),
+                "url": config.node.url,
             });
             tasks.spawn(purge_consumer::run(
                 Arc::clone(&proxy),

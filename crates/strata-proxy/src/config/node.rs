@@ -14,6 +14,10 @@ pub struct NodeSection {
     pub role: Role,
     /// The PoP this node belongs to (reported in metrics; the ring is this PoP's nodes).
     pub pop: Option<String>,
+    /// Where other machines reach this node's HTTP listener (`http://10.0.3.51:8080`):
+    /// announced on the bus with `pop`, so the control plane probes its health without
+    /// being told of it.
+    pub url: Option<String>,
 }
 
 impl Default for NodeSection {
@@ -22,6 +26,7 @@ impl Default for NodeSection {
             name: "strata".to_string(),
             role: Role::default(),
             pop: None,
+            url: None,
         }
     }
 }
@@ -37,6 +42,20 @@ impl NodeSection {
         if let Some(pop) = &self.pop {
             if !is_token(pop) {
                 return Err(ConfigError::new("node.pop", "must be a non-empty token"));
+            }
+        }
+        if let Some(url) = &self.url {
+            let ok = url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+            if !ok {
+                return Err(ConfigError::new("node.url", "must be an http:// URL"));
+            }
+            if self.pop.is_none() {
+                return Err(ConfigError::new(
+                    "node.url",
+                    "needs node.pop (health is judged per PoP)",
+                ));
             }
         }
         Ok(())
