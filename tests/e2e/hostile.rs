@@ -1033,6 +1033,48 @@ async fn past_its_upstream_capacity_a_node_sheds_misses_and_keeps_serving_hits()
 }
 
 #[tokio::test]
+async fn past_its_memory_limit_a_node_sheds_misses_and_answers_its_health_check() {
+    // Any process holds more than 1 MiB: from the first sample (100 ms in) every miss is
+    // shed, and nothing reaches the origin.
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "[limits]\nshed_memory = \"1MiB\"\n");
+    let mut shed = None;
+    for i in 0..50 {
+        let r = exchange(node.http, &get(&format!("/m{i}"), "shop.test", "")).await;
+        if r.status == 503 {
+            shed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shed = shed.expect("a miss shed once memory was sampled");
+    assert!(
+        shed.cache_status().contains("overloaded"),
+        "{}",
+        shed.cache_status()
+    );
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    let served = origin.count();
+    let again = exchange(node.http, &get("/another", "shop.test", "")).await;
+    assert_eq!(again.status, 503);
+    assert_eq!(
+        origin.count(),
+        served,
+        "a shed miss never reaches the origin"
+    );
+    let health = exchange(
+        node.http,
+        &get("/.well-known/strata/health", "shop.test", ""),
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    assert!(node
+        .metric("strata_shed_requests_total{reason=\"memory\"}")
+        .await
+        .is_some_and(|n| n >= 2.0));
+}
+
+#[tokio::test]
 async fn dot_segments_cannot_walk_around_a_rule_or_an_acl() {
     // `/public/../private/x` matches a rule for `/public/` here, and is `/private/x` at an
     // origin that resolves it: refused before any rule, access check or key sees it.

@@ -128,6 +128,7 @@ impl Proxy {
                     config.limits.max_upstream_requests,
                     config.limits.shed_queue_timeout.0,
                     config.limits.shed_loop_lag.0,
+                    config.limits.shed_memory.map_or(0, |b| b.0),
                 ),
             },
             forwarder: Forwarder::new(&config.node.name, carriers.clone(), allowed),

@@ -52,6 +52,9 @@ pub struct LimitsSection {
     pub shed_queue_timeout: Seconds,
     /// Event-loop lag past which new upstream requests are shed at once.
     pub shed_loop_lag: Seconds,
+    /// Resident memory (RSS) past which new upstream requests are shed at once; none: not
+    /// watched.
+    pub shed_memory: Option<ByteSize>,
 }
 
 impl Default for LimitsSection {
@@ -76,6 +79,7 @@ impl Default for LimitsSection {
             max_upstream_requests: 4096,
             shed_queue_timeout: Seconds(Duration::from_secs(1)),
             shed_loop_lag: Seconds(Duration::from_millis(500)),
+            shed_memory: None,
         }
     }
 }
