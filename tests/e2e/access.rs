@@ -29,15 +29,12 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// A token from Akamai's Python generator (`akamai-edgeauth`): `args` are Python keyword
-/// arguments of `EdgeAuth`, `call` the method call.
-fn python_token(args: &str, call: &str) -> String {
-    let python = tools().join("edgeauth-py/bin/python");
-    let script = format!(
-        "from akamai.edgeauth import EdgeAuth\nprint(EdgeAuth(key='{KEY}', {args}).{call})"
-    );
+/// Runs `script` with the Python of the virtual environment `venv` that scripts/test.sh
+/// made under target/test-tools; its standard output.
+fn python(venv: &str, script: &str) -> String {
+    let python = tools().join(venv).join("bin/python");
     let out = Command::new(&python)
-        .args(["-c", &script])
+        .args(["-c", script])
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -50,7 +47,16 @@ fn python_token(args: &str, call: &str) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A token from Akamai's Python generator (`akamai-edgeauth`): `args` are Python keyword
+/// arguments of `EdgeAuth`, `call` the method call.
+fn python_token(args: &str, call: &str) -> String {
+    let script = format!(
+        "from akamai.edgeauth import EdgeAuth\nprint(EdgeAuth(key='{KEY}', {args}).{call})"
+    );
+    python("edgeauth-py", &script).trim().to_string()
 }
 
 /// A token from Akamai's Node generator (`akamai-edgeauth` on npm).
@@ -494,7 +500,6 @@ async fn behind_a_trusted_proxy_the_checks_are_about_the_client_it_forwarded_for
 /// A GeoIP2-Country database written by `mmdb-writer` (PyPI, installed by scripts/test.sh
 /// into target/test-tools): a MaxMind DB file as MaxMind's own readers read it.
 fn country_database(networks: &[(&str, &str)]) -> PathBuf {
-    let python = tools().join("mmdb-py/bin/python");
     let path = crate::support::scratch_dir("geo").join("countries.mmdb");
     let inserts: String = networks
         .iter()
@@ -508,20 +513,7 @@ fn country_database(networks: &[(&str, &str)]) -> PathBuf {
          {inserts}w.to_db_file('{}')\n",
         path.display()
     );
-    let out = Command::new(&python)
-        .args(["-c", &script])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run scripts/test.sh, which installs it)",
-                python.display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python("mmdb-py", &script);
     path
 }
 

@@ -127,25 +127,9 @@ impl NatsBus {
             .get_stream(ACK_STREAM)
             .await
             .map_err(|e| err(e.to_string()))?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                ACK_CONSUMER,
-                consumer::pull::Config {
-                    durable_name: Some(ACK_CONSUMER.to_string()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ..Default::default()
-                },
-            )
+        let (_, messages) = durable(&stream, ACK_CONSUMER, consumer::pull::Config::default())
             .await
-            .map_err(|e| err(e.to_string()))?;
-        let messages = consumer
-            .stream()
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(err)?;
         // Also as they are sent: no wait for the stream (or this consumer) to recover
         // while the cluster elects leaders. The same ack twice counts once.
         let live = self
@@ -293,29 +277,15 @@ impl NatsBus {
 
     pub async fn consumer(&self, node: &str) -> Result<Consumer, BusError> {
         let name = crate::name_token(node);
-        let consumer = self
-            .stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    // An event delivered to a node that then went away (its pull was still
-                    // registered) is redelivered after this; applying a purge twice is harmless.
-                    ack_wait: Duration::from_secs(5),
-                    ..Default::default()
-                },
-            )
+        let config = consumer::pull::Config {
+            // An event delivered to a node that then went away (its pull was still
+            // registered) is redelivered after this; applying a purge twice is harmless.
+            ack_wait: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let (consumer, messages) = durable(&self.stream, &name, config)
             .await
-            .map_err(|e| BusError::Subscribe(e.to_string()))?;
-        let messages = consumer
-            .stream()
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| BusError::Subscribe(e.to_string()))?;
+            .map_err(BusError::Subscribe)?;
         Ok(Consumer {
             messages,
             consumer,
@@ -339,6 +309,36 @@ impl NatsBus {
             .await
             .map_err(|e| BusError::Subscribe(e.to_string()))
     }
+}
+
+/// The durable pull consumer `name` of `stream` (explicit acks, from the stream's start,
+/// the rest of `config` as given), and its messages pulled with [`PULL_EXPIRES`] and
+/// [`PULL_HEARTBEAT`].
+async fn durable(
+    stream: &stream::Stream,
+    name: &str,
+    config: consumer::pull::Config,
+) -> Result<(consumer::PullConsumer, consumer::pull::Stream), String> {
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            name,
+            consumer::pull::Config {
+                durable_name: Some(name.to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..config
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let messages = consumer
+        .stream()
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((consumer, messages))
 }
 
 /// The client's options for `auth`.
