@@ -26,17 +26,8 @@ struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for c in &mut self.children {
-            // SIGTERM first (ExaBGP stops its API process and closes the session), then
-            // SIGKILL if it has not exited within 10 s.
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            for _ in 0..100 {
-                if !matches!(c.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            // SIGTERM first (ExaBGP stops its API process and closes the session).
+            crate::support::binary::terminate(c, Duration::from_secs(10));
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.veth])

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::binary::terminate;
+
 /// The hosts of `deploy/compose/docker-compose.yml` (and the client), with the last octet
 /// of their address.
 const HOSTS: &[(&str, u8)] = &[
@@ -78,7 +80,7 @@ struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for p in &mut self.procs {
-            stop(&mut p.child);
+            terminate(&mut p.child, Duration::from_secs(5));
         }
         for ns in HOSTS.iter().map(|h| h.0).chain(["switch"]) {
             let _ = Command::new("ip")
@@ -87,19 +89,6 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// SIGTERM, then SIGKILL if it has not exited within 5 s.
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    for _ in 0..50 {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 impl Lab {
@@ -207,7 +196,7 @@ impl Lab {
             let _ = p.child.kill();
             let _ = p.child.wait();
         } else {
-            stop(&mut p.child);
+            terminate(&mut p.child, Duration::from_secs(5));
         }
     }
 
