@@ -11,11 +11,14 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p strata \
-    && strip target/release/strata
+    && strip target/release/strata \
+    && mkdir -p /state
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/strata /usr/local/bin/strata
-# Disk cache, ACME state: mount volumes here; the nonroot user (65532) owns them.
+# Disk cache, ACME state: mount volumes here. Made owned by the nonroot user (65532), so
+# a named volume mounted on it starts writable (WORKDIR alone may create it as root).
+COPY --from=build --chown=65532:65532 /state /var/lib/strata
 WORKDIR /var/lib/strata
 USER nonroot:nonroot
 EXPOSE 8080 8443/tcp 8443/udp 9901

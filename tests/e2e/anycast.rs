@@ -27,7 +27,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         for c in &mut self.children {
             // SIGTERM first (ExaBGP stops its API process and closes the session).
-            crate::support::binary::terminate(c, Duration::from_secs(10));
+            crate::support::binary::stop_within(c, "TERM", Duration::from_secs(10));
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.veth])

@@ -32,18 +32,8 @@ fn wait_for_line(stream: impl Read + Send + 'static, needle: &'static str) -> St
 }
 
 fn stop(mut child: Child) -> std::process::ExitStatus {
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status();
-    for _ in 0..300 {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    panic!("process did not stop within 6s of SIGINT");
+    crate::support::binary::stop_within(&mut child, "INT", Duration::from_secs(6))
+        .expect("process did not stop within 6s of SIGINT")
 }
 
 fn get(url: &str) -> (u16, String, String) {

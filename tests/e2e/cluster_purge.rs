@@ -329,6 +329,8 @@ async fn purges_reach_nodes_over_tls_with_passwords_and_an_edge_cannot_publish_t
             .start()
             .await;
         assert_eq!(cut_off.get("/p").send().await.status, http::StatusCode::OK);
+        // Long enough for a join that went through (milliseconds here) to show as 1.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let metrics = cut_off.admin("/metrics").await.text();
         assert_eq!(
             crate::support::metric_value(&metrics, "strata_bus_connected"),

@@ -1084,6 +1084,7 @@ async fn dot_segments_cannot_walk_around_a_rule_or_an_acl() {
         "/public/../private/x",
         "/public/%2e%2e/private/x",
         "/public/%2E%2e/private/x",
+        "/public/..%2Fprivate/x",
         "/public/./x",
     ] {
         let r = exchange(node.http, &get(path, "shop.test", "")).await;

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 pub use embedded::EmbeddedBus;
 pub use nats::NatsBus;
+pub use strata_wire::config::redacted;
 
 /// Subject of purge events (a JetStream stream on NATS).
 pub const PURGE_SUBJECT: &str = "strata.purge.events";
@@ -187,19 +188,6 @@ impl AckReader {
     }
 }
 
-/// A NATS URL (or list) fit for a log: user info (`user:password@`) removed.
-pub fn redacted(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-            }
-            _ => url.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 impl Bus {
     /// Whether this process is on the bus now (the embedded bus always is).
     pub fn is_connected(&self) -> bool {
@@ -327,7 +315,8 @@ impl Bus {
     ) -> Result<(), BusError> {
         match self {
             Bus::Embedded(b) => {
-                b.publish_ack(node, payload);
+                // Named as on NATS's subjects, so both buses read the same.
+                b.publish_ack(&name_token(node), payload);
                 Ok(())
             }
             Bus::Nats(b) => b

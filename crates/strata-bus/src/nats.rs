@@ -34,8 +34,10 @@ pub struct NatsBus {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
+    /// The node registry's bucket, once opened.
+    nodes: Bucket,
     /// The purge records' bucket, once opened.
-    records: std::sync::Arc<tokio::sync::OnceCell<jetstream::kv::Store>>,
+    records: Bucket,
 }
 
 impl NatsBus {
@@ -68,7 +70,8 @@ impl NatsBus {
             client,
             js,
             stream,
-            records: Default::default(),
+            nodes: Bucket::default(),
+            records: Bucket::default(),
         })
     }
 
@@ -108,13 +111,13 @@ impl NatsBus {
             })
             .await
             .map_err(|e| err(e.to_string()))?;
-        for name in [
-            STREAM.to_string(),
-            ACK_STREAM.to_string(),
-            format!("KV_{NODES_BUCKET}"),
-            format!("KV_{PURGES_BUCKET}"),
+        for (name, max_age) in [
+            (STREAM.to_string(), RETENTION),
+            (ACK_STREAM.to_string(), RETENTION),
+            (format!("KV_{NODES_BUCKET}"), ttl),
+            (format!("KV_{PURGES_BUCKET}"), RETENTION),
         ] {
-            self.replicate(&name, replicas).await?;
+            self.reconcile(&name, replicas, max_age).await?;
         }
         Ok(())
     }
@@ -140,16 +143,11 @@ impl NatsBus {
         Ok(AckReader { messages, live })
     }
 
-    async fn records(&self) -> Result<&jetstream::kv::Store, BusError> {
-        self.records
-            .get_or_try_init(|| self.js.get_key_value(PURGES_BUCKET))
-            .await
-            .map_err(|e| BusError::Publish(format!("purge records: {e}")))
-    }
-
     pub async fn put_record(&self, id: &str, payload: Bytes) -> Result<(), BusError> {
-        self.records()
-            .await?
+        self.records
+            .open(&self.js, PURGES_BUCKET)
+            .await
+            .map_err(BusError::Publish)?
             .put(id, payload)
             .await
             .map(drop)
@@ -157,15 +155,23 @@ impl NatsBus {
     }
 
     pub async fn get_record(&self, id: &str) -> Result<Option<Bytes>, BusError> {
-        self.records()
-            .await?
+        self.records
+            .open(&self.js, PURGES_BUCKET)
+            .await
+            .map_err(BusError::Subscribe)?
             .get(id)
             .await
             .map_err(|e| BusError::Subscribe(format!("purge record {id}: {e}")))
     }
 
-    /// Moves stream `name` to `replicas` servers if it is on another number.
-    async fn replicate(&self, name: &str, replicas: usize) -> Result<(), BusError> {
+    /// Brings an existing stream to `replicas` servers and `max_age` (a changed
+    /// `stream_replicas` or `node_ttl` takes effect at the control plane's next start).
+    async fn reconcile(
+        &self,
+        name: &str,
+        replicas: usize,
+        max_age: Duration,
+    ) -> Result<(), BusError> {
         let err = |e: String| BusError::Connect(format!("stream {name}: {e}"));
         let mut stream = self
             .js
@@ -178,18 +184,19 @@ impl NatsBus {
             .map_err(|e| err(e.to_string()))?
             .config
             .clone();
-        if config.num_replicas == replicas {
+        if config.num_replicas == replicas && config.max_age == max_age {
             return Ok(());
         }
         tracing::info!(
             stream = name,
-            from = config.num_replicas,
-            to = replicas,
-            "re-replicating"
+            replicas,
+            max_age = ?max_age,
+            "updating a stream's replicas or retention"
         );
         self.js
             .update_stream(stream::Config {
                 num_replicas: replicas,
+                max_age,
                 ..config
             })
             .await
@@ -199,6 +206,8 @@ impl NatsBus {
 
     pub async fn announce(&self, node: &str, payload: Bytes) -> Result<Duration, BusError> {
         let err = |e: String| BusError::Publish(format!("node registry: {e}"));
+        // Opened afresh each time (every third of the TTL): a TTL the control plane
+        // changed is the one this node keeps to.
         let store = self
             .js
             .get_key_value(NODES_BUCKET)
@@ -208,21 +217,12 @@ impl NatsBus {
             .put(node, payload)
             .await
             .map_err(|e| err(e.to_string()))?;
-        let ttl = store
-            .status()
-            .await
-            .map(|s| s.max_age())
-            .unwrap_or(Duration::from_secs(30));
-        Ok(ttl)
+        Ok(store.stream.cached_info().config.max_age)
     }
 
     pub async fn announced(&self) -> Result<Vec<(String, Bytes)>, BusError> {
         let err = |e: String| BusError::Subscribe(format!("node registry: {e}"));
-        let store = self
-            .js
-            .get_key_value(NODES_BUCKET)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let store = self.nodes.open(&self.js, NODES_BUCKET).await.map_err(err)?;
         let mut keys = store.keys().await.map_err(|e| err(e.to_string()))?;
         let mut nodes = Vec::new();
         while let Some(key) = keys.next().await {
@@ -374,6 +374,24 @@ async fn options(url: &str, auth: &NatsAuth) -> Result<async_nats::ConnectOption
     Ok(opts)
 }
 
+/// A KV bucket opened at its first use (one request for its stream's description) and
+/// kept; one that does not exist yet is asked for again next time.
+#[derive(Clone, Default)]
+struct Bucket(std::sync::Arc<tokio::sync::OnceCell<jetstream::kv::Store>>);
+
+impl Bucket {
+    async fn open(
+        &self,
+        js: &jetstream::Context,
+        name: &str,
+    ) -> Result<&jetstream::kv::Store, String> {
+        self.0
+            .get_or_try_init(|| js.get_key_value(name))
+            .await
+            .map_err(|e| format!("{name}: {e}"))
+    }
+}
+
 /// The control plane's reader of acknowledgements: the stream's durable consumer (those
 /// sent while it was away) and a plain subscription (those sent now, at once).
 pub struct AckReader {
@@ -385,8 +403,12 @@ impl AckReader {
     /// The next acknowledgement: (the node its subject names, the payload). Acked to the
     /// stream as it is handed over.
     pub async fn next(&mut self) -> Option<(String, Bytes)> {
-        let prefix = format!("{ACK_SUBJECT_PREFIX}.");
-        let node_of = |subject: &str| subject.strip_prefix(&prefix).map(String::from);
+        let node_of = |subject: &str| {
+            subject
+                .strip_prefix(ACK_SUBJECT_PREFIX)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .map(String::from)
+        };
         loop {
             let stored = tokio::select! {
                 biased;

@@ -141,7 +141,12 @@ impl Control {
         tasks.spawn(async move {
             loop {
                 let next = tokio::select! { a = acks.next() => a, _ = stop.changed() => return };
-                let Some((node, bytes)) = next else { return };
+                let Some((node, bytes)) = next else {
+                    tracing::error!(
+                        "the acknowledgement reader ended: purge reports stop here until a restart"
+                    );
+                    return;
+                };
                 // Nodes send their acks in batches (a JSON array).
                 let Ok(batch) = serde_json::from_slice::<Vec<PurgeAck>>(&bytes) else {
                     continue;
@@ -154,7 +159,8 @@ impl Control {
         let s = Arc::clone(&state);
         let mut stop = rx.clone();
         tasks.spawn(async move {
-            loop {
+            // Memory is pruned every 40th round (10 s): a walk over every record kept.
+            for round in 1u64.. {
                 let stopping = tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => false,
                     _ = stop.changed() => true,
@@ -162,6 +168,9 @@ impl Control {
                 s.records.flush().await;
                 if stopping {
                     return;
+                }
+                if round.is_multiple_of(40) {
+                    s.records.prune(records::now_us());
                 }
             }
         });
@@ -291,7 +300,12 @@ async fn handle(
             r
         }
         (Method::GET, p) if p.starts_with("/v1/purge/") => {
-            match state.records.report(&p["/v1/purge/".len()..]).await {
+            let id = &p["/v1/purge/".len()..];
+            // Ids are hexadecimal; anything else is no purge (and no key to ask the bus for).
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(error(StatusCode::NOT_FOUND, "no such purge"));
+            }
+            match state.records.report(id).await {
                 Ok(Some(s)) => json(StatusCode::OK, &s),
                 Ok(None) => error(StatusCode::NOT_FOUND, "no such purge"),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

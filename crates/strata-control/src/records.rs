@@ -4,7 +4,7 @@
 //! a restarted control plane still reports it, and an acknowledgement that arrives for a
 //! purge no longer in memory finds its record there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -90,17 +90,23 @@ impl Record {
         PurgeStatus {
             id: id.to_string(),
             seq: self.seq,
-            complete: nodes.iter().all(|n| n.status == "applied"),
+            complete: self.complete(),
             nodes,
         }
     }
 }
 
-/// The records in memory (with whether each changed since it was last written) over the
-/// bus's.
+/// The records in memory over the bus's, and which changed since they were written.
 pub struct Records {
     bus: Bus,
-    memory: Mutex<HashMap<String, (Record, bool)>>,
+    memory: Mutex<Memory>,
+}
+
+#[derive(Default)]
+struct Memory {
+    records: HashMap<String, Record>,
+    /// Changed since last written (or never written).
+    dirty: HashSet<String>,
 }
 
 impl Records {
@@ -111,28 +117,33 @@ impl Records {
         }
     }
 
-    fn memory(&self) -> MutexGuard<'_, HashMap<String, (Record, bool)>> {
+    fn memory(&self) -> MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn insert(&self, id: &str, record: Record) {
-        self.memory().insert(id.to_string(), (record, true));
+        let mut m = self.memory();
+        m.records.insert(id.to_string(), record);
+        m.dirty.insert(id.to_string());
     }
 
     pub fn remove(&self, id: &str) {
-        self.memory().remove(id);
+        let mut m = self.memory();
+        m.records.remove(id);
+        m.dirty.remove(id);
     }
 
     pub fn set_seq(&self, id: &str, seq: u64) {
-        if let Some((r, dirty)) = self.memory().get_mut(id) {
+        let mut m = self.memory();
+        if let Some(r) = m.records.get_mut(id) {
             r.seq = seq;
-            *dirty = true;
+            m.dirty.insert(id.to_string());
         }
     }
 
     /// The report of `id` from memory only (what a request waiting for acks polls).
     pub fn report_in_memory(&self, id: &str) -> Option<PurgeStatus> {
-        self.memory().get(id).map(|(r, _)| r.report(id))
+        self.memory().records.get(id).map(|r| r.report(id))
     }
 
     /// The report of `id`: from memory, else from the bus.
@@ -156,17 +167,19 @@ impl Records {
         }
     }
 
-    /// Records `node`'s acknowledgements (the node named by the subject they came on: a
-    /// body naming another node changes nothing). A purge not in memory is read back
-    /// from the bus first; one that is nowhere (older than the records kept, or not
-    /// ours) is ignored.
+    /// Records `node`'s acknowledgements (the node named by the subject they came on, as
+    /// [`strata_bus::name_token`] writes names: a body naming another node changes
+    /// nothing). A purge not in memory is read back from the bus first; one that is
+    /// nowhere (older than the records kept, or not ours) is ignored, and so is an ack
+    /// from a node the purge does not wait for (a node that joined later replays old
+    /// purges: nothing to write).
     pub async fn apply(&self, node: &str, acks: Vec<PurgeAck>, received_us: u64) {
         for ack in acks {
-            let known = self.memory().contains_key(&ack.id);
+            let known = self.memory().records.contains_key(&ack.id);
             if !known {
                 match self.load(&ack.id).await {
                     Ok(Some(r)) => {
-                        self.memory().entry(ack.id.clone()).or_insert((r, false));
+                        self.memory().records.entry(ack.id.clone()).or_insert(r);
                     }
                     Ok(None) => continue,
                     Err(e) => {
@@ -175,57 +188,77 @@ impl Records {
                     }
                 }
             }
-            if let Some((r, dirty)) = self.memory().get_mut(&ack.id) {
-                if !r.acks.contains_key(node) {
-                    let ack = Ack {
-                        us: received_us.saturating_sub(r.accepted_us),
+            let mut m = self.memory();
+            let Some(r) = m.records.get_mut(&ack.id) else {
+                continue;
+            };
+            let Some(name) = r
+                .expected
+                .iter()
+                .find(|n| strata_bus::name_token(n) == node)
+                .cloned()
+            else {
+                continue;
+            };
+            if !r.acks.contains_key(&name) {
+                let us = received_us.saturating_sub(r.accepted_us);
+                r.acks.insert(
+                    name,
+                    Ack {
+                        us,
                         objects: ack.objects,
                         error: ack.error,
-                    };
-                    r.acks.insert(node.to_string(), ack);
-                    *dirty = true;
-                }
+                    },
+                );
+                m.dirty.insert(ack.id);
             }
         }
     }
 
-    /// Writes the records that changed to the bus, and lets go of those memory no longer
-    /// needs (complete ones after 10 minutes, any after a day: the bus has them).
+    /// Writes the records that changed to the bus (those published; one still being
+    /// published waits for its sequence number). One that cannot be written stays
+    /// changed, for the next flush.
     pub async fn flush(&self) {
-        let now = now_us();
-        let dirty: Vec<(String, Bytes)> = {
-            let mut memory = self.memory();
-            // Unwritten ones stay whatever their age.
-            memory.retain(|_, (r, dirty)| {
-                let age = Duration::from_micros(now.saturating_sub(r.accepted_us));
-                let keep = if r.complete() {
-                    KEEP_COMPLETE
-                } else {
-                    KEEP_PENDING
-                };
-                *dirty || age < keep
-            });
+        let out: Vec<(String, Bytes)> = {
+            let mut m = self.memory();
+            let Memory { records, dirty } = &mut *m;
             let mut out = Vec::new();
-            for (id, (r, dirty)) in memory.iter_mut() {
-                // Not yet published (seq 0): written once it is.
-                if *dirty && r.seq != 0 {
+            dirty.retain(|id| match records.get(id) {
+                None => false,
+                Some(r) if r.seq == 0 => true,
+                Some(r) => {
                     match serde_json::to_vec(r) {
                         Ok(bytes) => out.push((id.clone(), Bytes::from(bytes))),
                         Err(e) => tracing::warn!(%id, error = %e, "encoding a purge record"),
                     }
-                    *dirty = false;
+                    false
                 }
-            }
+            });
             out
         };
-        for (id, bytes) in dirty {
+        for (id, bytes) in out {
             if let Err(e) = self.bus.put_record(&id, bytes).await {
                 tracing::warn!(%id, error = %e, "writing a purge record; kept in memory");
-                if let Some((_, dirty)) = self.memory().get_mut(&id) {
-                    *dirty = true;
-                }
+                self.memory().dirty.insert(id);
             }
         }
+    }
+
+    /// Lets go of what memory no longer needs (complete records 10 minutes after their
+    /// purge was accepted, any after a day: the bus has them); changed ones stay until
+    /// written.
+    pub fn prune(&self, now_us: u64) {
+        let mut m = self.memory();
+        let Memory { records, dirty } = &mut *m;
+        records.retain(|id, r| {
+            let age = Duration::from_micros(now_us.saturating_sub(r.accepted_us));
+            let keep = if r.complete() {
+                KEEP_COMPLETE
+            } else {
+                KEEP_PENDING
+            };
+            dirty.contains(id) || age < keep
+        });
     }
 }
 
@@ -255,6 +288,28 @@ mod tests {
         assert_eq!(report.nodes[0].status, "pending");
         assert_eq!(report.nodes[1].status, "applied");
         assert_eq!(report.nodes[1].ms, Some(2.0));
+    }
+
+    #[tokio::test]
+    async fn node_names_match_as_subject_tokens_and_strangers_are_ignored() {
+        let records = Records::new(Bus::embedded());
+        records.insert("p", Record::new(1_000, vec!["edge.a1".into()]));
+        records.set_seq("p", 1);
+        records
+            .apply("stranger", vec![ack("p", "stranger", 1)], 2_000)
+            .await;
+        assert!(records
+            .memory()
+            .records
+            .get("p")
+            .is_some_and(|r| r.acks.is_empty()));
+        // `edge.a1` acks on strata.purge.acks.edge_a1.
+        records
+            .apply("edge_a1", vec![ack("p", "edge.a1", 1)], 2_000)
+            .await;
+        let report = records.report_in_memory("p").unwrap();
+        assert!(report.complete);
+        assert_eq!(report.nodes[0].node, "edge.a1");
     }
 
     #[tokio::test]
@@ -288,9 +343,9 @@ mod tests {
         assert!(bus.get_record("unpublished").await.unwrap().is_none());
         assert!(bus.get_record("old").await.unwrap().is_some());
         assert!(records.report_in_memory("unpublished").is_some());
-        // Written, complete and old: only on the bus after the next flush.
+        // Written, complete and old: only on the bus once pruned.
         assert!(records.report_in_memory("old").is_some());
-        records.flush().await;
+        records.prune(now_us());
         assert!(records.report_in_memory("old").is_none());
         assert!(records.report("old").await.unwrap().is_some());
     }

@@ -128,9 +128,9 @@ impl Tokens {
     }
 }
 
-/// Equal bytes, compared to the end whatever differs.
+/// Equal bytes, compared to the end whatever differs (the crypto library's comparison).
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 fn sha256(text: &str) -> Vec<u8> {

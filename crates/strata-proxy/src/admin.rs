@@ -58,7 +58,7 @@ impl Admin {
 /// Compares without stopping at the first difference, so timing does not tell how much
 /// of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 /// Whether a browser sent this (fetch metadata, or any `Origin`).

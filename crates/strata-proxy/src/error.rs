@@ -78,7 +78,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method-not-allowed".into(),
             ProxyError::BadRequestBody => "bad-request-body".into(),
             ProxyError::RequestBodyTimeout => "request-body-timeout".into(),
-            ProxyError::Refused(r) => r.detail(),
+            ProxyError::Refused(r) => r.detail().into(),
         }
     }
 

@@ -516,9 +516,11 @@ impl Metrics {
 
     /// One request refused by the access phase; `reason` is its `Cache-Status` detail (a
     /// fixed set).
-    pub fn access_refused(&self, reason: String) {
+    pub fn access_refused(&self, reason: &'static str) {
         self.access_refused
-            .get_or_create(&ReasonLabel { reason })
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
             .inc();
     }
 

@@ -116,7 +116,6 @@ impl Shedder {
     /// A slot for one upstream request, held until its response head arrives. (Real time:
     /// the queue wait is a real wait, whatever clock the node's logic runs on.)
     pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Shed> {
-        let now = Instant::now();
         if self.lag() > self.lag_limit {
             return Err(Shed::Lag);
         }
@@ -126,6 +125,7 @@ impl Shedder {
         if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
             return Ok(permit);
         }
+        let now = Instant::now();
         let wait = self.queue_wait(now);
         match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),

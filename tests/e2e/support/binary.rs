@@ -13,19 +13,28 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Stops a process this test started: SIGTERM, then SIGKILL if it has not exited within
-/// `grace`.
-pub fn terminate(child: &mut Child, grace: Duration) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
+/// Stops a process this test started: `signal` (`TERM`, `INT`), then SIGKILL if it has
+/// not exited within `grace`. Its exit status, or `None` when it had to be killed.
+pub fn stop_within(
+    child: &mut Child,
+    signal: &str,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status();
     let deadline = std::time::Instant::now() + grace;
     while std::time::Instant::now() < deadline {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(Some(status)) => return Some(status),
+            Err(_) => return None,
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
     let _ = child.wait();
+    None
 }
 
 /// The binary under test.
@@ -175,18 +184,7 @@ impl Strata {
 
 impl Drop for Strata {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_within(&mut self.child, "INT", Duration::from_secs(6));
     }
 }
 

@@ -68,11 +68,6 @@ impl EdgeBuilder {
         self
     }
 
-    /// The configuration, to start a node some other way.
-    pub fn into_config(self) -> NodeConfig {
-        self.config
-    }
-
     /// The node's clock (a manual one: time moves only when the test says so).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;

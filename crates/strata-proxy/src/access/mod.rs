@@ -77,14 +77,14 @@ impl Refusal {
         }
     }
 
-    pub fn detail(&self) -> String {
+    pub fn detail(&self) -> &'static str {
         match self {
-            Refusal::Network => "access-denied-network".into(),
-            Refusal::Country => "access-denied-country".into(),
-            Refusal::Method(_) => "access-denied-method".into(),
-            Refusal::Referrer => "access-denied-referrer".into(),
-            Refusal::Token(e) => e.detail().into(),
-            Refusal::RateLimited(_) => "rate-limited".into(),
+            Refusal::Network => "access-denied-network",
+            Refusal::Country => "access-denied-country",
+            Refusal::Method(_) => "access-denied-method",
+            Refusal::Referrer => "access-denied-referrer",
+            Refusal::Token(e) => e.detail(),
+            Refusal::RateLimited(_) => "rate-limited",
         }
     }
 
@@ -354,13 +354,13 @@ impl Access {
         })
     }
 
-    /// Checks a request: rules, then credentials, then the rate. On success, the target
-    /// to use from here on when credentials were removed from it.
     /// Whether the checks read the client's country ([`Asking::country`]).
     pub fn wants_country(&self) -> bool {
         !self.rules.countries.is_empty() || !self.rules.deny_countries.is_empty()
     }
 
+    /// Checks a request: rules, then credentials, then the rate. On success, the target
+    /// to use from here on when credentials were removed from it.
     pub fn check(&self, req: &Asking<'_>) -> Result<Admitted, Refusal> {
         self.rules.check(
             req.client,

@@ -131,6 +131,21 @@ impl LimitsSection {
                 return Err(ConfigError::new(key, "must be at least 1"));
             }
         }
+        // tokio's semaphore panics past this; nobody means more than a few million.
+        if self.max_upstream_requests > 1 << 24 {
+            return Err(ConfigError::new(
+                "limits.max_upstream_requests",
+                "must be at most 16777216",
+            ));
+        }
+        // Lag is sampled every 10 ms and every sample is a little late: under that, every
+        // miss would be shed.
+        if self.shed_loop_lag.0 < Duration::from_millis(20) {
+            return Err(ConfigError::new(
+                "limits.shed_loop_lag",
+                "must be at least 20ms",
+            ));
+        }
         Ok(())
     }
 }

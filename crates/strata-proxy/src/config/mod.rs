@@ -186,12 +186,14 @@ impl NodeConfig {
                         }),
                     );
                 for (at, access) in accesses {
-                    if access
-                        .as_ref()
-                        .is_some_and(|a| !a.countries.is_empty() || !a.deny_countries.is_empty())
-                    {
+                    let Some(a) = access else { continue };
+                    let lists = [
+                        ("countries", &a.countries),
+                        ("deny_countries", &a.deny_countries),
+                    ];
+                    if let Some((key, _)) = lists.iter().find(|(_, list)| !list.is_empty()) {
                         return Err(ConfigError::new(
-                            format!("{at}.countries"),
+                            format!("{at}.{key}"),
                             "needs [geo] (a database or networks) to know a client's country",
                         ));
                     }

@@ -24,16 +24,22 @@ impl Proxy {
         if !self.forwarder.trusts(client) {
             return client;
         }
-        let hops: Vec<&str> = head
+        let hops = head
             .headers
             .get_all(X_FORWARDED_FOR)
             .iter()
+            .rev()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for hop in hops.into_iter().rev() {
-            let Ok(ip) = hop.parse::<IpAddr>() else {
+            .flat_map(|v| v.rsplit(','))
+            .map(str::trim);
+        for hop in hops {
+            // As a dual-stack balancer may write it (`::ffff:192.0.2.9`), or with a port.
+            let Some(ip) = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+                .map(|ip| ip.to_canonical())
+            else {
                 break;
             };
             client = ip;

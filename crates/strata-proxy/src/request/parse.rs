@@ -130,30 +130,47 @@ pub fn authority<B>(req: &Request<B>, secure: bool) -> Result<Authority, ProxyEr
 /// target. One that arrives with them (raw, or percent-encoded as `%2e`) names a path
 /// other than the one rules, access checks and cache keys would see, once the origin
 /// resolves it (`/public/../private/x` is `/private/x` to nginx and most servers). 400.
+/// Segments end at `/`, and at what origins also take for one: `\`, `%2f`, `%5c`
+/// (`/public/..%2fprivate/x`).
 pub fn check_path(path: &str) -> Result<(), ProxyError> {
-    if path.split('/').any(is_dot_segment) {
+    if has_dot_segment(path) {
         return Err(ProxyError::BadRequest("dot segment in path"));
     }
     Ok(())
 }
 
-/// `.` or `..`, each dot raw or as `%2e`/`%2E`. Read in place: every request's path goes
-/// through here (an earlier version built two strings per segment).
-fn is_dot_segment(segment: &str) -> bool {
-    let mut rest = segment.as_bytes();
-    let mut dots = 0;
-    while !rest.is_empty() {
-        rest = match rest {
-            [b'.', tail @ ..] => tail,
-            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
-            _ => return false,
+/// Whether a segment of `path` is `.` or `..`, each dot raw or `%2e`. One pass over the
+/// bytes, nothing built: every request's path goes through here.
+fn has_dot_segment(path: &str) -> bool {
+    let mut rest = path.as_bytes();
+    let (mut dots, mut other) = (0u32, false);
+    loop {
+        let (boundary, tail): (bool, &[u8]) = match rest {
+            [] => (true, &[]),
+            [b'/' | b'\\', tail @ ..] => (true, tail),
+            [b'%', b'2', b'f' | b'F', tail @ ..] | [b'%', b'5', b'c' | b'C', tail @ ..] => {
+                (true, tail)
+            }
+            [b'.', tail @ ..] | [b'%', b'2', b'e' | b'E', tail @ ..] => {
+                dots += 1;
+                (false, tail)
+            }
+            [_, tail @ ..] => {
+                other = true;
+                (false, tail)
+            }
         };
-        dots += 1;
-        if dots > 2 {
-            return false;
+        if boundary {
+            if !other && (dots == 1 || dots == 2) {
+                return true;
+            }
+            if rest.is_empty() {
+                return false;
+            }
+            (dots, other) = (0, false);
         }
+        rest = tail;
     }
-    dots > 0
 }
 
 /// Methods answered here rather than forwarded: `CONNECT` (a tunnel through a reverse
@@ -304,6 +321,10 @@ mod tests {
             "/a/%2E./b",
             "/a/.%2e",
             "/a/%2e",
+            "/public/..%2Fprivate/x",
+            "/public/%2e%2e%2fprivate/x",
+            "/public/..%5cprivate/x",
+            "/public/..\\private/x",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }

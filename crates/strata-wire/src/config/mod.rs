@@ -6,7 +6,7 @@
 mod nats;
 mod units;
 
-pub use nats::{check_nats_urls, NatsAuth};
+pub use nats::{check_nats_urls, redacted, NatsAuth};
 pub use units::{duration, parse_size, ByteSize, Seconds};
 
 /// A configuration error and the key path it concerns.

@@ -75,8 +75,22 @@ impl NatsAuth {
     }
 }
 
+/// A NATS URL (or list) fit for a log: user info (`user:password@`) removed.
+pub fn redacted(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+            }
+            _ => url.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Checks a NATS URL, or several separated by commas (the servers of a cluster, tried in
-/// turn), each `nats://` or `tls://`.
+/// turn), each `nats://` or `tls://`; an error names `at` and the URL without its
+/// credentials.
 pub fn check_nats_urls(urls: &str, at: &str) -> Result<(), ConfigError> {
     for url in urls.split(',').map(str::trim) {
         let rest = url
@@ -85,7 +99,7 @@ pub fn check_nats_urls(urls: &str, at: &str) -> Result<(), ConfigError> {
         if rest.is_none_or(str::is_empty) {
             return Err(ConfigError::new(
                 at,
-                format!("'{url}' is not a nats:// or tls:// URL"),
+                format!("'{}' is not a nats:// or tls:// URL", redacted(url)),
             ));
         }
     }
