@@ -499,8 +499,8 @@ async fn behind_a_trusted_proxy_the_checks_are_about_the_client_it_forwarded_for
 
 /// A GeoIP2-Country database written by `mmdb-writer` (PyPI, installed by scripts/test.sh
 /// into target/test-tools): a MaxMind DB file as MaxMind's own readers read it.
-fn country_database(networks: &[(&str, &str)]) -> PathBuf {
-    let path = crate::support::scratch_dir("geo").join("countries.mmdb");
+fn country_database(dir: &std::path::Path, networks: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("countries.mmdb");
     let inserts: String = networks
         .iter()
         .map(|(net, code)| {
@@ -519,11 +519,15 @@ fn country_database(networks: &[(&str, &str)]) -> PathBuf {
 
 #[tokio::test]
 async fn countries_come_from_a_maxmind_database_and_the_geo_networks_override_it() {
-    let database = country_database(&[
-        ("198.51.100.0/24", "DE"),
-        ("203.0.113.0/24", "FR"),
-        ("2001:db8::/32", "DE"),
-    ]);
+    let dir = crate::support::scratch_dir("geo");
+    let database = country_database(
+        &dir,
+        &[
+            ("198.51.100.0/24", "DE"),
+            ("203.0.113.0/24", "FR"),
+            ("2001:db8::/32", "DE"),
+        ],
+    );
     let origin = echo_origin().await;
     let edge = EdgeBuilder::new(&origin.url())
         .config(move |c| {

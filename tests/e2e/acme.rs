@@ -4,7 +4,7 @@
 //! on disk across a restart.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::pki_types::CertificateDer;
@@ -179,7 +179,6 @@ async fn tls_alpn_01_obtains_renews_at_two_thirds_and_keeps_the_old_certificate_
     assert_eq!(counter(&edge.admin("/metrics").await.text(), ISSUED), 2);
     edge.stop().await;
     drop(pebble);
-    let _ = std::fs::remove_dir_all(&storage);
 }
 
 /// The node's configuration for the binary: fixed ports (Pebble must know them before it
@@ -203,7 +202,7 @@ fn http01_node(http: u16, https: u16, pebble: &Pebble, storage: &Path, origin: &
 async fn http_01_with_the_binary_and_a_restart_serves_the_stored_certificate_without_the_ca() {
     let origin = TestOrigin::fixed(|| Reply::ok("www")).await;
     let pki = TestPki::new();
-    let storage: PathBuf = scratch_dir("acme-http01");
+    let storage = scratch_dir("acme-http01");
     let (http, https) = (free_port(), free_port());
     let pebble = Pebble::start(&pki, 0, http, https);
     let root = pebble.root().await;
@@ -252,5 +251,4 @@ async fn http_01_with_the_binary_and_a_restart_serves_the_stored_certificate_wit
         "an order after the restart"
     );
     drop(strata);
-    let _ = std::fs::remove_dir_all(&storage);
 }

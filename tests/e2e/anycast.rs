@@ -7,7 +7,6 @@
 //! Everything started here is stopped by PID, and the namespace and veth are deleted, when
 //! the test ends, passing or not.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ const PREFIX: &str = "192.0.2.0/24";
 struct Lab {
     ns: String,
     veth: String,
-    dir: PathBuf,
+    dir: crate::support::Scratch,
     children: Vec<Child>,
 }
 
@@ -33,7 +32,6 @@ impl Drop for Lab {
             .args(["link", "del", &self.veth])
             .status();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -57,10 +55,9 @@ impl Lab {
         let lab = Lab {
             ns: format!("strata-bgp-{id}"),
             veth: format!("sbgp{id}a"),
-            dir: std::env::temp_dir().join(format!("strata-anycast-{id}")),
+            dir: crate::support::scratch_dir("anycast"),
             children: Vec::new(),
         };
-        std::fs::create_dir_all(&lab.dir).unwrap();
         let peer = format!("sbgp{id}b");
         run(&["ip", "netns", "add", &lab.ns]);
         run(&[

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
-fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("strata-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn write_temp(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
@@ -65,7 +63,9 @@ fn http(method: &str, url: &str, extra_headers: &str, body: &str) -> (u16, Strin
 
 #[test]
 fn check_config_accepts_a_valid_file() {
+    let dir = crate::support::scratch_dir("cli");
     let path = write_temp(
+        &dir,
         "ok.toml",
         "[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:9000\"]\n",
     );
@@ -84,7 +84,9 @@ fn check_config_accepts_a_valid_file() {
 
 #[test]
 fn check_config_names_the_failing_key_and_exits_2() {
+    let dir = crate::support::scratch_dir("cli");
     let path = write_temp(
+        &dir,
         "bad.toml",
         "[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:9000\", \"ftp://nope\"]\n",
     );
@@ -100,7 +102,8 @@ fn check_config_names_the_failing_key_and_exits_2() {
 
 #[test]
 fn check_config_reports_unknown_keys_and_bad_units() {
-    let path = write_temp("unit.toml", "[cache]\nsize = \"lots\"\n[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:1\"]\n");
+    let dir = crate::support::scratch_dir("cli");
+    let path = write_temp(&dir, "unit.toml", "[cache]\nsize = \"lots\"\n[[service]]\nname = \"s\"\nhosts = [\"*\"]\norigins = [\"http://127.0.0.1:1\"]\n");
     let out = Command::new(BIN)
         .arg("check-config")
         .arg(&path)
@@ -108,7 +111,8 @@ fn check_config_reports_unknown_keys_and_bad_units() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cache.size"));
-    let path = write_temp("unknown.toml", "[cache]\nsizee = 1\n");
+    let dir = crate::support::scratch_dir("cli");
+    let path = write_temp(&dir, "unknown.toml", "[cache]\nsizee = 1\n");
     let out = Command::new(BIN)
         .arg("check-config")
         .arg(&path)

@@ -73,7 +73,7 @@ struct Proc {
 /// The namespaces, bridge and processes of one test; torn down on drop.
 struct Lab {
     id: u32,
-    dir: PathBuf,
+    dir: crate::support::Scratch,
     procs: Vec<Proc>,
 }
 
@@ -87,7 +87,6 @@ impl Drop for Lab {
                 .args(["netns", "del", &self.ns(ns)])
                 .status();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -375,7 +374,7 @@ fn the_compose_topology_in_network_namespaces_purges_survives_a_nats_server_and_
         );
     }
     let mut lab = Lab::new();
-    let dir = lab.dir.clone();
+    let dir = lab.dir.to_path_buf();
     let started = Instant::now();
     let phase = |what: &str| eprintln!("deploy: {what} at {:.1?}", started.elapsed());
 

@@ -122,9 +122,10 @@ async fn exchange(addr: &str, path: &str) -> (String, String) {
     (head.to_ascii_lowercase(), body.to_string())
 }
 
-struct Scratch(PathBuf);
+/// One node's configuration and cache directory.
+struct NodeDir(crate::support::Scratch);
 
-impl Scratch {
+impl NodeDir {
     fn new(name: &str) -> Self {
         Self(scratch_dir(&format!("disk-{name}")))
     }
@@ -164,12 +165,6 @@ origins = ["{origin}"]
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Bodies name the path and the origin's request number, so a refetch shows.
 async fn origin() -> TestOrigin {
     TestOrigin::start(|seen, n| {
@@ -200,7 +195,7 @@ async fn node_killed_then_purged_does_not_serve_what_the_purge_covers_after_rest
     let nats = NatsServer::start();
     let origin = origin().await;
     let control = purge_control(&nats, &[NODE]).await;
-    let scratch = Scratch::new("replay");
+    let scratch = NodeDir::new("replay");
     let config = scratch.config(&nats.url, &origin.url());
 
     let node = NodeProcess::start(&config);
@@ -247,7 +242,7 @@ async fn node_killed_then_purged_does_not_serve_what_the_purge_covers_after_rest
 async fn disk_whose_purge_history_the_stream_cannot_vouch_for_is_wiped() {
     let first_bus = NatsServer::start();
     let origin = origin().await;
-    let scratch = Scratch::new("wipe");
+    let scratch = NodeDir::new("wipe");
     let node = NodeProcess::start(&scratch.config(&first_bus.url, &origin.url()));
     node.wait_metric("strata_disk_cache_open", |v| v == 1.0)
         .await;
@@ -282,7 +277,7 @@ async fn disk_whose_purge_history_the_stream_cannot_vouch_for_is_wiped() {
 async fn single_node_restarts_with_its_disk_and_keeps_admin_purges() {
     use crate::support::EdgeBuilder;
     let origin = origin().await;
-    let scratch = Scratch::new("single");
+    let scratch = NodeDir::new("single");
     let cache = scratch.0.join("cache");
     let build = || {
         let cache = cache.clone();

@@ -37,8 +37,7 @@ async fn metrics_count_requests_bytes_origin_and_cache() {
 
 #[tokio::test]
 async fn access_log_writes_one_json_line_per_request() {
-    let dir = std::env::temp_dir().join(format!("strata-access-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::scratch_dir("access-log");
     let path = dir.join("access.log");
     let _ = std::fs::remove_file(&path);
     let origin = TestOrigin::fixed(|| Reply::ok("hello").cc("max-age=60")).await;
@@ -73,7 +72,6 @@ async fn access_log_writes_one_json_line_per_request() {
     let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(second["cache_status"], "hit");
     assert!(second["upstream"].is_null());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test]

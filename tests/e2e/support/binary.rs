@@ -50,6 +50,8 @@ pub struct Strata {
     pub admin: Option<SocketAddr>,
     /// Every line it wrote to stderr so far.
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its configuration file; removed after the process has stopped.
+    _dir: super::Scratch,
 }
 
 impl Strata {
@@ -125,6 +127,7 @@ impl Strata {
         });
         Self {
             child,
+            _dir: dir,
             http: http.expect("http addr"),
             https,
             admin,

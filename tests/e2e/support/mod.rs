@@ -22,18 +22,57 @@ pub async fn edge_for(reply: impl Fn() -> Reply + Send + Sync + 'static) -> (Tes
     (origin, edge)
 }
 
-/// A new, empty directory under the system's temporary directory, unique to this call.
-pub fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
+/// A new, empty directory, unique to this call, removed when the guard is dropped. It lives
+/// under Cargo's `target/tmp` rather than the system's temporary directory, so what a killed
+/// test leaves behind goes with `cargo clean` and never fills `/tmp`.
+pub fn scratch_dir(name: &str) -> Scratch {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "strata-{name}-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+/// A directory that is removed, with everything in it, when this is dropped.
+#[derive(Debug)]
+pub struct Scratch(std::path::PathBuf);
+
+// === impl Scratch ===
+
+impl Scratch {
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A metric's value in Prometheus text: the first line starting with `prefix` (a name, or

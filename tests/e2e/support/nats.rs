@@ -9,7 +9,7 @@ use std::time::Duration;
 pub struct NatsServer {
     child: Child,
     pub url: String,
-    dir: std::path::PathBuf,
+    dir: super::Scratch,
 }
 
 pub fn binary() -> String {
@@ -93,7 +93,6 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 
 /// A CA and the directory its files go to.
 pub struct TestPki {
-    pub dir: PathBuf,
+    pub dir: super::Scratch,
     pub ca_pem: PathBuf,
     issuer: Issuer<'static, KeyPair>,
 }
