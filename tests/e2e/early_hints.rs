@@ -1,7 +1,7 @@
 //! Interim responses (RFC 9110 §15.2, RFC 8297 `103 Early Hints`): an origin's 103 reaches
 //! the client before the final response and is never stored; a rule's configured hints
-//! go out before a miss goes upstream; HTTP/1.0 clients get none; HTTP/3 clients get them
-//! as HEADERS frames before the final one.
+//! go out before a miss goes upstream; HTTP/1.0 clients get none; h2 and HTTP/3 clients get
+//! them as HEADERS frames before the final one.
 
 use std::time::Duration;
 
@@ -195,4 +195,88 @@ async fn http3_clients_get_the_103_as_a_headers_frame_before_the_response() {
     let (status, headers) = &got[0].interim[0];
     assert_eq!(status.as_u16(), 103);
     assert_eq!(headers.get("link").unwrap(), LINK);
+}
+
+/// RFC 9113 §8.1: an interim response is a HEADERS frame on the request's stream before the
+/// final one; over TLS (ALPN `h2`), and a hit afterwards gets none.
+#[tokio::test]
+async fn rfc9113_8_1_h2_clients_get_the_103_as_a_headers_frame_before_the_response() {
+    let origin = hinting_origin(None, 8).await;
+    let pki = TestPki::new();
+    let site = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin).https(&[&site]).start().await;
+    let https = edge.https.expect("https listener");
+    let got = pki.h2_get(https, "site.test", &["/h2", "/h2"]).await;
+    assert_eq!(got[0].status, 200);
+    assert_eq!(got[0].body, "hello");
+    assert_eq!(got[0].interim.len(), 1, "{got:?}");
+    let (status, headers) = &got[0].interim[0];
+    assert_eq!(status.as_u16(), 103);
+    assert_eq!(headers.get("link").unwrap(), LINK);
+    assert!(got[0].headers.get("link").is_none(), "{got:?}");
+    // The second request of the connection is a hit: nothing interim was stored.
+    assert!(
+        got[1].header("cache-status").unwrap().contains("hit"),
+        "{got:?}"
+    );
+    assert!(got[1].interim.is_empty(), "{got:?}");
+}
+
+/// The same with prior knowledge (h2 over plain TCP, RFC 9113 §3.3), and a rule's own
+/// hints before the miss goes upstream.
+#[tokio::test]
+async fn h2_with_prior_knowledge_gets_a_rules_hints_and_the_origins() {
+    let origin = hinting_origin(None, 8).await;
+    let edge = EdgeBuilder::new(&origin)
+        .config(|c| {
+            c.services[0].rules.push(RuleConfig {
+                early_hints: vec!["</rule.js>; rel=preload; as=script".into()],
+                ..RuleConfig::prefix("/ruled")
+            })
+        })
+        .start()
+        .await;
+    let tcp = TcpStream::connect(edge.addr).await.unwrap();
+    let got = crate::support::tls::h2_get(tcp, "http://site.test", &["/ruled/a"]).await;
+    assert_eq!(got[0].status, 200);
+    assert_eq!(got[0].body, "hello");
+    let links: Vec<_> = got[0]
+        .interim
+        .iter()
+        .map(|(status, h)| (status.as_u16(), h.get("link").unwrap().to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        links,
+        [(103, "</rule.js>; rel=preload; as=script"), (103, LINK)],
+        "the rule's hint first, then the origin's"
+    );
+}
+
+/// A client we did not write: curl (nghttp2) over TLS with ALPN h2 shows the 103 and its
+/// `Link` before the final response.
+#[tokio::test]
+async fn curl_over_h2_shows_the_103_before_the_200() {
+    let origin = hinting_origin(None, 8).await;
+    let pki = TestPki::new();
+    let site = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin).https(&[&site]).start().await;
+    let https = edge.https.expect("https listener");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sv", "--http2", "--max-time", "10", "--cacert"])
+        .arg(&pki.ca_pem)
+        .arg("--resolve")
+        .arg(format!("site.test:{}:127.0.0.1", https.port()))
+        .arg(format!("https://site.test:{}/curl", https.port()))
+        .output()
+        .await
+        .expect("curl (scripts/test.sh installs it)");
+    let trace = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello", "{trace}");
+    let hints = trace.find("< HTTP/2 103").expect(&trace);
+    let last = trace.find("< HTTP/2 200").expect(&trace);
+    assert!(hints < last, "{trace}");
+    assert!(
+        trace[hints..last].contains(&format!("< link: {LINK}")),
+        "{trace}"
+    );
 }

@@ -1097,3 +1097,177 @@ async fn dot_segments_cannot_walk_around_a_rule_or_an_acl() {
     }
     assert_eq!(origin.count(), 0);
 }
+
+// === h2 ===
+
+/// CVE-2023-44487: a client that resets every stream as soon as it opens it, up to 40,000
+/// times, is sent GOAWAY `ENHANCE_YOUR_CALM` long before it gets there, makes the origin do
+/// little of the work, and the node keeps serving everyone else. Two paces: HEADERS and
+/// RST_STREAM for 100 streams in one write (reset before the server takes the stream: the
+/// h2 crate's limit), and one stream at a time with the reset 2 ms after the request (the
+/// request is being answered, perhaps fetched, when it is cancelled: ours).
+#[tokio::test]
+async fn a_client_resetting_streams_as_fast_as_it_opens_them_is_cut_off() {
+    let origin = file_origin().await;
+    let node = edge(&origin, "", "");
+    let (opened, code) = reset_flood(node.http, 100, Duration::ZERO).await;
+    assert_eq!(
+        code,
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM, after {opened} streams"
+    );
+    assert!(
+        opened < 40_000,
+        "40,000 streams opened and reset without a GOAWAY"
+    );
+    assert!(
+        origin.count() < 50,
+        "{} of {opened} reset requests reached the origin",
+        origin.count()
+    );
+
+    let before = origin.count();
+    let (opened, code) = reset_flood(node.http, 1, Duration::from_millis(2)).await;
+    assert_eq!(
+        code,
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM, after {opened} streams"
+    );
+    assert!(opened < 1_000, "cut off only after {opened} streams");
+    assert!(
+        origin.count() - before < 250,
+        "{} of {opened} reset requests reached the origin",
+        origin.count() - before
+    );
+    let cut = "strata_client_connections_cut_off_total{reason=\"h2-resets\"}";
+    assert_eq!(node.metric(cut).await, Some(1.0));
+    let r = exchange(node.http, &get("/after.txt", "shop.test", "")).await;
+    assert_eq!(r.text(), "body of /after.txt");
+}
+
+/// Opens h2 streams on `addr` (raw frames: a client library drops a stream reset before
+/// its HEADERS were written) and resets each, `per_write` streams per write with `pause`
+/// between a request and its reset, until 40,000, 30 s, or the server ends the connection:
+/// how many were opened, and the GOAWAY's error code.
+async fn reset_flood(
+    addr: std::net::SocketAddr,
+    per_write: u32,
+    pause: Duration,
+) -> (u32, Option<u32>) {
+    use tokio::io::AsyncReadExt;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let goaway = tokio::spawn(async move {
+        let mut head = [0u8; 9];
+        loop {
+            if rd.read_exact(&mut head).await.is_err() {
+                return None;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if rd.read_exact(&mut payload).await.is_err() {
+                return None;
+            }
+            if head[3] == 0x7 && len >= 8 {
+                return Some(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
+            }
+        }
+    });
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame(0x4, 0, 0, &[]));
+    wr.write_all(&start).await.unwrap();
+    let mut opened = 0u32;
+    let began = std::time::Instant::now();
+    while opened < 40_000 && began.elapsed() < Duration::from_secs(30) && !goaway.is_finished() {
+        let (mut requests, mut resets) = (Vec::new(), Vec::new());
+        for _ in 0..per_write {
+            let id = 2 * opened + 1;
+            let path = format!("/reset/{opened}");
+            // GET, http, then :path and :authority as literals without indexing (RFC 7541).
+            let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+            block.extend_from_slice(path.as_bytes());
+            block.extend_from_slice(&[0x01, 9]);
+            block.extend_from_slice(b"shop.test");
+            requests.extend(frame(0x1, 0x4 | 0x1, id, &block));
+            resets.extend(frame(0x3, 0, id, &0x8u32.to_be_bytes()));
+            opened += 1;
+        }
+        if pause.is_zero() {
+            requests.append(&mut resets);
+        }
+        if wr.write_all(&requests).await.is_err() {
+            break;
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+            if wr.write_all(&resets).await.is_err() {
+                break;
+            }
+        }
+    }
+    let code = tokio::time::timeout(Duration::from_secs(10), goaway)
+        .await
+        .expect("the server ends the connection")
+        .unwrap();
+    (opened, code)
+}
+
+/// h2 flow control: a client that opens no window is sent no more than its window, and is
+/// cut off after the send timeout; one that reads slowly gets every byte.
+#[tokio::test]
+async fn an_h2_client_that_stops_reading_is_cut_off_and_a_slow_one_gets_everything() {
+    let body = bytes::Bytes::from(vec![b'x'; 4 << 20]);
+    let origin = TestOrigin::start(move |_, _| Reply::ok(body.clone()).cc("max-age=600")).await;
+    let node = edge(
+        &origin,
+        "",
+        "[cache]\nmax_object_size = \"64MiB\"\n[limits]\nclient_send_timeout = \"1s\"\n",
+    );
+    let warm = exchange(node.http, &get("/big", "shop.test", "")).await;
+    assert_eq!(warm.body.len(), 4 << 20);
+
+    // Reads the head and then nothing: no WINDOW_UPDATE ever goes back.
+    let tcp = TcpStream::connect(node.http).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get("http://shop.test/big").body(()).unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(15), driver).await;
+    assert!(ended.is_ok(), "the stalled h2 connection was left open");
+    let closed = "strata_client_connections_closed_by_timeout_total{reason=\"send\"}";
+    assert_eq!(node.metric(closed).await, Some(1.0));
+
+    // Reads in small steps, giving back what it read: the whole body, in order.
+    let tcp = TcpStream::connect(node.http).await.unwrap();
+    // Window updates go out at once, as a browser's do (no Nagle wait per update).
+    tcp.set_nodelay(true).unwrap();
+    let (mut client, conn) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get("http://shop.test/big").body(()).unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    let mut read = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.iter().all(|b| *b == b'x'));
+        read += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(read, 4 << 20);
+    driver.abort();
+}

@@ -180,11 +180,11 @@ impl Node {
                 .map_err(StartError::Config)?,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let builder = Arc::new(server::connection_builder(&config.limits));
+        let protocols = Arc::new(server::protocols(&config.limits));
         let connections = connection_budget(config.limits.max_connections);
         let serve = server::ServeConfig {
             node: config.node.name.clone(),
-            builder,
+            protocols,
             limits: Budget::with_exempt(
                 connections,
                 config.limits.max_connections_per_client,

@@ -168,6 +168,7 @@ pub struct Metrics {
     client_connections: Gauge,
     connections_refused: Family<ReasonLabel, Counter>,
     connections_timed_out: Family<ReasonLabel, Counter>,
+    connections_cut_off: Family<ReasonLabel, Counter>,
     tls_handshakes_failed: Family<ReasonLabel, Counter>,
     acme_orders: Family<OutcomeLabel, Counter>,
     acme_certificate_expiry: Family<CertificateLabel, Gauge>,
@@ -349,6 +350,12 @@ impl Metrics {
             "Client connections closed by Strata: `idle` (no request in progress), `send` (the client stopped reading)",
             connections_timed_out.clone(),
         );
+        let connections_cut_off = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "client_connections_cut_off",
+            "Client connections ended for abuse: `h2-resets` (an h2 client resetting most of its streams as soon as it opened them, CVE-2023-44487; GOAWAY ENHANCE_YOUR_CALM)",
+            connections_cut_off.clone(),
+        );
         let tls_handshakes_failed = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "tls_handshakes_failed",
@@ -397,6 +404,7 @@ impl Metrics {
             client_connections,
             connections_refused,
             connections_timed_out,
+            connections_cut_off,
             tls_handshakes_failed,
             acme_orders,
             acme_certificate_expiry,
@@ -508,6 +516,14 @@ impl Metrics {
 
     pub fn connection_timed_out(&self, reason: &'static str) {
         self.connections_timed_out
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn connection_cut_off(&self, reason: &'static str) {
+        self.connections_cut_off
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

@@ -381,9 +381,9 @@ impl TlsClient {
     }
 }
 
-/// An HTTP/3 response, fully read.
+/// An h2 or HTTP/3 response, fully read.
 #[derive(Debug)]
-pub struct H3Got {
+pub struct Got {
     /// Interim responses before the final one.
     pub interim: Vec<(StatusCode, HeaderMap)>,
     pub status: StatusCode,
@@ -391,7 +391,7 @@ pub struct H3Got {
     pub body: Bytes,
 }
 
-impl H3Got {
+impl Got {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -436,9 +436,21 @@ impl TestPki {
         endpoint
     }
 
+    /// `GET path` over h2 (TLS, ALPN `h2`) to `addr`, asking for `name`. Every request in
+    /// `paths` goes on one connection, in order.
+    pub async fn h2_get(&self, addr: SocketAddr, name: &str, paths: &[&str]) -> Vec<Got> {
+        let tls = TlsClient::new(&self.ca_pem)
+            .alpn(&["h2"])
+            .handshake(addr, name)
+            .await
+            .expect("TLS handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        h2_get(tls, &format!("https://{name}"), paths).await
+    }
+
     /// `GET path` over HTTP/3 (quinn + h3) to `addr` (UDP), asking for `name`. Every
     /// request in `paths` goes on one QUIC connection, in order.
-    pub async fn h3_get(&self, addr: SocketAddr, name: &str, paths: &[&str]) -> Vec<H3Got> {
+    pub async fn h3_get(&self, addr: SocketAddr, name: &str, paths: &[&str]) -> Vec<Got> {
         let (endpoint, conn) = self.quic_connect(addr, name).await;
         let conn = conn.expect("QUIC handshake");
         let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
@@ -470,7 +482,7 @@ impl TestPki {
                 body.extend_from_slice(&piece);
             }
             let (parts, ()) = resp.into_parts();
-            got.push(H3Got {
+            got.push(Got {
                 interim,
                 status: parts.status,
                 headers: parts.headers,
@@ -482,4 +494,41 @@ impl TestPki {
         endpoint.close(0u32.into(), b"done");
         got
     }
+}
+
+/// `GET base + path` for each of `paths`, in order, on one h2 connection over `io` (the `h2`
+/// crate's client, which shows interim responses).
+pub async fn h2_get<S>(io: S, base: &str, paths: &[&str]) -> Vec<Got>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = h2::client::handshake(io).await.expect("h2 handshake");
+    let drive = tokio::spawn(conn);
+    let mut got = Vec::new();
+    for path in paths {
+        let req = Request::get(format!("{base}{path}")).body(()).unwrap();
+        send = send.ready().await.unwrap();
+        let (mut resp, _) = send.send_request(req, true).unwrap();
+        let mut interim = Vec::new();
+        while let Some(head) = std::future::poll_fn(|cx| resp.poll_informational(cx)).await {
+            let head = head.unwrap();
+            interim.push((head.status(), head.headers().clone()));
+        }
+        let resp = resp.await.unwrap();
+        let (parts, mut body) = resp.into_parts();
+        let mut read = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            read.extend_from_slice(&chunk);
+        }
+        got.push(Got {
+            interim,
+            status: parts.status,
+            headers: parts.headers,
+            body: Bytes::from(read),
+        });
+    }
+    drive.abort();
+    got
 }

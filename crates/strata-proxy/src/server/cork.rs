@@ -1,9 +1,9 @@
 //! Writes gathered for the length of one poll of a connection, then sent together.
 //!
-//! hyper's h2 server flushes every time it accepts a stream: with the streams of a
+//! The h2 server flushes every time it accepts a stream: with the streams of a
 //! connection answered in its own poll ([`super::executor`]), ten requests read together
 //! still went out as ten `writev`s, each a trip through the TCP stack (a third of the CPU
-//! of hot h2 hits). [`Cork`] is the connection's socket as hyper sees it: writes go to a
+//! of hot h2 hits). [`Cork`] is the connection's socket as the server sees it: writes go to a
 //! buffer and a flush is remembered, not done; [`Corked`] polls the connection and then
 //! sends what the poll wrote, in one write where the socket takes it. Nothing waits for a
 //! later event: every poll ends by sending. A large write with nothing gathered before it
@@ -183,16 +183,6 @@ impl<S: Send> Sink for Mutex<Inner<S>> {
 
 fn lock<S>(inner: &Mutex<Inner<S>>) -> MutexGuard<'_, Inner<S>> {
     inner.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl<S, F> Corked<S, F>
-where
-    F: Future,
-{
-    /// The connection future itself (for hyper's graceful shutdown).
-    pub fn conn(&mut self) -> Pin<&mut F> {
-        self.conn.as_mut()
-    }
 }
 
 impl<S, F> Future for Corked<S, F>

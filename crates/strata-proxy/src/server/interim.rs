@@ -9,8 +9,10 @@
 //!   only once the last response is written), so the bytes land between the two.
 //! - HTTP/3: a HEADERS frame on the request's stream, before the final one (RFC 9114
 //!   §4.1), sent by the task that owns the stream.
-//! - h2: none. hyper does not say which stream a request came on, and its HPACK state
-//!   cannot be shared; h2 clients get no interim responses.
+//! - h2: a HEADERS frame on the request's stream, before the final one (RFC 9113 §8.1),
+//!   queued on the connection at once by whichever task has the head ([`H2Sink`]). hyper's
+//!   h2 server cannot send one (hyperium/hyper#4114), so h2 is served with the `h2` crate
+//!   directly ([`super::h2`]).
 //!
 //! HTTP/1.0 clients never get one (RFC 9110 §15.2). An [`Interim`] goes quiet once its
 //! request has been answered, so a 1xx that arrives late (an origin's, for a fill the
@@ -213,6 +215,77 @@ impl Sink for H3Sink {
         *head.headers_mut() = headers.clone();
         // A client that does not read them loses hints, never the response.
         let _ = self.heads.try_send(head);
+    }
+}
+
+/// h2: the request stream's response half, shared by the stream's task (which sends the
+/// final response with it) and whoever has an interim head (queued on the connection at
+/// once, by h2's `send_informational`). One per request stream.
+pub(crate) struct H2Sink {
+    stream: Mutex<H2Stream>,
+}
+
+struct H2Stream {
+    gate: Gate,
+    /// Taken for the final response; nothing is sent after it.
+    respond: Option<::h2::server::SendResponse<bytes::Bytes>>,
+}
+
+impl H2Sink {
+    pub(crate) fn new(respond: ::h2::server::SendResponse<bytes::Bytes>) -> Self {
+        Self {
+            stream: Mutex::new(H2Stream {
+                gate: Gate::default(),
+                respond: Some(respond),
+            }),
+        }
+    }
+
+    /// The response half, for the final response.
+    pub(crate) fn take(&self) -> Option<::h2::server::SendResponse<bytes::Bytes>> {
+        lock(&self.stream).respond.take()
+    }
+
+    /// Ready once the client has reset the stream.
+    pub(crate) fn poll_reset(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match lock(&self.stream).respond.as_mut() {
+            Some(respond) => respond.poll_reset(cx).map(|_| ()),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    /// `100 Continue`, for a request that asked for it (RFC 9110 §10.1.1), when its body
+    /// is first read.
+    pub(crate) fn send_continue(&self) {
+        if let Some(respond) = lock(&self.stream).respond.as_mut() {
+            let mut head = http::Response::new(());
+            *head.status_mut() = StatusCode::CONTINUE;
+            let _ = respond.send_informational(head);
+        }
+    }
+}
+
+impl Sink for H2Sink {
+    fn begin(&self) -> u64 {
+        lock(&self.stream).gate.begin()
+    }
+
+    fn end(&self, request: u64) {
+        lock(&self.stream).gate.end(request);
+    }
+
+    fn send(&self, request: u64, status: StatusCode, headers: &HeaderMap) {
+        let mut stream = lock(&self.stream);
+        if !stream.gate.admit(request) {
+            return;
+        }
+        if let Some(respond) = stream.respond.as_mut() {
+            let mut head = http::Response::new(());
+            *head.status_mut() = status;
+            *head.headers_mut() = headers.clone();
+            // Fails only once the stream is gone: then no one is waiting for it.
+            let _ = respond.send_informational(head);
+        }
     }
 }
 

@@ -35,10 +35,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RequestBody};
@@ -48,11 +47,14 @@ use crate::metrics::Metrics;
 use crate::warn_throttled;
 
 mod cork;
+mod date;
+mod detect;
 pub(crate) mod executor;
+mod h2;
 pub mod interim;
 pub mod quic;
 
-use self::executor::StreamExecutor;
+use self::detect::Proto;
 pub use self::interim::Interim;
 
 /// How long open connections get to finish after shutdown begins.
@@ -84,7 +86,7 @@ pub struct Conn {
 pub struct ServeConfig {
     /// Named in refusals' `Cache-Status`.
     pub node: String,
-    pub builder: Arc<auto::Builder<StreamExecutor>>,
+    pub protocols: Arc<Protocols>,
     pub limits: Arc<Budget>,
     /// Refusals written at once (each holds its descriptor up to a second); past this,
     /// refused sockets are closed without an answer. Part of the descriptors kept beside
@@ -103,25 +105,24 @@ pub struct ServeConfig {
     pub max_header_bytes: u64,
 }
 
-/// An HTTP/1.1 + h2c (prior knowledge) connection builder with the node's limits.
-pub fn connection_builder(limits: &LimitsSection) -> auto::Builder<StreamExecutor> {
-    let mut builder = auto::Builder::new(StreamExecutor);
-    builder
-        .http1()
+/// How connections speak each HTTP version, with the node's limits: HTTP/1.1 by hyper, h2
+/// (over TLS by ALPN, or with prior knowledge) by [`h2`].
+pub struct Protocols {
+    http1: hyper::server::conn::http1::Builder,
+    h2: ::h2::server::Builder,
+}
+
+pub fn protocols(limits: &LimitsSection) -> Protocols {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.client_header_timeout.0)
         .max_buf_size(limits.max_header_bytes.0.max(8192) as usize)
         .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.0.min(u64::from(u32::MAX)) as u32)
-        .max_concurrent_streams(limits.max_streams_per_connection)
-        // Clients that reset streams as fast as they open them (CVE-2023-44487) are
-        // cut off by hyper's pending-accept-reset limit; keep it explicit.
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(256));
-    builder
+    Protocols {
+        http1,
+        h2: h2::settings(limits),
+    }
 }
 
 /// Accepts connections until `shutdown` flips, then drains for a bounded time.
@@ -191,7 +192,7 @@ pub async fn serve<F, Fut, B>(
                         authenticated: false,
                         interim: None,
                     };
-                    connection(stream, conn, &config, handler, shutdown).await;
+                    connection(stream, None, conn, &config, handler, shutdown).await;
                 }
                 Some(tls) => {
                     let handshake =
@@ -209,13 +210,14 @@ pub async fn serve<F, Fut, B>(
                                 .1
                                 .peer_certificates()
                                 .is_some_and(|c| !c.is_empty());
+                            let proto = Proto::from_alpn(stream.get_ref().1.alpn_protocol());
                             let conn = Conn {
                                 peer,
                                 secure: true,
                                 authenticated,
                                 interim: None,
                             };
-                            connection(stream, conn, &config, handler, shutdown).await;
+                            connection(stream, proto, conn, &config, handler, shutdown).await;
                         }
                         Ok(Err(e)) => {
                             config.metrics.tls_handshake_failed("error");
@@ -332,6 +334,12 @@ struct Tracked<B> {
 }
 
 impl<B> Tracked<B> {
+    /// Part of a piece went out (h2 sends as the client's window allows): the client is
+    /// reading, though the body was not asked for more.
+    fn sent_some(&self) {
+        self.in_flight.0.polls.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn taken(&mut self) {
         if std::mem::take(&mut self.handed) {
             self.in_flight.0.handed.fetch_sub(1, Ordering::AcqRel);
@@ -393,9 +401,11 @@ impl StallWatch {
     }
 }
 
-/// Serves one connection until it ends, idles out, stalls, or the node shuts down.
+/// Serves one connection until it ends, idles out, stalls, or the node shuts down. `proto`:
+/// the HTTP version when ALPN chose one; otherwise the client's first bytes tell.
 async fn connection<S, F, Fut, B>(
     stream: S,
+    proto: Option<Proto>,
     conn_info: Conn,
     config: &ServeConfig,
     handler: F,
@@ -415,38 +425,47 @@ async fn connection<S, F, Fut, B>(
         handed: AtomicUsize::new(0),
         polls: AtomicU64::new(0),
     });
-    let tracker = Arc::clone(&activity);
-    let alt_svc = config.alt_svc.clone();
+    let close = Arc::new(Notify::new());
     let mut conn = cork::cork(stream, |io, interim_sink| {
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let in_flight = tracker.begin();
-            // HTTP/1.1 requests may get interim responses (not 1.0: RFC 9110 §15.2; not
-            // h2: see `interim`).
-            let mut conn = conn_info.clone();
-            if req.version() == http::Version::HTTP_11 {
-                conn.interim = Some(Arc::clone(&interim_sink));
-            }
-            let req = req.map(|body| body.map_err(BoxError::from).boxed());
-            // Boxed: the handler's future is large, and wrapping it unboxed would copy it
-            // once more per request (measured: ~5% of hot-hit throughput).
-            let fut = Box::pin(handler(req, conn));
-            let alt_svc = alt_svc.clone();
-            async move {
-                let mut resp = fut.await?;
-                if let Some(v) = alt_svc {
-                    resp.headers_mut().insert(http::header::ALT_SVC, v);
+        let (protocols, close) = (Arc::clone(&config.protocols), Arc::clone(&close));
+        let alt_svc = config.alt_svc.clone();
+        let activity = Arc::clone(&activity);
+        let metrics = Arc::clone(&config.metrics);
+        async move {
+            let (proto, io) = match proto {
+                Some(proto) => (proto, detect::Rewind::new(io)),
+                None => detect::sniff(io).await?,
+            };
+            match proto {
+                Proto::H2 => {
+                    let streams = h2::Streams {
+                        conn: conn_info,
+                        handler,
+                        activity,
+                        alt_svc,
+                        metrics,
+                        resets: Arc::default(),
+                    };
+                    h2::serve(io, &protocols.h2, streams, close).await?;
                 }
-                Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
-                    inner,
-                    in_flight,
-                    handed: false,
-                }))
+                Proto::Http1 => {
+                    let svc = http1_service(conn_info, handler, activity, alt_svc, interim_sink);
+                    let conn = protocols.http1.serve_connection(TokioIo::new(io), svc);
+                    let mut conn = std::pin::pin!(conn);
+                    let mut closed = std::pin::pin!(close.notified());
+                    let mut closing = false;
+                    std::future::poll_fn(|cx| {
+                        if !closing && closed.as_mut().poll(cx).is_ready() {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        conn.as_mut().poll(cx)
+                    })
+                    .await?;
+                }
             }
-        });
-        config
-            .builder
-            .serve_connection(TokioIo::new(io), svc)
-            .into_owned()
+            Ok::<(), BoxError>(())
+        }
     });
     // How often a connection with a request in progress is looked at for a stalled client.
     let look = (config.send_timeout.min(config.idle_timeout) / 4).max(Duration::from_millis(250));
@@ -488,15 +507,61 @@ async fn connection<S, F, Fut, B>(
                 }
                 if activity.idle_deadline(config.idle_timeout).is_some_and(|d| now >= d) {
                     config.metrics.connection_timed_out("idle");
-                    conn.conn().graceful_shutdown();
+                    close.notify_one();
                     closing = Some(now + CLOSE_GRACE);
                 }
             }
             _ = shutdown.changed(), if closing.is_none() || !draining => {
-                conn.conn().graceful_shutdown();
+                close.notify_one();
                 draining = true;
                 closing = Some(Instant::now() + DRAIN_TIMEOUT);
             }
         }
     }
+}
+
+/// The HTTP/1.x service of a connection: the handler, with each request counted in
+/// progress until its response body is done.
+fn http1_service<F, Fut, B>(
+    conn_info: Conn,
+    handler: F,
+    activity: Arc<Activity>,
+    alt_svc: Option<http::HeaderValue>,
+    interim_sink: Arc<dyn interim::Sink>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<B>>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response<Tracked<B>>, std::convert::Infallible>> + Send,
+> + Send
+where
+    F: Fn(Request<RequestBody>, Conn) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    service_fn(move |req: Request<Incoming>| {
+        let in_flight = activity.begin();
+        // HTTP/1.1 requests may get interim responses (not 1.0: RFC 9110 §15.2).
+        let mut conn = conn_info.clone();
+        if req.version() == http::Version::HTTP_11 {
+            conn.interim = Some(Arc::clone(&interim_sink));
+        }
+        let req = req.map(|body| body.map_err(BoxError::from).boxed());
+        // Boxed: the handler's future is large, and wrapping it unboxed would copy it
+        // once more per request (measured: ~5% of hot-hit throughput).
+        let fut = Box::pin(handler(req, conn));
+        let alt_svc = alt_svc.clone();
+        async move {
+            let mut resp = fut.await?;
+            if let Some(v) = alt_svc {
+                resp.headers_mut().insert(http::header::ALT_SVC, v);
+            }
+            Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
+                inner,
+                in_flight,
+                handed: false,
+            }))
+        }
+    })
 }

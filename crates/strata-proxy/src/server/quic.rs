@@ -189,6 +189,7 @@ where
     let (mut parts, mut body) = resp.into_parts();
     // Connection-specific fields have no meaning in HTTP/3 (RFC 9114 §4.2).
     strip_hop_by_hop(&mut parts.headers);
+    super::date::insert_if_missing(&mut parts.headers);
     if send
         .send_response(Response::from_parts(parts, ()))
         .await
