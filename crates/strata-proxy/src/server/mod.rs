@@ -37,7 +37,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RequestBody};
@@ -425,7 +425,9 @@ async fn connection<S, F, Fut, B>(
         handed: AtomicUsize::new(0),
         polls: AtomicU64::new(0),
     });
-    let close = Arc::new(Notify::new());
+    // Set here and looked at by the connection's own future, which this task polls right
+    // after setting it: an atomic suffices (a `Notify` locked a mutex on every poll).
+    let close = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut conn = cork::cork(stream, |io, interim_sink| {
         let (protocols, close) = (Arc::clone(&config.protocols), Arc::clone(&close));
         let alt_svc = config.alt_svc.clone();
@@ -452,10 +454,9 @@ async fn connection<S, F, Fut, B>(
                     let svc = http1_service(conn_info, handler, activity, alt_svc, interim_sink);
                     let conn = protocols.http1.serve_connection(TokioIo::new(io), svc);
                     let mut conn = std::pin::pin!(conn);
-                    let mut closed = std::pin::pin!(close.notified());
                     let mut closing = false;
                     std::future::poll_fn(|cx| {
-                        if !closing && closed.as_mut().poll(cx).is_ready() {
+                        if !closing && close.load(Ordering::Relaxed) {
                             conn.as_mut().graceful_shutdown();
                             closing = true;
                         }
@@ -507,12 +508,12 @@ async fn connection<S, F, Fut, B>(
                 }
                 if activity.idle_deadline(config.idle_timeout).is_some_and(|d| now >= d) {
                     config.metrics.connection_timed_out("idle");
-                    close.notify_one();
+                    close.store(true, Ordering::Relaxed);
                     closing = Some(now + CLOSE_GRACE);
                 }
             }
             _ = shutdown.changed(), if closing.is_none() || !draining => {
-                close.notify_one();
+                close.store(true, Ordering::Relaxed);
                 draining = true;
                 closing = Some(Instant::now() + DRAIN_TIMEOUT);
             }
