@@ -20,6 +20,7 @@ mod headers;
 mod health;
 mod hostile;
 mod limits;
+mod media;
 mod operations;
 mod origins;
 mod purge;

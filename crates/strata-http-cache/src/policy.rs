@@ -25,6 +25,14 @@ pub struct PolicyConfig {
     pub negative_ttl_5xx: Option<Duration>,
     /// Replaces the origin's freshness lifetime for storable responses.
     pub ttl_override: Option<Duration>,
+    /// The lifetime of a heuristically cacheable answer (200, 301, 404…) that carries no
+    /// explicit freshness, in place of the Last-Modified heuristic (§4.2.2): what a class
+    /// of content is known to stay valid for (media segments do not change once
+    /// published).
+    pub default_ttl: Option<Duration>,
+    /// The longest any 4xx or 5xx answer is kept, whatever it says (a 404 for a segment
+    /// that is about to exist must not outlive the second it takes to appear).
+    pub max_error_ttl: Option<Duration>,
     /// Store responses that set cookies. Off by default: a cookie is usually per user.
     pub cache_set_cookie: bool,
     /// Micro-caching: a lifetime for 200 answers that would otherwise not be stored (or be
@@ -206,6 +214,14 @@ impl CachePolicy {
             freshness.source,
             FreshnessSource::SMaxAge | FreshnessSource::MaxAge | FreshnessSource::Expires
         );
+        if !explicit && heuristically_cacheable(status) {
+            if let Some(ttl) = config.default_ttl {
+                freshness = Freshness {
+                    lifetime: ttl,
+                    source: FreshnessSource::Heuristic,
+                };
+            }
+        }
         if !explicit && freshness.source != FreshnessSource::Heuristic {
             let negative = match status.as_u16() {
                 404 | 410 => config.negative_ttl,
@@ -227,6 +243,11 @@ impl CachePolicy {
             || freshness.source == FreshnessSource::Negative;
         if !allowed {
             return Err(NotStorable::Status);
+        }
+        if let Some(max) = config.max_error_ttl {
+            if status.as_u16() >= 400 && freshness.lifetime > max {
+                freshness.lifetime = max;
+            }
         }
         // A TTL override changes how long, never whether: a 503 stays uncached unless
         // negative caching of 5xx is configured.
@@ -598,6 +619,63 @@ mod tests {
         assert!(p.stale_if_error(t(30), None));
         assert!(!p.stale_if_error(t(50), None));
         assert!(p.stale_if_error(t(50), Some(Duration::from_secs(100))));
+    }
+
+    #[test]
+    fn a_default_ttl_replaces_the_heuristic_and_never_explicit_freshness() {
+        let config = PolicyConfig {
+            default_ttl: Some(Duration::from_secs(86_400)),
+            ..PolicyConfig::default()
+        };
+        let p = |status, headers: &[(&str, &str)]| {
+            CachePolicy::for_response(
+                &Method::GET,
+                &HeaderMap::new(),
+                StatusCode::from_u16(status).unwrap(),
+                &hm(headers),
+                times(),
+                &config,
+            )
+        };
+        let silent = p(200, &[]).unwrap();
+        assert_eq!(silent.freshness.lifetime, Duration::from_secs(86_400));
+        let explicit = p(200, &[("cache-control", "max-age=5")]).unwrap();
+        assert_eq!(explicit.freshness.lifetime, Duration::from_secs(5));
+        // Not for statuses that are not heuristically cacheable.
+        assert!(p(500, &[]).is_err());
+    }
+
+    #[test]
+    fn rfc9111_4_2_a_max_error_ttl_caps_what_errors_say() {
+        let config = PolicyConfig {
+            max_error_ttl: Some(Duration::from_secs(1)),
+            negative_ttl: Some(Duration::from_secs(60)),
+            ..PolicyConfig::default()
+        };
+        let p = |status, headers: &[(&str, &str)]| {
+            CachePolicy::for_response(
+                &Method::GET,
+                &HeaderMap::new(),
+                StatusCode::from_u16(status).unwrap(),
+                &hm(headers),
+                times(),
+                &config,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            p(404, &[("cache-control", "max-age=600")])
+                .freshness
+                .lifetime,
+            Duration::from_secs(1)
+        );
+        assert_eq!(p(404, &[]).freshness.lifetime, Duration::from_secs(1));
+        assert_eq!(
+            p(200, &[("cache-control", "max-age=600")])
+                .freshness
+                .lifetime,
+            Duration::from_secs(600)
+        );
     }
 
     #[test]

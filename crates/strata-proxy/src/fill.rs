@@ -66,6 +66,9 @@ pub struct Interest {
     pub on_abandon: Option<Box<dyn FnOnce() + Send>>,
 }
 
+/// What runs once a fill's object is stored.
+pub type OnStored = Box<dyn FnOnce(&Arc<StoredObject>) + Send>;
+
 pub struct Fill {
     pub key: CacheKey,
     pub object: Arc<StoredObject>,
@@ -74,6 +77,9 @@ pub struct Fill {
     pub idle: Duration,
     /// Called once if the body outgrows `max_object_size` and stops being kept.
     pub on_too_large: Option<Box<dyn FnOnce() + Send>>,
+    /// Called once the object is stored, before its readers see the body end (a playlist
+    /// is read for what it says: `media`).
+    pub on_stored: Option<OnStored>,
     /// The origin connection slot, released when the fill ends.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Set when the object was invalidated (unsafe method, purge) while the fill ran: the
@@ -190,6 +196,9 @@ impl Fill {
             .storage
             .insert(&self.key, Arc::clone(&self.object), self.clock.wall())
         {
+            if let Some(stored) = self.on_stored.take() {
+                stored(&self.object);
+            }
             FillEnd::Stored
         } else {
             FillEnd::Discarded

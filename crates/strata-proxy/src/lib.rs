@@ -15,6 +15,7 @@ mod error;
 mod fill;
 mod forward;
 mod health_report;
+mod media;
 mod metrics;
 mod proxy;
 pub mod purge;

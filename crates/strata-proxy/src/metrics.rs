@@ -171,6 +171,9 @@ pub struct Metrics {
     connections_cut_off: Family<ReasonLabel, Counter>,
     tls_handshakes_failed: Family<ReasonLabel, Counter>,
     acme_orders: Family<OutcomeLabel, Counter>,
+    prefetches: Family<OutcomeLabel, Counter>,
+    prefetched_bytes: Counter,
+    playlists_unreadable: Counter,
     acme_certificate_expiry: Family<CertificateLabel, Gauge>,
     fills_cancelled: Family<ReasonLabel, Counter>,
     bus_connected: Gauge,
@@ -362,6 +365,24 @@ impl Metrics {
             "TLS handshakes on the https listeners that did not complete: `timeout` (the client did not finish in limits.client_header_timeout), `error` (a malformed hello, no shared protocol or cipher, an unknown name with tls.unknown_sni = \"reject\", a client alert)",
             tls_handshakes_failed.clone(),
         );
+        let prefetches = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "prefetches",
+            "Segments fetched ahead of players ([service.media]): `started`; `hit` (a player asked for one, fetched or still coming); `wasted` (not asked for within 5 minutes, or evicted first); `budget` (not started: limits.max_prefetches)",
+            prefetches.clone(),
+        );
+        let prefetched_bytes = Counter::default();
+        registry.register(
+            "prefetched_bytes",
+            "Bytes of segments fetched ahead and stored",
+            prefetched_bytes.clone(),
+        );
+        let playlists_unreadable = Counter::default();
+        registry.register(
+            "playlists_unreadable",
+            "Responses for a playlist path (or type) that did not parse as HLS: served and cached as the origin said, not used for prefetch",
+            playlists_unreadable.clone(),
+        );
         let acme_orders = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "acme_orders",
@@ -407,6 +428,9 @@ impl Metrics {
             connections_cut_off,
             tls_handshakes_failed,
             acme_orders,
+            prefetches,
+            prefetched_bytes,
+            playlists_unreadable,
             acme_certificate_expiry,
             fills_cancelled,
             bus_connected,
@@ -485,6 +509,22 @@ impl Metrics {
     }
 
     /// `outcome`: `issued` or `failed`.
+    pub fn prefetch(&self, outcome: &'static str) {
+        self.prefetches
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn prefetched_bytes(&self, bytes: u64) {
+        self.prefetched_bytes.inc_by(bytes);
+    }
+
+    pub fn playlist_unreadable(&self) {
+        self.playlists_unreadable.inc();
+    }
+
     pub fn acme_order(&self, outcome: &'static str) {
         self.acme_orders
             .get_or_create(&OutcomeLabel {

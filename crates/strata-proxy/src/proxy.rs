@@ -51,6 +51,8 @@ pub struct Proxy {
     pub(crate) peers_authenticate: bool,
     /// Fills with no client waiting: refreshes, bodies whose clients left.
     pub(crate) background: Arc<Budget>,
+    /// What the node learned from playlists, and its segment prefetches.
+    pub(crate) media: Arc<crate::media::Media>,
     /// Trusted proxies and ring peers.
     pub(crate) carriers: Vec<ipnet::IpNet>,
     /// Keys that recently answered uncacheable, with the time the mark expires.
@@ -107,6 +109,13 @@ impl Proxy {
             .iter()
             .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
+        let media = Arc::new(crate::media::Media::new(
+            Budget::new(
+                config.limits.max_prefetches,
+                config.limits.max_prefetches_per_client,
+            ),
+            Arc::clone(&metrics),
+        ));
         Ok(Self {
             via: HeaderValue::from_str(&format!("1.1 {}", config.node.name))
                 .map_err(|_| "node.name is not a valid header value".to_string())?,
@@ -146,6 +155,7 @@ impl Proxy {
                 config.limits.max_background_fills_per_client,
                 carriers.clone(),
             ),
+            media,
             carriers,
             hit_for_pass: hit_for_pass_marks(config),
             tier,

@@ -35,6 +35,8 @@ pub struct Service {
     invalidating_methods: Vec<http::Method>,
     base_key: KeyRules,
     base_policy: PolicyConfig,
+    /// `[service.media]`: video-aware policies by class, and prefetch.
+    pub media: Option<Arc<crate::config::MediaConfig>>,
     rules: Vec<RuleConfig>,
     /// Each rule's `early_hints` as a `103` head, none when it has none.
     hints: Vec<Option<Arc<HeaderMap>>>,
@@ -47,6 +49,8 @@ pub struct Service {
 /// What applies to one request path of a service.
 #[derive(Debug, Clone)]
 pub struct Resolved {
+    /// What the path is to a player, when the service is media-aware.
+    pub media: Option<strata_media::MediaClass>,
     pub key_rules: KeyRules,
     pub policy: PolicyConfig,
     pub bypass: bool,
@@ -144,9 +148,12 @@ impl Service {
                 negative_ttl: c.negative_ttl.map(|s| s.0),
                 negative_ttl_5xx: c.negative_ttl_5xx.map(|s| s.0),
                 ttl_override: None,
+                default_ttl: None,
+                max_error_ttl: None,
                 cache_set_cookie: c.cache_set_cookie,
                 micro_cache: None,
             },
+            media: c.media.clone().map(Arc::new),
             rules: c.rules.clone(),
             hints: c.rules.iter().map(early_hints).collect(),
             access: service_access,
@@ -179,6 +186,17 @@ impl Service {
         let mut bypass = false;
         let mut early_hints = None;
         let mut access = self.access.clone();
+        // Class defaults first: a rule's `ttl` below still replaces them.
+        let media = self.media.as_ref().and_then(|m| {
+            let class = strata_media::class::of_path(path)?;
+            policy.default_ttl = Some(if class.is_index() {
+                m.playlist_ttl.0
+            } else {
+                m.segment_ttl.0
+            });
+            policy.max_error_ttl = Some(m.error_ttl.0);
+            Some(class)
+        });
         if let Some(i) = self.rules.iter().position(|r| path.starts_with(&r.path)) {
             let rule = &self.rules[i];
             early_hints = self.hints[i].clone();
@@ -192,6 +210,7 @@ impl Service {
             bypass = rule.bypass;
         }
         Resolved {
+            media,
             key_rules,
             policy,
             bypass,

@@ -41,6 +41,11 @@ pub struct LimitsSection {
     pub max_background_fills: usize,
     /// The same, per client address: one client cannot use the node's whole budget.
     pub max_background_fills_per_client: u32,
+    /// Segment prefetches (`[service.media]`) running at once on this node; past it, no
+    /// more are started (client misses never wait for prefetches).
+    pub max_prefetches: usize,
+    /// The same, per client address whose requests started them.
+    pub max_prefetches_per_client: u32,
     /// Sites whose connections to https origins are kept (one client, with its pool, per
     /// https origin and `Host` sent); the least recently used go, closing their idle
     /// connections. Bounds what clients of a wildcard service can make the node hold.
@@ -75,6 +80,8 @@ impl Default for LimitsSection {
             max_streams_per_connection: 256,
             max_background_fills: 64,
             max_background_fills_per_client: 16,
+            max_prefetches: 32,
+            max_prefetches_per_client: 8,
             upstream_tls_sites: 1024,
             max_upstream_requests: 4096,
             shed_queue_timeout: Seconds(Duration::from_secs(1)),
@@ -123,6 +130,11 @@ impl LimitsSection {
             (
                 "limits.max_background_fills_per_client",
                 self.max_background_fills_per_client as usize,
+            ),
+            ("limits.max_prefetches", self.max_prefetches),
+            (
+                "limits.max_prefetches_per_client",
+                self.max_prefetches_per_client as usize,
             ),
             ("limits.upstream_tls_sites", self.upstream_tls_sites),
             ("limits.max_upstream_requests", self.max_upstream_requests),

@@ -69,6 +69,9 @@ pub struct ServiceConfig {
     /// `config::access`); a rule's `access` replaces this for its paths.
     #[serde(default)]
     pub access: Option<AccessConfig>,
+    /// Video-aware caching and segment prefetch (`[service.media]`); off without it.
+    #[serde(default)]
+    pub media: Option<super::MediaConfig>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
 }
@@ -153,7 +156,7 @@ pub struct RuleConfig {
     pub micro_cache: Option<Seconds>,
     /// `Link` values (`</app.css>; rel=preload; as=style`) sent as a `103 Early Hints`
     /// when a request under this rule goes upstream (a miss or a pass), to clients whose
-    /// connection carries interim responses (HTTP/1.1 and HTTP/3; not h2).
+    /// connection carries interim responses (HTTP/1.1, h2 and HTTP/3; not HTTP/1.0).
     #[serde(default)]
     pub early_hints: Vec<String>,
     /// Replaces the service's `access` under this path (`access = {}` lifts it).
@@ -194,6 +197,7 @@ impl ServiceConfig {
             hit_for_pass: default_hit_for_pass(),
             invalidating_methods: Vec::new(),
             access: None,
+            media: None,
             rules: Vec::new(),
         }
     }
@@ -245,6 +249,9 @@ impl ServiceConfig {
         if let Some(access) = &self.access {
             let clock = strata_wire::clock::Clock::system();
             crate::access::Access::from_config(access, &at("access"), clock)?;
+        }
+        if let Some(media) = &self.media {
+            media.check(at)?;
         }
         for (r, rule) in self.rules.iter().enumerate() {
             rule.check(i, r)?;

@@ -305,6 +305,7 @@ impl Proxy {
             max_object_size: self.max_object_size,
             idle: self.timeouts.idle,
             on_too_large: None,
+            on_stored: self.on_stored(req),
             slot: Some(slot),
             discard: Arc::default(),
             clock: self.clock.clone(),
@@ -317,6 +318,31 @@ impl Proxy {
                 on_abandon: None,
             },
         }
+    }
+
+    /// What to do once `req`'s object is stored, for a media service: a playlist (by path,
+    /// or by type for paths that name no class) is read for what it says, and the bytes a
+    /// prefetch stored are counted.
+    fn on_stored(&self, req: &Cacheable) -> Option<crate::fill::OnStored> {
+        req.service.media.as_ref()?;
+        let prefetch = self.media.is_prefetched(&req.key);
+        let playlist = req
+            .resolved
+            .media
+            .is_none_or(|class| class == strata_media::MediaClass::Playlist);
+        if !prefetch && !playlist {
+            return None;
+        }
+        let (media, storage) = (Arc::clone(&self.media), Arc::clone(&self.storage));
+        let (service, key) = (Arc::clone(&req.service), req.key.clone());
+        Some(Box::new(move |obj: &Arc<StoredObject>| {
+            if prefetch {
+                media.stored(obj.body.len());
+            }
+            if playlist {
+                media.playlist_stored(&*storage, &service, &key, obj);
+            }
+        }))
     }
 
     /// Whether a storable answer is stored compressed (its fields rewritten to say so), by

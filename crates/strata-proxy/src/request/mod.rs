@@ -31,6 +31,7 @@ mod hops;
 mod lookup;
 mod miss;
 pub(crate) mod parse;
+mod prefetch;
 
 use self::parse::Routed;
 pub(crate) mod respond;
@@ -244,6 +245,9 @@ impl Proxy {
             // Opened only if the request goes upstream (below).
             interim: None,
         };
+        if req.resolved.media == Some(strata_media::MediaClass::Segment) {
+            self.prefetch_after(&req, now.wall);
+        }
         if let Some(resp) = self.lookup(&mut req, now.wall, ctx) {
             return Ok(resp);
         }

@@ -1,0 +1,199 @@
+//! Video-aware caching (`[service.media]`): class defaults for segments, playlists and
+//! errors; live playlists kept no longer than their target duration allows (RFC 8216
+//! §6.2.2); segments fetched ahead of players from the playlists the node stored.
+
+use std::time::{Duration, SystemTime};
+
+use strata_proxy::clock::Clock;
+use strata_proxy::config::MediaConfig;
+
+use crate::support::{metric_value, Edge, EdgeBuilder, Reply, TestOrigin};
+
+/// A live playlist of five 4-second segments, 40 to 44, relative to it.
+const LIVE: &str = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:4\n\
+    #EXT-X-MEDIA-SEQUENCE:40\n#EXTINF:4.0,\nseg40.m4s\n#EXTINF:4.0,\nseg41.m4s\n\
+    #EXTINF:4.0,\nseg42.m4s\n#EXTINF:4.0,\nseg43.m4s\n#EXTINF:4.0,\nseg44.m4s\n";
+
+/// An origin for `/live/720p/`: the playlist (as `cache-control` says), segments that say
+/// nothing about freshness, and a 404 that says to keep it ten minutes.
+async fn media_origin(playlist_cc: &'static str, playlist: String) -> TestOrigin {
+    TestOrigin::start(move |req, _| {
+        let path = req.path();
+        if path.ends_with(".m3u8") {
+            Reply::ok(playlist.clone())
+                .cc(playlist_cc)
+                .header("content-type", "application/vnd.apple.mpegurl")
+        } else if path.ends_with("seg99.m4s") {
+            Reply::status(404).cc("max-age=600")
+        } else {
+            Reply::ok(format!("media {path}")).header("content-type", "video/iso.segment")
+        }
+    })
+    .await
+}
+
+fn media_edge(origin: &TestOrigin, clock: Option<Clock>, media: MediaConfig) -> EdgeBuilder {
+    let builder = EdgeBuilder::new(&origin.url()).config(move |c| {
+        c.services[0].media = Some(media);
+    });
+    match clock {
+        Some(clock) => builder.clock(clock),
+        None => builder,
+    }
+}
+
+fn count(origin: &TestOrigin, path: &str) -> usize {
+    origin.seen().iter().filter(|s| s.path() == path).count()
+}
+
+async fn metric(edge: &Edge, name: &str) -> f64 {
+    let text = edge.admin("/metrics").await.text();
+    metric_value(&text, name).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn segments_whose_origin_is_silent_are_kept_a_day_and_their_errors_a_second() {
+    let origin = media_origin("max-age=1", LIVE.to_string()).await;
+    let (clock, hand) = Clock::manual(SystemTime::now());
+    let edge = media_edge(&origin, Some(clock), MediaConfig::default())
+        .start()
+        .await;
+    // The origin says ten minutes; a segment that is about to exist gets one second.
+    assert_eq!(edge.get("/live/720p/seg99.m4s").send().await.status, 404);
+    let hit = edge.get("/live/720p/seg99.m4s").send().await;
+    assert!(hit.is_hit(), "{}", hit.cache_status());
+    hand.advance(Duration::from_millis(1500));
+    let again = edge.get("/live/720p/seg99.m4s").send().await;
+    assert!(!again.is_hit(), "{}", again.cache_status());
+    assert_eq!(count(&origin, "/live/720p/seg99.m4s"), 2);
+
+    // (The origin dates its answers by the real clock: the node's moves on from here.)
+    assert_eq!(edge.get("/live/720p/seg40.m4s").send().await.status, 200);
+    hand.advance(Duration::from_secs(6 * 3600));
+    let later = edge.get("/live/720p/seg40.m4s").send().await;
+    assert!(later.is_hit(), "{}", later.cache_status());
+    assert_eq!(count(&origin, "/live/720p/seg40.m4s"), 1);
+}
+
+/// RFC 8216 §6.2.2: a live playlist changes every target duration; kept at most half of
+/// one whatever its origin says. One that has ended (`EXT-X-ENDLIST`) keeps the origin's.
+#[tokio::test]
+async fn rfc8216_6_2_2_a_live_playlist_is_kept_half_a_target_duration_an_ended_one_as_told() {
+    for (playlist, kept) in [
+        (LIVE.to_string(), false),
+        (format!("{LIVE}#EXT-X-ENDLIST\n"), true),
+    ] {
+        let origin = media_origin("max-age=60", playlist).await;
+        let (clock, hand) = Clock::manual(SystemTime::now());
+        let edge = media_edge(&origin, Some(clock), MediaConfig::default())
+            .start()
+            .await;
+        let path = "/live/720p/index.m3u8";
+        assert_eq!(edge.get(path).send().await.status, 200);
+        hand.advance(Duration::from_secs(1));
+        assert!(edge.get(path).send().await.is_hit());
+        hand.advance(Duration::from_millis(1500));
+        let later = edge.get(path).send().await;
+        assert_eq!(later.is_hit(), kept, "{}", later.cache_status());
+        assert_eq!(count(&origin, path), if kept { 1 } else { 2 });
+    }
+}
+
+#[tokio::test]
+async fn a_segment_request_fetches_the_next_ones_ahead_and_the_player_hits_them() {
+    let origin = media_origin("max-age=1", LIVE.to_string()).await;
+    let edge = media_edge(&origin, None, MediaConfig::default())
+        .start()
+        .await;
+    assert_eq!(edge.get("/live/720p/index.m3u8").send().await.status, 200);
+    let first = edge.get("/live/720p/seg40.m4s").send().await;
+    assert_eq!(first.text(), "media /live/720p/seg40.m4s");
+    // The next two (the default), in the background, each once.
+    edge.eventually("segments 41 and 42 fetched ahead", || {
+        count(&origin, "/live/720p/seg41.m4s") == 1 && count(&origin, "/live/720p/seg42.m4s") == 1
+    })
+    .await;
+    assert_eq!(count(&origin, "/live/720p/seg43.m4s"), 0);
+    let next = edge.get("/live/720p/seg41.m4s").send().await;
+    assert!(next.is_hit(), "{}", next.cache_status());
+    assert_eq!(next.text(), "media /live/720p/seg41.m4s");
+    // Asking for 41 fetches 43 ahead (42 is there already).
+    edge.eventually("segment 43 fetched ahead", || {
+        count(&origin, "/live/720p/seg43.m4s") == 1
+    })
+    .await;
+    assert_eq!(count(&origin, "/live/720p/seg41.m4s"), 1);
+    assert_eq!(count(&origin, "/live/720p/seg42.m4s"), 1);
+    assert_eq!(
+        metric(&edge, "strata_prefetches_total{outcome=\"started\"}").await,
+        3.0
+    );
+    assert_eq!(
+        metric(&edge, "strata_prefetches_total{outcome=\"hit\"}").await,
+        1.0
+    );
+    assert!(metric(&edge, "strata_prefetched_bytes_total").await > 0.0);
+}
+
+#[tokio::test]
+async fn prefetches_stay_within_their_budget_and_can_be_turned_off() {
+    let origin = media_origin("max-age=1", LIVE.to_string()).await;
+    let edge = media_edge(
+        &origin,
+        None,
+        MediaConfig {
+            prefetch: 3,
+            ..MediaConfig::default()
+        },
+    )
+    .config(|c| c.limits.max_prefetches = 1)
+    .start()
+    .await;
+    edge.get("/live/720p/index.m3u8").send().await;
+    edge.get("/live/720p/seg40.m4s").send().await;
+    edge.eventually("one segment fetched ahead", || {
+        count(&origin, "/live/720p/seg41.m4s") == 1
+    })
+    .await;
+    assert_eq!(count(&origin, "/live/720p/seg42.m4s"), 0);
+    assert_eq!(
+        metric(&edge, "strata_prefetches_total{outcome=\"budget\"}").await,
+        1.0
+    );
+
+    let off = media_origin("max-age=1", LIVE.to_string()).await;
+    let edge = media_edge(
+        &off,
+        None,
+        MediaConfig {
+            prefetch: 0,
+            ..MediaConfig::default()
+        },
+    )
+    .start()
+    .await;
+    edge.get("/live/720p/index.m3u8").send().await;
+    edge.get("/live/720p/seg40.m4s").send().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(off.count(), 2, "nothing fetched ahead");
+}
+
+/// Bad input: a playlist path that answers garbage is served and cached as the origin
+/// said, counted, and used for nothing.
+#[tokio::test]
+async fn a_playlist_that_does_not_parse_passes_through_and_is_counted() {
+    let origin = media_origin("max-age=60", "<html>not a playlist</html>".to_string()).await;
+    let edge = media_edge(&origin, None, MediaConfig::default())
+        .start()
+        .await;
+    let got = edge.get("/live/720p/index.m3u8").send().await;
+    assert_eq!(got.text(), "<html>not a playlist</html>");
+    assert!(edge.get("/live/720p/index.m3u8").send().await.is_hit());
+    assert_eq!(
+        metric(&edge, "strata_playlists_unreadable_total").await,
+        1.0
+    );
+    edge.get("/live/720p/seg40.m4s").send().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(origin.count(), 2);
+}
