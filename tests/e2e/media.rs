@@ -197,3 +197,112 @@ async fn a_playlist_that_does_not_parse_passes_through_and_is_counted() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(origin.count(), 2);
 }
+
+/// An LL-HLS playlist: 1 s segments in 0.333 s parts, last complete segment 45.
+const LL: &str = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n\
+    #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0\n\
+    #EXT-X-PART-INF:PART-TARGET=0.333\n#EXT-X-MEDIA-SEQUENCE:44\n\
+    #EXTINF:1.0,\nseg44.m4s\n#EXTINF:1.0,\nseg45.m4s\n\
+    #EXT-X-PART:DURATION=0.333,URI=\"seg46.0.m4s\",INDEPENDENT=YES\n\
+    #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg46.1.m4s\"\n";
+
+/// An LL-HLS origin: blocking reloads (`_HLS_msn`) answered after `hold`, the plain
+/// playlist at once.
+async fn ll_origin(hold: Duration) -> TestOrigin {
+    TestOrigin::start(move |req, _| {
+        let reply = Reply::ok(LL)
+            .cc("max-age=1")
+            .header("content-type", "application/vnd.apple.mpegurl");
+        if req.path_and_query.contains("_HLS_msn") {
+            reply.delay(hold)
+        } else {
+            reply
+        }
+    })
+    .await
+}
+
+/// RFC 8216bis §6.2.5.2: malformed directives, `_HLS_part` without `_HLS_msn`, and an
+/// `_HLS_msn` more than two segments past the playlist's last are 400, and go nowhere.
+#[tokio::test]
+async fn rfc8216bis_6_2_5_2_bad_delivery_directives_are_400() {
+    let origin = ll_origin(Duration::ZERO).await;
+    let edge = media_edge(&origin, None, MediaConfig::default())
+        .start()
+        .await;
+    for bad in [
+        "_HLS_msn=abc",
+        "_HLS_part=1",
+        "_HLS_msn=46&_HLS_msn=47",
+        "_HLS_skip=maybe",
+    ] {
+        let got = edge.get(&format!("/ll/index.m3u8?{bad}")).send().await;
+        assert_eq!(got.status, 400, "{bad}: {}", got.cache_status());
+    }
+    assert_eq!(origin.count(), 0);
+    assert_eq!(edge.get("/ll/index.m3u8").send().await.status, 200);
+    // The last complete segment is 45: 47 may be asked for, 48 may not.
+    assert_eq!(
+        edge.get("/ll/index.m3u8?_HLS_msn=47").send().await.status,
+        200
+    );
+    let far = edge.get("/ll/index.m3u8?_HLS_msn=48").send().await;
+    assert_eq!(far.status, 400, "{}", far.cache_status());
+}
+
+/// Every player blocked on the same part shares one upstream request, keyed (and sent) on
+/// the directives alone.
+#[tokio::test]
+async fn players_blocked_on_the_same_part_share_one_upstream_request() {
+    let origin = ll_origin(Duration::from_millis(300)).await;
+    let edge = std::sync::Arc::new(
+        media_edge(&origin, None, MediaConfig::default())
+            .start()
+            .await,
+    );
+    let players: Vec<_> = (0..20)
+        .map(|i| {
+            let edge = std::sync::Arc::clone(&edge);
+            tokio::spawn(async move {
+                edge.get(&format!(
+                    "/ll/index.m3u8?player={i}&_HLS_part=1&_HLS_msn=46"
+                ))
+                .send()
+                .await
+            })
+        })
+        .collect();
+    for player in players {
+        let got = player.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), LL);
+    }
+    assert_eq!(origin.count(), 1);
+    assert_eq!(
+        origin.last().path_and_query,
+        "/ll/index.m3u8?_HLS_msn=46&_HLS_part=1"
+    );
+}
+
+/// A blocking reload the origin holds longer than a player waits (hls.js: max(3 part
+/// targets, 0.8 target durations) = 1 s here) is answered 503 before the player gives up;
+/// never with the unchanged playlist.
+#[tokio::test]
+async fn a_blocking_reload_that_outlasts_the_player_is_503() {
+    let origin = ll_origin(Duration::from_secs(5)).await;
+    let edge = media_edge(&origin, None, MediaConfig::default())
+        .start()
+        .await;
+    assert_eq!(edge.get("/ll/index.m3u8").send().await.status, 200);
+    let got = edge
+        .get("/ll/index.m3u8?_HLS_msn=46&_HLS_part=1")
+        .send()
+        .await;
+    assert_eq!(got.status, 503, "{}", got.cache_status());
+    assert!(
+        got.cache_status().contains("playlist-not-ready"),
+        "{}",
+        got.cache_status()
+    );
+    assert_eq!(got.header("retry-after"), Some("1"));
+}

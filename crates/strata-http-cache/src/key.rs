@@ -16,10 +16,16 @@ pub struct KeyRules {
     pub strip_query: Vec<String>,
     /// Drop the whole query string.
     pub ignore_query: bool,
+    /// Keep only these parameters (exact names), when not empty: an LL-HLS playlist
+    /// request is keyed on its delivery directives alone.
+    pub only_query: &'static [&'static str],
 }
 
 impl KeyRules {
     fn strips(&self, name: &str) -> bool {
+        if !self.only_query.is_empty() && !self.only_query.contains(&name) {
+            return true;
+        }
         self.strip_query.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => {
                 name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
@@ -160,7 +166,32 @@ mod tests {
         KeyRules {
             strip_query: strip.iter().map(|s| s.to_string()).collect(),
             ignore_query: false,
+            only_query: &[],
         }
+    }
+
+    #[test]
+    fn only_the_named_parameters_are_kept_when_some_are_named() {
+        let only = KeyRules {
+            only_query: &["_HLS_msn", "_HLS_part"],
+            ..KeyRules::default()
+        };
+        let a = CacheKey::new(
+            "http",
+            "h",
+            "/i.m3u8",
+            Some("token=1&_HLS_part=2&_HLS_msn=9"),
+            &only,
+        );
+        let b = CacheKey::new(
+            "http",
+            "h",
+            "/i.m3u8",
+            Some("_HLS_msn=9&x=y&_HLS_part=2"),
+            &only,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "http://h/i.m3u8?_HLS_msn=9&_HLS_part=2");
     }
 
     #[test]

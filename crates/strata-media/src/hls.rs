@@ -22,6 +22,8 @@ pub struct MediaPlaylist {
     pub target_duration: Duration,
     /// `EXT-X-PART-INF:PART-TARGET`: a low-latency playlist, with parts this long.
     pub part_target: Option<Duration>,
+    /// `EXT-X-MEDIA-SEQUENCE`: the number of the first segment.
+    pub media_sequence: u64,
     /// Segment URIs in playlist order, as written (relative to the playlist's URL, or not).
     pub segments: Vec<String>,
 }
@@ -65,6 +67,7 @@ pub fn parse(body: &[u8]) -> Result<Playlist, NotAPlaylist> {
                 live: !(p.end_list || vod),
                 target_duration: Duration::from_secs(p.target_duration).min(MAX_TARGET),
                 part_target: part_target.map(|d| d.min(MAX_TARGET)),
+                media_sequence: p.media_sequence,
                 segments: p.segments.into_iter().map(|s| s.uri).collect(),
             }))
         }
@@ -99,6 +102,22 @@ impl MediaPlaylist {
         })
     }
 
+    /// The media sequence number of its last complete segment.
+    pub fn last_msn(&self) -> Option<u64> {
+        let n = self.segments.len() as u64;
+        n.checked_sub(1)
+            .and_then(|last| self.media_sequence.checked_add(last))
+    }
+
+    /// How long a blocking reload of this playlist may be held before a player gives up:
+    /// hls.js aborts after max(3 × part target, 0.8 × target duration); four fifths of
+    /// that, so the player gets an answer (a 503 it retries) rather than a timeout.
+    pub fn hold(&self) -> Duration {
+        let part = self.part_target.unwrap_or_default() * 3;
+        let target = self.target_duration.mul_f64(0.8);
+        part.max(target).mul_f64(0.8)
+    }
+
     /// For each segment on the same site as the playlist at `base` (an absolute URL), the
     /// `path?query` of the up to `k` segments after it, in order. Segments elsewhere are
     /// left out (the edge prefetches only what it would serve).
@@ -129,6 +148,58 @@ impl MediaPlaylist {
             })
             .collect()
     }
+}
+
+/// The delivery directives of a playlist request (RFC 8216bis §6.2.5).
+pub const DIRECTIVES: &[&str] = &["_HLS_msn", "_HLS_part", "_HLS_skip"];
+
+/// What a playlist request asks of the server (RFC 8216bis §6.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Directives {
+    /// `_HLS_msn`: answer once the playlist has this segment (a blocking reload).
+    pub msn: Option<u64>,
+    /// `_HLS_part`: and this part of it.
+    pub part: Option<u64>,
+    /// `_HLS_skip=YES|v2`: a delta update.
+    pub skip: bool,
+}
+
+/// The directives in `query`: `None` when it has none (an ordinary request), an error
+/// (answered 400, RFC 8216bis §6.2.5.2) when one is malformed, repeated, or `_HLS_part`
+/// comes without `_HLS_msn`.
+pub fn directives(query: Option<&str>) -> Result<Option<Directives>, &'static str> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let mut d = Directives::default();
+    let mut any = false;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || value.parse::<u64>().map_err(|_| "not a decimal integer");
+        match name {
+            "_HLS_msn" if d.msn.is_none() => {
+                d.msn = Some(number().map_err(|_| "_HLS_msn is not a decimal integer")?)
+            }
+            "_HLS_part" if d.part.is_none() => {
+                d.part = Some(number().map_err(|_| "_HLS_part is not a decimal integer")?)
+            }
+            "_HLS_skip" if !d.skip => {
+                if value != "YES" && value != "v2" {
+                    return Err("_HLS_skip is neither YES nor v2");
+                }
+                d.skip = true;
+            }
+            "_HLS_msn" | "_HLS_part" | "_HLS_skip" => {
+                return Err("a delivery directive is repeated")
+            }
+            _ => continue,
+        }
+        any = true;
+    }
+    if d.part.is_some() && d.msn.is_none() {
+        return Err("_HLS_part without _HLS_msn");
+    }
+    Ok(any.then_some(d))
 }
 
 #[cfg(test)]
@@ -235,5 +306,50 @@ mod tests {
             panic!("a media playlist");
         };
         assert_eq!(p.max_fresh(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn rfc8216bis_6_2_5_2_malformed_directives_are_refused() {
+        assert_eq!(directives(None), Ok(None));
+        assert_eq!(directives(Some("token=1")), Ok(None));
+        assert_eq!(
+            directives(Some("_HLS_msn=41&_HLS_part=2&token=x")),
+            Ok(Some(Directives {
+                msn: Some(41),
+                part: Some(2),
+                skip: false
+            }))
+        );
+        assert_eq!(
+            directives(Some("_HLS_skip=YES")),
+            Ok(Some(Directives {
+                skip: true,
+                ..Directives::default()
+            }))
+        );
+        for bad in [
+            "_HLS_msn=abc",
+            "_HLS_msn=-1",
+            "_HLS_part=1",
+            "_HLS_msn=1&_HLS_msn=2",
+            "_HLS_msn=1&_HLS_part=x",
+            "_HLS_skip=no",
+        ] {
+            assert!(directives(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_blocking_reload_is_held_less_than_a_player_waits() {
+        let Playlist::Media(p) = parse(LL.as_bytes()).unwrap() else {
+            panic!("a media playlist");
+        };
+        // hls.js: max(3 x 0.333, 0.8 x 4) = 3.2 s; held 2.56 s.
+        assert_eq!(p.hold(), Duration::from_secs_f64(3.2 * 0.8));
+        assert_eq!(p.last_msn(), Some(7));
+        let Playlist::Media(live) = parse(LIVE.as_bytes()).unwrap() else {
+            panic!("a media playlist");
+        };
+        assert_eq!(live.last_msn(), Some(44));
     }
 }

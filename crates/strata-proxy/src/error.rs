@@ -36,6 +36,10 @@ pub enum ProxyError {
     /// The service's or rule's access settings refused the request.
     #[error("refused: {}", .0.detail())]
     Refused(crate::access::Refusal),
+    /// A blocking playlist reload (LL-HLS) whose playlist did not come in time: the player
+    /// retries, rather than taking an unchanged playlist for the one it asked for.
+    #[error("the playlist asked for is not ready")]
+    PlaylistNotReady,
 }
 
 /// Methods a 405 names in `Allow` (RFC 9110 §15.5.6). Other methods unknown to Strata are
@@ -60,6 +64,7 @@ impl ProxyError {
             ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Refused(r) => r.status(),
+            ProxyError::PlaylistNotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -79,6 +84,7 @@ impl ProxyError {
             ProxyError::BadRequestBody => "bad-request-body".into(),
             ProxyError::RequestBodyTimeout => "request-body-timeout".into(),
             ProxyError::Refused(r) => r.detail().into(),
+            ProxyError::PlaylistNotReady => "playlist-not-ready".into(),
         }
     }
 
@@ -92,7 +98,7 @@ impl ProxyError {
                 Some((header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS)))
             }
             // Shed: come back in a moment (the queue drains in about a second).
-            ProxyError::Upstream(UpstreamError::Overloaded) => {
+            ProxyError::Upstream(UpstreamError::Overloaded) | ProxyError::PlaylistNotReady => {
                 Some((header::RETRY_AFTER, HeaderValue::from_static("1")))
             }
             ProxyError::Refused(refusal) => refusal.header(),

@@ -31,8 +31,18 @@ pub struct Successor {
     pub target: String,
 }
 
+/// What the last stored copy of a media playlist said, for requests that block on it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaylistState {
+    pub last_msn: Option<u64>,
+    /// How long a blocking reload is held (`MediaPlaylist::hold`).
+    pub hold: Duration,
+}
+
 pub struct Media {
     next: moka::sync::Cache<CacheKey, Arc<[Successor]>>,
+    /// By the playlist's key without its query (`scheme://host/path`).
+    playlists: moka::sync::Cache<String, PlaylistState>,
     /// Fetched ahead and not asked for yet.
     prefetched: moka::sync::Cache<CacheKey, ()>,
     pub(crate) budget: Arc<Budget>,
@@ -47,6 +57,10 @@ impl Media {
         Self {
             next: moka::sync::Cache::builder()
                 .max_capacity(SEGMENTS_KNOWN)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            playlists: moka::sync::Cache::builder()
+                .max_capacity(SEGMENTS_KNOWN / 10)
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             prefetched: moka::sync::Cache::builder()
@@ -102,6 +116,14 @@ impl Media {
                 return;
             }
         };
+        let path_key = key.as_str().split('?').next().unwrap_or_default();
+        self.playlists.insert(
+            path_key.to_string(),
+            PlaylistState {
+                last_msn: playlist.last_msn(),
+                hold: playlist.hold(),
+            },
+        );
         if let Some(max) = playlist.max_fresh() {
             let overridden = obj.policy.freshness.source
                 == strata_http_cache::freshness::FreshnessSource::Override;
@@ -146,6 +168,11 @@ impl Media {
                 .collect();
             self.next.insert(key_of(&segment), successors);
         }
+    }
+
+    /// What the last stored copy of the playlist at `path_key` (`scheme://host/path`) said.
+    pub fn playlist(&self, path_key: &str) -> Option<PlaylistState> {
+        self.playlists.get(path_key)
     }
 
     /// The segments after the one under `key`, in the last playlist stored that lists it.

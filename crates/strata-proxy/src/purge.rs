@@ -81,6 +81,7 @@ pub fn resolve(
             let rules = KeyRules {
                 strip_query: Vec::new(),
                 ignore_query: true,
+                only_query: &[],
             };
             for scheme in SCHEMES {
                 let key = CacheKey::new(scheme, &host, uri.path(), None, &rules);

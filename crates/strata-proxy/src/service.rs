@@ -142,6 +142,7 @@ impl Service {
             base_key: KeyRules {
                 strip_query: c.strip_query.clone(),
                 ignore_query: false,
+                only_query: &[],
             },
             base_policy: PolicyConfig {
                 heuristic,

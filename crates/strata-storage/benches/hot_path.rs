@@ -29,6 +29,7 @@ fn hot_path(c: &mut Criterion) {
     let rules = KeyRules {
         strip_query: vec!["utm_*".into(), "sid".into()],
         ignore_query: false,
+        only_query: &[],
     };
     let store = MemoryStorage::new(1 << 30);
     for i in 0..100_000 {

@@ -10,9 +10,13 @@
 //!    429);
 //! 4. **pass** (`hops.rs`): other methods and bypass rules go straight upstream, and a
 //!    success invalidates the URI (RFC 9111 §4.4);
+//!    - **LL-HLS directives** (`llhls.rs`, media services): a playlist request's
+//!      `_HLS_msn`/`_HLS_part`/`_HLS_skip` checked (400) and made its only key parameters;
+//!      a blocking reload gets a deadline (503 past it);
 //! 5. **cache key**: scheme + canonical host + path + normalised query;
 //! 6. **ring** (`lookup.rs`): a key another node of the PoP owns is forwarded to it;
-//! 7. **lookup** (`lookup.rs`): fresh hit → respond; stale within stale-while-revalidate
+//! 7. **lookup** (`lookup.rs`): a media segment first starts the fetch of the ones after
+//!    it (`prefetch.rs`); fresh hit → respond; stale within stale-while-revalidate
 //!    → respond and revalidate in the background (within the background budget);
 //!    otherwise validate or fetch;
 //! 8. **coalesce and fill** (`miss.rs`): one upstream request per object however many
@@ -28,6 +32,7 @@
 
 mod access;
 mod hops;
+mod llhls;
 mod lookup;
 mod miss;
 pub(crate) mod parse;
@@ -200,7 +205,7 @@ impl Proxy {
         // === service ===
         let Routed {
             service,
-            resolved,
+            mut resolved,
             head,
             body,
             cc,
@@ -218,6 +223,13 @@ impl Proxy {
             self.early_hints(&resolved, ctx);
             return self.pass(&service, &head, body, ctx).await;
         }
+        // === LL-HLS: delivery directives of a playlist request ===
+        let hold = match resolved.media {
+            Some(strata_media::MediaClass::Playlist) => {
+                self.delivery_directives(&service, &mut resolved, &head)?
+            }
+            _ => None,
+        };
         // A body on GET/HEAD is never forwarded (see `Head::forwards_body`); hyper reads
         // and discards it, or closes the connection, by its framing.
         drop(body);
@@ -257,7 +269,14 @@ impl Proxy {
         // === coalesce, fill, upstream ===
         self.early_hints(&req.resolved, ctx);
         req.interim = ctx.interim.get();
-        self.through_cache(req, ctx).await
+        match hold {
+            None => self.through_cache(req, ctx).await,
+            // The fill goes on for whoever else waits (and for the cache); this player
+            // gets an answer it retries.
+            Some(hold) => tokio::time::timeout(hold, self.through_cache(req, ctx))
+                .await
+                .unwrap_or(Err(ProxyError::PlaylistNotReady)),
+        }
     }
 
     /// The rule's `103 Early Hints`, sent as the request goes upstream.
