@@ -306,3 +306,95 @@ async fn a_blocking_reload_that_outlasts_the_player_is_503() {
     );
     assert_eq!(got.header("retry-after"), Some("1"));
 }
+
+/// A live playlist long enough to be compressed (over 1 KiB): 60 segments, 100 to 159.
+fn long_live() -> String {
+    let mut p = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:100\n",
+    );
+    for n in 100..160 {
+        p.push_str(&format!("#EXTINF:4.0,\nseg{n}.m4s\n"));
+    }
+    p
+}
+
+/// The stored variant of a playlist a player asked for compressed is the compressed one:
+/// it is still read (decoded, bounded) for the live cap and for prefetch.
+#[tokio::test]
+async fn a_playlist_stored_compressed_is_still_read() {
+    let origin = media_origin("max-age=60", long_live()).await;
+    let (clock, hand) = Clock::manual(SystemTime::now());
+    let edge = media_edge(&origin, Some(clock), MediaConfig::default())
+        .start()
+        .await;
+    let path = "/live/720p/index.m3u8";
+    let got = edge
+        .get(path)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await;
+    assert_eq!(got.header("content-encoding"), Some("gzip"));
+    edge.get("/live/720p/seg150.m4s").send().await;
+    edge.eventually("segment 151 fetched ahead", || {
+        count(&origin, "/live/720p/seg151.m4s") == 1
+    })
+    .await;
+    hand.advance(Duration::from_millis(2500));
+    let later = edge
+        .get(path)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await;
+    assert!(!later.is_hit(), "capped at 2 s: {}", later.cache_status());
+}
+
+/// A 304 that refreshes a live playlist does not lift the cap its body set.
+#[tokio::test]
+async fn rfc8216_6_2_2_a_revalidated_live_playlist_keeps_its_cap() {
+    let origin = TestOrigin::start(|req, _| {
+        if req.header("if-none-match") == Some("\"v1\"") {
+            Reply::status(304).cc("max-age=60").header("etag", "\"v1\"")
+        } else {
+            Reply::ok(LIVE)
+                .cc("max-age=60")
+                .header("etag", "\"v1\"")
+                .header("content-type", "application/vnd.apple.mpegurl")
+        }
+    })
+    .await;
+    let (clock, hand) = Clock::manual(SystemTime::now());
+    let edge = media_edge(&origin, Some(clock), MediaConfig::default())
+        .start()
+        .await;
+    let path = "/live/720p/index.m3u8";
+    edge.get(path).send().await;
+    hand.advance(Duration::from_millis(2500));
+    let revalidated = edge.get(path).send().await;
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(origin.count(), 2);
+    hand.advance(Duration::from_millis(2500));
+    let again = edge.get(path).send().await;
+    assert!(
+        !again.is_hit(),
+        "still capped after the 304: {}",
+        again.cache_status()
+    );
+    assert_eq!(origin.count(), 3);
+}
+
+/// A playlist can name any path of its site: only media paths are fetched ahead.
+#[tokio::test]
+async fn only_media_paths_a_playlist_names_are_fetched_ahead() {
+    let playlist = LIVE.replace("seg41.m4s", "/account/settings.json");
+    let origin = media_origin("max-age=1", playlist).await;
+    let edge = media_edge(&origin, None, MediaConfig::default())
+        .start()
+        .await;
+    edge.get("/live/720p/index.m3u8").send().await;
+    edge.get("/live/720p/seg40.m4s").send().await;
+    edge.eventually("segment 42 fetched ahead", || {
+        count(&origin, "/live/720p/seg42.m4s") == 1
+    })
+    .await;
+    assert_eq!(count(&origin, "/account/settings.json"), 0);
+}

@@ -244,11 +244,6 @@ impl CachePolicy {
         if !allowed {
             return Err(NotStorable::Status);
         }
-        if let Some(max) = config.max_error_ttl {
-            if status.as_u16() >= 400 && freshness.lifetime > max {
-                freshness.lifetime = max;
-            }
-        }
         // A TTL override changes how long, never whether: a 503 stays uncached unless
         // negative caching of 5xx is configured.
         if let Some(ttl) = config.ttl_override {
@@ -256,6 +251,12 @@ impl CachePolicy {
                 lifetime: ttl,
                 source: FreshnessSource::Override,
             };
+        }
+        // After the override: the longest an error is kept, whatever set its lifetime.
+        if let Some(max) = config.max_error_ttl {
+            if status.as_u16() >= 400 && freshness.lifetime > max {
+                freshness.lifetime = max;
+            }
         }
         let has_validators =
             response_headers.contains_key(ETAG) || response_headers.contains_key(LAST_MODIFIED);

@@ -24,6 +24,8 @@ pub struct MediaPlaylist {
     pub part_target: Option<Duration>,
     /// `EXT-X-MEDIA-SEQUENCE`: the number of the first segment.
     pub media_sequence: u64,
+    /// `EXT-X-SKIP:SKIPPED-SEGMENTS`: segments a delta update left out after the first.
+    pub skipped: u64,
     /// Segment URIs in playlist order, as written (relative to the playlist's URL, or not).
     pub segments: Vec<String>,
 }
@@ -55,19 +57,25 @@ pub fn parse(body: &[u8]) -> Result<Playlist, NotAPlaylist> {
         m3u8_rs::Playlist::MasterPlaylist(_) => Ok(Playlist::Multivariant),
         m3u8_rs::Playlist::MediaPlaylist(p) => {
             let vod = matches!(p.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
-            // m3u8-rs files the playlist's unknown tags under the first segment.
-            let part_target = p
-                .unknown_tags
-                .iter()
-                .chain(p.segments.iter().flat_map(|s| s.unknown_tags.iter()))
-                .find(|t| t.tag == "X-PART-INF")
-                .and_then(|t| attribute(t.rest.as_deref()?, "PART-TARGET"))
-                .and_then(seconds);
+            // m3u8-rs files the playlist's unknown tags under the first segment (and knows
+            // neither LL-HLS's part tags nor delta updates' EXT-X-SKIP).
+            let tag = |name: &str, attr: &str| {
+                p.unknown_tags
+                    .iter()
+                    .chain(p.segments.iter().flat_map(|s| s.unknown_tags.iter()))
+                    .find(|t| t.tag == name)
+                    .and_then(|t| attribute(t.rest.as_deref()?, attr).map(str::to_string))
+            };
+            let part_target = tag("X-PART-INF", "PART-TARGET").and_then(|v| seconds(&v));
+            let skipped = tag("X-SKIP", "SKIPPED-SEGMENTS")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
             Ok(Playlist::Media(MediaPlaylist {
                 live: !(p.end_list || vod),
                 target_duration: Duration::from_secs(p.target_duration).min(MAX_TARGET),
                 part_target: part_target.map(|d| d.min(MAX_TARGET)),
                 media_sequence: p.media_sequence,
+                skipped,
                 segments: p.segments.into_iter().map(|s| s.uri).collect(),
             }))
         }
@@ -82,9 +90,13 @@ fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Positive seconds, at most [`MAX_TARGET`] (an origin's number: `1e20` must not panic).
 fn seconds(text: &str) -> Option<Duration> {
     let s: f64 = text.parse().ok()?;
-    (s.is_finite() && s > 0.0).then(|| Duration::from_secs_f64(s))
+    if s.is_nan() || s <= 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(s.min(MAX_TARGET.as_secs_f64())).ok()
 }
 
 impl MediaPlaylist {
@@ -102,9 +114,10 @@ impl MediaPlaylist {
         })
     }
 
-    /// The media sequence number of its last complete segment.
+    /// The media sequence number of its last complete segment (a delta update counts the
+    /// segments it skipped).
     pub fn last_msn(&self) -> Option<u64> {
-        let n = self.segments.len() as u64;
+        let n = (self.segments.len() as u64).saturating_add(self.skipped);
         n.checked_sub(1)
             .and_then(|last| self.media_sequence.checked_add(last))
     }
@@ -351,5 +364,31 @@ mod tests {
             panic!("a media playlist");
         };
         assert_eq!(live.last_msn(), Some(44));
+    }
+
+    #[test]
+    fn rfc8216bis_4_4_5_2_a_delta_update_counts_the_segments_it_skipped() {
+        let delta = LIVE.replace(
+            "#EXT-X-MEDIA-SEQUENCE:40\n",
+            "#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-SKIP:SKIPPED-SEGMENTS=10\n",
+        );
+        let Playlist::Media(p) = parse(delta.as_bytes()).unwrap() else {
+            panic!("a media playlist");
+        };
+        assert_eq!(p.skipped, 10);
+        assert_eq!(p.last_msn(), Some(54));
+    }
+
+    #[test]
+    fn huge_durations_from_an_origin_do_not_panic() {
+        let huge = LL.replace("PART-TARGET=0.333", "PART-TARGET=1e20");
+        let Playlist::Media(p) = parse(huge.as_bytes()).unwrap() else {
+            panic!("a media playlist");
+        };
+        assert_eq!(p.part_target, Some(Duration::from_secs(60)));
+        for bad in ["PART-TARGET=NaN", "PART-TARGET=-1", "PART-TARGET=inf"] {
+            let odd = LL.replace("PART-TARGET=0.333", bad);
+            let _ = parse(odd.as_bytes());
+        }
     }
 }

@@ -23,6 +23,23 @@ use strata_http_cache::accept_encoding::Coding;
 /// most of the gain.
 pub const MIN_SIZE: u64 = 1024;
 
+/// `body` decoded from `coding` (a `Content-Encoding` token), at most `limit` bytes of it:
+/// `None` for an unknown coding, corrupt data, or more than `limit` (a small compressed
+/// body can expand to gigabytes). For reading what a stored variant says (a playlist).
+pub fn decode_bounded(coding: &str, body: &[u8], limit: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = match coding.trim() {
+        "" | "identity" => return (body.len() <= limit).then(|| body.to_vec()),
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(body)),
+        "br" => Box::new(brotli::Decompressor::new(body, 4096)),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(body).ok()?),
+        _ => return None,
+    };
+    let mut out = Vec::new();
+    reader.take(limit as u64 + 1).read_to_end(&mut out).ok()?;
+    (out.len() <= limit).then_some(out)
+}
+
 /// What the fill of one response does to its body.
 pub enum Decision {
     /// Compressed with this coding; the fields are rewritten.
@@ -397,5 +414,24 @@ mod tests {
             }
             assert_eq!(back, text, "{coding:?}");
         }
+    }
+
+    #[test]
+    fn decoding_is_bounded_and_knows_its_codings() {
+        let text = b"#EXTM3U\n".repeat(1000);
+        for coding in [Coding::Gzip, Coding::Br, Coding::Zstd] {
+            let mut enc = Encoder::new(coding).unwrap();
+            enc.write(&text).unwrap();
+            let mut packed = enc.take().to_vec();
+            packed.extend_from_slice(&enc.finish().unwrap());
+            assert_eq!(
+                decode_bounded(coding.as_str(), &packed, 1 << 20).unwrap(),
+                text
+            );
+            assert_eq!(decode_bounded(coding.as_str(), &packed, 100), None);
+        }
+        assert_eq!(decode_bounded("", b"abc", 3).unwrap(), b"abc");
+        assert_eq!(decode_bounded("compress", b"abc", 3), None);
+        assert_eq!(decode_bounded("gzip", b"not gzip", 100), None);
     }
 }

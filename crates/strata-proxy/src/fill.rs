@@ -66,8 +66,8 @@ pub struct Interest {
     pub on_abandon: Option<Box<dyn FnOnce() + Send>>,
 }
 
-/// What runs once a fill's object is stored.
-pub type OnStored = Box<dyn FnOnce(&Arc<StoredObject>) + Send>;
+/// What runs once a fill's body is complete, before it is stored; `Some`: store this.
+pub type BeforeStore = Box<dyn FnOnce(&Arc<StoredObject>) -> Option<Arc<StoredObject>> + Send>;
 
 pub struct Fill {
     pub key: CacheKey,
@@ -77,9 +77,10 @@ pub struct Fill {
     pub idle: Duration,
     /// Called once if the body outgrows `max_object_size` and stops being kept.
     pub on_too_large: Option<Box<dyn FnOnce() + Send>>,
-    /// Called once the object is stored, before its readers see the body end (a playlist
-    /// is read for what it says: `media`).
-    pub on_stored: Option<OnStored>,
+    /// Called once the whole body is in, before it is stored (and before its readers see
+    /// it end): may return the object to store instead (a live playlist's freshness capped:
+    /// `media`).
+    pub before_store: Option<BeforeStore>,
     /// The origin connection slot, released when the fill ends.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Set when the object was invalidated (unsafe method, purge) while the fill ran: the
@@ -192,13 +193,14 @@ impl Fill {
             FillEnd::TooLarge
         } else if self.discard.load(Ordering::Acquire) {
             FillEnd::Discarded
-        } else if self
-            .storage
-            .insert(&self.key, Arc::clone(&self.object), self.clock.wall())
-        {
-            if let Some(stored) = self.on_stored.take() {
-                stored(&self.object);
-            }
+        } else if self.storage.insert(
+            &self.key,
+            match self.before_store.take() {
+                Some(read) => read(&self.object).unwrap_or_else(|| Arc::clone(&self.object)),
+                None => Arc::clone(&self.object),
+            },
+            self.clock.wall(),
+        ) {
             FillEnd::Stored
         } else {
             FillEnd::Discarded

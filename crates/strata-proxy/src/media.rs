@@ -1,27 +1,37 @@
 //! Video-aware caching at run time (`[service.media]`): what the node learns from the
-//! playlists it stores (which segment comes after which, how long a live playlist may be
-//! kept), and which segments it fetched ahead of players. The class defaults (segment,
-//! playlist and error lifetimes) are applied in `Service::resolve`; what a path or a
-//! playlist is comes from `strata-media`; prefetches are started in
-//! `request/prefetch.rs`.
+//! playlists it fills (which segment comes after which, how long a live playlist may be
+//! kept, how far a blocking reload may ask), and which segments it fetched ahead of
+//! players. The class defaults (segment, playlist and error lifetimes) are applied in
+//! `Service::resolve`; what a path or a playlist is comes from `strata-media`; prefetches
+//! are started in `request/prefetch.rs`, directives checked in `request/llhls.rs`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use strata_http_cache::freshness::FreshnessSource;
 use strata_http_cache::key::CacheKey;
+use strata_http_cache::CachePolicy;
 use strata_media::hls::{self, Playlist};
 use strata_media::MediaClass;
-use strata_storage::{Storage, StoredObject};
+use strata_storage::StoredObject;
 
 use crate::budget::Budget;
 use crate::metrics::Metrics;
 use crate::service::Service;
 
-/// Segments remembered with their successors, across every playlist the node stores.
-const SEGMENTS_KNOWN: u64 = 100_000;
+/// Bytes the successor table may hold (keys and targets), across every playlist.
+const SUCCESSOR_BYTES: u64 = 64 << 20;
+/// Segments of one playlist remembered (its last ones): a 4 MiB VOD playlist must not
+/// cost a worker seconds of key-making.
+const SEGMENTS_PER_PLAYLIST: usize = 20_000;
+/// A segment URI longer than this is not remembered (an origin controls their length).
+const MAX_URI: usize = 2048;
+/// Playlists whose state is kept, and for how long after it was filled.
+const PLAYLISTS_KNOWN: u64 = 10_000;
+const PLAYLIST_STATE_TTL: Duration = Duration::from_secs(600);
 /// How long a prefetched segment waits for a player before it counts as wasted.
 const PREFETCH_WAIT: Duration = Duration::from_secs(300);
+const PREFETCHES_KNOWN: u64 = 100_000;
 
 /// A segment that comes after another in some playlist.
 #[derive(Debug, Clone)]
@@ -31,12 +41,30 @@ pub struct Successor {
     pub target: String,
 }
 
-/// What the last stored copy of a media playlist said, for requests that block on it.
+/// What the last filled copy of a media playlist said, for requests that block on it.
 #[derive(Debug, Clone, Copy)]
 pub struct PlaylistState {
     pub last_msn: Option<u64>,
+    pub target_duration: Duration,
     /// How long a blocking reload is held (`MediaPlaylist::hold`).
     pub hold: Duration,
+    /// The freshness a stored copy may have (live playlists), if capped.
+    pub max_fresh: Option<Duration>,
+    /// When it was filled, on the node clock.
+    pub at: Instant,
+}
+
+impl PlaylistState {
+    /// The highest `_HLS_msn` a player may ask for `now` (RFC 8216bis §6.2.5.2: two past
+    /// the last segment), counting the segments that may have appeared since this copy.
+    pub fn highest_msn(&self, now: Instant) -> Option<u64> {
+        let since = now.saturating_duration_since(self.at).as_secs_f64();
+        let target = self.target_duration.as_secs_f64().max(0.1);
+        // Whole target durations since: a segment appears once one has passed.
+        let more = (since / target).floor() as u64;
+        self.last_msn
+            .map(|last| last.saturating_add(2).saturating_add(more))
+    }
 }
 
 pub struct Media {
@@ -56,15 +84,24 @@ impl Media {
         let wasted = Arc::clone(&metrics);
         Self {
             next: moka::sync::Cache::builder()
-                .max_capacity(SEGMENTS_KNOWN)
+                .max_capacity(SUCCESSOR_BYTES)
+                .weigher(|key: &CacheKey, next: &Arc<[Successor]>| {
+                    let bytes: usize = next
+                        .iter()
+                        .map(|s| s.key.as_str().len() + s.target.len() + 64)
+                        .sum::<usize>()
+                        + key.as_str().len()
+                        + 64;
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             playlists: moka::sync::Cache::builder()
-                .max_capacity(SEGMENTS_KNOWN / 10)
-                .time_to_idle(Duration::from_secs(3600))
+                .max_capacity(PLAYLISTS_KNOWN)
+                .time_to_live(PLAYLIST_STATE_TTL)
                 .build(),
             prefetched: moka::sync::Cache::builder()
-                .max_capacity(SEGMENTS_KNOWN)
+                .max_capacity(PREFETCHES_KNOWN)
                 .time_to_live(PREFETCH_WAIT)
                 .eviction_listener(move |_, (), cause| {
                     if cause.was_evicted() {
@@ -77,73 +114,89 @@ impl Media {
         }
     }
 
-    /// A playlist was stored under `key` (the fill just ended): remembers which segment
-    /// follows which (keys as `service` makes them, for `scheme` and `key_host`), and caps
-    /// a live media playlist's freshness (replacing the stored copy) at what its target
-    /// duration allows. Anything that does not parse as a playlist is left as it is.
-    pub fn playlist_stored(
+    /// A fill of `key` for `service` ended with `obj`, about to be stored. A playlist (by
+    /// path, or by type) is read: which segment follows which is remembered, the state
+    /// blocking reloads are checked against is kept, and for a live media playlist a copy
+    /// whose freshness is capped is returned, to be stored instead. Anything that does not
+    /// parse is left as it is (and counted).
+    pub fn playlist_filled(
         &self,
-        storage: &dyn Storage,
         service: &Service,
         key: &CacheKey,
         obj: &Arc<StoredObject>,
-    ) {
-        let Some(media) = &service.media else {
-            return;
-        };
-        let is_playlist =
-            strata_media::class::of_path(key.as_str().split('?').next().unwrap_or(""))
-                == Some(MediaClass::Playlist)
-                || obj
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(strata_media::class::of_content_type)
-                    == Some(MediaClass::Playlist);
-        if !is_playlist || obj.body.len() > hls::MAX_PLAYLIST_BYTES as u64 {
-            return;
+        now: Instant,
+    ) -> Option<Arc<StoredObject>> {
+        let media = service.media.as_ref()?;
+        let path_key = key.as_str().split('?').next().unwrap_or_default();
+        let by_path = strata_media::class::of_path(path_key);
+        let by_type = obj
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(strata_media::class::of_content_type);
+        if by_path != Some(MediaClass::Playlist) && by_type != Some(MediaClass::Playlist) {
+            return None;
         }
-        let Some(chunks) = obj.body.snapshot() else {
-            return;
-        };
-        let body: Bytes = chunks.concat().into();
-        let playlist = match hls::parse(&body) {
-            Ok(Playlist::Media(p)) => p,
-            Ok(Playlist::Multivariant) => return,
-            Err(e) => {
-                tracing::debug!(key = %key.as_str(), error = %e, "a playlist path that does not parse");
+        let playlist = match self.read(obj) {
+            Some(Ok(Playlist::Media(p))) => p,
+            Some(Ok(Playlist::Multivariant)) | None => return None,
+            Some(Err(e)) => {
+                tracing::debug!(key = %key.as_str(), error = %e, "a playlist that does not parse");
                 self.metrics.playlist_unreadable();
-                return;
+                return None;
             }
         };
-        let path_key = key.as_str().split('?').next().unwrap_or_default();
+        let max_fresh = playlist.max_fresh();
         self.playlists.insert(
             path_key.to_string(),
             PlaylistState {
                 last_msn: playlist.last_msn(),
+                target_duration: playlist.target_duration,
                 hold: playlist.hold(),
+                max_fresh,
+                at: now,
             },
         );
-        if let Some(max) = playlist.max_fresh() {
-            let overridden = obj.policy.freshness.source
-                == strata_http_cache::freshness::FreshnessSource::Override;
-            if obj.policy.freshness.lifetime > max && !overridden {
-                let mut policy = obj.policy.clone();
-                policy.freshness.lifetime = max;
-                let capped = Arc::new(StoredObject {
-                    status: obj.status,
-                    headers: obj.headers.clone(),
-                    policy,
-                    variant: obj.variant.clone(),
-                    body: Arc::clone(&obj.body),
-                    stored_at: obj.stored_at,
-                });
-                storage.replace(key, obj, capped);
-            }
+        if media.prefetch > 0 {
+            self.remember_successors(service, key, &playlist, media.prefetch);
         }
-        if media.prefetch == 0 {
-            return;
+        let max = max_fresh?;
+        let mut policy = obj.policy.clone();
+        capped(&mut policy, max).then(|| {
+            Arc::new(StoredObject {
+                status: obj.status,
+                headers: obj.headers.clone(),
+                policy,
+                variant: obj.variant.clone(),
+                body: Arc::clone(&obj.body),
+                stored_at: obj.stored_at,
+            })
+        })
+    }
+
+    /// The playlist's bytes (decoded when the stored variant is compressed), parsed.
+    /// `None`: not readable as a whole (streaming, too large, an unknown coding).
+    fn read(&self, obj: &StoredObject) -> Option<Result<Playlist, hls::NotAPlaylist>> {
+        if obj.body.len() > hls::MAX_PLAYLIST_BYTES as u64 {
+            return None;
         }
+        let bytes = obj.body.snapshot()?.concat();
+        let coding = obj
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let plain = crate::compress::decode_bounded(coding, &bytes, hls::MAX_PLAYLIST_BYTES)?;
+        Some(hls::parse(&plain))
+    }
+
+    fn remember_successors(
+        &self,
+        service: &Service,
+        key: &CacheKey,
+        playlist: &hls::MediaPlaylist,
+        k: usize,
+    ) {
         let base = key.as_str();
         let scheme = base.split("://").next().unwrap_or("http");
         let host = base
@@ -151,14 +204,19 @@ impl Media {
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_default();
-        for (segment, after) in playlist.successors(base, media.prefetch) {
-            let key_of = |target: &str| {
-                let (path, query) = match target.split_once('?') {
-                    Some((p, q)) => (p, Some(q)),
-                    None => (target, None),
-                };
-                CacheKey::new(scheme, host, path, query, &service.resolve(path).key_rules)
+        let all = playlist.successors(base, k);
+        let skip = all.len().saturating_sub(SEGMENTS_PER_PLAYLIST);
+        let key_of = |target: &str| {
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (target, None),
             };
+            CacheKey::new(scheme, host, path, query, &service.resolve(path).key_rules)
+        };
+        for (segment, after) in all.into_iter().skip(skip) {
+            if segment.len() > MAX_URI || after.iter().any(|t| t.len() > MAX_URI) {
+                continue;
+            }
             let successors: Arc<[Successor]> = after
                 .iter()
                 .map(|target| Successor {
@@ -170,12 +228,20 @@ impl Media {
         }
     }
 
-    /// What the last stored copy of the playlist at `path_key` (`scheme://host/path`) said.
+    /// What the last filled copy of the playlist at `path_key` (`scheme://host/path`) said.
     pub fn playlist(&self, path_key: &str) -> Option<PlaylistState> {
         self.playlists.get(path_key)
     }
 
-    /// The segments after the one under `key`, in the last playlist stored that lists it.
+    /// Caps `policy` (a playlist's, refreshed by a 304) as its last filled copy allows.
+    pub fn cap_refreshed(&self, key: &CacheKey, policy: &mut CachePolicy) {
+        let path_key = key.as_str().split('?').next().unwrap_or_default();
+        if let Some(max) = self.playlists.get(path_key).and_then(|p| p.max_fresh) {
+            capped(policy, max);
+        }
+    }
+
+    /// The segments after the one under `key`, in the last playlist filled that lists it.
     pub fn after(&self, key: &CacheKey) -> Option<Arc<[Successor]>> {
         self.next.get(key)
     }
@@ -186,7 +252,7 @@ impl Media {
         self.metrics.prefetch("started");
     }
 
-    /// Whether `key` is being (or was) fetched ahead and not asked for yet.
+    /// Whether `key` was fetched ahead (in the last few minutes) and not asked for yet.
     pub fn is_prefetched(&self, key: &CacheKey) -> bool {
         self.prefetched.contains_key(key)
     }
@@ -205,5 +271,41 @@ impl Media {
 
     pub fn skipped(&self, reason: &'static str) {
         self.metrics.prefetch(reason);
+    }
+}
+
+/// Lowers `policy`'s freshness to `max`, unless a rule's `ttl` set it; whether it did.
+fn capped(policy: &mut CachePolicy, max: Duration) -> bool {
+    let lower =
+        policy.freshness.lifetime > max && policy.freshness.source != FreshnessSource::Override;
+    if lower {
+        policy.freshness.lifetime = max;
+    }
+    lower
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocking_reload_may_ask_two_segments_ahead_and_one_more_per_target_since() {
+        let at = Instant::now();
+        let state = PlaylistState {
+            last_msn: Some(44),
+            target_duration: Duration::from_secs(4),
+            hold: Duration::from_secs(3),
+            max_fresh: Some(Duration::from_secs(2)),
+            at,
+        };
+        assert_eq!(state.highest_msn(at), Some(46));
+        assert_eq!(state.highest_msn(at + Duration::from_secs(1)), Some(46));
+        assert_eq!(state.highest_msn(at + Duration::from_secs(4)), Some(47));
+        assert_eq!(state.highest_msn(at + Duration::from_secs(9)), Some(48));
+        let unknown = PlaylistState {
+            last_msn: None,
+            ..state
+        };
+        assert_eq!(unknown.highest_msn(at), None);
     }
 }

@@ -110,9 +110,10 @@ impl Proxy {
             .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         let media = Arc::new(crate::media::Media::new(
-            Budget::new(
+            Budget::with_exempt(
                 config.limits.max_prefetches,
                 config.limits.max_prefetches_per_client,
+                carriers.clone(),
             ),
             Arc::clone(&metrics),
         ));

@@ -208,7 +208,10 @@ impl Proxy {
             times,
             &req.resolved.policy,
         ) {
-            Ok(policy) => {
+            Ok(mut policy) => {
+                if req.service.media.is_some() {
+                    self.media.cap_refreshed(&req.key, &mut policy);
+                }
                 let headers = strata_storage::owned_headers(&headers);
                 let refreshed = Arc::new(old.refreshed(headers, policy, response_time));
                 meta.stored = self.storage.replace(&req.key, old, Arc::clone(&refreshed));
@@ -305,7 +308,7 @@ impl Proxy {
             max_object_size: self.max_object_size,
             idle: self.timeouts.idle,
             on_too_large: None,
-            on_stored: self.on_stored(req),
+            before_store: self.before_store(req),
             slot: Some(slot),
             discard: Arc::default(),
             clock: self.clock.clone(),
@@ -320,10 +323,10 @@ impl Proxy {
         }
     }
 
-    /// What to do once `req`'s object is stored, for a media service: a playlist (by path,
-    /// or by type for paths that name no class) is read for what it says, and the bytes a
-    /// prefetch stored are counted.
-    fn on_stored(&self, req: &Cacheable) -> Option<crate::fill::OnStored> {
+    /// What to do once `req`'s body is in, for a media service: a playlist (by path, or by
+    /// type for paths that name no class) is read for what it says (a live one stored with
+    /// its freshness capped), and the bytes a prefetch stored are counted.
+    fn before_store(&self, req: &Cacheable) -> Option<crate::fill::BeforeStore> {
         req.service.media.as_ref()?;
         let prefetch = self.media.is_prefetched(&req.key);
         let playlist = req
@@ -333,15 +336,20 @@ impl Proxy {
         if !prefetch && !playlist {
             return None;
         }
-        let (media, storage) = (Arc::clone(&self.media), Arc::clone(&self.storage));
-        let (service, key) = (Arc::clone(&req.service), req.key.clone());
+        let media = Arc::clone(&self.media);
+        let (service, key, clock) = (
+            Arc::clone(&req.service),
+            req.key.clone(),
+            self.clock.clone(),
+        );
         Some(Box::new(move |obj: &Arc<StoredObject>| {
             if prefetch {
                 media.stored(obj.body.len());
             }
-            if playlist {
-                media.playlist_stored(&*storage, &service, &key, obj);
+            if !playlist {
+                return None;
             }
+            media.playlist_filled(&service, &key, obj, clock.mono())
         }))
     }
 

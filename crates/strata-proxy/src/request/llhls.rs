@@ -2,8 +2,8 @@
 //! with `_HLS_msn` / `_HLS_part` / `_HLS_skip` is keyed on those alone (other parameters
 //! leave the key, and the request sent upstream), so every player blocked on the same
 //! part shares one request through the coalescer; malformed directives, `_HLS_part`
-//! without `_HLS_msn`, and an `_HLS_msn` more than two segments past the last stored
-//! playlist's are answered 400; a blocking reload that takes longer than a player waits is
+//! without `_HLS_msn`, and an `_HLS_msn` more than two segments past the last filled
+//! playlist's (plus one per target duration since it was filled) are answered 400; a blocking reload that takes longer than a player waits is
 //! answered 503 (never an unchanged playlist).
 
 use std::time::Duration;
@@ -45,8 +45,8 @@ impl Proxy {
             &KeyRules::default(),
         );
         let known = self.media.playlist(path_key.as_str());
-        if let Some(last) = known.and_then(|p| p.last_msn) {
-            if msn > last.saturating_add(2) {
+        if let Some(highest) = known.and_then(|p| p.highest_msn(self.clock.mono())) {
+            if msn > highest {
                 return Err(ProxyError::BadRequest(
                     "_HLS_msn is more than two segments past the playlist's last",
                 ));

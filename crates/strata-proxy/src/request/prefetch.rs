@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    AUTHORIZATION, CACHE_CONTROL, COOKIE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
     IF_UNMODIFIED_SINCE, PRAGMA, RANGE,
 };
 use http::{Method, Uri};
 use strata_http_cache::RequestCacheControl;
+use strata_media::MediaClass;
 
 use super::Cacheable;
 use crate::coalesce::Join;
@@ -30,14 +31,26 @@ impl Proxy {
         };
         for successor in next.iter() {
             let key = &successor.key;
-            if self.storage.lookup(key, now).is_some()
+            // Fetched ahead lately (stored or not: a 404 is not asked for again and again),
+            // known uncacheable, or another node's: not here.
+            if self.media.is_prefetched(key)
+                || self.hit_for_pass.contains_key(key)
                 || !self.tier.owners_before_self(key).is_empty()
+                || self.storage.lookup(key, now).is_some()
             {
                 continue;
             }
             let Ok(uri) = successor.target.parse::<Uri>() else {
                 continue;
             };
+            // Only media (a playlist can name any path of the site), and not what a rule
+            // keeps out of the cache.
+            let resolved = req.service.resolve(uri.path());
+            if !matches!(resolved.media, Some(MediaClass::Segment | MediaClass::Init))
+                || resolved.bypass
+            {
+                continue;
+            }
             // The budget before the coalescer: a prefetch that cannot run is never
             // registered, so no player joins it and sees it fail.
             let Ok(permit) = self.media.budget.admit(req.head.client.ip()) else {
@@ -50,11 +63,12 @@ impl Proxy {
             };
             let mut ahead = req.clone();
             ahead.head.method = Method::GET;
-            ahead.resolved = ahead.service.resolve(uri.path());
+            ahead.resolved = resolved;
             ahead.head.uri = uri;
             // For every player: not with this one's credentials, directives or range.
             for name in [
                 AUTHORIZATION,
+                COOKIE,
                 CACHE_CONTROL,
                 PRAGMA,
                 RANGE,

@@ -68,9 +68,10 @@ pub(crate) struct Streams<F> {
     pub(crate) resets: Arc<Resets>,
 }
 
-/// Streams the client reset before their answer was sent (Envoy's "premature resets",
-/// without Envoy's one-second bound: reading the clock for every stream cost 0.3% of hot
-/// h2 hits). Past [`MAX_EARLY_RESETS`], when they are more than half of the streams the
+/// Streams the client reset before their answer's head was sent (Envoy's "premature
+/// resets", without Envoy's one-second bound: reading the clock for every stream cost 0.3%
+/// of hot h2 hits). Like Envoy's rule, a client that mixes in as many streams it lets
+/// finish (hits) is not cut off: each of those cost it a full exchange. Past [`MAX_EARLY_RESETS`], when they are more than half of the streams the
 /// connection opened, the client is cut off: browsers cancel a few requests on navigation,
 /// players a segment download on a seek; an attack cancels nearly all.
 #[derive(Default)]
@@ -232,30 +233,21 @@ where
                 .or_insert_with(|| HeaderValue::from(len));
         }
         if let Ok(send) = respond.send_response(Response::from_parts(parts, ()), false) {
-            if pipe(body, send).await == Piped::Reset {
-                resets.reset();
-            }
+            // A reset once the answer is under way (a seek, a rendition switch) is the
+            // client's right: not counted.
+            pipe(body, send).await;
         }
     }
-}
-
-/// How sending a body ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Piped {
-    Done,
-    /// The client reset the stream.
-    Reset,
-    /// The body failed (the stream was reset with `INTERNAL_ERROR`), or the stream is gone.
-    Failed,
 }
 
 /// The most a stream asks of the connection's window at once: enough for a 64 KiB piece,
 /// without making every waiting stream claim a whole body (hyperium/hyper#4003).
 const CLAIM: usize = 64 * 1024;
 
-/// Sends `body` on `send` as the client's window allows; a body that fails midway resets
-/// the stream, so the client never takes a truncated body for a whole one.
-async fn pipe<B>(mut body: Tracked<B>, mut send: SendStream<Bytes>) -> Piped
+/// Sends `body` on `send` as the client's window allows, until it ends, the client resets
+/// the stream, or the stream is gone; a body that fails midway resets the stream, so the
+/// client never takes a truncated body for a whole one.
+async fn pipe<B>(mut body: Tracked<B>, mut send: SendStream<Bytes>)
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -271,16 +263,14 @@ where
         })
         .await;
         let frame = match next {
-            None => return Piped::Reset,
+            None => return,
             Some(None) => {
-                return match send.send_data(Bytes::new(), true) {
-                    Ok(()) => Piped::Done,
-                    Err(_) => Piped::Failed,
-                };
+                let _ = send.send_data(Bytes::new(), true);
+                return;
             }
             Some(Some(Err(()))) => {
                 send.send_reset(Reason::INTERNAL_ERROR);
-                return Piped::Failed;
+                return;
             }
             Some(Some(Ok(frame))) => frame,
         };
@@ -289,20 +279,16 @@ where
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
                     send.reserve_capacity(0);
-                    return match send.send_trailers(trailers) {
-                        Ok(()) => Piped::Done,
-                        Err(_) => Piped::Failed,
-                    };
+                    let _ = send.send_trailers(trailers);
+                    return;
                 }
                 continue;
             }
         };
         let end = body.is_end_stream();
         if data.is_empty() && end {
-            return match send.send_data(data, true) {
-                Ok(()) => Piped::Done,
-                Err(_) => Piped::Failed,
-            };
+            let _ = send.send_data(data, true);
+            return;
         }
         // Cut to the window: h2 holds no more of it than the client may take now.
         while !data.is_empty() {
@@ -310,32 +296,27 @@ where
             let window = poll_fn(|cx| loop {
                 let capacity = send.capacity();
                 if capacity > 0 {
-                    return Poll::Ready(Ok(capacity));
+                    return Poll::Ready(Some(capacity));
                 }
                 match send.poll_capacity(cx) {
-                    Poll::Pending => {
-                        return match send.poll_reset(cx) {
-                            Poll::Ready(_) => Poll::Ready(Err(Piped::Reset)),
-                            Poll::Pending => Poll::Pending,
-                        };
-                    }
+                    // Waiting for the client's window: unless it reset the stream.
+                    Poll::Pending => return send.poll_reset(cx).map(|_| None),
                     Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Err(Piped::Failed)),
+                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(None),
                 }
             })
             .await;
-            let capacity = match window {
-                Ok(capacity) => capacity,
-                Err(ended) => return ended,
+            let Some(capacity) = window else {
+                return;
             };
             let part = data.split_to(capacity.min(data.len()));
             if send.send_data(part, end && data.is_empty()).is_err() {
-                return Piped::Failed;
+                return;
             }
             body.sent_some();
         }
         if end {
-            return Piped::Done;
+            return;
         }
     }
 }
@@ -343,7 +324,7 @@ where
 /// A request body read from its h2 stream, giving the client its window back as it goes.
 struct RecvBody {
     stream: RecvStream,
-    /// From `Content-Length` (h2 checks the body against it).
+    /// What `Content-Length` says is left (h2 checks the body against it).
     length: Option<u64>,
     data_done: bool,
     /// Told to send `100 Continue` when the body is first read.
@@ -366,6 +347,9 @@ impl Body for RecvBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(data))) => {
                     let _ = self.stream.flow_control().release_capacity(data.len());
+                    if let Some(left) = self.length.as_mut() {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
@@ -385,6 +369,9 @@ impl Body for RecvBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.stream.is_end_stream() {
+            return SizeHint::with_exact(0);
+        }
         self.length.map(SizeHint::with_exact).unwrap_or_default()
     }
 }
