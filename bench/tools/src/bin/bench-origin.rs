@@ -36,7 +36,10 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 fn size_of(s: &str) -> Option<usize> {
@@ -50,36 +53,66 @@ fn size_of(s: &str) -> Option<usize> {
 
 fn cacheable(body: Body, etag: &str) -> Response<Body> {
     let mut r = Response::new(body);
-    r.headers_mut().insert("cache-control", "public, max-age=3600".parse().unwrap());
+    r.headers_mut()
+        .insert("cache-control", "public, max-age=3600".parse().unwrap());
     if let Ok(v) = format!("\"{etag}\"").parse() {
         r.headers_mut().insert("etag", v);
     }
     r
 }
 
-async fn handle(req: Request<Incoming>, stats: Arc<Mutex<Stats>>, blobs: Arc<HashMap<usize, Bytes>>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    stats: Arc<Mutex<Stats>>,
+    blobs: Arc<HashMap<usize, Bytes>>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     if path == "/__count" {
-        let n = stats.lock().unwrap().counts.get(&query).copied().unwrap_or(0);
+        let n = stats
+            .lock()
+            .unwrap()
+            .counts
+            .get(&query)
+            .copied()
+            .unwrap_or(0);
         return Ok(Response::new(full(n.to_string())));
     }
     if path == "/__first_byte" {
-        let t = stats.lock().unwrap().first_byte.get(&query).copied().unwrap_or(0);
+        let t = stats
+            .lock()
+            .unwrap()
+            .first_byte
+            .get(&query)
+            .copied()
+            .unwrap_or(0);
         return Ok(Response::new(full(t.to_string())));
     }
-    *stats.lock().unwrap().counts.entry(path.clone()).or_default() += 1;
+    *stats
+        .lock()
+        .unwrap()
+        .counts
+        .entry(path.clone())
+        .or_default() += 1;
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
         ["", "obj", size, id] => {
-            let Some(n) = size_of(size) else { return Ok(status(StatusCode::BAD_REQUEST)) };
-            let body = blobs.get(&n).cloned().unwrap_or_else(|| Bytes::from(vec![b'x'; n]));
+            let Some(n) = size_of(size) else {
+                return Ok(status(StatusCode::BAD_REQUEST));
+            };
+            let body = blobs
+                .get(&n)
+                .cloned()
+                .unwrap_or_else(|| Bytes::from(vec![b'x'; n]));
             Ok(cacheable(full(body), &format!("{size}-{id}")))
         }
         ["", "text", size, id] => {
-            let Some(n) = size_of(size) else { return Ok(status(StatusCode::BAD_REQUEST)) };
+            let Some(n) = size_of(size) else {
+                return Ok(status(StatusCode::BAD_REQUEST));
+            };
             let mut r = cacheable(full(text(n)), &format!("text-{size}-{id}"));
-            r.headers_mut().insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
             Ok(r)
         }
         ["", "herd", id] => {
@@ -96,7 +129,11 @@ async fn handle(req: Request<Incoming>, stats: Arc<Mutex<Stats>>, blobs: Arc<Has
                 for i in 0..200 {
                     tick.tick().await;
                     if i == 0 {
-                        stats.lock().unwrap().first_byte.insert(path.clone(), now_ns());
+                        stats
+                            .lock()
+                            .unwrap()
+                            .first_byte
+                            .insert(path.clone(), now_ns());
                     }
                     if tx.send(Ok(Frame::data(chunk.clone()))).await.is_err() {
                         return;
@@ -104,7 +141,10 @@ async fn handle(req: Request<Incoming>, stats: Arc<Mutex<Stats>>, blobs: Arc<Has
                 }
             });
             let mut r = cacheable(BodyExt::boxed(ChannelBody(rx)), &format!("slow-{id}"));
-            r.headers_mut().insert("content-length", (200 * 256 * 1024).to_string().parse().unwrap());
+            r.headers_mut().insert(
+                "content-length",
+                (200 * 256 * 1024).to_string().parse().unwrap(),
+            );
             Ok(r)
         }
         _ => Ok(status(StatusCode::NOT_FOUND)),
@@ -153,20 +193,31 @@ fn status(s: StatusCode) -> Response<Body> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let addr: SocketAddr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:19000".into()).parse().expect("listen address");
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:19000".into())
+        .parse()
+        .expect("listen address");
     let listener = TcpListener::bind(addr).await.expect("bind");
     let stats = Arc::new(Mutex::new(Stats::default()));
     let blobs: Arc<HashMap<usize, Bytes>> = Arc::new(
-        [1024, 4096, 64 * 1024, 1024 * 1024].into_iter().map(|n| (n, Bytes::from(vec![b'x'; n]))).collect(),
+        [1024, 4096, 64 * 1024, 1024 * 1024]
+            .into_iter()
+            .map(|n| (n, Bytes::from(vec![b'x'; n])))
+            .collect(),
     );
     eprintln!("bench-origin listening on {addr}");
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (stats, blobs) = (Arc::clone(&stats), Arc::clone(&blobs));
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(req, Arc::clone(&stats), Arc::clone(&blobs)));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

@@ -19,8 +19,14 @@ use strata_bench_tools::report;
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
 async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr, sni: &str) -> Sender {
-    let conn = endpoint.connect(addr, sni).expect("connect").await.expect("QUIC handshake");
-    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn)).await.expect("h3");
+    let conn = endpoint
+        .connect(addr, sni)
+        .expect("connect")
+        .await
+        .expect("QUIC handshake");
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .expect("h3");
     tokio::spawn(async move {
         let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
     });
@@ -28,7 +34,9 @@ async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr, sni: &str) -> Sen
 }
 
 async fn get(send: &mut Sender, uri: &str) -> Result<u16, String> {
-    let req = http::Request::get(uri).body(()).map_err(|e| e.to_string())?;
+    let req = http::Request::get(uri)
+        .body(())
+        .map_err(|e| e.to_string())?;
     let mut stream = send.send_request(req).await.map_err(|e| e.to_string())?;
     stream.finish().await.map_err(|e| e.to_string())?;
     let resp = stream.recv_response().await.map_err(|e| e.to_string())?;
@@ -38,16 +46,26 @@ async fn get(send: &mut Sender, uri: &str) -> Result<u16, String> {
     Ok(resp.status().as_u16())
 }
 
-async fn run(addr: SocketAddr, sni: String, ca: String, path: String, connections: usize, streams: usize, seconds: u64) {
+async fn run(
+    addr: SocketAddr,
+    sni: String,
+    ca: String,
+    path: String,
+    connections: usize,
+    streams: usize,
+    seconds: u64,
+) {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&ca).expect("CA file") {
         roots.add(cert.expect("CA certificate")).expect("CA");
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
@@ -81,8 +99,15 @@ async fn run(addr: SocketAddr, sni: String, ca: String, path: String, connection
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| panic!("missing argument {i}; see the file's doc comment"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let arg = |i: usize| {
+        args.get(i)
+            .cloned()
+            .unwrap_or_else(|| panic!("missing argument {i}; see the file's doc comment"))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(run(
         arg(1).parse().expect("address"),
         arg(2),

@@ -47,9 +47,16 @@ async fn connect(addr: SocketAddr) -> Sender {
 }
 
 /// Sends one GET and reads up to `limit` body bytes. Returns (status, first byte time).
-async fn get(sender: &mut Sender, path: &str, limit: usize) -> Result<(u16, Option<SystemTime>), String> {
+async fn get(
+    sender: &mut Sender,
+    path: &str,
+    limit: usize,
+) -> Result<(u16, Option<SystemTime>), String> {
     sender.ready().await.map_err(|e| e.to_string())?;
-    let req = Request::get(path).header("host", "bench.test").body(Empty::new()).map_err(|e| e.to_string())?;
+    let req = Request::get(path)
+        .header("host", "bench.test")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
@@ -74,7 +81,13 @@ fn path_for(template: &str, key: u64) -> String {
     template.replace("{i}", &key.to_string())
 }
 
-async fn keepalive(addr: SocketAddr, template: String, keys: u64, connections: usize, seconds: u64) {
+async fn keepalive(
+    addr: SocketAddr,
+    template: String,
+    keys: u64,
+    connections: usize,
+    seconds: u64,
+) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let template = Arc::new(template);
     let mut tasks = Vec::new();
@@ -86,7 +99,11 @@ async fn keepalive(addr: SocketAddr, template: String, keys: u64, connections: u
             let mut lat = Vec::with_capacity(100_000);
             let mut errors = 0u64;
             while Instant::now() < deadline {
-                let key = if keys > 1 { rng.random_range(0..keys) } else { 0 };
+                let key = if keys > 1 {
+                    rng.random_range(0..keys)
+                } else {
+                    0
+                };
                 let started = Instant::now();
                 match get(&mut sender, &path_for(&template, key), usize::MAX).await {
                     Ok((200, _)) => lat.push(started.elapsed().as_micros() as u64),
@@ -112,7 +129,10 @@ async fn warm(addr: SocketAddr, template: String, keys: u64) {
             let mut sender = connect(addr).await;
             let mut k = w;
             while k < keys {
-                if get(&mut sender, &path_for(&template, k), usize::MAX).await.is_err() {
+                if get(&mut sender, &path_for(&template, k), usize::MAX)
+                    .await
+                    .is_err()
+                {
                     sender = connect(addr).await;
                 }
                 k += 8;
@@ -180,7 +200,14 @@ struct Outcomes {
     dropped: u64,
 }
 
-async fn rate(addr: SocketAddr, template: String, keys: u64, per_second: f64, seconds: u64, max_connections: usize) {
+async fn rate(
+    addr: SocketAddr,
+    template: String,
+    keys: u64,
+    per_second: f64,
+    seconds: u64,
+    max_connections: usize,
+) {
     let period = Duration::from_secs_f64(1.0 / per_second);
     let pool: Arc<std::sync::Mutex<Vec<Sender>>> = Arc::default();
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -197,7 +224,9 @@ async fn rate(addr: SocketAddr, template: String, keys: u64, per_second: f64, se
             let pooled = pool.lock().unwrap().pop();
             let mut sender = match pooled {
                 Some(s) => s,
-                None if open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < max_connections => {
+                None if open.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    < max_connections =>
+                {
                     match TcpStream::connect(addr).await {
                         Ok(stream) => {
                             let _ = stream.set_nodelay(true);
@@ -274,13 +303,31 @@ async fn rate(addr: SocketAddr, template: String, keys: u64, per_second: f64, se
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| panic!("missing argument {i}; see the file's doc comment"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let arg = |i: usize| {
+        args.get(i)
+            .cloned()
+            .unwrap_or_else(|| panic!("missing argument {i}; see the file's doc comment"))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let addr: SocketAddr = arg(2).parse().expect("address");
     match arg(1).as_str() {
-        "keepalive" => rt.block_on(keepalive(addr, arg(3), arg(4).parse().unwrap(), arg(5).parse().unwrap(), arg(6).parse().unwrap())),
+        "keepalive" => rt.block_on(keepalive(
+            addr,
+            arg(3),
+            arg(4).parse().unwrap(),
+            arg(5).parse().unwrap(),
+            arg(6).parse().unwrap(),
+        )),
         "warm" => rt.block_on(warm(addr, arg(3), arg(4).parse().unwrap())),
-        "herd" => rt.block_on(herd(addr, arg(3), arg(4).parse().unwrap(), arg(5).parse().unwrap())),
+        "herd" => rt.block_on(herd(
+            addr,
+            arg(3),
+            arg(4).parse().unwrap(),
+            arg(5).parse().unwrap(),
+        )),
         "rate" => rt.block_on(rate(
             addr,
             arg(3),
