@@ -53,6 +53,17 @@ async fn hinting_origin(release: Option<std::sync::Arc<Notify>>, max: usize) -> 
     format!("http://{addr}")
 }
 
+/// An edge with an https listener (a certificate for `site.test` from a test CA) in front
+/// of a hinting origin: the CA, the edge, its https address.
+async fn hinting_https_edge() -> (TestPki, crate::support::Edge, std::net::SocketAddr) {
+    let origin = hinting_origin(None, 8).await;
+    let pki = TestPki::new();
+    let site = pki.issue("site", &["site.test"]);
+    let edge = EdgeBuilder::new(&origin).https(&[&site]).start().await;
+    let https = edge.https.expect("https listener");
+    (pki, edge, https)
+}
+
 /// Sends `request` on a new connection and reads until the server closes.
 async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -183,11 +194,7 @@ async fn a_rules_early_hints_go_out_before_a_miss_goes_upstream_not_on_hits() {
 
 #[tokio::test]
 async fn http3_clients_get_the_103_as_a_headers_frame_before_the_response() {
-    let origin = hinting_origin(None, 8).await;
-    let pki = TestPki::new();
-    let site = pki.issue("site", &["site.test"]);
-    let edge = EdgeBuilder::new(&origin).https(&[&site]).start().await;
-    let https = edge.https.expect("https listener");
+    let (pki, _edge, https) = hinting_https_edge().await;
     let got = pki.h3_get(https, "site.test", &["/h3"]).await;
     assert_eq!(got[0].status, 200);
     assert_eq!(got[0].body, "hello");
@@ -201,11 +208,7 @@ async fn http3_clients_get_the_103_as_a_headers_frame_before_the_response() {
 /// final one; over TLS (ALPN `h2`), and a hit afterwards gets none.
 #[tokio::test]
 async fn rfc9113_8_1_h2_clients_get_the_103_as_a_headers_frame_before_the_response() {
-    let origin = hinting_origin(None, 8).await;
-    let pki = TestPki::new();
-    let site = pki.issue("site", &["site.test"]);
-    let edge = EdgeBuilder::new(&origin).https(&[&site]).start().await;
-    let https = edge.https.expect("https listener");
+    let (pki, _edge, https) = hinting_https_edge().await;
     let got = pki.h2_get(https, "site.test", &["/h2", "/h2"]).await;
     assert_eq!(got[0].status, 200);
     assert_eq!(got[0].body, "hello");
@@ -256,11 +259,7 @@ async fn h2_with_prior_knowledge_gets_a_rules_hints_and_the_origins() {
 /// `Link` before the final response.
 #[tokio::test]
 async fn curl_over_h2_shows_the_103_before_the_200() {
-    let origin = hinting_origin(None, 8).await;
-    let pki = TestPki::new();
-    let site = pki.issue("site", &["site.test"]);
-    let edge = EdgeBuilder::new(&origin).https(&[&site]).start().await;
-    let https = edge.https.expect("https listener");
+    let (pki, _edge, https) = hinting_https_edge().await;
     let out = tokio::process::Command::new("curl")
         .args(["-sv", "--http2", "--max-time", "10", "--cacert"])
         .arg(&pki.ca_pem)

@@ -622,22 +622,29 @@ mod tests {
         assert!(p.stale_if_error(t(50), Some(Duration::from_secs(100))));
     }
 
+    /// The policy for a GET answered `status` with `headers`, under `config`.
+    fn under(
+        config: &PolicyConfig,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> Result<CachePolicy, NotStorable> {
+        CachePolicy::for_response(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::from_u16(status).unwrap(),
+            &hm(headers),
+            times(),
+            config,
+        )
+    }
+
     #[test]
     fn a_default_ttl_replaces_the_heuristic_and_never_explicit_freshness() {
         let config = PolicyConfig {
             default_ttl: Some(Duration::from_secs(86_400)),
             ..PolicyConfig::default()
         };
-        let p = |status, headers: &[(&str, &str)]| {
-            CachePolicy::for_response(
-                &Method::GET,
-                &HeaderMap::new(),
-                StatusCode::from_u16(status).unwrap(),
-                &hm(headers),
-                times(),
-                &config,
-            )
-        };
+        let p = |status, headers: &[(&str, &str)]| under(&config, status, headers);
         let silent = p(200, &[]).unwrap();
         assert_eq!(silent.freshness.lifetime, Duration::from_secs(86_400));
         let explicit = p(200, &[("cache-control", "max-age=5")]).unwrap();
@@ -653,17 +660,7 @@ mod tests {
             negative_ttl: Some(Duration::from_secs(60)),
             ..PolicyConfig::default()
         };
-        let p = |status, headers: &[(&str, &str)]| {
-            CachePolicy::for_response(
-                &Method::GET,
-                &HeaderMap::new(),
-                StatusCode::from_u16(status).unwrap(),
-                &hm(headers),
-                times(),
-                &config,
-            )
-            .unwrap()
-        };
+        let p = |status, headers: &[(&str, &str)]| under(&config, status, headers).unwrap();
         assert_eq!(
             p(404, &[("cache-control", "max-age=600")])
                 .freshness
