@@ -224,3 +224,51 @@ async fn an_h2_request_body_reaches_the_origin_after_100_continue() {
         .all(|(i, c)| c.iter().all(|b| *b == i as u8)));
     driver.abort();
 }
+
+/// RFC 9110 §14.2: a seek into an object too large to keep is asked of the origin as a
+/// range (the pass forwards `Range`), not fetched whole again: a player seeking in a 3 MiB
+/// file with a 1 MiB limit gets its 206 from 1,000 bytes of origin traffic.
+#[tokio::test]
+async fn rfc9110_14_2_a_range_of_an_object_too_large_to_keep_is_asked_of_the_origin() {
+    let big: Bytes = (0..(3u32 << 20))
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let b = big.clone();
+    let origin = TestOrigin::start(move |seen, _| {
+        let Some(range) = seen.header("range") else {
+            return Reply::ok(b.clone()).cc("max-age=60");
+        };
+        let (start, end) = range
+            .strip_prefix("bytes=")
+            .and_then(|r| r.split_once('-'))
+            .map(|(a, z)| (a.parse::<usize>().unwrap(), z.parse::<usize>().unwrap()))
+            .unwrap();
+        Reply::status(206)
+            .body(b.slice(start..=end))
+            .cc("max-age=60")
+            .header("content-range", &format!("bytes {start}-{end}/{}", b.len()))
+    })
+    .await;
+    let edge = EdgeBuilder::new(&origin.url())
+        .config(|c| c.cache.max_object_size.0 = 1 << 20)
+        .start()
+        .await;
+    // The first request finds out it is too large (and is sent whole).
+    let whole = edge.get("/movie.mp4").send().await;
+    assert_eq!(whole.body.len(), big.len());
+    let seek = edge
+        .get("/movie.mp4")
+        .header("range", "bytes=1000000-1000999")
+        .send()
+        .await;
+    assert_eq!(seek.status, 206, "{}", seek.cache_status());
+    assert_eq!(seek.body, big.slice(1_000_000..1_001_000));
+    assert!(
+        seek.cache_status().contains("hit-for-pass: range"),
+        "{}",
+        seek.cache_status()
+    );
+    assert_eq!(origin.count(), 2);
+    assert_eq!(origin.last().header("range"), Some("bytes=1000000-1000999"));
+}

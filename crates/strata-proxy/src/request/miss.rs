@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use http::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH};
+use http::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, RANGE};
 use http::Response;
 use hyper::body::Incoming;
 use strata_storage::StoredObject;
@@ -118,6 +118,17 @@ impl Proxy {
             .get(&req.key)
             .is_some_and(|until| until > req.arrived.mono)
         {
+            // Nothing will be stored: a range (a player's seek into a file too large to
+            // keep) is asked of the origin as it is, not fetched whole.
+            if req.head.method == http::Method::GET && req.head.headers.contains_key(RANGE) {
+                use http_body_util::BodyExt;
+                let empty = http_body_util::Empty::<bytes::Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed();
+                let resp = self.pass(&req.service, &req.head, empty, ctx).await;
+                ctx.status.detail = Some("hit-for-pass: range".into());
+                return resp;
+            }
             let resp = self.fetch_alone(&req, ctx).await;
             ctx.status.detail = Some(match ctx.status.detail.take() {
                 Some(why) => format!("hit-for-pass: {why}"),
