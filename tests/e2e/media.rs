@@ -398,3 +398,71 @@ async fn only_media_paths_a_playlist_names_are_fetched_ahead() {
     .await;
     assert_eq!(count(&origin, "/account/settings.json"), 0);
 }
+
+/// Through the tiers (RFC 8216bis §6.2.5 at every hop): players blocked on one part at two
+/// edges share one request to their shield and the shield one to the origin; a segment
+/// asked at an edge is fetched ahead by the edge, through the shield.
+#[tokio::test]
+async fn blocking_reloads_and_prefetch_work_through_edge_and_shield() {
+    use crate::support::PopBuilder;
+    let ll = ll_origin(Duration::from_millis(300)).await;
+    let media = |c: &mut strata_proxy::config::NodeConfig, _: &[String]| {
+        c.services[0].media = Some(MediaConfig::default());
+    };
+    let shield = PopBuilder::new(&ll.url(), &["shield-1"])
+        .no_ring()
+        .shields()
+        .config(media)
+        .start()
+        .await;
+    let edges: Vec<std::sync::Arc<Edge>> = PopBuilder::new(&ll.url(), &["e1", "e2"])
+        .no_ring()
+        .parents(&[shield[0].url()])
+        .config(media)
+        .start()
+        .await
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+    let players: Vec<_> = (0..20)
+        .map(|i| {
+            let edge = std::sync::Arc::clone(&edges[i % 2]);
+            tokio::spawn(async move {
+                edge.get(&format!("/ll/index.m3u8?_HLS_msn=46&_HLS_part=1&p={i}"))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    for player in players {
+        let got = player.await.unwrap();
+        assert_eq!(got.status, 200, "{}", got.cache_status());
+        assert_eq!(got.text(), LL);
+    }
+    assert_eq!(ll.count(), 1, "one request reached the origin");
+
+    let vod = media_origin("max-age=1", LIVE.to_string()).await;
+    let shield = PopBuilder::new(&vod.url(), &["shield-2"])
+        .no_ring()
+        .shields()
+        .config(media)
+        .start()
+        .await;
+    let edge = PopBuilder::new(&vod.url(), &["e3"])
+        .no_ring()
+        .parents(&[shield[0].url()])
+        .config(media)
+        .start()
+        .await
+        .remove(0);
+    edge.get("/live/720p/index.m3u8").send().await;
+    edge.get("/live/720p/seg40.m4s").send().await;
+    edge.eventually(
+        "segments 41 and 42 fetched ahead through the shield",
+        || count(&vod, "/live/720p/seg41.m4s") == 1 && count(&vod, "/live/720p/seg42.m4s") == 1,
+    )
+    .await;
+    let next = edge.get("/live/720p/seg41.m4s").send().await;
+    assert!(next.is_hit(), "{}", next.cache_status());
+    assert_eq!(count(&vod, "/live/720p/seg41.m4s"), 1);
+}
