@@ -220,7 +220,7 @@ fn hit_for_pass_marks(config: &NodeConfig) -> moka::sync::Cache<CacheKey, Instan
                 .map(|s| s.hit_for_pass.0)
                 .max()
                 .unwrap_or_default()
-                .max(std::time::Duration::from_secs(1)),
+                .max(crate::request::TOO_LARGE_MARK),
         )
         .build()
 }

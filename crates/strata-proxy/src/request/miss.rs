@@ -99,6 +99,12 @@ enum Started {
     Running(tokio::task::JoinHandle<FillEnd>),
 }
 
+/// How long an object too large to keep stays hit-for-pass (at least): its size rarely
+/// changes, and while it is marked a range is asked of the origin as it is. With the
+/// service's `hit_for_pass` alone (10 s), a player seeking in a large file made the node
+/// fetch it whole again every 10 s.
+pub(crate) const TOO_LARGE_MARK: std::time::Duration = std::time::Duration::from_secs(600);
+
 // === impl Proxy ===
 
 impl Proxy {
@@ -292,10 +298,12 @@ impl Proxy {
                 }
                 Ok(Fetched::Pass(resp, meta)) => {
                     if meta.uncacheable {
-                        this.hit_for_pass.insert(
-                            req.key.clone(),
-                            this.clock.mono() + req.service.hit_for_pass,
-                        );
+                        let mark = match meta.detail.as_deref() {
+                            Some("too-large") => req.service.hit_for_pass.max(TOO_LARGE_MARK),
+                            _ => req.service.hit_for_pass,
+                        };
+                        this.hit_for_pass
+                            .insert(req.key.clone(), this.clock.mono() + mark);
                     }
                     inflight.publish(Outcome::Pass {
                         response: std::sync::Mutex::new(Some(resp)),
@@ -353,7 +361,7 @@ impl Proxy {
             let (this, key, inflight) = (Arc::clone(self), req.key.clone(), Arc::clone(inflight));
             move || this.coalescer.leave(&key, &inflight)
         };
-        let (on_leave, hfp) = (leave(), req.service.hit_for_pass);
+        let (on_leave, hfp) = (leave(), req.service.hit_for_pass.max(TOO_LARGE_MARK));
         let (this, key) = (Arc::clone(self), req.key.clone());
         let fill = &mut storable.fill;
         fill.on_too_large = Some(Box::new(move || {

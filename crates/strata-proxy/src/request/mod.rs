@@ -41,6 +41,7 @@ mod prefetch;
 use self::parse::Routed;
 pub(crate) mod respond;
 
+pub(crate) use miss::TOO_LARGE_MARK;
 pub(crate) use parse::Head;
 
 use std::convert::Infallible;
