@@ -287,6 +287,79 @@ fn capped(policy: &mut CachePolicy, max: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, HeaderValue, Method, StatusCode};
+    use strata_http_cache::{PolicyConfig, ResponseTimes};
+
+    fn media_service() -> Arc<Service> {
+        let mut c = crate::config::NodeConfig::single_origin("http://127.0.0.1:1");
+        c.services[0].media = Some(crate::config::MediaConfig::default());
+        let services =
+            crate::service::Services::from_config(&c, &strata_wire::clock::Clock::system())
+                .unwrap();
+        Arc::clone(services.for_host("any.test").unwrap())
+    }
+
+    fn playlist_object(body: String) -> Arc<StoredObject> {
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        let now = std::time::SystemTime::now();
+        let times = ResponseTimes {
+            request_time: now,
+            response_time: now,
+        };
+        let policy = CachePolicy::for_response(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &headers,
+            times,
+            &PolicyConfig::default(),
+        )
+        .unwrap();
+        Arc::new(StoredObject {
+            status: StatusCode::OK,
+            headers,
+            policy,
+            variant: Default::default(),
+            body: strata_storage::ChunkedBody::complete(body.into()),
+            stored_at: now,
+        })
+    }
+
+    /// An origin's playlist decides how much the successor table holds: no more than the
+    /// last 20,000 segments of one playlist, and no URI over 2 KiB.
+    #[test]
+    fn what_a_hostile_playlist_can_make_the_node_remember_is_bounded() {
+        let media = Media::new(Budget::new(1, 1), Arc::new(Metrics::new()));
+        let service = media_service();
+        let long = "x".repeat(3000);
+        let mut body = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n");
+        for n in 0..30_000 {
+            body.push_str(&format!("#EXTINF:2.0,\ns{n}.ts\n"));
+        }
+        body.push_str(&format!("#EXTINF:2.0,\n{long}.ts\n#EXTINF:2.0,\nlast.ts\n"));
+        let key = CacheKey::new(
+            "http",
+            "any.test",
+            "/v/index.m3u8",
+            None,
+            &Default::default(),
+        );
+        let capped = media.playlist_filled(&service, &key, &playlist_object(body), Instant::now());
+        let capped = capped.expect("a live playlist is capped");
+        assert_eq!(capped.policy.freshness.lifetime, Duration::from_secs(1));
+        media.next.run_pending_tasks();
+        assert!(media.next.entry_count() <= SEGMENTS_PER_PLAYLIST as u64);
+        let key_of =
+            |path: &str| CacheKey::new("http", "any.test", path, None, &Default::default());
+        assert!(
+            media.after(&key_of("/v/s0.ts")).is_none(),
+            "the first ones are dropped"
+        );
+        assert!(media.after(&key_of("/v/s29990.ts")).is_some());
+        // The segment before the long URI names it: not remembered.
+        assert!(media.after(&key_of("/v/s29999.ts")).is_none());
+    }
 
     #[test]
     fn a_blocking_reload_may_ask_two_segments_ahead_and_one_more_per_target_since() {
