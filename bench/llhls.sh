@@ -41,21 +41,11 @@ echo "$DIRECT"
 echo "through a Strata node, $CLIENTS players, ${SECONDS_RUN}s"
 ORIGIN_PORT=$(free_port)
 NODE_PORT=$(free_port)
-cat >"$WORK/node.toml" <<CONF
-[node]
-name = "llhls"
-[listen]
-http = ["127.0.0.1:$NODE_PORT"]
-[log]
-access = "off"
-[limits]
-max_connections_per_client = 100000
-[[service]]
-name = "live"
-hosts = ["*"]
-origins = ["http://127.0.0.1:$ORIGIN_PORT"]
-[service.media]
-CONF
+{
+    printf '[node]\nname = "llhls"\n[listen]\nhttp = ["127.0.0.1:%s"]\n' "$NODE_PORT"
+    strata_config_tail "$ORIGIN_PORT"
+    echo "[service.media]"
+} >"$WORK/node.toml"
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$STRATA" edge --config "$WORK/node.toml" 2>"$WORK/node.log" &
 PIDS+=($!)
 wait_port "$NODE_PORT"
