@@ -466,3 +466,47 @@ async fn blocking_reloads_and_prefetch_work_through_edge_and_shield() {
     assert!(next.is_hit(), "{}", next.cache_status());
     assert_eq!(count(&vod, "/live/720p/seg41.m4s"), 1);
 }
+
+/// RFC 8216bis §4.4.5.3 (`EXT-X-PRELOAD-HINT`): players ask for a part before it exists;
+/// the origin holds the request and sends the part as it is produced. Every player asking
+/// meanwhile shares that one request and gets the part streamed as it comes.
+#[tokio::test]
+async fn players_asking_for_a_hinted_part_share_one_request_streamed_as_produced() {
+    use crate::support::origin::Piece;
+    use bytes::Bytes;
+    let origin = TestOrigin::start(|_, _| {
+        Reply::ok("")
+            .cc("max-age=60")
+            .header("content-type", "video/iso.segment")
+            .pieces(vec![
+                Piece {
+                    data: Bytes::from_static(b"moof"),
+                    delay: Duration::from_millis(300),
+                    gate: None,
+                },
+                Piece {
+                    data: Bytes::from_static(b"mdat"),
+                    delay: Duration::from_millis(100),
+                    gate: None,
+                },
+            ])
+    })
+    .await;
+    let edge = std::sync::Arc::new(
+        media_edge(&origin, None, MediaConfig::default())
+            .start()
+            .await,
+    );
+    let players: Vec<_> = (0..20)
+        .map(|_| {
+            let edge = std::sync::Arc::clone(&edge);
+            tokio::spawn(async move { edge.get("/ll/seg46.1.m4s").send().await })
+        })
+        .collect();
+    for player in players {
+        let got = player.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "moofmdat");
+    }
+    assert_eq!(origin.count(), 1);
+}
