@@ -283,13 +283,16 @@ impl NatsBus {
             ack_wait: Duration::from_secs(5),
             ..Default::default()
         };
-        let (consumer, messages) = durable(&self.stream, &name, config)
+        let (consumer, messages) = durable(&self.stream, &name, config.clone())
             .await
             .map_err(BusError::Subscribe)?;
         Ok(Consumer {
             messages,
             consumer,
             stream: self.stream.clone(),
+            name,
+            config,
+            failures: 0,
         })
     }
 
@@ -445,7 +448,18 @@ pub struct Consumer {
     messages: consumer::pull::Stream,
     consumer: consumer::PullConsumer,
     stream: stream::Stream,
+    name: String,
+    config: consumer::pull::Config,
+    /// Errors in a row from the pull (missed heartbeats): past [`RESUBSCRIBE_AFTER`], the
+    /// consumer is looked up again and a new pull started.
+    failures: u32,
 }
+
+/// Seen in the namespace deployment test: after a NATS server was killed, one node's pull
+/// went on missing heartbeats for over a minute while the others' consumers had new
+/// leaders within seconds. A fresh lookup and a fresh pull (new inbox, sent to whichever
+/// server leads the consumer now) after this many errors in a row (about 6 s).
+const RESUBSCRIBE_AFTER: u32 = 3;
 
 impl Consumer {
     pub async fn position(&mut self) -> Result<StreamPosition, BusError> {
@@ -467,10 +481,27 @@ impl Consumer {
     pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
         match self.messages.next().await? {
             Ok(msg) => {
+                self.failures = 0;
                 let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
                 Some(Ok(Delivery::nats(seq, msg)))
             }
-            Err(e) => Some(Err(BusError::Subscribe(e.to_string()))),
+            Err(e) => {
+                self.failures += 1;
+                if self.failures < RESUBSCRIBE_AFTER {
+                    return Some(Err(BusError::Subscribe(e.to_string())));
+                }
+                self.failures = 0;
+                match durable(&self.stream, &self.name, self.config.clone()).await {
+                    Ok((consumer, messages)) => {
+                        self.consumer = consumer;
+                        self.messages = messages;
+                        Some(Err(BusError::Subscribe(format!("{e}; pull started again"))))
+                    }
+                    Err(again) => Some(Err(BusError::Subscribe(format!(
+                        "{e}; starting the pull again: {again}"
+                    )))),
+                }
+            }
         }
     }
 }
