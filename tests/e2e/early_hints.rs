@@ -64,6 +64,16 @@ async fn hinting_https_edge() -> (TestPki, crate::support::Edge, std::net::Socke
     (pki, edge, https)
 }
 
+/// The origin's one `103` (its `Link`), then the final `200 hello`.
+fn one_hint_then_hello(got: &crate::support::tls::Got) {
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, "hello");
+    assert_eq!(got.interim.len(), 1, "{got:?}");
+    let (status, headers) = &got.interim[0];
+    assert_eq!(status.as_u16(), 103);
+    assert_eq!(headers.get("link").unwrap(), LINK);
+}
+
 /// Sends `request` on a new connection and reads until the server closes.
 async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -196,12 +206,7 @@ async fn a_rules_early_hints_go_out_before_a_miss_goes_upstream_not_on_hits() {
 async fn http3_clients_get_the_103_as_a_headers_frame_before_the_response() {
     let (pki, _edge, https) = hinting_https_edge().await;
     let got = pki.h3_get(https, "site.test", &["/h3"]).await;
-    assert_eq!(got[0].status, 200);
-    assert_eq!(got[0].body, "hello");
-    assert_eq!(got[0].interim.len(), 1, "{got:?}");
-    let (status, headers) = &got[0].interim[0];
-    assert_eq!(status.as_u16(), 103);
-    assert_eq!(headers.get("link").unwrap(), LINK);
+    one_hint_then_hello(&got[0]);
 }
 
 /// RFC 9113 §8.1: an interim response is a HEADERS frame on the request's stream before the
@@ -210,12 +215,7 @@ async fn http3_clients_get_the_103_as_a_headers_frame_before_the_response() {
 async fn rfc9113_8_1_h2_clients_get_the_103_as_a_headers_frame_before_the_response() {
     let (pki, _edge, https) = hinting_https_edge().await;
     let got = pki.h2_get(https, "site.test", &["/h2", "/h2"]).await;
-    assert_eq!(got[0].status, 200);
-    assert_eq!(got[0].body, "hello");
-    assert_eq!(got[0].interim.len(), 1, "{got:?}");
-    let (status, headers) = &got[0].interim[0];
-    assert_eq!(status.as_u16(), 103);
-    assert_eq!(headers.get("link").unwrap(), LINK);
+    one_hint_then_hello(&got[0]);
     assert!(got[0].headers.get("link").is_none(), "{got:?}");
     // The second request of the connection is a hit: nothing interim was stored.
     assert!(

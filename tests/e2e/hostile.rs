@@ -729,21 +729,28 @@ async fn a_fill_asks_the_origin_for_the_keyed_url_not_the_parameters_the_key_lea
     assert_eq!(origin.last().path_and_query, "/page?b=2");
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_cut_off() {
-    // 16 MiB, far more than the socket buffers hold (the client's is kept small): a client
-    // that reads nothing for longer than the send timeout is disconnected and gets only
-    // part of it.
-    let body = bytes::Bytes::from(vec![b'x'; 16 << 20]);
+/// A node with a 1 s send timeout in front of an origin whose `/big` is `size` bytes, the
+/// object already in its cache.
+async fn big_object_warm(size: usize) -> (TestOrigin, Strata) {
+    let body = bytes::Bytes::from(vec![b'x'; size]);
     let origin = TestOrigin::start(move |_, _| Reply::ok(body.clone()).cc("max-age=600")).await;
     let node = edge(
         &origin,
         "",
         "[cache]\nmax_object_size = \"64MiB\"\n[limits]\nclient_send_timeout = \"1s\"\n",
     );
-    // Warm the cache, so the stall is on the client's side only.
     let warm = exchange(node.http, &get("/big", "shop.test", "")).await;
-    assert_eq!(warm.body.len(), 16 << 20);
+    assert_eq!(warm.body.len(), size);
+    (origin, node)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    // 16 MiB, far more than the socket buffers hold (the client's is kept small): a client
+    // that reads nothing for longer than the send timeout is disconnected and gets only
+    // part of it.
+    // Warm, so the stall is on the client's side only.
+    let (_origin, node) = big_object_warm(16 << 20).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(64 << 10).unwrap();
     let mut s = socket.connect(node.http).await.unwrap();
@@ -1225,15 +1232,7 @@ async fn reset_flood(
 /// cut off after the send timeout; one that reads slowly gets every byte.
 #[tokio::test]
 async fn an_h2_client_that_stops_reading_is_cut_off_and_a_slow_one_gets_everything() {
-    let body = bytes::Bytes::from(vec![b'x'; 4 << 20]);
-    let origin = TestOrigin::start(move |_, _| Reply::ok(body.clone()).cc("max-age=600")).await;
-    let node = edge(
-        &origin,
-        "",
-        "[cache]\nmax_object_size = \"64MiB\"\n[limits]\nclient_send_timeout = \"1s\"\n",
-    );
-    let warm = exchange(node.http, &get("/big", "shop.test", "")).await;
-    assert_eq!(warm.body.len(), 4 << 20);
+    let (_origin, node) = big_object_warm(4 << 20).await;
 
     // Reads the head and then nothing: no WINDOW_UPDATE ever goes back.
     let tcp = TcpStream::connect(node.http).await.unwrap();
