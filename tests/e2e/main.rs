@@ -27,6 +27,7 @@ mod purge;
 mod rfc9111_freshness;
 mod rfc9111_storing;
 mod rfc9111_validation;
+mod slicing;
 mod streaming;
 mod tls;
 mod topology;

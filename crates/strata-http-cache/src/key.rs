@@ -37,6 +37,9 @@ impl KeyRules {
 
 /// The primary cache key of a request (Vary selection is kept beside it, per variant).
 ///
+/// What separates an object's key from the range of one of its slices.
+pub const SLICE_MARK: &str = "#slice=";
+
 /// The text is shared: the memory tier's table, its purge index and fills in progress
 /// hold one allocation of it between them.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -97,6 +100,27 @@ impl CacheKey {
 
     pub fn hash64(&self) -> u64 {
         self.hash
+    }
+
+    /// The key of bytes `start..=end` of the object under this key, when it is stored
+    /// in slices: `<key>#slice=<start>-<end>`. A `#` never occurs in a key built from a
+    /// request (a fragment is not sent), so no request can name a slice.
+    pub fn slice(&self, start: u64, end: u64) -> CacheKey {
+        Self::from_text(format!("{}{SLICE_MARK}{start}-{end}", self.text))
+    }
+
+    /// Whether this is the key of a slice of the object under `whole`.
+    pub fn is_slice_of(&self, whole: &CacheKey) -> bool {
+        self.text
+            .strip_prefix(&*whole.text)
+            .is_some_and(|rest| rest.starts_with(SLICE_MARK))
+    }
+
+    /// The key text without any slice part: the object's own.
+    pub fn whole(&self) -> &str {
+        self.text
+            .split_once(SLICE_MARK)
+            .map_or(&self.text, |(whole, _)| whole)
     }
 }
 
@@ -168,6 +192,21 @@ mod tests {
             ignore_query: false,
             only_query: &[],
         }
+    }
+
+    #[test]
+    fn a_slice_key_names_its_object_and_no_request_builds_one() {
+        let whole = CacheKey::new("http", "h", "/v.mp4", Some("q=1"), &rules(&[]));
+        let slice = whole.slice(0, 1023);
+        assert_eq!(slice.as_str(), "http://h/v.mp4?q=1#slice=0-1023");
+        assert!(slice.is_slice_of(&whole));
+        assert!(!whole.is_slice_of(&whole));
+        assert_eq!(slice.whole(), whole.as_str());
+        let other = CacheKey::new("http", "h", "/v.mp4", Some("q=12"), &rules(&[]));
+        assert!(!slice.is_slice_of(&other));
+        // A request's path or query cannot carry the mark: '#' is never sent.
+        let sneaky = CacheKey::new("http", "h", "/v.mp4%23slice=0-1", None, &rules(&[]));
+        assert!(!sneaky.is_slice_of(&CacheKey::new("http", "h", "/v.mp4", None, &rules(&[]))));
     }
 
     #[test]

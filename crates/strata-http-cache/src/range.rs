@@ -92,6 +92,32 @@ pub fn parse_range(value: &str, len: u64) -> RangeOutcome {
     }
 }
 
+/// The `Content-Range` of a 206 (§14.4): `bytes first-last/complete`, the complete length
+/// `None` when it is `*`. `None` for anything else (an unsatisfied range, other units,
+/// `last` before `first`).
+pub fn parse_content_range(value: &str) -> Option<(ByteRange, Option<u64>)> {
+    let v = value.trim();
+    let rest = v
+        .as_bytes()
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case(b"bytes "))
+        .and_then(|_| v.get(6..))?;
+    let (range, complete) = rest.trim_start().split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let digits = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (start, end) = (digits(first)?, digits(last)?);
+    let complete = match complete {
+        "*" => None,
+        n => Some(digits(n)?),
+    };
+    let fits = end >= start && complete.is_none_or(|c| end < c);
+    fits.then_some((ByteRange { start, end }, complete))
+}
+
 /// `If-Range` (§13.1.5): the range applies only if the validator still matches; an entity
 /// tag needs strong equality, a date needs to equal `Last-Modified` exactly.
 pub fn if_range_allows(request: &HeaderMap, stored: &HeaderMap) -> bool {
@@ -187,5 +213,28 @@ mod tests {
         assert!(if_range_allows(&req, &stored));
         req.insert(IF_RANGE, "\"v2\"".parse().unwrap());
         assert!(!if_range_allows(&req, &stored));
+    }
+
+    #[test]
+    fn rfc9110_14_4_content_range_of_a_206_is_read_strictly() {
+        let r = |start, end| ByteRange { start, end };
+        assert_eq!(
+            parse_content_range("bytes 0-99/1000"),
+            Some((r(0, 99), Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 5-5/*"), Some((r(5, 5), None)));
+        for bad in [
+            "bytes */1000",
+            "bytes 10-5/1000",
+            "bytes 0-1000/1000",
+            "items 0-1/2",
+            "bytes 0-/10",
+            "bytes -1-2/10",
+            "bytes 0-99/abc",
+            "bytes 0-99999999999999999999999/1",
+            "",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
     }
 }

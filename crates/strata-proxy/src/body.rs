@@ -52,6 +52,12 @@ pub enum ProxyBody {
     },
     /// Straight from upstream, for responses we do not store.
     Upstream(IdleTimeout<Incoming>),
+    /// Pieces handed over by a task assembling them (an object stored in slices); an
+    /// error ends the response unfinished.
+    Channel {
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+        remaining: u64,
+    },
 }
 
 impl ProxyBody {
@@ -82,6 +88,16 @@ impl Body for ProxyBody {
                 None => Poll::Ready(None),
             },
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Channel { rx, remaining } => match ready!(rx.poll_recv(cx)) {
+                Some(Ok(b)) => {
+                    *remaining = remaining.saturating_sub(b.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Some(Err(e)) => Poll::Ready(Some(Err(e))),
+                // The task ended: with everything sent, or it would have sent an error.
+                None if *remaining == 0 => Poll::Ready(None),
+                None => Poll::Ready(Some(Err("the pieces of the body ended early".into()))),
+            },
         }
     }
 
@@ -91,6 +107,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(d) => d.is_none(),
             ProxyBody::Cached { remaining, .. } => *remaining == Some(0),
             ProxyBody::Upstream(b) => b.inner.is_end_stream(),
+            ProxyBody::Channel { remaining, .. } => *remaining == 0,
         }
     }
 
@@ -105,6 +122,7 @@ impl Body for ProxyBody {
                 remaining: None, ..
             } => SizeHint::default(),
             ProxyBody::Upstream(b) => b.inner.size_hint(),
+            ProxyBody::Channel { remaining, .. } => SizeHint::with_exact(*remaining),
         }
     }
 }

@@ -102,7 +102,7 @@ pub static OVERRIDES: [HeaderName; 17] = [
 ];
 
 /// Conditionals and `Range`: a fill asks for the whole object with Strata's validators.
-static CLIENT_CONDITIONALS: [HeaderName; 6] = [
+pub(crate) static CLIENT_CONDITIONALS: [HeaderName; 6] = [
     IF_MATCH,
     IF_NONE_MATCH,
     IF_MODIFIED_SINCE,
@@ -132,6 +132,8 @@ pub enum Purpose<'a> {
     /// our own validators added when revalidating.
     Fill {
         validators: &'a [(HeaderName, HeaderValue)],
+        /// The bytes `start..=end` only: a slice of an object stored in slices.
+        slice: Option<(u64, u64)>,
     },
 }
 
@@ -201,9 +203,16 @@ impl Forwarder {
                 headers.append(name.clone(), value.clone());
             }
         }
-        if let Purpose::Fill { validators } = out.purpose {
+        if let Purpose::Fill { validators, slice } = out.purpose {
             for (name, value) in validators {
                 headers.insert(name.clone(), value.clone());
+            }
+            if let Some((start, end)) = slice {
+                let range = format!("bytes={start}-{end}");
+                // Digits and fixed text only.
+                if let Ok(v) = HeaderValue::from_str(&range) {
+                    headers.insert(RANGE, v);
+                }
             }
         }
         let host =
@@ -361,7 +370,14 @@ mod tests {
                 ("range", "bytes=0-1"),
             ],
         );
-        let req = build(&forwarder(), &h, Purpose::Fill { validators: &[] });
+        let req = build(
+            &forwarder(),
+            &h,
+            Purpose::Fill {
+                validators: &[],
+                slice: None,
+            },
+        );
         assert_eq!(req.headers()[CDN_LOOP], "other, edge-1");
         assert_eq!(req.headers()[VIA], "1.1 edge-1");
         assert_eq!(req.headers()[HOST], "example.com");
@@ -383,7 +399,13 @@ mod tests {
                 ("strata-ring", "edge-9"),
             ],
         );
-        for purpose in [Purpose::Pass, Purpose::Fill { validators: &[] }] {
+        for purpose in [
+            Purpose::Pass,
+            Purpose::Fill {
+                validators: &[],
+                slice: None,
+            },
+        ] {
             let req = build(&forwarder(), &h, purpose);
             for name in [
                 "content-length",

@@ -37,6 +37,8 @@ pub struct Service {
     base_policy: PolicyConfig,
     /// `[service.media]`: video-aware policies by class, and prefetch.
     pub media: Option<Arc<crate::config::MediaConfig>>,
+    /// `slice`: the size objects are fetched and stored in, if they are sliced.
+    slice: Option<u64>,
     rules: Vec<RuleConfig>,
     /// Each rule's `early_hints` as a `103` head, none when it has none.
     hints: Vec<Option<Arc<HeaderMap>>>,
@@ -58,6 +60,8 @@ pub struct Resolved {
     pub early_hints: Option<Arc<HeaderMap>>,
     /// Who may ask, and how often (the access phase).
     pub access: Option<Arc<Access>>,
+    /// Objects under this path are fetched and stored in slices of this many bytes.
+    pub slice: Option<u64>,
 }
 
 impl Service {
@@ -155,6 +159,7 @@ impl Service {
                 micro_cache: None,
             },
             media: c.media.clone().map(Arc::new),
+            slice: c.slice.map(|s| s.0),
             rules: c.rules.clone(),
             hints: c.rules.iter().map(early_hints).collect(),
             access: service_access,
@@ -187,6 +192,7 @@ impl Service {
         let mut bypass = false;
         let mut early_hints = None;
         let mut access = self.access.clone();
+        let mut slice = self.slice;
         // Class defaults first: a rule's `ttl` below still replaces them.
         let media = self.media.as_ref().and_then(|m| {
             let class = strata_media::class::of_path(path)?;
@@ -209,7 +215,12 @@ impl Service {
             policy.ttl_override = rule.ttl.map(|s| s.0);
             policy.micro_cache = rule.micro_cache.map(|s| s.0);
             bypass = rule.bypass;
+            if let Some(size) = rule.slice {
+                slice = Some(size.0);
+            }
         }
+        // Playlists change under the same URL as they grow: never spliced from slices.
+        let slice = slice.filter(|s| *s > 0 && !media.is_some_and(|m| m.is_index()));
         Resolved {
             media,
             key_rules,
@@ -217,6 +228,7 @@ impl Service {
             bypass,
             early_hints,
             access,
+            slice,
         }
     }
 }

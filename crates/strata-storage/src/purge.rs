@@ -60,7 +60,8 @@ impl PathPattern {
         let text = key.as_str();
         let rest = text.split_once("://").map_or(text, |(_, r)| r);
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let path = path.split('?').next().unwrap_or(path);
+        // Neither the query nor a slice's range is part of the path.
+        let path = path.split(['?', '#']).next().unwrap_or(path);
         self.host.as_deref().is_none_or(|h| h == host) && self.matcher.matches(path)
     }
 }
@@ -99,7 +100,8 @@ impl Purge {
             return false;
         }
         match &self.scope {
-            Scope::Keys(keys) => keys.contains(key),
+            // A URL's purge takes the slices of a large object stored in slices.
+            Scope::Keys(keys) => keys.iter().any(|k| k == key || key.is_slice_of(k)),
             Scope::Tags(tags) => carries_any(headers, tags),
             Scope::Prefixes(prefixes) => prefixes
                 .iter()
@@ -123,6 +125,11 @@ impl Purge {
             object.stored_at,
         )))
     }
+}
+
+/// The prefix of the keys of `whole`'s slices (see [`CacheKey::slice`]).
+fn slices_of(whole: &CacheKey) -> String {
+    format!("{}{}", whole.as_str(), strata_http_cache::key::SLICE_MARK)
 }
 
 /// A soft purge's effect on a policy: stale from this moment. Its age becomes its whole
@@ -219,6 +226,14 @@ impl Index {
             .or_insert_with(|| key.clone());
     }
 
+    /// The keys listed whose text starts with `prefix`.
+    fn listed_under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a CacheKey> + 'a {
+        self.keys
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(text, _)| text.starts_with(prefix))
+            .map(|(_, k)| k)
+    }
+
     pub fn remove_key(&mut self, key: &CacheKey) {
         self.keys.remove(key.as_str());
     }
@@ -230,22 +245,19 @@ impl Index {
         let n = match scope {
             Scope::Keys(keys) => keys
                 .iter()
-                .filter(|k| self.keys.contains_key(k.as_str()))
-                .count(),
+                .map(|k| {
+                    usize::from(self.keys.contains_key(k.as_str()))
+                        + self.listed_under(&slices_of(k)).count()
+                })
+                .sum(),
             Scope::Tags(tags) => tags
                 .iter()
                 .filter_map(|t| self.tags.get(t))
                 .map(HashSet::len)
                 .sum(),
-            Scope::Prefixes(prefixes) => prefixes
-                .iter()
-                .map(|p| {
-                    self.keys
-                        .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
-                        .take_while(|(text, _)| text.starts_with(p.as_str()))
-                        .count()
-                })
-                .sum(),
+            Scope::Prefixes(prefixes) => {
+                prefixes.iter().map(|p| self.listed_under(p).count()).sum()
+            }
             Scope::All => self.keys.len(),
             Scope::Patterns(_) => 0,
         };
@@ -255,7 +267,13 @@ impl Index {
     /// Keys a scope may touch.
     pub fn candidates(&self, scope: &Scope) -> Vec<CacheKey> {
         match scope {
-            Scope::Keys(keys) => keys.clone(),
+            Scope::Keys(keys) => keys
+                .iter()
+                .flat_map(|k| {
+                    let slices: Vec<CacheKey> = self.listed_under(&slices_of(k)).cloned().collect();
+                    std::iter::once(k.clone()).chain(slices)
+                })
+                .collect(),
             Scope::Tags(tags) => {
                 let mut out: HashSet<CacheKey> = HashSet::new();
                 for t in tags {
@@ -267,12 +285,7 @@ impl Index {
             }
             Scope::Prefixes(prefixes) => prefixes
                 .iter()
-                .flat_map(|p| {
-                    self.keys
-                        .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
-                        .take_while(move |(text, _)| text.starts_with(p.as_str()))
-                        .map(|(_, k)| k.clone())
-                })
+                .flat_map(|p| self.listed_under(p).cloned())
                 .collect(),
             Scope::All | Scope::Patterns(_) => self.keys.values().cloned().collect(),
         }
@@ -399,6 +412,57 @@ mod tests {
         let p = PathPattern::new(Some("B.test"), "/*");
         assert!(p.matches(&k("b.test", "/x", None)));
         assert!(!p.matches(&k("a.test", "/x", None)));
+        // A slice of a large object is matched by its object's path.
+        let p = PathPattern::new(None, "/v/*.mp4");
+        assert!(p.matches(&k("a.test", "/v/a.mp4", None).slice(0, 1023)));
+    }
+
+    #[test]
+    fn a_urls_purge_takes_the_slices_of_its_object_and_nothing_else() {
+        let k = |path: &str| {
+            CacheKey::new(
+                "http",
+                "h",
+                path,
+                None,
+                &strata_http_cache::KeyRules::default(),
+            )
+        };
+        let (whole, other) = (k("/v.mp4"), k("/v.mp40"));
+        let mut index = Index::default();
+        let headers = HeaderMap::new();
+        for key in [
+            whole.slice(0, 9),
+            whole.slice(10, 19),
+            other.slice(0, 9),
+            other.clone(),
+        ] {
+            index.add(&key, &headers);
+        }
+        let scope = Scope::Keys(vec![whole.clone()]);
+        let mut found: Vec<String> = index
+            .candidates(&scope)
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "http://h/v.mp4",
+                "http://h/v.mp4#slice=0-9",
+                "http://h/v.mp4#slice=10-19"
+            ]
+        );
+        assert_eq!(index.count(&scope), 2);
+        let purge = Purge {
+            scope,
+            soft: false,
+            issued_at: SystemTime::now(),
+        };
+        let before = SystemTime::UNIX_EPOCH;
+        assert!(purge.covers_stored(&whole.slice(10, 19), before, &headers));
+        assert!(!purge.covers_stored(&other.slice(0, 9), before, &headers));
     }
 
     #[test]

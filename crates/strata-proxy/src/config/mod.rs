@@ -176,6 +176,22 @@ impl NodeConfig {
         let mut hosts_seen = Vec::new();
         for (i, service) in self.services.iter().enumerate() {
             service.check(i, &mut hosts_seen)?;
+            // A slice is stored as one object: it must be one the cache may keep.
+            let slices = std::iter::once((format!("service[{i}].slice"), service.slice)).chain(
+                service
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .map(|(r, rule)| (format!("service[{i}].rule[{r}].slice"), rule.slice)),
+            );
+            for (at, slice) in slices {
+                if slice.is_some_and(|s| s.0 > self.cache.max_object_size.0) {
+                    return Err(ConfigError::new(
+                        at,
+                        "must not exceed cache.max_object_size",
+                    ));
+                }
+            }
         }
         self.geo.check()?;
         if !self.geo.is_configured() {

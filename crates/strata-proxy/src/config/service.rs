@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::access::AccessConfig;
 use super::health::HealthConfig;
 use super::names::{check_strip_pattern, valid_host_pattern};
-use super::{ConfigError, Seconds};
+use super::{ByteSize, ConfigError, Seconds};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +72,11 @@ pub struct ServiceConfig {
     /// Video-aware caching and segment prefetch (`[service.media]`); off without it.
     #[serde(default)]
     pub media: Option<super::MediaConfig>,
+    /// Fetch and store objects in slices of this size (`"4MiB"`), each asked of the
+    /// origin with `Range`: a seek into a large file fetches only the slices it covers.
+    /// Off without it; a rule's `slice` replaces it (`"0"` turns it off for the rule).
+    #[serde(default)]
+    pub slice: Option<ByteSize>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
 }
@@ -162,6 +167,9 @@ pub struct RuleConfig {
     /// Replaces the service's `access` under this path (`access = {}` lifts it).
     #[serde(default)]
     pub access: Option<AccessConfig>,
+    /// Replaces the service's `slice` under this path (`"0"`: not sliced).
+    #[serde(default)]
+    pub slice: Option<ByteSize>,
 }
 
 impl RuleConfig {
@@ -198,6 +206,7 @@ impl ServiceConfig {
             invalidating_methods: Vec::new(),
             access: None,
             media: None,
+            slice: None,
             rules: Vec::new(),
         }
     }
@@ -253,6 +262,7 @@ impl ServiceConfig {
         if let Some(media) = &self.media {
             media.check(at)?;
         }
+        check_slice(self.slice, || at("slice"), false)?;
         for (r, rule) in self.rules.iter().enumerate() {
             rule.check(i, r)?;
         }
@@ -347,11 +357,39 @@ impl RuleConfig {
                 ));
             }
         }
+        check_slice(self.slice, || format!("service[{i}].rule[{r}].slice"), true)?;
         if let Some(access) = &self.access {
             let clock = strata_wire::clock::Clock::system();
             let at = format!("service[{i}].rule[{r}].access");
             crate::access::Access::from_config(access, &at, clock)?;
         }
         Ok(())
+    }
+}
+
+/// Slices smaller than this would cost an origin request per few packets.
+pub const MIN_SLICE: u64 = 64 << 10;
+
+/// Slices larger than this would bring back what slicing avoids (a seek fetching a lot).
+pub const MAX_SLICE: u64 = 64 << 20;
+
+/// A `slice` size: between [`MIN_SLICE`] and [`MAX_SLICE`]; `0` (off) only on a rule.
+/// (That it fits `cache.max_object_size` is checked with the cache section.)
+fn check_slice(
+    slice: Option<ByteSize>,
+    at: impl Fn() -> String,
+    zero_allowed: bool,
+) -> Result<(), ConfigError> {
+    match slice {
+        None => Ok(()),
+        Some(ByteSize(0)) if zero_allowed => Ok(()),
+        Some(ByteSize(n)) if (MIN_SLICE..=MAX_SLICE).contains(&n) => Ok(()),
+        Some(_) => Err(ConfigError::new(
+            at(),
+            match zero_allowed {
+                true => "must be between 64KiB and 64MiB, or \"0\" (not sliced under this rule)",
+                false => "must be between 64KiB and 64MiB",
+            },
+        )),
     }
 }

@@ -102,7 +102,8 @@ impl Proxy {
             .unwrap_or_default();
         let request_time = self.clock.wall();
         // A hot key on a node that does not own it is filled from its owner first.
-        let mut hops = if head.headers.contains_key(RING_HOP) {
+        // (A slice's key is not the one the ring placed: its object's owner is this node.)
+        let mut hops = if head.headers.contains_key(RING_HOP) || req.slice.is_some() {
             Vec::new()
         } else {
             self.tier.owners_before_self(&req.key)
@@ -138,6 +139,7 @@ impl Proxy {
                     host: self.host_for(service, head, hop.kind),
                     purpose: Purpose::Fill {
                         validators: &validators,
+                        slice: req.slice,
                     },
                     body: None,
                 };
@@ -245,6 +247,14 @@ impl Proxy {
     ) -> Fetched {
         let (mut parts, body) = sent.resp.into_parts();
         forward::clean_upstream_headers(&mut parts.headers);
+        if let Some(asked) = req.slice {
+            if let Err(why) = super::slice::as_slice(&mut parts, asked) {
+                // Never stored under the slice's key: it is not that slice.
+                meta.detail = Some(why.into());
+                meta.uncacheable = true;
+                return Fetched::Pass((Response::from_parts(parts, body), Some(sent.slot)), meta);
+            }
+        }
         let declared_len = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -266,7 +276,8 @@ impl Proxy {
         };
         match policy {
             Ok(policy) => {
-                let encoder = match self.compression {
+                // A slice is bytes of the representation as the origin has it.
+                let encoder = match self.compression && req.slice.is_none() {
                     true => self.compression_for(req, &mut parts),
                     false => None,
                 };

@@ -37,6 +37,7 @@ mod lookup;
 mod miss;
 pub(crate) mod parse;
 mod prefetch;
+mod slice;
 
 use self::parse::Routed;
 pub(crate) mod respond;
@@ -120,6 +121,9 @@ struct Cacheable {
     arrived: Now,
     /// The client's interim responses: an upstream `103` for this request reaches it.
     interim: Option<Interim>,
+    /// For a slice of an object stored in slices (see `slice.rs`): its bytes, asked of
+    /// upstream with `Range`; the key is the slice's.
+    slice: Option<(u64, u64)>,
 }
 
 impl Cacheable {
@@ -257,7 +261,12 @@ impl Proxy {
             arrived: now,
             // Opened only if the request goes upstream (below).
             interim: None,
+            slice: None,
         };
+        // === slices: a large object in pieces, each through lookup, coalesce, fill ===
+        if let Some(size) = req.resolved.slice {
+            return self.sliced(req, size, ctx).await;
+        }
         if req.resolved.media == Some(strata_media::MediaClass::Segment) {
             self.prefetch_after(&req, now.wall);
         }
