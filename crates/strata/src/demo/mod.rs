@@ -9,6 +9,7 @@
 
 mod certs;
 mod load;
+mod media;
 mod origin;
 
 use self::certs::DemoCerts;
@@ -110,6 +111,9 @@ fn node_config(args: &DemoArgs, origin: SocketAddr, p: &Planned, certs: &DemoCer
     service.cache_key_host = Some("demo.strata".into());
     service.strip_query = vec!["utm_*".into()];
     service.negative_ttl = Some(Seconds(Duration::from_secs(10)));
+    // The live channel and the VOD asset: class lifetimes, live playlist caps, LL-HLS
+    // blocking reloads shared through the tiers, segment prefetch.
+    service.media = Some(strata_proxy::config::MediaConfig::default());
     service.rules.push(RuleConfig {
         bypass: true,
         ..RuleConfig::prefix("/api/nocache")
@@ -260,6 +264,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  curl -si --cacert {ca} https://{tls_a1}/static/small.txt   # HTTPS, h2 by ALPN (its own copy: keys carry the scheme)");
     println!("  curl -si --cacert {ca} --http1.1 https://localhost:{}/hello   # HTTP/1.1 over TLS, by name", tls_a1.port());
     println!("  curl -s  http://{a1}/api/live/score                           # no-store, micro-cached for 1 s");
+    println!("  open http://{a1}/player/                                    # the live LL-HLS channel (and a VOD asset) in hls.js, with each request's Cache-Status");
     println!("  curl -si -H 'Accept-Language: fr' http://{a1}/hello           # Vary: a variant per language");
     println!("  curl -s  -H 'Authorization: Bearer {DEMO_TOKEN}' http://{ctl}/v1/purge -d '{{\"tags\":[\"static\"],\"wait\":2}}'");
     println!("                                                               # purge everywhere: each node's ack");

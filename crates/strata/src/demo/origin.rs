@@ -1,6 +1,7 @@
 //! The demo's sample origin: static objects of several sizes, a slowly changing JSON
-//! endpoint, a `Vary` example, a page with tagged assets, and a catalog of 1,000 objects
-//! for the load generator.
+//! endpoint, a `Vary` example, a page with tagged assets, a catalog of 1,000 objects
+//! for the load generator, and video (a live channel, a VOD asset, a player page: see
+//! `media`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use super::media::Channel;
 
 /// Requests the live endpoint has answered, shown in its body.
 static LIVE_HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -46,16 +49,18 @@ pub async fn start() -> std::io::Result<SampleOrigin> {
     let (stop, mut stopped) = oneshot::channel();
     let served = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&served);
+    let channel = Arc::new(Channel::new(SystemTime::now()).map_err(std::io::Error::other)?);
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let counter = Arc::clone(&counter);
+                    let channel = Arc::clone(&channel);
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
                             counter.fetch_add(1, Ordering::Relaxed);
-                            handle(req)
+                            handle(req, Arc::clone(&channel))
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
@@ -74,9 +79,15 @@ pub async fn start() -> std::io::Result<SampleOrigin> {
     })
 }
 
-async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    channel: Arc<Channel>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let path = req.uri().path();
+    if let Some(resp) = channel.answer(path, req.uri().query()).await {
+        return Ok(resp);
+    }
     if let Some(n) = path
         .strip_prefix("/catalog/")
         .and_then(|rest| rest.strip_suffix(".bin"))
