@@ -61,6 +61,13 @@ impl TieredStorage {
         from_disk: &Variants,
         now: SystemTime,
     ) -> Option<Arc<Variants>> {
+        // A large body read on demand is read from its file by each lookup's response
+        // (only the range it needs): memory never holds it.
+        if from_disk.objects.iter().any(|o| o.body.is_on_demand()) {
+            return Some(Arc::new(Variants {
+                objects: from_disk.objects.clone(),
+            }));
+        }
         // Oldest first, so the newest ends first in memory's set. An object a purge has
         // covered since the disk was read is refused by memory and not served either.
         let mut accepted: Vec<Arc<StoredObject>> = from_disk

@@ -183,6 +183,51 @@ pub(super) fn read_body(path: &Path, expected: u64, body: &ChunkedBody) -> io::R
     Ok(())
 }
 
+/// How far a ranged read may be ahead of its reader.
+const READ_AHEAD: u64 = 4 * CHUNK as u64;
+
+/// A reader that takes nothing for this long is dropped, and the read stops.
+const READER_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Streams bytes `from..to` (exclusive) of a body file of `expected` bytes into `body` (a
+/// body read on demand), a piece at a time on the blocking pool, never more than
+/// [`READ_AHEAD`] ahead of its reader, and stops when the reader leaves. An error if the
+/// file cannot be read or is shorter than it should be.
+pub(super) async fn read_range(
+    path: PathBuf,
+    from: u64,
+    to: u64,
+    expected: u64,
+    body: Arc<ChunkedBody>,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = tokio::task::spawn_blocking(move || fs::File::open(path))
+        .await
+        .map_err(io::Error::other)??;
+    let file = Arc::new(file);
+    let to = to.min(expected);
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK as u64) as usize;
+        let reading = Arc::clone(&file);
+        let piece = tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(n);
+            reading.read_exact_at(&mut buf, at).map(|()| buf.freeze())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        at += n as u64;
+        body.push(piece);
+        if at < to && !body.wait_for_readers(READ_AHEAD, READER_STALL).await {
+            // The reader left (or stalled): nobody needs the rest.
+            body.abandon("reader gone");
+            return Ok(());
+        }
+    }
+    body.finish();
+    Ok(())
+}
+
 /// Writes `path` whole or not at all: a temporary file, then a rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");

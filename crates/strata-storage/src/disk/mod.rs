@@ -58,6 +58,10 @@ pub use record::{Meta, RecordError};
 
 /// Objects waiting for the writer; beyond this, new objects are not written.
 const WRITE_QUEUE: usize = 1024;
+
+/// Bodies up to this size are read whole at lookup (and promoted to memory by a tiered
+/// store); larger ones are read on demand, only the range a response reads.
+pub const READ_WHOLE_MAX: u64 = 4 << 20;
 const APPLIED_FILE: &str = "purge-seq";
 /// Writes between two prunes of tag index entries for evicted keys.
 #[cfg(not(test))]
@@ -568,16 +572,35 @@ impl Inner {
         runtime: &tokio::runtime::Handle,
     ) -> StoredObject {
         let meta = &entry.meta;
-        let body = ChunkedBody::new();
         let path = self.files.body_path(&entry.id);
-        let (reading, expected, files) = (Arc::clone(&body), meta.body_len, self.files.clone());
-        runtime.spawn_blocking(move || {
-            if let Err(e) = files::read_body(&path, expected, &reading) {
-                tracing::warn!(file = %path.display(), error = %e, "disk cache read failed");
-                files.failed();
-                reading.abandon("disk read failed");
-            }
-        });
+        let (expected, files) = (meta.body_len, self.files.clone());
+        let body = if expected > READ_WHOLE_MAX {
+            // Large: only what the response reads, when it reads it (a range of a large
+            // file reads that range; HEAD and 304 read nothing).
+            let runtime = runtime.clone();
+            ChunkedBody::on_demand(Box::new(move |body, from, to| {
+                let to = to.map_or(expected, |t| t.saturating_add(1));
+                runtime.spawn(async move {
+                    let reading = Arc::clone(&body);
+                    if let Err(e) = files::read_range(path.clone(), from, to, expected, reading).await {
+                        tracing::warn!(file = %path.display(), error = %e, "disk cache read failed");
+                        files.failed();
+                        body.abandon("disk read failed");
+                    }
+                });
+            }))
+        } else {
+            let body = ChunkedBody::new();
+            let reading = Arc::clone(&body);
+            runtime.spawn_blocking(move || {
+                if let Err(e) = files::read_body(&path, expected, &reading) {
+                    tracing::warn!(file = %path.display(), error = %e, "disk cache read failed");
+                    files.failed();
+                    reading.abandon("disk read failed");
+                }
+            });
+            body
+        };
         let mut headers = meta.headers.clone();
         // The length is known before the body is: ranges and Content-Length need not wait.
         if !headers.contains_key(CONTENT_LENGTH) && meta.status != StatusCode::NO_CONTENT {
@@ -662,6 +685,60 @@ mod tests {
         assert_eq!(back.headers[CONTENT_LENGTH], "300000");
         assert_eq!(body_of(&set).await, vec![b'x'; 300_000]);
         assert!(disk.lookup(&key(2), SystemTime::now()).is_none());
+    }
+
+    /// A range of a large stored object is read from its file, not the object: the
+    /// body holds from the range's first byte to its last, and nothing is promoted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_of_a_large_object_reads_only_that_range_from_the_file() {
+        let dir = TempDir::new("ranged");
+        let len = 6usize << 20;
+        let data: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+        let template = object(0, None);
+        let o = Arc::new(StoredObject {
+            status: template.status,
+            headers: template.headers.clone(),
+            policy: template.policy.clone(),
+            variant: template.variant.clone(),
+            body: ChunkedBody::complete(data.clone()),
+            stored_at: template.stored_at,
+        });
+        let disk = stored(&dir, &[(key(1), o)]);
+        let set = disk.lookup(&key(1), SystemTime::now()).expect("stored");
+        let body = &set.objects[0].body;
+        assert!(body.is_on_demand());
+        assert_eq!(set.objects[0].headers[CONTENT_LENGTH], "6291456");
+        let (start, end) = (5_000_000u64, 5_000_099u64);
+        let mut r = body.reader(start, Some(end));
+        let mut got = Vec::new();
+        while let Some(c) = r.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, data[start as usize..=end as usize]);
+        body.wait_finished().await.unwrap();
+        assert_eq!(
+            body.len(),
+            end + 1,
+            "read up to the range's end, not the file's"
+        );
+        let mut early = body.reader(0, Some(10));
+        assert!(
+            early.next().await.unwrap().is_err(),
+            "nothing before the range is held"
+        );
+
+        // A whole read streams every byte, in order.
+        let set = disk.lookup(&key(1), SystemTime::now()).expect("stored");
+        assert_eq!(body_of_reader(&set).await, data);
+    }
+
+    async fn body_of_reader(set: &Variants) -> Bytes {
+        let mut r = set.objects[0].body.reader(0, None);
+        let mut out = Vec::new();
+        while let Some(c) = r.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out.into()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
