@@ -5,6 +5,7 @@
 # against a fresh origin.
 #
 #   bench/player.sh [seconds]      (default 120 s of playback per run)
+#   PLAYERS=4 (default) players per run, each a <video> with its own hls.js in one page
 #
 # Reports: seconds played, stalls, live latency (PROGRAM-DATE-TIME: from a frame's production
 # at the origin to its display) straight and through edge+shield and the difference, how late
@@ -18,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN="${1:-120}"
+export PLAYERS="${PLAYERS:-4}"
 ROOT="$PWD"
 KEEP="${KEEP:-$ROOT/target/player-bench}"
 WORK="$(mktemp -d /tmp/strata-player-bench.XXXXXX)"
@@ -71,7 +73,8 @@ start_origin() {
     done
     [ -n "$ORIGIN_PORT" ] || { echo "origin did not start" >&2; cat "$WORK/origin-$1.log" >&2; exit 1; }
     for _ in $(seq 1 200); do
-        if [ "$(curl -s "http://127.0.0.1:$ORIGIN_PORT/live/index.m3u8" | grep -c '^seg')" -ge 3 ]; then
+        # (/stats, not the playlist: the origin counts the requests the run makes)
+        if curl -s "http://127.0.0.1:$ORIGIN_PORT/stats" | grep -Eq '"segments_published": ([3-9]|[1-9][0-9])'; then
             return 0
         fi
         sleep 0.1
@@ -86,14 +89,14 @@ stop_origin() {
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-echo "run A: straight from the origin, ${SECONDS_RUN}s"
+echo "run A: straight from the origin, $PLAYERS players, ${SECONDS_RUN}s"
 start_origin direct
 LOAD_A0=$(loadavg)
 node bench/player/play.mjs "http://127.0.0.1:$ORIGIN_PORT/live/master.m3u8" "$SECONDS_RUN" "$KEEP/player-direct.json" >/dev/null
 LOAD_A1=$(loadavg)
 stop_origin direct
 
-echo "run B: through a Strata edge and shield, ${SECONDS_RUN}s"
+echo "run B: through a Strata edge and shield, $PLAYERS players, ${SECONDS_RUN}s"
 start_origin edge
 SHIELD_PORT=$(free_port)
 SHIELD_ADMIN=$(free_port)

@@ -2,12 +2,13 @@
 """A live LL-HLS origin fed by ffmpeg in real time (Python 3.11, standard library only).
 
     python3 bench/player/origin.py [--port 0] [--vod DIR] [--preset veryfast]
+                                   [--fps 30 --part-frames 10] [--skip-until 12] [--verbose]
 
 ffmpeg encodes a test pattern (testsrc2, 640x360, 30 fps) with a sine tone in real time (`-re`)
 into fragmented MP4 (CMAF) on a pipe: H.264 with a keyframe every 2 s exactly, AAC, one
-`moof`+`mdat` fragment every 333 ms. This server reads the top-level boxes as they arrive:
-`ftyp`+`moov` is the init segment, each `moof`+`mdat` is one LL-HLS part, and the parts of one
-GOP (6 parts, 2 s) make one segment, which starts with a keyframe (checked from the `trun`
+`moof`+`mdat` fragment every 333 ms (10 frames). This server reads the top-level boxes as they
+arrive: `ftyp`+`moov` is the init segment, each `moof`+`mdat` is one LL-HLS part, and the parts of
+one GOP (6 parts, 2 s) make one segment, which starts with a keyframe (checked from the `trun`
 sample flags; parts that start with one are INDEPENDENT=YES). `EXT-X-PROGRAM-DATE-TIME` is the
 wall clock when the segment's first frame was produced (its first part's arrival less its
 duration), so players can measure their latency. The first GOP only sets the real-time clock that
@@ -32,10 +33,15 @@ parts came out of ffmpeg.
 
 The first line on stdout is `listening 127.0.0.1:PORT`. SIGTERM or SIGINT stops the server and
 ffmpeg. Nothing is written to disk except the VOD asset in the DIR given.
+
+`--fps 25 --part-frames 8` makes parts of 320 ms that hold exactly 15 AAC frames (at 30 fps
+audio and video part boundaries differ by up to one AAC frame, 21 ms); `--skip-until 0` turns
+delta updates off.
 """
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -50,16 +56,20 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-SEGMENT_S = 2  # target duration; the GOP is exactly this long
+# Set by configure() from the command line (defaults: 30 fps, parts of 10 frames).
 FPS = 30
 PART_FRAMES = 10  # 333 ms
+PARTS_PER_SEGMENT = 6
+SEG_FRAMES = PART_FRAMES * PARTS_PER_SEGMENT  # the GOP: a segment is one GOP
+SEGMENT_DUR = SEG_FRAMES / FPS  # 2 s
+SEGMENT_S = 2  # EXT-X-TARGETDURATION: the segment duration rounded up
 PART_TARGET = 0.33334  # >= every part (10 frames at 30 fps = 0.33333 s)
 WINDOW = 30  # complete segments in the playlist
 PART_SEGMENTS = 3  # the last N segments (the one being produced included) list their parts
 KEEP_PARTS = 6  # segments whose parts can still be fetched after leaving the playlist
 KEEP_SEGMENTS = WINDOW + 6  # segments that can still be fetched after leaving the playlist
 PART_HOLD_BACK = 1.0
-SKIP_UNTIL = 12.0
+SKIP_UNTIL = 12.0  # CAN-SKIP-UNTIL (0: no delta updates)
 BLOCK_S = 3 * SEGMENT_S  # the longest a blocking reload is held
 HINT_WAIT_S = 3.0  # the longest a request for a part not yet produced is held
 VIDEO_KBPS = 1000
@@ -321,7 +331,7 @@ class Live:
                         return
                     self.warmup = start
                 elif sync:
-                    msn = round(start / (SEGMENT_S * ts))
+                    msn = round(start / (SEGMENT_DUR * ts))
                     self.current = Segment(msn, start)
                     self.segments[msn] = self.current
                     log(f"clock set, publishing from segment {msn}")
@@ -344,7 +354,7 @@ class Live:
                 self.part_over_target += 1
             self.lags.append(now - (self.anchor + end_s))
             del self.lags[:-10000]
-            if cur.ticks >= SEGMENT_S * ts - ts // 1000:
+            if cur.ticks >= SEGMENT_DUR * ts - ts // 1000:
                 cur.complete = True
                 self.segments_published += 1
                 nxt = Segment(cur.msn + 1, cur.start + cur.ticks)
@@ -408,7 +418,8 @@ class Live:
             "#EXTM3U",
             "#EXT-X-VERSION:9",
             f"#EXT-X-TARGETDURATION:{SEGMENT_S}",
-            f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={PART_HOLD_BACK:.1f},CAN-SKIP-UNTIL={SKIP_UNTIL:.1f}",
+            f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={PART_HOLD_BACK:.1f}"
+            + (f",CAN-SKIP-UNTIL={SKIP_UNTIL:.1f}" if SKIP_UNTIL else ""),
             f"#EXT-X-PART-INF:PART-TARGET={PART_TARGET}",
             f"#EXT-X-MEDIA-SEQUENCE:{first}",
             '#EXT-X-MAP:URI="init.mp4"',
@@ -445,8 +456,8 @@ class Live:
         ts = self.ts
         seg = self.current if self.current.parts else self.segments[self.current.msn - 1]
         start = datetime.fromtimestamp(seg.pdt - seg.start / ts, timezone.utc)
-        seg_ticks = SEGMENT_S * ts
-        ato = SEGMENT_S - PART_TARGET  # a segment can be asked for once its first part exists
+        seg_ticks = round(SEGMENT_DUR * ts)
+        ato = SEGMENT_DUR - PART_TARGET  # a segment can be asked for once its first part exists
         return f"""<?xml version="1.0" encoding="utf-8"?>
 <MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011,http://www.dashif.org/guidelines/low-latency-live-v5" type="dynamic" availabilityStartTime="{iso_dt(start)}" publishTime="{iso(time.time())}" minimumUpdatePeriod="PT{SEGMENT_S}S" minBufferTime="PT1S" timeShiftBufferDepth="PT{WINDOW * SEGMENT_S}S" maxSegmentDuration="PT{SEGMENT_S}S">
   <ServiceDescription id="0">
@@ -805,7 +816,7 @@ def ffmpeg_live(preset):
         "-map", "0:v", "-map", "1:a",
         "-c:v", "libx264", "-preset", preset, "-tune", "zerolatency", "-pix_fmt", "yuv420p",
         "-profile:v", "high", "-level", "3.0",
-        "-g", str(SEGMENT_S * FPS), "-keyint_min", str(SEGMENT_S * FPS), "-sc_threshold", "0",
+        "-g", str(SEG_FRAMES), "-keyint_min", str(SEG_FRAMES), "-sc_threshold", "0",
         "-b:v", f"{VIDEO_KBPS}k", "-maxrate", f"{VIDEO_KBPS}k", "-bufsize", f"{VIDEO_KBPS}k",
         "-c:a", "aac", "-b:a", f"{AUDIO_KBPS}k", "-ac", "2",
         "-f", "mp4", "-movflags", "cmaf+frag_keyframe+empty_moov+default_base_moof+delay_moov",
@@ -889,14 +900,30 @@ def vtt_time(t):
     return "%02d:%02d:%06.3f" % (t // 3600, t % 3600 // 60, t % 60)
 
 
+def configure(fps, part_frames, skip_until):
+    global FPS, PART_FRAMES, SEG_FRAMES, SEGMENT_DUR, SEGMENT_S, PART_TARGET, SKIP_UNTIL, BLOCK_S
+    FPS, PART_FRAMES, SKIP_UNTIL = fps, part_frames, skip_until
+    SEG_FRAMES = PART_FRAMES * PARTS_PER_SEGMENT
+    SEGMENT_DUR = SEG_FRAMES / FPS
+    SEGMENT_S = math.ceil(SEGMENT_DUR - 1e-9)
+    PART_TARGET = math.ceil(PART_FRAMES / FPS * 100000 - 1e-6) / 100000
+    BLOCK_S = 3 * SEGMENT_S
+    if SKIP_UNTIL and SKIP_UNTIL < 6 * SEGMENT_S:
+        raise SystemExit("--skip-until must be 0 or at least six target durations")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--preset", default="veryfast", help="x264 preset")
     ap.add_argument("--vod", metavar="DIR", help="generate (once) and serve a VOD asset under /vod/")
+    ap.add_argument("--fps", type=int, default=30, help="frame rate (25 with --part-frames 8 aligns AAC frames to parts)")
+    ap.add_argument("--part-frames", type=int, default=10, help="video frames per part; a segment is 6 parts")
+    ap.add_argument("--skip-until", type=float, default=12.0, help="CAN-SKIP-UNTIL seconds, 0 for no delta updates")
     ap.add_argument("--verbose", action="store_true", help="log every request on stderr")
     args = ap.parse_args()
+    configure(args.fps, args.part_frames, args.skip_until)
 
     if args.vod:
         make_vod(args.vod)
