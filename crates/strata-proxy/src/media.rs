@@ -274,8 +274,13 @@ impl Media {
     }
 }
 
-/// Lowers `policy`'s freshness to `max`, unless a rule's `ttl` set it; whether it did.
+/// Lowers `policy`'s freshness so the copy stays fresh at most `max` after it was
+/// received, unless a rule's `ttl` set it; whether it did. Counted from the age it arrived
+/// with: `Date` and `Age` have whole seconds, so a playlist made 0.2 s ago can arrive
+/// looking 0.99 s old, and a cap of a third of a second from its `Date` would store it
+/// already stale (every player asking after it would go upstream again).
 fn capped(policy: &mut CachePolicy, max: Duration) -> bool {
+    let max = policy.initial_age.saturating_add(max);
     let lower =
         policy.freshness.lifetime > max && policy.freshness.source != FreshnessSource::Override;
     if lower {
@@ -328,6 +333,48 @@ mod tests {
 
     /// An origin's playlist decides how much the successor table holds: no more than the
     /// last 20,000 segments of one playlist, and no URI over 2 KiB.
+    /// A live playlist whose `Date` is most of a second behind (whole seconds), or that
+    /// was held upstream (a blocking reload: RFC 9111 §4.2.3 counts the wait as age), is
+    /// still fresh for its cap after it arrives, not stored stale.
+    #[test]
+    fn a_live_cap_counts_from_receipt_not_from_a_date_in_whole_seconds() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_800);
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("max-age=6"));
+        let date = httpdate::fmt_http_date(now - Duration::from_millis(800));
+        headers.insert("date", HeaderValue::from_str(&date).unwrap());
+        let times = ResponseTimes {
+            request_time: now,
+            response_time: now,
+        };
+        let mut policy = CachePolicy::for_response(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &headers,
+            times,
+            &PolicyConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(policy.initial_age, Duration::from_millis(800));
+        assert!(capped(&mut policy, Duration::from_millis(333)));
+        assert!(policy.is_fresh(now + Duration::from_millis(300)));
+        assert!(!policy.is_fresh(now + Duration::from_millis(340)));
+        // Never fresher than the origin says: max-age=1 and 0.8 s old leaves 0.2 s.
+        headers.insert("cache-control", HeaderValue::from_static("max-age=1"));
+        let mut policy = CachePolicy::for_response(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &headers,
+            times,
+            &PolicyConfig::default(),
+        )
+        .unwrap();
+        capped(&mut policy, Duration::from_millis(333));
+        assert!(!policy.is_fresh(now + Duration::from_millis(210)));
+    }
+
     #[test]
     fn what_a_hostile_playlist_can_make_the_node_remember_is_bounded() {
         let media = Media::new(Budget::new(1, 1), Arc::new(Metrics::new()));

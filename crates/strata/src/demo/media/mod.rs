@@ -188,10 +188,16 @@ impl Channel {
                 return status(StatusCode::SERVICE_UNAVAILABLE, "not yet\n");
             }
         }
+        // A blocking reload's answer is one playlist version under its own URL: caches may
+        // keep it (Apple's LL-HLS guidance); the plain URL changes every part.
+        let cache_control = match msn {
+            Some(_) => "max-age=6",
+            None => "max-age=1",
+        };
         reply(
             self.live_text(self.published()),
             "application/vnd.apple.mpegurl",
-            "max-age=1",
+            cache_control,
         )
     }
 
