@@ -5,13 +5,14 @@
 # against a fresh origin.
 #
 #   bench/player.sh [seconds]      (default 120 s of playback per run)
-#   PLAYERS=4 (default) players per run, each a <video> with its own hls.js in one page
+#   PLAYERS=4 (default) players per run, each its own browser context, <video> and hls.js
 #
 # Reports: seconds played, stalls, live latency (PROGRAM-DATE-TIME: from a frame's production
 # at the origin to its display) straight and through edge+shield and the difference, how late
 # parts reach the player, origin requests per part and per playlist version through the CDN,
 # segment and init requests, non-200 answers the player saw; then the same as markdown rows for
-# bench/README.md. Raw results: the JSON files in $KEEP (default target/player-bench/).
+# bench/README.md (bench/player/report.py, which can be run again on the kept files). Raw
+# results, access logs and metrics: $KEEP (default target/player-bench/).
 #
 # Installs what is missing (Debian ffmpeg and chromium; puppeteer-core and hls.js from npm into
 # target/test-tools/player-npm, pinned by bench/player/package-lock.json). Does not build

@@ -24,7 +24,11 @@ HTTP (HTTP/1.1 keep-alive, ThreadingHTTPServer), everything under `/live/`:
                                          3 target durations, then 503) and delta updates
                                          (_HLS_skip=YES)
   master.m3u8                            multivariant playlist, CODECS read from the stream
-  manifest.mpd                           low-latency DASH on the same segments ($Number$)
+  manifest.mpd                           experimental low-latency DASH on the same segments
+                                         ($Number$, availabilityTimeOffset, chunked): one
+                                         muxed audio+video representation, which ffmpeg's DASH
+                                         reader misreads and dash.js does not play; not used by
+                                         the bench (needs per-track fragments)
 
 `/vod/...` serves a VOD HLS asset generated once into DIR with `--vod DIR` (two renditions, two
 audio languages, WebVTT subtitles), and `GET /stats` answers JSON: every request counted by
@@ -717,7 +721,9 @@ class Handler(BaseHTTPRequestHandler):
         with live.cv:
             body, version = live.playlist(skip=skip is not None)
         self.server.stats.version(version)
-        self.send(200, body, CTYPES[".m3u8"], "max-age=1")
+        # A blocking reload's answer is one playlist version under its own URL (Apple's
+        # LL-HLS guidance lets caches keep it); the plain URL changes every part.
+        self.send(200, body, CTYPES[".m3u8"], "max-age=6" if msn is not None else "max-age=1")
 
     def part(self, msn, i):
         live = self.server.live

@@ -198,6 +198,12 @@ def main():
     if os.path.exists(os.path.join(d, "load.txt")):
         print(" ", open(os.path.join(d, "load.txt")).read().strip())
 
+    ok = lambda c: "met" if c else "MISSED"  # noqa: E731
+    print("  issue targets: 0 stalls through Strata:", ok(b["stalls"] == 0 and b["fatal_errors"] == 0),
+          "| edge adds <= 200 ms latency (p50):", ok(dl50 is not None and dl50 <= 0.2),
+          "| each part once per shield:", ok(ob["per_part_max"] == 1),
+          "| each playlist version once per shield:", ok(ob["per_version_max"] == 1))
+
     print()
     print("markdown (bench/README.md):")
     print()

@@ -54,8 +54,10 @@ fn http(method: &str, url: &str, extra_headers: &str, body: &str) -> (u16, Strin
         body.len()
     )
     .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    // Media bodies are binary: what the checks read is text.
+    let out = String::from_utf8_lossy(&raw);
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, head.to_ascii_lowercase(), body.to_string())
@@ -326,6 +328,53 @@ fn demo_runs_the_topology_answers_purges_and_stops_on_ctrl_c() {
         .output()
         .expect("curl (scripts/test.sh installs it)");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2");
+    assert!(stop(demo).success());
+}
+
+/// The demo's video through the CDN: the player page and hls.js, a live LL-HLS playlist
+/// whose blocking reload is held until the part exists, that part, and the VOD asset.
+#[test]
+fn demo_serves_a_live_channel_and_a_player_page_through_the_cdn() {
+    let mut demo = Command::new(BIN)
+        .args(DEMO_ON_FREE_PORTS)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = wait_for_line(demo.stdout.take().unwrap(), "ready: edge");
+    let a1 = ready.split_whitespace().nth(2).unwrap().to_string();
+
+    let (status, head, page) = get(&format!("{a1}/player/"));
+    assert_eq!(status, 200, "{head}");
+    assert!(page.contains("/media/live/master.m3u8") && page.contains("cache-status"));
+    let (status, _, js) = get(&format!("{a1}/player/hls.js"));
+    assert_eq!(status, 200);
+    assert!(js.len() > 100_000, "hls.js is served");
+
+    let (status, _, playlist) = get(&format!("{a1}/media/live/index.m3u8"));
+    assert_eq!(status, 200);
+    let hint = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"))
+        .and_then(|rest| rest.strip_suffix(".m4s\""))
+        .unwrap_or_else(|| panic!("a preload hint in {playlist}"));
+    let (msn, part) = hint.split_once('.').unwrap();
+    // Held until the hinted part is published (a third of a second at most), then listed.
+    let (status, head, blocked) = get(&format!(
+        "{a1}/media/live/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+    ));
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        blocked.contains(&format!("URI=\"part{msn}.{part}.m4s\"")),
+        "{blocked}"
+    );
+    assert!(head.contains("cache-status: shield-1"), "{head}");
+    let (status, head, _) = get(&format!("{a1}/media/live/part{msn}.{part}.m4s"));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: video/iso.segment"), "{head}");
+    let (status, _, vod) = get(&format!("{a1}/media/vod/index.m3u8"));
+    assert_eq!(status, 200);
+    assert!(vod.contains("#EXT-X-ENDLIST"));
     assert!(stop(demo).success());
 }
 

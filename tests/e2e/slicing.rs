@@ -92,6 +92,11 @@ async fn a_seek_into_a_sliced_object_fetches_only_the_slice_it_covers() {
     );
     assert_eq!(seek.body, big.slice(5_500_000..=5_600_000));
     assert_eq!(seek.header("etag"), Some("\"v1\""));
+    assert!(
+        seek.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        seek.cache_status()
+    );
     assert_eq!(ranges_asked(&origin), ["bytes=5242880-6291455"]);
 
     // Another seek into the same slice is a hit; one into another slice asks for that one.

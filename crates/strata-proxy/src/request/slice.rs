@@ -28,6 +28,7 @@ use http::header::{
 };
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
+use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::conditional::{evaluate_preconditions, not_modified_headers, Precondition};
 use strata_http_cache::range::{if_range_allows, parse_content_range, parse_range, RangeOutcome};
 use strata_http_cache::CacheStatus;
@@ -252,6 +253,10 @@ impl Proxy {
             .storage
             .lookup(&req.key, now)
             .and_then(|set| set.select(&req.head.headers).cloned());
+        ctx.status.fwd = Some(match req.stored {
+            Some(_) => Fwd::Stale,
+            None => Fwd::UriMiss,
+        });
         self.through_cache(req, ctx).await
     }
 
