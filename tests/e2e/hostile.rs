@@ -1270,3 +1270,55 @@ async fn an_h2_client_that_stops_reading_is_cut_off_and_a_slow_one_gets_everythi
     assert_eq!(read, 4 << 20);
     driver.abort();
 }
+
+// === Large objects ===
+
+/// A client that starts whole downloads of a large sliced file and hangs up after a few
+/// bytes costs the origin the slices it was sent, not the file: the task assembling the
+/// answer stops when the client leaves (3 slices of 64 here, with loopback's socket
+/// buffers taking what the client did not read). Fetched whole, each such request would
+/// have cost the origin 64 MiB.
+#[tokio::test]
+async fn a_client_that_hangs_up_on_a_large_sliced_file_costs_the_origin_a_few_slices_not_the_file()
+{
+    use tokio::io::AsyncReadExt;
+    let body = bytes::Bytes::from(vec![b'v'; 64 << 20]);
+    let origin =
+        TestOrigin::start(move |seen, _| crate::slicing::ranged_reply(seen, &body, "\"big\""))
+            .await;
+    let node = edge(
+        &origin,
+        "slice = \"1MiB\"",
+        "[cache]\nmax_object_size = \"8MiB\"\n",
+    );
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(node.http).await.unwrap();
+        s.write_all(&get("/movie.mp4", "shop.test", ""))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut read = 0;
+        while read < 200 << 10 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        drop(s);
+    }
+    // Give any runaway assembly time to show itself.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let slices = origin.count();
+    assert!(
+        slices <= 16,
+        "{slices} origin requests (of 64 slices) for five hung-up downloads"
+    );
+    // The node still answers, and the first slice is a hit.
+    let r = exchange(
+        node.http,
+        &get("/movie.mp4", "shop.test", "Range: bytes=0-9\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert!(is_hit(&r.cache_status()), "{}", r.cache_status());
+}

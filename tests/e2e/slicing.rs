@@ -35,7 +35,8 @@ async fn ranged_origin(version: &Version) -> TestOrigin {
     .await
 }
 
-fn ranged_reply(seen: &Seen, body: &Bytes, etag: &str) -> Reply {
+/// The answer of an origin that serves `body` and answers ranges.
+pub(crate) fn ranged_reply(seen: &Seen, body: &Bytes, etag: &str) -> Reply {
     let len = body.len();
     let Some(range) = seen.header("range") else {
         return Reply::ok(body.clone())
