@@ -302,7 +302,17 @@ async fn an_origin_that_ignores_ranges_is_answered_through_and_nothing_is_stored
         .header("range", "bytes=1500000-1500009")
         .send()
         .await;
-    assert!(seek.body.len() == big.len() || seek.body == big.slice(1_500_000..1_500_010));
+    // The origin's answer to the slice's range, as it is: the whole file (a 200 answers any
+    // range, RFC 9110 §14.2).
+    assert_eq!(seek.status, 200);
+    assert!(seek.body == big);
+    assert!(
+        seek.cache_status()
+            .contains("slice: upstream ignored the range"),
+        "{}",
+        seek.cache_status()
+    );
+    assert_eq!(origin.count(), 3);
 }
 
 /// A rule turns slicing off under its path (`slice = "0"`): those objects are fetched
@@ -376,4 +386,130 @@ async fn slices_travel_edge_to_shield_to_origin_as_ranges() {
         other.cache_status()
     );
     assert_eq!(origin.count(), 1);
+}
+
+/// An empty file: its first slice is a 416 (`bytes */0`, RFC 9110 §14.1.1), and a client
+/// that asked for no range gets a 200 with nothing in it, not the 416.
+#[tokio::test]
+async fn an_empty_object_is_an_empty_200_not_a_416() {
+    let version: Version = Arc::new(Mutex::new((Bytes::new(), "\"e\"".into())));
+    let origin = ranged_origin(&version).await;
+    let edge = sliced_edge(&origin).await;
+    let got = edge.get("/empty.bin").send().await;
+    assert_eq!(got.status, 200, "{}", got.cache_status());
+    assert_eq!(got.header("content-length"), Some("0"));
+    assert!(got.body.is_empty());
+}
+
+/// A small object an origin sends whole (a 200 to a range covering all of it) is stored as
+/// the first slice: the next request is a hit.
+#[tokio::test]
+async fn a_small_object_sent_whole_is_its_first_slice() {
+    let small = object(5000, 10);
+    let s = small.clone();
+    let origin = TestOrigin::start(move |_, _| {
+        Reply::ok(s.clone())
+            .cc("max-age=600")
+            .header("etag", "\"s\"")
+    })
+    .await;
+    let edge = sliced_edge(&origin).await;
+    assert_eq!(edge.get("/s.bin").send().await.body, small);
+    let again = edge
+        .get("/s.bin")
+        .header("range", "bytes=10-19")
+        .send()
+        .await;
+    assert_eq!(again.status, 206);
+    assert_eq!(again.body, small.slice(10..20));
+    assert!(again.is_hit(), "{}", again.cache_status());
+    assert_eq!(origin.count(), 1);
+}
+
+/// Upstream failing on one slice (a 503 while the others are stored) fails that answer and
+/// leaves the stored slices alone.
+#[tokio::test]
+async fn an_upstream_error_on_one_slice_keeps_the_others() {
+    let big = object(3 * MIB, 11);
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (b, f) = (big.clone(), Arc::clone(&failing));
+    let origin = TestOrigin::start(move |seen, _| {
+        let last = seen.header("range") == Some("bytes=2097152-3145727");
+        if last && f.load(std::sync::atomic::Ordering::SeqCst) {
+            return Reply::status(503).cc("no-store");
+        }
+        ranged_reply(seen, &b, "\"v1\"")
+    })
+    .await;
+    let edge = sliced_edge(&origin).await;
+    // The first two slices are stored.
+    let start = edge
+        .get("/t.bin")
+        .header("range", "bytes=0-2097151")
+        .send()
+        .await;
+    assert_eq!(start.body, big.slice(0..2 * MIB));
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let resp = edge.get("/t.bin").send_head().await;
+    let read = resp.into_body().collect().await;
+    assert!(read.is_err(), "the answer is cut short, not completed");
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let kept = edge
+        .get("/t.bin")
+        .header("range", "bytes=1048576-1048585")
+        .send()
+        .await;
+    assert!(kept.is_hit(), "{}", kept.cache_status());
+}
+
+/// RFC 9111 §4.4: a successful PUT invalidates the URI, slices included.
+#[tokio::test]
+async fn rfc9111_4_4_an_unsafe_method_invalidates_every_slice() {
+    let big = object(2 * MIB, 12);
+    let b = big.clone();
+    let origin = TestOrigin::start(move |seen, _| match seen.method {
+        http::Method::PUT => Reply::status(204),
+        _ => ranged_reply(seen, &b, "\"v1\""),
+    })
+    .await;
+    let edge = sliced_edge(&origin).await;
+    assert!(edge.get("/u.bin").send().await.body == big);
+    let put = edge
+        .request(http::Method::PUT, "/u.bin")
+        .body("new")
+        .send()
+        .await;
+    assert_eq!(put.status, 204);
+    let after = edge
+        .get("/u.bin")
+        .header("range", "bytes=1048576-1048585")
+        .send()
+        .await;
+    assert!(!after.is_hit(), "{}", after.cache_status());
+}
+
+/// A 206 whose body is shorter than its `Content-Range` says is never stored as the slice.
+#[tokio::test]
+async fn a_206_shorter_than_its_range_is_not_stored() {
+    let origin = TestOrigin::start(|_, _| {
+        Reply::status(206)
+            .body(vec![b'x'; 10])
+            .cc("max-age=600")
+            .header("etag", "\"x\"")
+            .header("content-range", "bytes 0-1048575/5000000")
+    })
+    .await;
+    let edge = sliced_edge(&origin).await;
+    for _ in 0..2 {
+        let resp = edge
+            .get("/short.bin")
+            .header("range", "bytes=0-99")
+            .send_head()
+            .await;
+        let _ = resp.into_body().collect().await;
+    }
+    // Each request: the slice (refused: not stored), then the client's own request passed
+    // upstream (the 206 was for another range than the client's). Nothing stored.
+    assert_eq!(origin.count(), 4);
+    assert_eq!(origin.last().header("range"), Some("bytes=0-99"));
 }

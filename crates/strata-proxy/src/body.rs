@@ -24,6 +24,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// the QUIC stream's for HTTP/3): the request phases are one code path for all three.
 pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
+/// An empty request body (a request sent upstream without the client's).
+pub fn empty_request() -> RequestBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// Reads a request body whole, refusing more than `limit` bytes. (Written out rather than
 /// `Limited` + `collect`: their generic error bounds defeat rustc's `Send` proof for the
 /// handler's future.)

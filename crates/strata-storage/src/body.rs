@@ -48,9 +48,9 @@ struct State {
     /// Ticks on every append and at the end; dropped once the body is complete, so a
     /// stored object does not carry a channel (about 350 bytes) nobody will wait on.
     ticks: Option<watch::Sender<u64>>,
-    /// A body read on demand ([`ChunkedBody::on_demand`]) holds nothing before this byte.
+    /// The reading of a body read on demand ([`ChunkedBody::on_demand`]) holds nothing
+    /// before this byte.
     base: u64,
-    on_demand: bool,
 }
 
 impl State {
@@ -95,14 +95,14 @@ impl State {
 
 /// Reads a stored body from byte `from` through `to` (inclusive; `None`: to its end)
 /// into the body it is given, as [`ChunkedBody::on_demand`] asks.
-pub type Loader = Box<dyn FnOnce(Arc<ChunkedBody>, u64, Option<u64>) + Send>;
+pub type Loader = Arc<dyn Fn(Arc<ChunkedBody>, u64, Option<u64>) + Send + Sync>;
 
 /// A shared, append-only body.
 pub struct ChunkedBody {
     state: Mutex<State>,
     consumed: Notify,
-    /// For a body read on demand, until its reader comes.
-    loader: Mutex<Option<Loader>>,
+    /// For a body read on demand: what reads a range of it for a reader.
+    loader: Option<Loader>,
 }
 
 impl std::fmt::Debug for ChunkedBody {
@@ -123,30 +123,27 @@ impl ChunkedBody {
                 ..State::default()
             }),
             consumed: Notify::new(),
-            loader: Mutex::new(None),
+            loader: None,
         })
     }
 
-    /// A body whose bytes are read only when its reader comes, from the reader's first
-    /// byte through its last (a disk tier's large file: a range is read, not the object).
-    /// It is streaming-only: what the reader has passed is released, and the loader is
-    /// expected to wait for it ([`ChunkedBody::wait_for_readers`]), so a whole read of a
-    /// large file holds a window of it, not all of it. One reader only: a later one that
-    /// starts before the first's start fails ([`BodyError::Released`]).
+    /// A body whose bytes are read only when a reader comes, from the reader's first byte
+    /// through its last, into a body of the reader's own (a disk tier's large file: a range
+    /// is read, not the object). That one is streaming-only: what the reader has passed is
+    /// released, and the loader is expected to wait for it
+    /// ([`ChunkedBody::wait_for_readers`]), so a whole read of a large file holds a window
+    /// of it. This body itself never holds bytes (never finished, length 0): its object
+    /// says its length in `Content-Length`.
     pub fn on_demand(loader: Loader) -> Arc<Self> {
-        let body = Self::new();
-        {
-            let mut s = body.lock();
-            s.streaming_only = true;
-            s.on_demand = true;
-        }
-        *body.loader.lock().unwrap_or_else(|e| e.into_inner()) = Some(loader);
-        body
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            consumed: Notify::new(),
+            loader: Some(loader),
+        })
     }
 
-    /// Whether this body is read on demand (and so is not a copy to keep elsewhere).
     pub fn is_on_demand(&self) -> bool {
-        self.lock().on_demand
+        self.loader.is_some()
     }
 
     /// A complete body from one buffer (synthetic answers, tests).
@@ -311,11 +308,17 @@ impl ChunkedBody {
 
     /// A reader of `[start, end]` (inclusive); `None` reads to the end of the body.
     pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> BodyReader {
-        let load = self.loader.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if load.is_some() {
-            let mut s = self.lock();
-            s.base = start;
-            s.len = start;
+        if let Some(load) = &self.loader {
+            let reading = Self::new();
+            {
+                let mut s = reading.lock();
+                s.streaming_only = true;
+                s.base = start;
+                s.len = start;
+            }
+            let reader = reading.reader(start, end);
+            load(Arc::clone(&reading), start, end);
+            return reader;
         }
         let (id, ticks, tracked) = {
             let mut s = self.lock();
@@ -336,9 +339,6 @@ impl ChunkedBody {
                 tracked,
             )
         };
-        if let Some(load) = load {
-            load(Arc::clone(self), start, end);
-        }
         BodyReader {
             body: Arc::clone(self),
             ticks,

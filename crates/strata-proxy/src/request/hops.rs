@@ -102,9 +102,12 @@ impl Proxy {
             .unwrap_or_default();
         let request_time = self.clock.wall();
         // A hot key on a node that does not own it is filled from its owner first.
-        // (A slice's key is not the one the ring placed: its object's owner is this node.)
-        let mut hops = if head.headers.contains_key(RING_HOP) || req.slice.is_some() {
+        // A slice's owner is its object's (hot objects are filled from it).
+        let mut hops = if head.headers.contains_key(RING_HOP) {
             Vec::new()
+        } else if req.slice.is_some() {
+            let whole = CacheKey::from_text(req.key.whole().to_string());
+            self.tier.owners_before_self(&whole)
         } else {
             self.tier.owners_before_self(&req.key)
         };
@@ -530,7 +533,14 @@ impl Proxy {
                 &rules,
             );
             self.coalescer.invalidate(&key);
-            self.storage.remove(&key, self.clock.wall());
+            // A purge of the key, not a removal: it takes the object's slices too.
+            let now = self.clock.wall();
+            let purge = strata_storage::Purge {
+                scope: strata_storage::Scope::Keys(vec![key]),
+                soft: false,
+                issued_at: now,
+            };
+            self.storage.purge(&purge, now);
         }
     }
 }

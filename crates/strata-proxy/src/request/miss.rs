@@ -127,10 +127,7 @@ impl Proxy {
             // Nothing will be stored: a range (a player's seek into a file too large to
             // keep) is asked of the origin as it is, not fetched whole.
             if req.head.method == http::Method::GET && req.head.headers.contains_key(RANGE) {
-                use http_body_util::BodyExt;
-                let empty = http_body_util::Empty::<bytes::Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed();
+                let empty = crate::body::empty_request();
                 let resp = self.pass(&req.service, &req.head, empty, ctx).await;
                 ctx.status.detail = Some("hit-for-pass: range".into());
                 return resp;

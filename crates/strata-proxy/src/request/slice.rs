@@ -57,8 +57,27 @@ pub(super) fn as_slice(
     if !parts.status.is_success() {
         return Ok(());
     }
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if parts.status == StatusCode::OK {
+        // The whole object, when it fits in the first slice (an origin may answer a range
+        // covering everything with a 200): that slice, with the range it covers.
+        return match declared {
+            Some(len) if start == 0 && len > 0 && len <= end + 1 => {
+                let range = format!("bytes 0-{}/{len}", len - 1);
+                if let Ok(v) = HeaderValue::from_str(&range) {
+                    parts.headers.insert(CONTENT_RANGE, v);
+                }
+                Ok(())
+            }
+            _ => Err("slice: upstream ignored the range"),
+        };
+    }
     if parts.status != StatusCode::PARTIAL_CONTENT {
-        return Err("slice: upstream ignored the range");
+        return Err("slice: not a range");
     }
     let range = parts
         .headers
@@ -68,15 +87,23 @@ pub(super) fn as_slice(
     let Some((got, Some(total))) = range else {
         return Err("slice: no content-range");
     };
+    if total > MAX_TOTAL {
+        return Err("slice: implausible length");
+    }
     if got.start != start || got.end != end.min(total - 1) {
         return Err("slice: another range");
     }
+    // Its length is checked here, before anything is stored: a body shorter than its range
+    // would be a broken slice until it expired.
+    if declared != Some(got.length()) {
+        return Err("slice: length not the range's");
+    }
     parts.status = StatusCode::OK;
-    parts
-        .headers
-        .insert(CONTENT_LENGTH, HeaderValue::from(got.length()));
     Ok(())
 }
+
+/// Object lengths past this are an origin's lie (and would overflow the slice arithmetic).
+const MAX_TOTAL: u64 = 1 << 62;
 
 /// What one slice's answer says of the whole object: its length, and the validators every
 /// other slice must carry too.
@@ -99,13 +126,24 @@ impl Whole {
             .get(CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_content_range)?;
-        let total = total.filter(|_| range.start == start)?;
+        let total = total.filter(|t| range.start == start && *t <= MAX_TOTAL)?;
         Some(Self {
             total,
-            etag: headers.get(ETAG).cloned(),
+            // A weak tag says nothing of the bytes (RFC 9110 §8.8.1): not a validator here.
+            etag: headers
+                .get(ETAG)
+                .filter(|v| !v.as_bytes().starts_with(b"W/"))
+                .cloned(),
             last_modified: headers.get(LAST_MODIFIED).cloned(),
         })
     }
+}
+
+/// Whether a `416` says the object is empty (`Content-Range: bytes */0`).
+fn empty(resp: &Response<ProxyBody>) -> bool {
+    resp.headers()
+        .get(CONTENT_RANGE)
+        .is_some_and(|v| v.as_bytes() == b"bytes */0")
 }
 
 /// The first byte a client's `Range` asks for, when it names one (not a suffix).
@@ -145,9 +183,26 @@ impl Proxy {
         let index = asked.map_or(0, |b| b / size);
         let first = Arc::clone(&self).slice(&req, index, size, ctx).await?;
         let Some(whole) = Whole::of(&first, index * size) else {
-            // An error (a 404, a 416 past the end), or an origin that sends whole objects:
-            // the client gets it as it is.
-            return Ok(first);
+            return Ok(match first.status() {
+                // An empty object: nothing to slice (RFC 9110 §14.1.1: no range of it exists).
+                StatusCode::RANGE_NOT_SATISFIABLE if index == 0 && empty(&first) => {
+                    let mut h = HeaderMap::new();
+                    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+                    answer(StatusCode::OK, h, ProxyBody::Empty)
+                }
+                // A range upstream answered for other bytes than asked: never the client's
+                // answer. Its own request goes upstream as it is.
+                StatusCode::PARTIAL_CONTENT => {
+                    drop(first);
+                    ctx.status.detail = Some("slice: pass".into());
+                    return self
+                        .pass(&req.service, &req.head, crate::body::empty_request(), ctx)
+                        .await;
+                }
+                // An error (a 404, a 416 past the end), or a whole object from an origin
+                // that ignores ranges: the client gets it as it is.
+                _ => first,
+            });
         };
         let (head, method) = (&req.head.headers, &req.head.method);
         let (parts, first_body) = first.into_parts();
@@ -233,6 +288,8 @@ impl Proxy {
         req.key = whole.key.slice(start, end);
         req.slice = Some((start, end));
         req.interim = None;
+        // Judged fresh or not now, not when the client arrived (a long download).
+        req.arrived = self.clock.now();
         // The slice whole, as the origin has it: the client's range and conditionals
         // apply to the object (above), and a coding would make its bytes another's.
         let headers = &mut req.head.headers;
@@ -272,13 +329,22 @@ impl Proxy {
             let start = index * job.size;
             let body = match job.first.take().filter(|(i, _)| *i == index) {
                 Some((_, body)) => body,
-                None => match Arc::clone(&self).verified_slice(&job, index).await {
-                    Ok(body) => body,
-                    Err(why) => {
-                        let _ = tx.send(Err(why.into())).await;
-                        return;
+                None => {
+                    let verified = Arc::clone(&self).verified_slice(&job, index);
+                    // A client that leaves while the slice is fetched is not waited for:
+                    // the fill sees one waiter fewer.
+                    let got = tokio::select! {
+                        got = verified => got,
+                        _ = tx.closed() => return,
+                    };
+                    match got {
+                        Ok(body) => body,
+                        Err(why) => {
+                            let _ = tx.send(Err(why.into())).await;
+                            return;
+                        }
                     }
-                },
+                }
             };
             let until = (start + job.size).min(job.to);
             if !copy(body, at - start, until - at, &tx).await {
@@ -303,20 +369,26 @@ impl Proxy {
                 .slice(&job.req, index, job.size, &mut ctx)
                 .await
                 .map_err(|e| format!("slice at {start}: {}", e.detail()))?;
-            if Whole::of(&resp, start).as_ref() == Some(&job.whole) {
-                return Ok(resp.into_body());
+            match Whole::of(&resp, start) {
+                Some(whole) if whole == job.whole => return Ok(resp.into_body()),
+                // Not a slice (upstream failing, throttling, gone): this answer fails, and
+                // what is stored stays.
+                None => return Err(format!("slice at {start}: upstream {}", resp.status())),
+                // A stored copy of another version: ask upstream.
+                Some(_) if ctx.status.hit => {
+                    let now = self.clock.wall();
+                    self.storage
+                        .remove(&job.req.key.slice(start, start + job.size - 1), now);
+                }
+                Some(_) => break,
             }
-            let now = self.clock.wall();
-            if ctx.status.hit {
-                // A copy of another version: ask upstream.
-                self.storage
-                    .remove(&job.req.key.slice(start, start + job.size - 1), now);
-                continue;
-            }
-            break;
         }
-        // Upstream has another version than the first slice (or none): start over.
-        tracing::warn!(key = %job.req.key, "object changed while its slices were read; its slices dropped");
+        // Upstream has another version than the first slice: start over.
+        crate::warn_throttled!(
+            std::time::Duration::from_secs(10),
+            key = %job.req.key,
+            "object changed while its slices were read; its slices dropped"
+        );
         self.storage.purge(
             &Purge {
                 scope: Scope::Keys(vec![job.req.key.clone()]),
@@ -395,10 +467,14 @@ fn answer(status: StatusCode, headers: HeaderMap, body: ProxyBody) -> Response<P
 mod tests {
     use super::*;
 
+    /// An answer with a `Content-Length` of the range it says it carries.
     fn parts(status: u16, content_range: Option<&str>) -> http::response::Parts {
         let mut b = Response::builder().status(status);
         if let Some(cr) = content_range {
             b = b.header(CONTENT_RANGE, cr);
+            if let Some((r, _)) = parse_content_range(cr) {
+                b = b.header(CONTENT_LENGTH, r.length());
+            }
         }
         b.body(()).unwrap().into_parts().0
     }
@@ -423,6 +499,7 @@ mod tests {
             (206, Some("bytes 100-199/*")),
             (206, Some("bytes 0-999/1000")),
             (206, Some("bytes 100-150/1000")),
+            (206, Some("bytes 100-199/9223372036854775807")),
         ] {
             assert!(
                 as_slice(&mut parts(status, cr), (100, 199)).is_err(),
@@ -433,6 +510,20 @@ mod tests {
         let mut p = parts(416, Some("bytes */50"));
         assert_eq!(as_slice(&mut p, (100, 199)), Ok(()));
         assert_eq!(p.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    }
+
+    #[test]
+    fn a_short_206_is_refused_and_a_small_whole_object_is_the_first_slice() {
+        let mut short = parts(206, Some("bytes 100-199/1000"));
+        short.headers.insert(CONTENT_LENGTH, HeaderValue::from(10));
+        assert!(as_slice(&mut short, (100, 199)).is_err());
+        let mut whole = parts(200, None);
+        whole.headers.insert(CONTENT_LENGTH, HeaderValue::from(50));
+        assert_eq!(as_slice(&mut whole, (0, 199)), Ok(()));
+        assert_eq!(whole.headers[CONTENT_RANGE], "bytes 0-49/50");
+        let mut big = parts(200, None);
+        big.headers.insert(CONTENT_LENGTH, HeaderValue::from(500));
+        assert!(as_slice(&mut big, (0, 199)).is_err());
     }
 
     #[test]

@@ -578,8 +578,9 @@ impl Inner {
             // Large: only what the response reads, when it reads it (a range of a large
             // file reads that range; HEAD and 304 read nothing).
             let runtime = runtime.clone();
-            ChunkedBody::on_demand(Box::new(move |body, from, to| {
+            ChunkedBody::on_demand(Arc::new(move |body, from, to| {
                 let to = to.map_or(expected, |t| t.saturating_add(1));
+                let (path, files) = (path.clone(), files.clone());
                 runtime.spawn(async move {
                     let reading = Arc::clone(&body);
                     if let Err(e) = files::read_range(path.clone(), from, to, expected, reading).await {
@@ -715,21 +716,20 @@ mod tests {
             got.extend_from_slice(&c.unwrap());
         }
         assert_eq!(got, data[start as usize..=end as usize]);
-        body.wait_finished().await.unwrap();
-        assert_eq!(
-            body.len(),
-            end + 1,
+        // The object's body holds nothing itself: each reader reads its own range.
+        assert_eq!((body.len(), body.is_finished()), (0, false));
+        let mut early = body.reader(10, Some(19));
+        assert_eq!(early.next().await.unwrap().unwrap(), data.slice(10..20));
+        assert!(
+            early.next().await.is_none(),
             "read up to the range's end, not the file's"
         );
-        let mut early = body.reader(0, Some(10));
-        assert!(
-            early.next().await.unwrap().is_err(),
-            "nothing before the range is held"
-        );
 
-        // A whole read streams every byte, in order.
+        // A whole read streams every byte, in order; so does a second one of the same object
+        // at once (a revalidated object handed to every waiter).
         let set = disk.lookup(&key(1), SystemTime::now()).expect("stored");
-        assert_eq!(body_of_reader(&set).await, data);
+        let (one, two) = tokio::join!(body_of_reader(&set), body_of_reader(&set));
+        assert!(one == data && two == data);
     }
 
     async fn body_of_reader(set: &Variants) -> Bytes {
