@@ -63,6 +63,16 @@ fn http(method: &str, url: &str, extra_headers: &str, body: &str) -> (u16, Strin
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+/// `strata demo` on free ports, its output readable.
+fn demo_on_free_ports() -> std::process::Child {
+    Command::new(BIN)
+        .args(DEMO_ON_FREE_PORTS)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn check_config_accepts_a_valid_file() {
     let dir = crate::support::scratch_dir("cli");
@@ -186,12 +196,7 @@ fn edge_with_bad_origin_flag_exits_2_naming_the_flag() {
 fn edge_from_flags_proxies_and_caches() {
     // The demo's sample origin would do, but a plain edge in front of a demo proves the
     // flags path on its own: start a demo for its origin, then an edge in front of it.
-    let mut demo = Command::new(BIN)
-        .args(DEMO_ON_FREE_PORTS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = demo_on_free_ports();
     let origin_line = wait_for_line(demo.stdout.take().unwrap(), "origin  http://");
     let origin = origin_line.split_whitespace().nth(1).unwrap().to_string();
 
@@ -255,12 +260,7 @@ const DEMO_ON_FREE_PORTS: [&str; 11] = [
 
 #[test]
 fn demo_runs_the_topology_answers_purges_and_stops_on_ctrl_c() {
-    let mut demo = Command::new(BIN)
-        .args(DEMO_ON_FREE_PORTS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = demo_on_free_ports();
     // ready: edge http://A1 pop-b http://B1 control http://C dns IP:PORT
     let ready = wait_for_line(demo.stdout.take().unwrap(), "ready: edge");
     let words: Vec<&str> = ready.split_whitespace().collect();
@@ -335,12 +335,7 @@ fn demo_runs_the_topology_answers_purges_and_stops_on_ctrl_c() {
 /// whose blocking reload is held until the part exists, that part, and the VOD asset.
 #[test]
 fn demo_serves_a_live_channel_and_a_player_page_through_the_cdn() {
-    let mut demo = Command::new(BIN)
-        .args(DEMO_ON_FREE_PORTS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = demo_on_free_ports();
     let ready = wait_for_line(demo.stdout.take().unwrap(), "ready: edge");
     let a1 = ready.split_whitespace().nth(2).unwrap().to_string();
 

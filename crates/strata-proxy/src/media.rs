@@ -347,30 +347,20 @@ mod tests {
             request_time: now,
             response_time: now,
         };
-        let mut policy = CachePolicy::for_response(
-            &Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &headers,
-            times,
-            &PolicyConfig::default(),
-        )
-        .unwrap();
+        let policy_of = |headers: &HeaderMap| {
+            let none = HeaderMap::new();
+            let config = PolicyConfig::default();
+            CachePolicy::for_response(&Method::GET, &none, StatusCode::OK, headers, times, &config)
+                .unwrap()
+        };
+        let mut policy = policy_of(&headers);
         assert_eq!(policy.initial_age, Duration::from_millis(800));
         assert!(capped(&mut policy, Duration::from_millis(333)));
         assert!(policy.is_fresh(now + Duration::from_millis(300)));
         assert!(!policy.is_fresh(now + Duration::from_millis(340)));
         // Never fresher than the origin says: max-age=1 and 0.8 s old leaves 0.2 s.
         headers.insert("cache-control", HeaderValue::from_static("max-age=1"));
-        let mut policy = CachePolicy::for_response(
-            &Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &headers,
-            times,
-            &PolicyConfig::default(),
-        )
-        .unwrap();
+        let mut policy = policy_of(&headers);
         capped(&mut policy, Duration::from_millis(333));
         assert!(!policy.is_fresh(now + Duration::from_millis(210)));
     }
