@@ -510,3 +510,60 @@ async fn players_asking_for_a_hinted_part_share_one_request_streamed_as_produced
     }
     assert_eq!(origin.count(), 1);
 }
+
+/// DASH (ISO/IEC 23009-1): the segments a manifest's template names are fetched ahead like
+/// a playlist's; a live manifest is kept no longer than half its update period.
+#[tokio::test]
+async fn a_dash_manifests_segments_are_fetched_ahead_and_a_live_one_is_kept_briefly() {
+    const VOD_MPD: &str = r#"<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT20S">
+  <Period><AdaptationSet mimeType="video/mp4">
+    <SegmentTemplate media="$RepresentationID$/chunk-$Number%05d$.m4s" startNumber="1" duration="4" timescale="1"/>
+    <Representation id="v1" bandwidth="1000000"/>
+  </AdaptationSet></Period>
+</MPD>"#;
+    let origin = TestOrigin::start(|req, _| {
+        let path = req.path();
+        if path.ends_with(".mpd") {
+            let live = path.contains("live");
+            let body = match live {
+                true => VOD_MPD.replace(
+                    "type=\"static\"",
+                    "type=\"dynamic\" minimumUpdatePeriod=\"PT2S\"",
+                ),
+                false => VOD_MPD.to_string(),
+            };
+            Reply::ok(body)
+                .cc("max-age=30")
+                .header("content-type", "application/dash+xml")
+        } else {
+            Reply::ok(format!("media {path}")).header("content-type", "video/iso.segment")
+        }
+    })
+    .await;
+    let (clock, hand) = Clock::manual(SystemTime::now());
+    let edge = media_edge(&origin, Some(clock), MediaConfig::default())
+        .start()
+        .await;
+    edge.get("/vod/manifest.mpd").send().await;
+    edge.get("/vod/v1/chunk-00002.m4s").send().await;
+    edge.eventually("chunks 3 and 4 fetched ahead", || {
+        count(&origin, "/vod/v1/chunk-00003.m4s") == 1
+            && count(&origin, "/vod/v1/chunk-00004.m4s") == 1
+    })
+    .await;
+    assert_eq!(
+        count(&origin, "/vod/v1/chunk-00006.m4s"),
+        0,
+        "past the end: never"
+    );
+    let next = edge.get("/vod/v1/chunk-00003.m4s").send().await;
+    assert!(next.is_hit(), "{}", next.cache_status());
+
+    // The origin says 30 s; a live manifest updated every 2 s is kept 1 s.
+    edge.get("/live/manifest.mpd").send().await;
+    hand.advance(Duration::from_millis(500));
+    assert!(edge.get("/live/manifest.mpd").send().await.is_hit());
+    hand.advance(Duration::from_millis(1000));
+    assert!(!edge.get("/live/manifest.mpd").send().await.is_hit());
+}

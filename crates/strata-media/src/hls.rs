@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use url::Url;
-
 /// What a playlist is.
 #[derive(Debug, PartialEq)]
 pub enum Playlist {
@@ -135,31 +133,7 @@ impl MediaPlaylist {
     /// `path?query` of the up to `k` segments after it, in order. Segments elsewhere are
     /// left out (the edge prefetches only what it would serve).
     pub fn successors(&self, base: &str, k: usize) -> Vec<(String, Vec<String>)> {
-        let Ok(base) = Url::parse(base) else {
-            return Vec::new();
-        };
-        let local: Vec<Option<String>> = self
-            .segments
-            .iter()
-            .map(|uri| {
-                let url = base.join(uri).ok()?;
-                let same = url.scheme() == base.scheme()
-                    && url.host_str() == base.host_str()
-                    && url.port_or_known_default() == base.port_or_known_default();
-                same.then(|| match url.query() {
-                    Some(q) => format!("{}?{q}", url.path()),
-                    None => url.path().to_string(),
-                })
-            })
-            .collect();
-        local
-            .iter()
-            .enumerate()
-            .filter_map(|(i, this)| {
-                let next: Vec<String> = local[i + 1..].iter().take(k).flatten().cloned().collect();
-                Some((this.clone()?, next)).filter(|(_, next)| !next.is_empty())
-            })
-            .collect()
+        crate::successors(base, &self.segments, k)
     }
 }
 

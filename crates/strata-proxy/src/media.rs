@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use strata_http_cache::freshness::FreshnessSource;
 use strata_http_cache::key::CacheKey;
 use strata_http_cache::CachePolicy;
+use strata_media::dash;
 use strata_media::hls::{self, Playlist};
 use strata_media::MediaClass;
 use strata_storage::StoredObject;
@@ -134,13 +135,17 @@ impl Media {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(strata_media::class::of_content_type);
-        if by_path != Some(MediaClass::Playlist) && by_type != Some(MediaClass::Playlist) {
+        let is = |class| by_path == Some(class) || by_type == Some(class);
+        if is(MediaClass::Manifest) {
+            return self.manifest_filled(service, key, obj, media.prefetch, now);
+        }
+        if !is(MediaClass::Playlist) {
             return None;
         }
-        let playlist = match self.read(obj) {
-            Some(Ok(Playlist::Media(p))) => p,
-            Some(Ok(Playlist::Multivariant)) | None => return None,
-            Some(Err(e)) => {
+        let playlist = match hls::parse(&self.read(obj)?) {
+            Ok(Playlist::Media(p)) => p,
+            Ok(Playlist::Multivariant) => return None,
+            Err(e) => {
                 tracing::debug!(key = %key.as_str(), error = %e, "a playlist that does not parse");
                 self.metrics.playlist_unreadable();
                 return None;
@@ -158,26 +163,54 @@ impl Media {
             },
         );
         if media.prefetch > 0 {
-            self.remember_successors(service, key, &playlist, media.prefetch);
+            let all = playlist.successors(key.as_str(), media.prefetch);
+            self.remember_successors(service, key, all);
         }
-        let max = max_fresh?;
-        let mut policy = obj.policy.clone();
-        capped(&mut policy, max).then(|| {
-            Arc::new(StoredObject {
-                status: obj.status,
-                headers: obj.headers.clone(),
-                policy,
-                variant: obj.variant.clone(),
-                body: Arc::clone(&obj.body),
-                stored_at: obj.stored_at,
-            })
-        })
+        capped_copy(obj, max_fresh?)
     }
 
-    /// The playlist's bytes (decoded when the stored variant is compressed), parsed.
-    /// `None`: not readable as a whole (streaming, too large, an unknown coding).
-    fn read(&self, obj: &StoredObject) -> Option<Result<Playlist, hls::NotAPlaylist>> {
-        if obj.body.len() > hls::MAX_PLAYLIST_BYTES as u64 {
+    /// A DASH manifest was filled: the segments its templates name are remembered in
+    /// order, and a live one is capped like a live playlist (half its update period).
+    fn manifest_filled(
+        &self,
+        service: &Service,
+        key: &CacheKey,
+        obj: &Arc<StoredObject>,
+        prefetch: usize,
+        now: Instant,
+    ) -> Option<Arc<StoredObject>> {
+        let manifest = match dash::parse(&self.read(obj)?) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(key = %key.as_str(), error = %e, "a manifest that does not parse");
+                self.metrics.playlist_unreadable();
+                return None;
+            }
+        };
+        if prefetch > 0 {
+            self.remember_successors(service, key, manifest.successors(key.as_str(), prefetch));
+        }
+        let max_fresh = manifest.max_fresh();
+        // Kept so a 304 re-caps it (no blocking reloads: those are HLS's).
+        let path_key = key.as_str().split('?').next().unwrap_or_default();
+        self.playlists.insert(
+            path_key.to_string(),
+            PlaylistState {
+                last_msn: None,
+                target_duration: Duration::ZERO,
+                hold: Duration::ZERO,
+                max_fresh,
+                at: now,
+            },
+        );
+        capped_copy(obj, max_fresh?)
+    }
+
+    /// The document's bytes (decoded when the stored variant is compressed). `None`: not
+    /// readable as a whole (streaming, too large, an unknown coding).
+    fn read(&self, obj: &StoredObject) -> Option<Vec<u8>> {
+        let max = hls::MAX_PLAYLIST_BYTES.max(dash::MAX_MANIFEST_BYTES);
+        if obj.body.len() > max as u64 {
             return None;
         }
         let bytes = obj.body.snapshot()?.concat();
@@ -186,16 +219,14 @@ impl Media {
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let plain = crate::compress::decode_bounded(coding, &bytes, hls::MAX_PLAYLIST_BYTES)?;
-        Some(hls::parse(&plain))
+        crate::compress::decode_bounded(coding, &bytes, max)
     }
 
     fn remember_successors(
         &self,
         service: &Service,
         key: &CacheKey,
-        playlist: &hls::MediaPlaylist,
-        k: usize,
+        all: Vec<(String, Vec<String>)>,
     ) {
         let base = key.as_str();
         let scheme = base.split("://").next().unwrap_or("http");
@@ -204,7 +235,6 @@ impl Media {
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_default();
-        let all = playlist.successors(base, k);
         let skip = all.len().saturating_sub(SEGMENTS_PER_PLAYLIST);
         let key_of = |target: &str| {
             let (path, query) = match target.split_once('?') {
@@ -272,6 +302,22 @@ impl Media {
     pub fn skipped(&self, reason: &'static str) {
         self.metrics.prefetch(reason);
     }
+}
+
+/// A copy of `obj` with its freshness capped to `max` from receipt (see [`capped`]);
+/// `None` when it needs none.
+fn capped_copy(obj: &Arc<StoredObject>, max: Duration) -> Option<Arc<StoredObject>> {
+    let mut policy = obj.policy.clone();
+    capped(&mut policy, max).then(|| {
+        Arc::new(StoredObject {
+            status: obj.status,
+            headers: obj.headers.clone(),
+            policy,
+            variant: obj.variant.clone(),
+            body: Arc::clone(&obj.body),
+            stored_at: obj.stored_at,
+        })
+    })
 }
 
 /// Lowers `policy`'s freshness so the copy stays fresh at most `max` after it was

@@ -380,7 +380,7 @@ impl Metrics {
         let playlists_unreadable = Counter::default();
         registry.register(
             "playlists_unreadable",
-            "Responses for a playlist path (or type) that did not parse as HLS: served and cached as the origin said, not used for prefetch",
+            "Responses for a playlist or manifest path (or type) that did not parse as HLS or DASH: served and cached as the origin said, not used for prefetch",
             playlists_unreadable.clone(),
         );
         let acme_orders = Family::<OutcomeLabel, Counter>::default();

@@ -343,10 +343,12 @@ impl Proxy {
     fn before_store(&self, req: &Cacheable) -> Option<crate::fill::BeforeStore> {
         req.service.media.as_ref()?;
         let prefetch = self.media.is_prefetched(&req.key);
-        let playlist = req
-            .resolved
-            .media
-            .is_none_or(|class| class == strata_media::MediaClass::Playlist);
+        let playlist = req.resolved.media.is_none_or(|class| {
+            matches!(
+                class,
+                strata_media::MediaClass::Playlist | strata_media::MediaClass::Manifest
+            )
+        });
         if !prefetch && !playlist {
             return None;
         }
