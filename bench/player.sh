@@ -6,6 +6,11 @@
 #
 #   bench/player.sh [seconds]      (default 120 s of playback per run)
 #   PLAYERS=4 (default) players per run, each its own browser context, <video> and hls.js
+#   DASH=1 also runs the same pair with dash.js (low-latency mode) on the origin's LL-DASH
+#          MPD (/live/manifest.mpd: video and audio AdaptationSets, $Number$ 2 s segments
+#          sent chunked as they are produced) after the HLS runs, through the same edge and
+#          shield config; its files are kept with a dash- prefix and reported after the HLS
+#          figures (bench/player/report.py)
 #
 # Reports: seconds played, stalls, live latency (PROGRAM-DATE-TIME: from a frame's production
 # at the origin to its display) straight and through edge+shield and the difference, how late
@@ -14,7 +19,7 @@
 # bench/README.md (bench/player/report.py, which can be run again on the kept files). Raw
 # results, access logs and metrics: $KEEP (default target/player-bench/).
 #
-# Installs what is missing (Debian ffmpeg and chromium; puppeteer-core and hls.js from npm into
+# Installs what is missing (Debian ffmpeg and chromium; puppeteer-core, hls.js and dash.js from npm into
 # target/test-tools/player-npm, pinned by bench/player/package-lock.json). Does not build
 # Strata: uses $STRATA, else target/release/strata, else target/debug/strata.
 set -euo pipefail
@@ -41,8 +46,8 @@ need npm npm
 need curl curl
 
 NPM_DIR="$ROOT/target/test-tools/player-npm"
-if ! cmp -s bench/player/package-lock.json "$NPM_DIR/package-lock.json" || [ ! -d "$NPM_DIR/node_modules/hls.js" ]; then
-    echo "installing puppeteer-core and hls.js into $NPM_DIR"
+if ! cmp -s bench/player/package-lock.json "$NPM_DIR/package-lock.json" || [ ! -d "$NPM_DIR/node_modules/hls.js" ] || [ ! -d "$NPM_DIR/node_modules/dashjs" ]; then
+    echo "installing puppeteer-core, hls.js and dash.js into $NPM_DIR"
     mkdir -p "$NPM_DIR"
     cp bench/player/package.json bench/player/package-lock.json "$NPM_DIR/"
     (cd "$NPM_DIR" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -90,51 +95,65 @@ stop_origin() {
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-echo "run A: straight from the origin, $PLAYERS players, ${SECONDS_RUN}s"
-start_origin direct
-LOAD_A0=$(loadavg)
-node bench/player/play.mjs "http://127.0.0.1:$ORIGIN_PORT/live/master.m3u8" "$SECONDS_RUN" "$KEEP/player-direct.json" >/dev/null
-LOAD_A1=$(loadavg)
-stop_origin direct
+# One pair of runs (A straight, B through edge+shield): $1 a label, $KIND hls or dash, $MANIFEST
+# the URL under /live/, files kept in $KEEP with the prefix $P.
+run_pair() {
+    echo "run A$1: straight from the origin, $PLAYERS $KIND players, ${SECONDS_RUN}s"
+    start_origin "${P}direct"
+    LOAD_A0=$(loadavg)
+    PLAYER_KIND=$KIND node bench/player/play.mjs "http://127.0.0.1:$ORIGIN_PORT/live/$MANIFEST" "$SECONDS_RUN" "$KEEP/${P}player-direct.json" >/dev/null
+    LOAD_A1=$(loadavg)
+    stop_origin "${P}direct"
 
-echo "run B: through a Strata edge and shield, $PLAYERS players, ${SECONDS_RUN}s"
-start_origin edge
-SHIELD_PORT=$(free_port)
-SHIELD_ADMIN=$(free_port)
-EDGE_PORT=$(free_port)
-EDGE_ADMIN=$(free_port)
-node_config() { # name role port admin parent
-    printf '[node]\nname = "%s"\nrole = "%s"\n' "$1" "$2"
-    printf '[listen]\nhttp = ["127.0.0.1:%s"]\nadmin = "127.0.0.1:%s"\n' "$3" "$4"
-    [ -n "$5" ] && printf '[parents]\nshields = ["http://127.0.0.1:%s"]\n' "$5"
-    printf '[log]\naccess = "%s"\n' "$WORK/$1-access.log"
-    printf '[[service]]\nname = "live"\nhosts = ["*"]\norigins = ["http://127.0.0.1:%s"]\n' "$ORIGIN_PORT"
-    printf '[service.media]\n'
+    echo "run B$1: through a Strata edge and shield, $PLAYERS $KIND players, ${SECONDS_RUN}s"
+    start_origin "${P}edge"
+    SHIELD_PORT=$(free_port)
+    SHIELD_ADMIN=$(free_port)
+    EDGE_PORT=$(free_port)
+    EDGE_ADMIN=$(free_port)
+    node_config() { # name role port admin parent
+        printf '[node]\nname = "%s"\nrole = "%s"\n' "$1" "$2"
+        printf '[listen]\nhttp = ["127.0.0.1:%s"]\nadmin = "127.0.0.1:%s"\n' "$3" "$4"
+        [ -n "$5" ] && printf '[parents]\nshields = ["http://127.0.0.1:%s"]\n' "$5"
+        printf '[log]\naccess = "%s"\n' "$WORK/$1-access.log"
+        printf '[[service]]\nname = "live"\nhosts = ["*"]\norigins = ["http://127.0.0.1:%s"]\n' "$ORIGIN_PORT"
+        printf '[service.media]\n'
+    }
+    node_config shield-1 shield "$SHIELD_PORT" "$SHIELD_ADMIN" "" >"$WORK/shield.toml"
+    node_config edge-1 edge "$EDGE_PORT" "$EDGE_ADMIN" "$SHIELD_PORT" >"$WORK/edge.toml"
+    rm -f "$WORK/edge-1-access.log" "$WORK/shield-1-access.log"
+    "$STRATA" check-config "$WORK/shield.toml" >/dev/null
+    "$STRATA" check-config "$WORK/edge.toml" >/dev/null
+    "$STRATA" shield --config "$WORK/shield.toml" 2>"$WORK/shield-1.log" &
+    PIDS+=($!)
+    SHIELD_PID=$!
+    "$STRATA" edge --config "$WORK/edge.toml" 2>"$WORK/edge-1.log" &
+    PIDS+=($!)
+    EDGE_PID=$!
+    wait_port "$SHIELD_PORT"
+    wait_port "$EDGE_PORT"
+    LOAD_B0=$(loadavg)
+    PLAYER_KIND=$KIND node bench/player/play.mjs "http://127.0.0.1:$EDGE_PORT/live/$MANIFEST" "$SECONDS_RUN" "$KEEP/${P}player-edge.json" >/dev/null
+    LOAD_B1=$(loadavg)
+    curl -s "http://127.0.0.1:$EDGE_ADMIN/metrics" >"$KEEP/${P}edge-1.metrics"
+    curl -s "http://127.0.0.1:$SHIELD_ADMIN/metrics" >"$KEEP/${P}shield-1.metrics"
+    stop_origin "${P}edge"
+    kill "$EDGE_PID" "$SHIELD_PID"
+    wait "$EDGE_PID" "$SHIELD_PID" 2>/dev/null || true
+    for f in edge-1-access.log shield-1-access.log edge-1.log shield-1.log edge.toml shield.toml; do
+        cp "$WORK/$f" "$KEEP/$P$f" 2>/dev/null || true
+    done
+    printf 'load average (1/5/15 min) before/after: direct %s / %s; through Strata %s / %s\n' \
+        "$LOAD_A0" "$LOAD_A1" "$LOAD_B0" "$LOAD_B1" >"$KEEP/${P}load.txt"
 }
-node_config shield-1 shield "$SHIELD_PORT" "$SHIELD_ADMIN" "" >"$WORK/shield.toml"
-node_config edge-1 edge "$EDGE_PORT" "$EDGE_ADMIN" "$SHIELD_PORT" >"$WORK/edge.toml"
-"$STRATA" check-config "$WORK/shield.toml" >/dev/null
-"$STRATA" check-config "$WORK/edge.toml" >/dev/null
-"$STRATA" shield --config "$WORK/shield.toml" 2>"$WORK/shield-1.log" &
-PIDS+=($!)
-SHIELD_PID=$!
-"$STRATA" edge --config "$WORK/edge.toml" 2>"$WORK/edge-1.log" &
-PIDS+=($!)
-EDGE_PID=$!
-wait_port "$SHIELD_PORT"
-wait_port "$EDGE_PORT"
-LOAD_B0=$(loadavg)
-node bench/player/play.mjs "http://127.0.0.1:$EDGE_PORT/live/master.m3u8" "$SECONDS_RUN" "$KEEP/player-edge.json" >/dev/null
-LOAD_B1=$(loadavg)
-curl -s "http://127.0.0.1:$EDGE_ADMIN/metrics" >"$KEEP/edge-1.metrics"
-curl -s "http://127.0.0.1:$SHIELD_ADMIN/metrics" >"$KEEP/shield-1.metrics"
-stop_origin edge
-kill "$EDGE_PID" "$SHIELD_PID"
-wait "$EDGE_PID" "$SHIELD_PID" 2>/dev/null || true
-for f in edge-1-access.log shield-1-access.log edge-1.log shield-1.log edge.toml shield.toml; do
-    cp "$WORK/$f" "$KEEP/$f" 2>/dev/null || true
-done
-printf 'load average (1/5/15 min) before/after: direct %s / %s; through Strata %s / %s\n' \
-    "$LOAD_A0" "$LOAD_A1" "$LOAD_B0" "$LOAD_B1" >"$KEEP/load.txt"
+
+KIND=hls MANIFEST=master.m3u8 P="" run_pair ""
+if [ -n "${DASH:-}" ] && [ "${DASH}" != 0 ]; then
+    rm -f "$KEEP"/dash-*
+    KIND=dash MANIFEST=manifest.mpd P="dash-" run_pair " (DASH)"
+fi
 
 python3 bench/player/report.py "$KEEP" "$SECONDS_RUN"
+if [ -n "${DASH:-}" ] && [ "${DASH}" != 0 ]; then
+    python3 bench/player/report.py --dash "$KEEP" "$SECONDS_RUN"
+fi

@@ -24,11 +24,19 @@ HTTP (HTTP/1.1 keep-alive, ThreadingHTTPServer), everything under `/live/`:
                                          3 target durations, then 503) and delta updates
                                          (_HLS_skip=YES)
   master.m3u8                            multivariant playlist, CODECS read from the stream
-  manifest.mpd                           experimental low-latency DASH on the same segments
-                                         ($Number$, availabilityTimeOffset, chunked): one
-                                         muxed audio+video representation, which ffmpeg's DASH
-                                         reader misreads and dash.js does not play; not used by
-                                         the bench (needs per-track fragments)
+  manifest.mpd                           low-latency DASH (dash.js plays it) on the same
+                                         stream: type="dynamic", a video and an audio
+                                         AdaptationSet, SegmentTemplate $Number$ on the 2 s
+                                         segments, availabilityTimeOffset (a segment can be
+                                         asked for once its first part exists) with
+                                         availabilityTimeComplete="false", a ServiceDescription
+                                         latency target of 2 s, UTCTiming http-iso on /time
+                                         (also /live/time; no-store); the MPD is max-age=1
+  video-init.mp4, audio-init.mp4,        one-track init segments and segments for DASH, split
+  video-seg<N>.m4s, audio-seg<N>.m4s     from the muxed fragments (each part's moof+mdat is
+                                         rewritten into one per track); the segment being
+                                         produced (or the next) is streamed chunked a part at a
+                                         time like seg<N>.m4s; others not there: 404 max-age=1
 
 `/vod/...` serves a VOD HLS asset generated once into DIR with `--vod DIR` (two renditions, two
 audio languages, WebVTT subtitles), and `GET /stats` answers JSON: every request counted by
@@ -76,6 +84,7 @@ PART_HOLD_BACK = 1.0
 SKIP_UNTIL = 12.0  # CAN-SKIP-UNTIL (0: no delta updates)
 BLOCK_S = 3 * SEGMENT_S  # the longest a blocking reload is held
 HINT_WAIT_S = 3.0  # the longest a request for a part not yet produced is held
+DASH_DELAY_S = 2.0  # the DASH latency target (ServiceDescription, suggestedPresentationDelay)
 VIDEO_KBPS = 1000
 AUDIO_KBPS = 96
 
@@ -260,6 +269,76 @@ def parse_moof(buf, tracks, video_tid):
     raise ValueError("moof without the video track")
 
 
+def box(typ, payload):
+    return struct.pack(">I4s", 8 + len(payload), typ.encode("latin-1")) + payload
+
+
+def split_init(buf, tid):
+    """A one-track init segment (ftyp + moov with only track `tid`'s trak and trex)."""
+    out = b""
+    for t, s, e in boxes(buf):
+        if t != "moov":
+            out += buf[s - 8 : e]
+            continue
+        moov = b""
+        for t2, s2, e2 in boxes(buf, s, e):
+            if t2 == "trak":
+                tkhd = child(buf, s2, e2, "tkhd")
+                v, _ = full_box_version(buf, tkhd[0])
+                o = tkhd[0] + (20 if v == 1 else 12)
+                if struct.unpack(">I", buf[o : o + 4])[0] != tid:
+                    continue
+                moov += buf[s2 - 8 : e2]
+            elif t2 == "mvex":
+                mvex = b""
+                for t3, s3, e3 in boxes(buf, s2, e2):
+                    if t3 == "trex" and struct.unpack(">I", buf[s3 + 4 : s3 + 8])[0] != tid:
+                        continue
+                    mvex += buf[s3 - 8 : e3]
+                moov += box("mvex", mvex)
+            else:
+                moov += buf[s2 - 8 : e2]
+        out += box("moov", moov)
+    return out
+
+
+def split_fragment(buf):
+    """{track_id: a one-track moof+mdat} from a muxed fragment (default_base_moof, one trun
+    per traf with a data offset, each track's samples contiguous in the mdat as ffmpeg
+    writes them)."""
+    moof = child(buf, 0, len(buf), "moof")
+    mdat = child(buf, 0, len(buf), "mdat")
+    base = moof[0] - 8  # offsets are from the moof's first byte
+    mfhd = None
+    trafs = []  # (tid, traf start, traf end, trun data_offset position, data start)
+    for t, s, e in boxes(buf, *moof):
+        if t == "mfhd":
+            mfhd = buf[s - 8 : e]
+        elif t == "traf":
+            tid = pos = None
+            for t3, s3, e3 in boxes(buf, s, e):
+                if t3 == "tfhd":
+                    tid = struct.unpack(">I", buf[s3 + 4 : s3 + 8])[0]
+                elif t3 == "trun":
+                    if pos is not None or not buf[s3 + 3] & 0x01:
+                        raise ValueError("traf without one trun with a data offset")
+                    pos = s3 + 8
+            off = struct.unpack(">i", buf[pos : pos + 4])[0]
+            trafs.append((tid, s - 8, e, pos, base + off))
+    out = {}
+    ordered = sorted(trafs, key=lambda x: x[4])
+    for k, (tid, ts_, te, pos, ds) in enumerate(ordered):
+        de = ordered[k + 1][4] if k + 1 < len(ordered) else mdat[1]
+        if not mdat[0] <= ds <= de <= mdat[1]:
+            raise ValueError("sample data outside the mdat")
+        traf = bytearray(buf[ts_:te])
+        moof_len = 8 + len(mfhd) + len(traf)
+        p = pos - ts_
+        traf[p : p + 4] = struct.pack(">i", moof_len + 8)
+        out[tid] = box("moof", mfhd + bytes(traf)) + box("mdat", buf[ds:de])
+    return out
+
+
 # ---------------------------------------------------------------- the live stream
 
 
@@ -273,18 +352,24 @@ class Segment:
         self.pdt = None  # wall clock (s) of its first frame
         self.parts_dropped = False  # only the whole segment can still be fetched
         self._data = None
+        self._track_data = {}
 
-    def data(self):
+    def data(self, track=None):
+        if track is not None:
+            if track not in self._track_data and self.complete:
+                self._track_data[track] = b"".join(p.tracks.get(track, b"") for p in self.parts)
+            return self._track_data.get(track)
         if self._data is None and self.complete:
             self._data = b"".join(p.data for p in self.parts)
         return self._data
 
 
 class Part:
-    def __init__(self, data, ticks, independent):
+    def __init__(self, data, ticks, independent, tracks=None):
         self.data = data
         self.ticks = ticks
         self.independent = independent
+        self.tracks = tracks or {}  # "video"/"audio" -> the part's one-track fragment (DASH)
 
 
 class Live:
@@ -293,6 +378,10 @@ class Live:
     def __init__(self):
         self.cv = threading.Condition()
         self.init = None
+        self.track_inits = {}  # "video"/"audio" -> one-track init segment (DASH)
+        self.track_ids = {}
+        self.audio_tid = None
+        self.dash_ast = None  # the MPD's availabilityStartTime (wall clock of media time 0)
         self.codecs = None
         self.tracks = None
         self.video_tid = None
@@ -316,12 +405,17 @@ class Live:
             self.init, self.tracks, self.codecs = data, tracks, codecs
             self.video_tid = next(t for t, v in tracks.items() if v["handler"] == "vide")
             self.ts = tracks[self.video_tid]["timescale"]
+            self.audio_tid = next((t for t, v in tracks.items() if v["handler"] == "soun"), None)
+            self.track_ids = {"video": self.video_tid, "audio": self.audio_tid}
+            self.track_inits = {k: split_init(data, t) for k, t in self.track_ids.items() if t is not None}
             self.cv.notify_all()
         log("init segment", len(data), "bytes, codecs", codecs)
 
     def on_fragment(self, data):
         wall, now = time.time(), time.monotonic()
         info = parse_moof(data, self.tracks, self.video_tid)
+        by_tid = split_fragment(data)
+        per_track = {k: by_tid[t] for k, t in self.track_ids.items() if t in by_tid}
         start, ticks, sync = info["tfdt"], info["dur"], info["sync"]
         ts = self.ts
         end_s = (start + ticks) / ts
@@ -351,7 +445,7 @@ class Live:
                 if not sync:
                     self.not_independent += 1
                     log(f"segment {cur.msn} does not start with a keyframe")
-            cur.parts.append(Part(data, ticks, sync))
+            cur.parts.append(Part(data, ticks, sync, per_track))
             cur.ticks += ticks
             self.parts_published += 1
             if ticks / ts > PART_TARGET:
@@ -455,27 +549,53 @@ class Live:
         return "\n".join(out) + "\n", version
 
     def mpd(self):
-        """Low-latency DASH (ISO 23009-1, DASH-IF IOP LL): SegmentTemplate $Number$ on the
-        2 s segments, each available availabilityTimeOffset before its end (chunked)."""
-        ts = self.ts
-        seg = self.current if self.current.parts else self.segments[self.current.msn - 1]
-        start = datetime.fromtimestamp(seg.pdt - seg.start / ts, timezone.utc)
-        seg_ticks = round(SEGMENT_DUR * ts)
+        """Low-latency DASH (ISO 23009-1, DASH-IF IOP low-latency): a video and an audio
+        AdaptationSet, each a SegmentTemplate $Number$ on the 2 s segments (one-track
+        fragments split from the muxed stream), each segment available
+        availabilityTimeOffset before its end: once its first part exists, then sent with
+        chunked transfer as its parts arrive. Segment N starts at media time N * 2 s, so at
+        availabilityStartTime + N * 2 s of wall clock."""
+        if self.dash_ast is None:
+            # Set once: availabilityStartTime must not move between MPD updates (each
+            # segment's wall clock is read anew and jitters). The earliest estimate over the
+            # segments so far: a segment whose first part came out of ffmpeg late (CPU
+            # starved at the start) reads as produced later than it was, never earlier.
+            self.dash_ast = min(s.pdt - s.start / self.ts for s in self.segments.values() if s.pdt is not None)
+        start = datetime.fromtimestamp(self.dash_ast, timezone.utc)
         ato = SEGMENT_DUR - PART_TARGET  # a segment can be asked for once its first part exists
+        sets = []
+        for k, name in enumerate(("video", "audio")):
+            tid = self.track_ids.get(name)
+            if tid is None:
+                continue
+            tr = self.tracks[tid]
+            ts = tr["timescale"]
+            if name == "video":
+                kbps = VIDEO_KBPS
+                head = f'contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" maxWidth="640" maxHeight="360" frameRate="{FPS}"'
+                rep = f'id="video" codecs="{tr["codec"]}" bandwidth="{kbps * 1000}" width="640" height="360" sar="1:1"'
+                extra = ""
+            else:
+                kbps = AUDIO_KBPS
+                head = 'contentType="audio" mimeType="audio/mp4" segmentAlignment="true" lang="en"'
+                rep = f'id="audio" codecs="{tr["codec"]}" bandwidth="{kbps * 1000}" audioSamplingRate="{ts}"'
+                extra = '\n        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>'
+            sets.append(f"""    <AdaptationSet id="{k}" {head}>
+      <Representation {rep}>{extra}
+        <SegmentTemplate timescale="{ts}" duration="{round(SEGMENT_DUR * ts)}" startNumber="0" initialization="{name}-init.mp4" media="{name}-seg$Number$.m4s" availabilityTimeOffset="{ato:.3f}" availabilityTimeComplete="false"/>
+      </Representation>
+    </AdaptationSet>""")
+        sets = "\n".join(sets)
         return f"""<?xml version="1.0" encoding="utf-8"?>
-<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011,http://www.dashif.org/guidelines/low-latency-live-v5" type="dynamic" availabilityStartTime="{iso_dt(start)}" publishTime="{iso(time.time())}" minimumUpdatePeriod="PT{SEGMENT_S}S" minBufferTime="PT1S" timeShiftBufferDepth="PT{WINDOW * SEGMENT_S}S" maxSegmentDuration="PT{SEGMENT_S}S">
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011,http://www.dashif.org/guidelines/low-latency-live-v5" type="dynamic" availabilityStartTime="{iso_dt(start)}" publishTime="{iso(time.time())}" minimumUpdatePeriod="PT{SEGMENT_S}S" minBufferTime="PT1S" timeShiftBufferDepth="PT{WINDOW * SEGMENT_S}S" maxSegmentDuration="PT{SEGMENT_S}S" suggestedPresentationDelay="PT{DASH_DELAY_S:g}S">
   <ServiceDescription id="0">
-    <Latency target="1500" max="4000" min="1000"/>
+    <Latency target="{round(DASH_DELAY_S * 1000)}" max="{round(DASH_DELAY_S * 2000 + 1000)}" min="{round(DASH_DELAY_S * 500)}" referenceId="0"/>
     <PlaybackRate max="1.04" min="0.96"/>
   </ServiceDescription>
   <Period id="0" start="PT0S">
-    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">
-      <Representation id="video+audio" codecs="{self.codecs}" bandwidth="{(VIDEO_KBPS + AUDIO_KBPS) * 1000}" width="640" height="360" frameRate="{FPS}">
-        <SegmentTemplate timescale="{ts}" duration="{seg_ticks}" startNumber="0" initialization="init.mp4" media="seg$Number$.m4s" availabilityTimeOffset="{ato:.3f}" availabilityTimeComplete="false"/>
-      </Representation>
-    </AdaptationSet>
+{sets}
   </Period>
-  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/live/time"/>
+  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/time"/>
 </MPD>
 """
 
@@ -587,6 +707,8 @@ class Stats:
 
 SEG_RE = re.compile(r"^/live/seg(\d+)\.m4s$")
 PART_RE = re.compile(r"^/live/part(\d+)\.(\d+)\.m4s$")
+DASH_SEG_RE = re.compile(r"^/live/(video|audio)-seg(\d+)\.m4s$")
+DASH_INIT_RE = re.compile(r"^/live/(video|audio)-init\.mp4$")
 CTYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".mp4": "video/mp4",
@@ -636,7 +758,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path == "/stats":
                 return self.send(200, json.dumps(stats.snapshot(live), indent=1), "application/json")
-            if path == "/live/time":
+            if path in ("/live/time", "/time"):
                 return self.send(200, iso(time.time()), "text/plain")
             if path.startswith("/vod/") and self.server.vod:
                 return self.vod(path[len("/vod/") :])
@@ -654,12 +776,20 @@ class Handler(BaseHTTPRequestHandler):
                 if not self.wait(lambda: live.init is not None, 5):
                     return self.send(503, "not started\n", headers={"Retry-After": "1"})
                 return self.send(200, live.init, "video/mp4", "max-age=3600")
+            m = DASH_INIT_RE.match(path)
+            if m:
+                if not self.wait(lambda: m.group(1) in live.track_inits, 5):
+                    return self.send(503, "not started\n", headers={"Retry-After": "1"})
+                return self.send(200, live.track_inits[m.group(1)], "video/mp4", "max-age=3600")
             m = PART_RE.match(path)
             if m:
                 return self.part(int(m.group(1)), int(m.group(2)))
             m = SEG_RE.match(path)
             if m:
                 return self.segment(int(m.group(1)))
+            m = DASH_SEG_RE.match(path)
+            if m:
+                return self.segment(int(m.group(2)), m.group(1))
             self.not_found()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -744,7 +874,7 @@ class Handler(BaseHTTPRequestHandler):
             data = seg.parts[i].data
         self.send(200, data, "video/mp4", "max-age=3600")
 
-    def segment(self, msn):
+    def segment(self, msn, track=None):
         live = self.server.live
         with live.cv:
             cur = live.current
@@ -752,16 +882,16 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(503, "not started\n", headers={"Retry-After": "1"})
             seg = live.segments.get(msn)
             if seg is not None and seg.complete:
-                data = seg.data()
+                data = seg.data(track)
             elif msn in (cur.msn, cur.msn + 1):
                 data = None
             else:
                 return self.not_found("no such segment")
         if data is not None:
             return self.send(200, data, "video/mp4", "max-age=3600")
-        self.stream_segment(msn)
+        self.stream_segment(msn, track)
 
-    def stream_segment(self, msn):
+    def stream_segment(self, msn, track=None):
         """The segment being produced (or the next one): chunked transfer, a part at a time,
         as low-latency DASH players and CDNs ask for it before it is complete."""
         live = self.server.live
@@ -783,9 +913,11 @@ class Handler(BaseHTTPRequestHandler):
                     max(0.0, deadline - time.monotonic()),
                 )
                 seg = live.segments.get(msn)
-                new = [p.data for p in seg.parts[sent:]] if seg else []
+                new = [(p.data if track is None else p.tracks.get(track, b"")) for p in seg.parts[sent:]] if seg else []
                 done = seg is None or (seg.complete and sent + len(new) == len(seg.parts)) or live.ended
             for chunk in new:
+                if not chunk:
+                    continue
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.flush()
             sent += len(new)

@@ -27,6 +27,17 @@
 // (PART-HOLD-BACK) when behind; 1 turns that off (hls.js's default). PLAYER_BACK_BUFFER:
 // hls.js backBufferLength in seconds (default: hls.js's, Infinity; see below why). PLAYER_DEBUG=1
 // prints each one-second sample on stderr.
+//
+// PLAYER_KIND=dash plays an MPD with dash.js instead (dashjs in $PLAYER_NPM; low-latency mode,
+// which dash.js 4 turns on from the MPD's availabilityTimeComplete="false" and
+// ServiceDescription; live catch-up on, playback rate up to PLAYER_CATCHUP and down to 0.8;
+// PLAYER_DASH_DELAY overrides the live delay target in seconds). The same figures, with:
+// latency_* and hls_latency_* both dash.js's getCurrentLiveLatency() (its UTCTiming-synced
+// wall clock less the presentation time shown, which the origin's availabilityStartTime ties
+// to the frame's production), loads.playlist the MPD loads, loads.segment the media segments,
+// buffer_stalled_errors dash.js PLAYBACK_STALLED events, fatal every dash.js ERROR event,
+// part_delivery how late each video segment's last byte came after the segment's end was
+// produced, hls_js the dash.js version; no playlist_delivery.
 import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,8 +58,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 const npmDir = resolve(process.env.PLAYER_NPM || join(here, '../../target/test-tools/player-npm'));
 const require = createRequire(join(npmDir, 'package.json'));
 const puppeteer = require('puppeteer-core');
-const hlsJs = readFileSync(require.resolve('hls.js/dist/hls.min.js'));
-const hlsVersion = JSON.parse(readFileSync(require.resolve('hls.js/package.json'))).version;
+const dash = process.env.PLAYER_KIND === 'dash';
+const hlsJs = readFileSync(require.resolve(dash ? 'dashjs/dist/dash.all.min.js' : 'hls.js/dist/hls.min.js'));
+const hlsVersion = JSON.parse(readFileSync(require.resolve(dash ? 'dashjs/package.json' : 'hls.js/package.json'))).version;
+// PLAYER_KIND=dash: dash.js's live delay target in seconds (PLAYER_DASH_DELAY, default: the
+// MPD's ServiceDescription / suggestedPresentationDelay).
+const dashDelay = process.env.PLAYER_DASH_DELAY ? Number(process.env.PLAYER_DASH_DELAY) : null;
 
 // The page: window.__start(n, url) starts n players; window.__m[i] is what player i saw.
 const PAGE = `<!doctype html>
@@ -208,6 +223,120 @@ window.__finish = () => window.__m.map((m) => {
 });
 </script></body></html>`;
 
+// PLAYER_KIND=dash: the same counters from dash.js (low-latency mode, which dash.js turns on
+// from the MPD: availabilityTimeComplete="false" and a ServiceDescription), with catch-up.
+// Latency is dash.js's getCurrentLiveLatency() (wall clock, synchronised by the MPD's
+// UTCTiming, less the presentation time shown), in both pdt_latency and hls_latency.
+const DASH_PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>strata player bench (dash.js)</title>
+<style>body{margin:0} video{width:640px;height:360px}</style>
+<script src="/hls.min.js"></script></head>
+<body><script>
+const t0 = performance.now();
+window.__m = [];
+window.__hls = [];
+window.__start = (n, url) => {
+  for (let i = 0; i < n; i++) {
+    const video = document.createElement('video');
+    video.muted = true;
+    video.autoplay = true;
+    video.playsInline = true;
+    video.id = 'v' + i;
+    document.body.appendChild(video);
+    const m = window.__m[i] = {
+      started_at: null, first_frame_s: null, start_ct: null, stalls: [], waiting_at: null,
+      buffer_stalled: 0, fatal: [], errors: {}, loads: { playlist: 0, part: 0, segment: 0 },
+      part_delivery: [], playlist_delivery: [], ring: [], logs: [],
+    };
+    const note = (e, x) => {
+      m.ring.push({ t: Math.round(performance.now() - t0) / 1000, e, ...x });
+      if (m.ring.length > 80) m.ring.shift();
+    };
+    const ranges = () => {
+      const r = [];
+      for (let k = 0; k < video.buffered.length; k++) r.push([video.buffered.start(k), video.buffered.end(k)]);
+      return r;
+    };
+    const player = window.__hls[i] = dashjs.MediaPlayer().create();
+    const streaming = {
+      liveCatchup: { enabled: true, mode: 'liveCatchupModeDefault',
+        playbackRate: { min: -0.2, max: ${Math.max(0, catchup - 1)} } },
+    };
+    ${dashDelay !== null ? `streaming.delay = { liveDelay: ${dashDelay} };` : ''}
+    player.updateSettings({ debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING }, streaming });
+    const E = dashjs.MediaPlayer.events;
+    player.on(E.MANIFEST_LOADED, () => { m.loads.playlist++; note('manifest'); });
+    player.on(E.FRAGMENT_LOADING_STARTED, (e) => note('frag-loading', { t: e.request && e.request.mediaType, n: e.request && e.request.index }));
+    player.on(E.FRAGMENT_LOADING_COMPLETED, (e) => {
+      const r = e.request || {};
+      if (r.type === 'InitializationSegment') return;
+      m.loads.segment++;
+      note('frag-loaded', { t: r.mediaType, n: r.index, ms: r.requestEndDate && r.requestStartDate ? r.requestEndDate - r.requestStartDate : null });
+      // How late a segment's last byte came after its end was produced at the origin.
+      if (r.mediaType === 'video' && r.startTime !== undefined && r.duration && m.ast) {
+        m.part_delivery.push((Date.now() - (m.ast + (r.startTime + r.duration) * 1000)) / 1000);
+      }
+    });
+    player.on(E.STREAM_INITIALIZED, () => {
+      try { m.ast = player.getDashAdapter().getMpd().availabilityStartTime.getTime(); } catch (e) { m.ast = null; }
+      try { m.settings = player.getSettings().streaming.delay; m.low_latency = player.getLowLatencyModeEnabled && player.getLowLatencyModeEnabled(); } catch (e) {}
+    });
+    player.on(E.ERROR, (e) => {
+      const key = 'error:' + ((e.error && (e.error.code + ' ' + e.error.message)) || String(e.error)).slice(0, 120);
+      m.errors[key] = (m.errors[key] || 0) + 1;
+      m.fatal.push({ at_s: (performance.now() - t0) / 1000, type: 'dash', details: key });
+      note('error', { key });
+    });
+    player.on(E.PLAYBACK_STALLED, () => { m.buffer_stalled++; note('stalled', { ct: video.currentTime }); });
+    for (const ev of ['seeking', 'seeked', 'ratechange']) {
+      video.addEventListener(ev, () => note(ev, { ct: video.currentTime, rate: video.playbackRate }));
+    }
+    video.addEventListener('playing', () => {
+      const now = performance.now();
+      if (m.started_at === null) {
+        m.started_at = now;
+        m.first_frame_s = (now - t0) / 1000;
+        m.start_ct = video.currentTime;
+      }
+      if (m.waiting_at !== null) {
+        const st = m.stalls[m.stalls.length - 1];
+        st.duration_s = (now - m.waiting_at) / 1000;
+        st.buffered_after = ranges();
+        st.during = m.ring.filter((x) => x.t >= st.at_s);
+        m.waiting_at = null;
+      }
+    });
+    video.addEventListener('waiting', () => {
+      if (m.started_at === null || m.waiting_at !== null) return;
+      m.waiting_at = performance.now();
+      m.stalls.push({ at_s: (m.waiting_at - t0) / 1000, current_time: video.currentTime, duration_s: null,
+        buffered: ranges(), before: m.ring.slice(-30) });
+    });
+    player.initialize(video, url, true);
+  }
+};
+window.__sample = () => window.__hls.map((p, i) => {
+  const v = document.getElementById('v' + i);
+  const b = v.buffered;
+  const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : {};
+  let lat = null, target = null;
+  try { lat = p.getCurrentLiveLatency(); } catch (e) {}
+  try { target = p.getTargetLiveDelay(); } catch (e) {}
+  return {
+    started: window.__m[i].started_at !== null, paused: v.paused, ct: v.currentTime,
+    pdt_latency: Number.isFinite(lat) && lat > 0 ? lat : null,
+    hls_latency: Number.isFinite(lat) && lat > 0 ? lat : null, target, rate: v.playbackRate,
+    ahead: b.length ? b.end(b.length - 1) - v.currentTime : 0,
+    dropped: q.droppedVideoFrames, frames: q.totalVideoFrames,
+    waiting: window.__m[i].waiting_at !== null,
+  };
+});
+window.__finish = () => window.__m.map((m) => {
+  if (m.waiting_at !== null) m.stalls[m.stalls.length - 1].duration_s = (performance.now() - m.waiting_at) / 1000;
+  return m;
+});
+</script></body></html>`;
+
 function serve() {
   const server = http.createServer((req, res) => {
     if (req.url === '/hls.min.js') {
@@ -215,7 +344,7 @@ function serve() {
       res.end(hlsJs);
     } else {
       res.writeHead(200, { 'content-type': 'text/html' });
-      res.end(PAGE);
+      res.end(dash ? DASH_PAGE : PAGE);
     }
   });
   return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok(server)));
@@ -223,7 +352,7 @@ function serve() {
 
 function kind(u) {
   const path = new URL(u).pathname;
-  if (path.endsWith('.m3u8')) return 'playlist';
+  if (path.endsWith('.m3u8') || path.endsWith('.mpd')) return 'playlist';
   if (/init[^/]*\.mp4$/.test(path)) return 'init';
   if (/\/part[^/]*\.m4s$/.test(path)) return 'part';
   if (/\.(m4s|mp4|ts|aac|vtt)$/.test(path)) return 'segment';
@@ -290,7 +419,7 @@ const browser = await puppeteer.launch({
   ],
 });
 const out = {
-  url, seconds, players: nPlayers, hls_js: hlsVersion, browser: await browser.version(),
+  url, seconds, players: nPlayers, player_kind: dash ? 'dash.js' : 'hls.js', hls_js: hlsVersion, browser: await browser.version(),
   max_live_sync_playback_rate: catchup,
 };
 // One player: a browser context of its own (its own cache and connections, as a separate

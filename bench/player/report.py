@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Summarises a bench/player.sh run from the files it kept (stdlib only).
 
-    python3 bench/player/report.py DIR [SECONDS]
+    python3 bench/player/report.py [--dash] DIR [SECONDS]
 
-DIR holds player-{direct,edge}.json (play.mjs), origin-{direct,edge}.json (the origin's /stats
+With --dash, the DASH pair (DASH=1 bench/player.sh: dash.js on /live/manifest.mpd) from the
+same files with a dash- prefix. DIR holds player-{direct,edge}.json (play.mjs), origin-{direct,edge}.json (the origin's /stats
 after each run), {edge,shield}-1-access.log and {edge,shield}-1.metrics (run B) and load.txt.
 Prints the figures, then markdown rows for bench/README.md.
 """
@@ -16,6 +17,7 @@ from collections import Counter
 
 PART = re.compile(r"^/live/part(\d+)\.(\d+)\.m4s$")
 SEG = re.compile(r"^/live/seg(\d+)\.m4s$")
+DASH_SEG = re.compile(r"^/live/(video|audio)-seg(\d+)\.m4s$")
 
 
 def load(d, name):
@@ -93,7 +95,7 @@ def access_summary(path):
             p = d["path"]
             if p.startswith("/.well-known"):
                 continue
-            k = "part" if PART.match(p) else "segment" if SEG.match(p) else "playlist" if p.endswith(".m3u8") else p
+            k = "part" if PART.match(p) else "segment" if SEG.match(p) or DASH_SEG.match(p) else "playlist" if p.endswith(".m3u8") else p
             s = kinds.setdefault(k, {"n": 0, "status": Counter(), "cache": Counter(), "ms": [], "paths": Counter()})
             s["n"] += 1
             s["status"][d["status"]] += 1
@@ -220,5 +222,103 @@ def main():
     print(f"| non-200 answers seen by players | {len(a['non_200'])} | {len(b['non_200'])} |")
 
 
+def dash_origin_summary(o):
+    """What the origin was asked for in a DASH run: segments per track, MPD, init, time."""
+    segs = {"video": Counter(), "audio": Counter()}
+    mpd = init = timing = other = 0
+    for target, n in o["requests"].items():
+        path = target.partition("?")[0]
+        m = DASH_SEG.match(path)
+        if m:
+            segs[m.group(1)][path] += n
+        elif path == "/live/manifest.mpd":
+            mpd += n
+        elif path.endswith("-init.mp4"):
+            init += n
+        elif path in ("/time", "/live/time"):
+            timing += n
+        elif path != "/stats":
+            other += n
+    allsegs = segs["video"] + segs["audio"]
+    return {
+        "segments_published": o["segments_published"],
+        "segment_requests": sum(allsegs.values()),
+        "segments_requested": len(allsegs),
+        "per_segment": sum(allsegs.values()) / len(allsegs) if allsegs else 0,
+        "per_segment_max": max(allsegs.values(), default=0),
+        "asked_more_than_once": sorted(p for p, n in allsegs.items() if n > 1)[:10],
+        "video": len(segs["video"]),
+        "audio": len(segs["audio"]),
+        "mpd": mpd,
+        "init": init,
+        "time": timing,
+        "other": other,
+        "non_200": {k: v for k, v in o["statuses"].items() if not k.startswith("200 ")},
+    }
+
+
+def dash_main(d):
+    a, b = load(d, "dash-player-direct.json"), load(d, "dash-player-edge.json")
+    oa, ob = dash_origin_summary(load(d, "origin-dash-direct.json")), dash_origin_summary(load(d, "origin-dash-edge.json"))
+    edge = access_summary(os.path.join(d, "dash-edge-1-access.log"))
+    shield = access_summary(os.path.join(d, "dash-shield-1-access.log"))
+
+    def row(label, x, y):
+        print(f"  {label:<44} {x:>24}   {y:>24}")
+
+    print()
+    print(f"LL-DASH: players: {a['players']} per run, dash.js {a['hls_js']}, {a['browser']}")
+    row("", "straight from the origin", "through edge + shield")
+    row("played (least of the players)", fmt(a["played_s"], "s", 1) + f" of {a['seconds']}", fmt(b["played_s"], "s", 1) + f" of {b['seconds']}")
+    row("first frame after start", fmt(a["first_frame_s"]), fmt(b["first_frame_s"]))
+    row("stalls (time stalled)", f"{a['stalls']} ({a['stall_time_s']:.2f} s)", f"{b['stalls']} ({b['stall_time_s']:.2f} s)")
+    row("dash.js PLAYBACK_STALLED / errors", f"{a['buffer_stalled_errors']} / {a['fatal_errors']}", f"{b['buffer_stalled_errors']} / {b['fatal_errors']}")
+    row("live latency p50 / p95 (dash.js)", f"{fmt(a['latency_p50_s'])} / {fmt(a['latency_p95_s'])}", f"{fmt(b['latency_p50_s'])} / {fmt(b['latency_p95_s'])}")
+    dl50 = b["latency_p50_s"] - a["latency_p50_s"] if a["latency_p50_s"] and b["latency_p50_s"] else None
+    row("  edge + shield adds (p50)", "", fmt(dl50, "ms"))
+    row("target latency", fmt(a["target_latency_s"]), fmt(b["target_latency_s"]))
+    sa, sb = a["part_delivery"], b["part_delivery"]
+    row("video segment end -> loaded p50 / p95", f"{fmt(sa['p50'], 'ms')} / {fmt(sa['p95'], 'ms')}", f"{fmt(sb['p50'], 'ms')} / {fmt(sb['p95'], 'ms')}")
+    row("player loads: MPD / segments", f"{a['loads']['playlist']} / {a['loads']['segment']}", f"{b['loads']['playlist']} / {b['loads']['segment']}")
+    row("non-200 answers seen by players", str(len(a["non_200"])), str(len(b["non_200"])))
+    row("dropped / decoded frames", f"{a['dropped_frames']} / {a['total_frames']}", f"{b['dropped_frames']} / {b['total_frames']}")
+    print("  origin:")
+    row("segments published (each: video + audio)", str(oa["segments_published"]), str(ob["segments_published"]))
+    row("requests per segment (max)", f"{oa['per_segment']:.2f} ({oa['per_segment_max']})", f"{ob['per_segment']:.2f} ({ob['per_segment_max']})")
+    row("segment requests / distinct (video, audio)", f"{oa['segment_requests']} / {oa['segments_requested']} ({oa['video']}, {oa['audio']})",
+        f"{ob['segment_requests']} / {ob['segments_requested']} ({ob['video']}, {ob['audio']})")
+    row("MPD / init / UTCTiming requests", f"{oa['mpd']} / {oa['init']} / {oa['time']}", f"{ob['mpd']} / {ob['init']} / {ob['time']}")
+    row("non-200 answers", str(sum(oa["non_200"].values())), str(sum(ob["non_200"].values())))
+    if oa["non_200"] or ob["non_200"]:
+        print("  non-200 at the origin:", oa["non_200"], "|", ob["non_200"])
+    n2b = Counter(f"{x['status']} {x['url'].rsplit('/', 1)[-1].split('?')[0]}" for x in b["non_200"])
+    if n2b:
+        print("  non-200 seen by players through Strata:", dict(n2b))
+    if ob["asked_more_than_once"]:
+        print("  segments the origin was asked for more than once (through Strata):", ob["asked_more_than_once"])
+    print("  Cache-Status seen by players (through Strata):", json.dumps(b.get("cache_status", {})))
+    print("  Age seen by players (through Strata):", json.dumps({k: (v["p50"], v["max"]) for k, v in b.get("age", {}).items()}))
+    for name, acc in (("edge-1", edge), ("shield-1", shield)):
+        for k, s in sorted(acc.items()):
+            print(f"  {name} served {k}: {s['n']} ({s['distinct']} distinct, max {s['per_path_max']} per path), "
+                  f"status {dict(s['status'])}, {dict(s['cache'])}, {s['ms_p50']:.1f}/{s['ms_p95']:.1f} ms p50/p95")
+    if os.path.exists(os.path.join(d, "dash-load.txt")):
+        print(" ", open(os.path.join(d, "dash-load.txt")).read().strip())
+    print()
+    print("markdown (bench/README.md):")
+    print()
+    print(f"| {a['players']} dash.js players (LL-DASH), {a['seconds']} s | straight from the origin | through edge + shield |")
+    print("|---|---:|---:|")
+    print(f"| played (least of the players) | {a['played_s']:.1f} s | {b['played_s']:.1f} s |")
+    print(f"| stalls (time stalled) | {a['stalls']} ({a['stall_time_s']:.2f} s) | {b['stalls']} ({b['stall_time_s']:.2f} s) |")
+    print(f"| live latency p50 / p95 (dash.js) | {fmt(a['latency_p50_s'])} / {fmt(a['latency_p95_s'])} | {fmt(b['latency_p50_s'])} / {fmt(b['latency_p95_s'])} |")
+    print(f"| origin requests per segment (max) | {oa['per_segment']:.2f} ({oa['per_segment_max']}) | **{ob['per_segment']:.2f}** ({ob['per_segment_max']}) |")
+    print(f"| origin MPD / init requests | {oa['mpd']} / {oa['init']} | {ob['mpd']} / {ob['init']} |")
+    print(f"| non-200 answers seen by players | {len(a['non_200'])} | {len(b['non_200'])} |")
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "--dash":
+        dash_main(sys.argv[2])
+    else:
+        main()
