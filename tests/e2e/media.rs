@@ -567,3 +567,87 @@ async fn a_dash_manifests_segments_are_fetched_ahead_and_a_live_one_is_kept_brie
     hand.advance(Duration::from_millis(1000));
     assert!(!edge.get("/live/manifest.mpd").send().await.is_hit());
 }
+
+/// An origin that never produces a hinted part: players waiting on it (one upstream
+/// request per round between them) get a 504 once the first-byte timeouts pass, and the
+/// node goes on serving the stream.
+#[tokio::test]
+async fn players_held_on_a_hinted_part_the_origin_never_produces_get_a_clean_504() {
+    let origin = TestOrigin::start(|req, _| {
+        if req.path().ends_with("seg46.1.m4s") {
+            return Reply::ok("late").delay(Duration::from_secs(30));
+        }
+        Reply::ok(LL)
+            .cc("max-age=1")
+            .header("content-type", "application/vnd.apple.mpegurl")
+    })
+    .await;
+    let edge = std::sync::Arc::new(
+        media_edge(&origin, None, MediaConfig::default())
+            .config(|c| c.limits.upstream_first_byte_timeout.0 = Duration::from_secs(1))
+            .start()
+            .await,
+    );
+    edge.get("/ll/index.m3u8").send().await;
+    let players: Vec<_> = (0..10)
+        .map(|_| {
+            let edge = std::sync::Arc::clone(&edge);
+            tokio::spawn(async move { edge.get("/ll/seg46.1.m4s").send().await })
+        })
+        .collect();
+    for player in players {
+        let got = player.await.unwrap();
+        assert_eq!(got.status, 504, "{}", got.cache_status());
+        assert!(
+            got.cache_status().contains("detail="),
+            "{}",
+            got.cache_status()
+        );
+    }
+    // Waiters of a failed fill retry together, one request per round, three rounds at most.
+    let asked = count(&origin, "/ll/seg46.1.m4s");
+    assert!(asked <= 3, "{asked} requests for 10 players");
+    assert_eq!(edge.get("/ll/index.m3u8").send().await.status, 200);
+}
+
+/// A live playlist whose segment list jumps backwards (a restarted packager starting its
+/// media sequence again): the node believes the new playlist, so blocking reloads for the
+/// new numbers are held, not refused.
+#[tokio::test]
+async fn a_playlist_that_jumps_backwards_is_believed() {
+    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = std::sync::Arc::clone(&restarted);
+    let origin = TestOrigin::start(move |_, _| {
+        let body = match r.load(std::sync::atomic::Ordering::SeqCst) {
+            false => LL.to_string(),
+            true => LL
+                .replace("MEDIA-SEQUENCE:44", "MEDIA-SEQUENCE:3")
+                .replace("seg44", "seg3")
+                .replace("seg45", "seg4")
+                .replace("seg46", "seg5"),
+        };
+        Reply::ok(body)
+            .cc("max-age=1")
+            .header("content-type", "application/vnd.apple.mpegurl")
+    })
+    .await;
+    let (clock, hand) = Clock::manual(SystemTime::now());
+    let edge = media_edge(&origin, Some(clock), MediaConfig::default())
+        .start()
+        .await;
+    edge.get("/ll/index.m3u8").send().await;
+    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    hand.advance(Duration::from_secs(2));
+    let after = edge.get("/ll/index.m3u8").send().await;
+    assert!(
+        after.text().contains("MEDIA-SEQUENCE:3"),
+        "{}",
+        after.text()
+    );
+    // Segment 6 is two past the new last (4): allowed. Segment 7 is not, as the new
+    // playlist counts (the old one, at 45, would have allowed it).
+    let blocked = edge.get("/ll/index.m3u8?_HLS_msn=6").send().await;
+    assert_ne!(blocked.status, 400, "{}", blocked.cache_status());
+    let too_far = edge.get("/ll/index.m3u8?_HLS_msn=7").send().await;
+    assert_eq!(too_far.status, 400, "{}", too_far.cache_status());
+}
