@@ -34,18 +34,8 @@ pub fn from_object(
     headers.insert(AGE, HeaderValue::from(age));
 
     if object.status.is_success() {
-        match evaluate_preconditions(method, request, &object.headers) {
-            Precondition::Proceed => {}
-            Precondition::NotModified => {
-                let mut h = not_modified_headers(&headers);
-                h.insert(AGE, HeaderValue::from(age));
-                return build(StatusCode::NOT_MODIFIED, h, ProxyBody::Empty);
-            }
-            Precondition::Failed => {
-                let mut h = HeaderMap::new();
-                h.insert(CONTENT_LENGTH, HeaderValue::from(0));
-                return build(StatusCode::PRECONDITION_FAILED, h, ProxyBody::Empty);
-            }
+        if let Some(answer) = conditional(method, request, &object.headers, &headers) {
+            return answer;
         }
     }
 
@@ -89,6 +79,54 @@ pub fn from_object(
     build(object.status, headers, body)
 }
 
+/// The answer to a request's conditionals (RFC 9110 §13) against a representation's
+/// `validators`: `304` (with `fields`' metadata and `Age`) or `412`; `None`: go on.
+pub(super) fn conditional(
+    method: &Method,
+    request: &HeaderMap,
+    validators: &HeaderMap,
+    fields: &HeaderMap,
+) -> Option<Response<ProxyBody>> {
+    match evaluate_preconditions(method, request, validators) {
+        Precondition::Proceed => None,
+        Precondition::NotModified => {
+            let mut h = not_modified_headers(fields);
+            if let Some(age) = fields.get(AGE) {
+                h.insert(AGE, age.clone());
+            }
+            Some(build(StatusCode::NOT_MODIFIED, h, ProxyBody::Empty))
+        }
+        Precondition::Failed => {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+            Some(build(StatusCode::PRECONDITION_FAILED, h, ProxyBody::Empty))
+        }
+    }
+}
+
+/// Which bytes of a representation of `total` bytes with these `validators` a request
+/// asks for (RFC 9110 §14: GET only, `If-Range` honoured).
+pub(super) fn range_asked(
+    method: &Method,
+    request: &HeaderMap,
+    validators: &HeaderMap,
+    total: u64,
+) -> RangeOutcome {
+    request
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| *method == Method::GET && if_range_allows(request, validators))
+        .map_or(RangeOutcome::Full, |v| parse_range(v, total))
+}
+
+/// `416` for a representation of `total` bytes (RFC 9110 §15.5.17).
+pub(super) fn unsatisfiable(total: u64) -> Response<ProxyBody> {
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_RANGE, header(&format!("bytes */{total}")));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    build(StatusCode::RANGE_NOT_SATISFIABLE, h, ProxyBody::Empty)
+}
+
 /// The answer to a `Range` request for a complete 200 of `total` bytes (RFC 9110 §14):
 /// 206 with the part, or 416. `None`: no range applies, answer in full.
 fn ranged(
@@ -98,10 +136,7 @@ fn ranged(
     request: &HeaderMap,
     total: u64,
 ) -> Option<Response<ProxyBody>> {
-    let range = request.get(RANGE).and_then(|v| v.to_str().ok());
-    let range =
-        range.filter(|_| *method == Method::GET && if_range_allows(request, &object.headers))?;
-    match parse_range(range, total) {
+    match range_asked(method, request, &object.headers, total) {
         RangeOutcome::Full => None,
         RangeOutcome::Partial(r) => {
             headers.insert(CONTENT_RANGE, header(&r.content_range(total)));
@@ -116,16 +151,7 @@ fn ranged(
                 body,
             ))
         }
-        RangeOutcome::Unsatisfiable => {
-            let mut h = HeaderMap::new();
-            h.insert(CONTENT_RANGE, header(&format!("bytes */{total}")));
-            h.insert(CONTENT_LENGTH, HeaderValue::from(0));
-            Some(build(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                h,
-                ProxyBody::Empty,
-            ))
-        }
+        RangeOutcome::Unsatisfiable => Some(unsatisfiable(total)),
     }
 }
 
@@ -134,7 +160,11 @@ fn header(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn build(status: StatusCode, headers: HeaderMap, body: ProxyBody) -> Response<ProxyBody> {
+pub(super) fn build(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: ProxyBody,
+) -> Response<ProxyBody> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;

@@ -29,8 +29,7 @@ use http::header::{
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use strata_http_cache::cache_status::Fwd;
-use strata_http_cache::conditional::{evaluate_preconditions, not_modified_headers, Precondition};
-use strata_http_cache::range::{if_range_allows, parse_content_range, parse_range, RangeOutcome};
+use strata_http_cache::range::{parse_content_range, parse_range, RangeOutcome};
 use strata_http_cache::CacheStatus;
 use strata_storage::{Purge, Scope};
 use tokio::sync::mpsc;
@@ -39,7 +38,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::forward::CLIENT_CONDITIONALS;
 use crate::proxy::Proxy;
-use crate::request::{Cacheable, Ctx};
+use crate::request::{respond, Cacheable, Ctx};
 use crate::server::interim::Opener;
 
 /// Pieces the assembling task may be ahead of the client (each at most a stored chunk).
@@ -188,7 +187,7 @@ impl Proxy {
                 StatusCode::RANGE_NOT_SATISFIABLE if index == 0 && empty(&first) => {
                     let mut h = HeaderMap::new();
                     h.insert(CONTENT_LENGTH, HeaderValue::from(0));
-                    answer(StatusCode::OK, h, ProxyBody::Empty)
+                    respond::build(StatusCode::OK, h, ProxyBody::Empty)
                 }
                 // A range upstream answered for other bytes than asked: never the client's
                 // answer. Its own request goes upstream as it is.
@@ -208,29 +207,12 @@ impl Proxy {
         let (parts, first_body) = first.into_parts();
         let mut headers = parts.headers;
         headers.remove(CONTENT_RANGE);
-        match evaluate_preconditions(method, head, &headers) {
-            Precondition::Proceed => {}
-            Precondition::NotModified => {
-                return Ok(answer(
-                    StatusCode::NOT_MODIFIED,
-                    not_modified_headers(&headers),
-                    ProxyBody::Empty,
-                ))
-            }
-            Precondition::Failed => {
-                let mut h = HeaderMap::new();
-                h.insert(CONTENT_LENGTH, HeaderValue::from(0));
-                return Ok(answer(StatusCode::PRECONDITION_FAILED, h, ProxyBody::Empty));
-            }
+        if let Some(answer) = respond::conditional(method, head, &headers, &headers) {
+            return Ok(answer);
         }
         headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         let total = whole.total;
-        let range = head
-            .get(RANGE)
-            .and_then(|v| v.to_str().ok())
-            .filter(|_| *method == Method::GET && if_range_allows(head, &headers))
-            .map_or(RangeOutcome::Full, |v| parse_range(v, total));
-        let (status, from, to) = match range {
+        let (status, from, to) = match respond::range_asked(method, head, &headers, total) {
             RangeOutcome::Full => (StatusCode::OK, 0, total),
             RangeOutcome::Partial(r) => {
                 let content_range = r.content_range(total);
@@ -239,22 +221,11 @@ impl Proxy {
                 }
                 (StatusCode::PARTIAL_CONTENT, r.start, r.end + 1)
             }
-            RangeOutcome::Unsatisfiable => {
-                let mut h = HeaderMap::new();
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
-                    h.insert(CONTENT_RANGE, v);
-                }
-                h.insert(CONTENT_LENGTH, HeaderValue::from(0));
-                return Ok(answer(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    h,
-                    ProxyBody::Empty,
-                ));
-            }
+            RangeOutcome::Unsatisfiable => return Ok(respond::unsatisfiable(total)),
         };
         headers.insert(CONTENT_LENGTH, HeaderValue::from(to - from));
         if *method == Method::HEAD || from == to {
-            return Ok(answer(status, headers, ProxyBody::Empty));
+            return Ok(respond::build(status, headers, ProxyBody::Empty));
         }
         let (tx, rx) = mpsc::channel(AHEAD);
         let assembly = Assembly {
@@ -270,7 +241,7 @@ impl Proxy {
             rx,
             remaining: to - from,
         };
-        Ok(answer(status, headers, body))
+        Ok(respond::build(status, headers, body))
     }
 
     /// The answer to the request for slice `index`, through lookup, coalescing and fill
@@ -454,13 +425,6 @@ async fn copy(
         }
     }
     true
-}
-
-fn answer(status: StatusCode, headers: HeaderMap, body: ProxyBody) -> Response<ProxyBody> {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    resp
 }
 
 #[cfg(test)]
