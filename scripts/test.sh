@@ -6,7 +6,8 @@
 # pebble (Let's Encrypt's test ACME CA, with pebble-challtestsrv) for automatic certificates;
 # Akamai's EdgeAuth token generators from PyPI and npm (into target/test-tools) so token
 # tests check tokens made by the code customers run; mmdb-writer from PyPI (same place) writes
-# the MaxMind DB files the country access tests read.
+# the MaxMind DB files the country access tests read. The wasm32-wasip1 target (rustup) for
+# the example proxy-wasm filters (examples/filters) the edge compute tests load.
 # The deployment test (tests/e2e/deploy.rs, as root) runs deploy/compose's topology in network
 # namespaces with these same nats-server, curl, dig and python3.
 # Everything else (origins, nodes) the suite starts itself on 127.0.0.1:0. CI's .ci/run
@@ -70,6 +71,11 @@ echo "== fuzz and bench workspaces (type check)"
 for manifest in fuzz/Cargo.toml bench/tools/Cargo.toml bench/hit-ratio/Cargo.toml; do
     cargo check --locked --quiet --manifest-path "$manifest" --all-targets
 done
+
+echo "== example filters (proxy-wasm Rust SDK, wasm32-wasip1)"
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+cargo build --locked --quiet --release --target wasm32-wasip1 --manifest-path examples/filters/Cargo.toml
+cargo clippy --locked --quiet --target wasm32-wasip1 --manifest-path examples/filters/Cargo.toml -- -D warnings
 
 echo "== tests"
 # One build serves every test binary; nextest runs them in parallel processes.

@@ -1322,3 +1322,124 @@ async fn a_client_that_hangs_up_on_a_large_sliced_file_costs_the_origin_a_few_sl
     assert_eq!(r.status, 206);
     assert!(is_hit(&r.cache_status()), "{}", r.cache_status());
 }
+
+// === Edge compute: a filter that misbehaves costs only its own request ===
+
+/// A node whose service runs `module` (fail-closed unless `fail_open`), with a second
+/// service (`plain.test`) that has no filter.
+fn filtered_edge(origin: &TestOrigin, module: &std::path::Path, fail_open: bool) -> Strata {
+    Strata::edge(&format!(
+        r#"
+[node]
+name = "edge-h"
+[listen]
+http = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+[log]
+access = "off"
+[compute]
+memory = "1MiB"
+cpu = "20ms"
+[[service]]
+name = "site"
+hosts = ["shop.test"]
+origins = ["{origin}"]
+[[service.filter]]
+name = "bad"
+module = "{module}"
+fail_open = {fail_open}
+[[service]]
+name = "plain"
+hosts = ["plain.test"]
+origins = ["{origin}"]
+"#,
+        origin = origin.url(),
+        module = module.display(),
+    ))
+}
+
+#[tokio::test]
+async fn filters_that_trap_loop_or_exhaust_memory_fail_only_their_own_requests() {
+    let origin = file_origin().await;
+    let dir = crate::support::scratch_dir("hostile-wasm");
+    let trap = crate::support::wat_filter(dir.path(), "trap", "", "unreachable");
+    let spin = crate::support::wat_filter(dir.path(), "spin", "", "(loop $l (br $l)) i32.const 0");
+    let hog = crate::support::wat_filter(
+        dir.path(),
+        "hog",
+        "",
+        "(block $full (loop $more
+           (br_if $full (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
+           (br $more)))
+         unreachable",
+    );
+    for (module, fault) in [(&trap, "trap"), (&spin, "timeout"), (&hog, "trap")] {
+        let node = filtered_edge(&origin, module, false);
+        for _ in 0..3 {
+            let r = exchange(node.http, &get("/a.txt", "shop.test", "")).await;
+            assert_eq!(r.status, 500, "{fault}");
+            let status = r.header("cache-status").unwrap_or_default().to_string();
+            assert!(status.contains(&format!("filter bad: {fault}")), "{status}");
+        }
+        // The same node serves everyone else, at once.
+        let r = exchange(node.http, &get("/a.txt", "plain.test", "")).await;
+        assert_eq!(r.status, 200, "{fault}");
+        assert_eq!(r.text(), "body of /a.txt");
+        let faults = node
+            .metric(&format!(
+                "strata_filter_faults_total{{filter=\"bad\",fault=\"{fault}\"}}"
+            ))
+            .await;
+        assert_eq!(faults, Some(3.0), "{fault}");
+    }
+}
+
+#[tokio::test]
+async fn a_filter_configured_fail_open_is_skipped_when_it_faults() {
+    let origin = file_origin().await;
+    let dir = crate::support::scratch_dir("hostile-wasm");
+    let trap = crate::support::wat_filter(dir.path(), "trap", "", "unreachable");
+    let node = filtered_edge(&origin, &trap, true);
+    let r = exchange(node.http, &get("/a.txt", "shop.test", "")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "body of /a.txt");
+    let status = r.header("cache-status").unwrap_or_default().to_string();
+    assert!(status.contains("failed open"), "{status}");
+}
+
+#[tokio::test]
+async fn a_filter_answering_with_an_impossible_status_or_huge_headers_gets_a_clean_500() {
+    let origin = file_origin().await;
+    let dir = crate::support::scratch_dir("hostile-wasm");
+    let send = r#"(import "env" "proxy_send_local_response"
+                     (func $send (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#;
+    let status_99 = crate::support::wat_filter(
+        dir.path(),
+        "status",
+        send,
+        "(i32.store (i32.const 32) (i32.const 0))
+         (drop (call $send (i32.const 99) (i32.const 0) (i32.const 0) (i32.const 0)
+                           (i32.const 0) (i32.const 32) (i32.const 4) (i32.const -1)))
+         i32.const 1",
+    );
+    let add = r#"(import "env" "proxy_add_header_map_value"
+                   (func $add (param i32 i32 i32 i32 i32) (result i32)))
+                 (data (i32.const 16) "x-a")"#;
+    let flood = crate::support::wat_filter(
+        dir.path(),
+        "flood",
+        add,
+        "(loop $more
+           (drop (call $add (i32.const 0) (i32.const 16) (i32.const 3) (i32.const 16) (i32.const 3)))
+           (br $more))
+         i32.const 0",
+    );
+    for module in [status_99, flood] {
+        let node = filtered_edge(&origin, &module, false);
+        let r = exchange(node.http, &get("/a.txt", "shop.test", "")).await;
+        assert_eq!(r.status, 500);
+        let status = r.header("cache-status").unwrap_or_default().to_string();
+        assert!(status.contains("filter bad: violation"), "{status}");
+        assert_eq!(origin.count(), 0, "nothing reached the origin");
+    }
+}

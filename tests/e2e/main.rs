@@ -11,6 +11,7 @@ mod clock;
 mod cluster_purge;
 mod coalescing;
 mod compression;
+mod compute;
 mod control;
 mod deploy;
 mod disk_cache;

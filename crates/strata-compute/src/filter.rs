@@ -48,7 +48,7 @@ pub enum LoadError {
 
 /// Why a filter could not finish a phase. The request is answered for it (500, or passed
 /// on as if there were no filter when the filter is configured to fail open).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
     #[error("trap: {0}")]
     Trap(String),
@@ -108,12 +108,15 @@ pub struct Stats {
     pub faults: AtomicU64,
 }
 
+/// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
+type OnCallResponse = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
 /// The exports the host calls.
 struct Calls {
     on_context_create: TypedFunc<(i32, i32), ()>,
     on_request_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     on_response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
-    on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    on_http_call_response: Option<OnCallResponse>,
     on_log: Option<TypedFunc<i32, ()>>,
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
@@ -244,7 +247,11 @@ impl Filter {
 
     /// The filter's own metrics (`proxy_define_metric`): name and value.
     pub fn metrics(&self) -> Vec<(String, i64)> {
-        let metrics = self.plugin.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let metrics = self
+            .plugin
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         metrics
             .iter()
             .map(|m| (m.name.clone(), m.value.load(Relaxed)))
@@ -348,7 +355,8 @@ impl Filter {
     /// Delivers `proxy_on_tick` to the warm instances' root contexts, when the filter asked
     /// for ticks; the embedder calls this every [`Filter::tick_period`].
     pub fn tick(&self) {
-        let vms: Vec<Vm> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        let vms: Vec<Vm> =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
         for mut vm in vms {
             let Some(on_tick) = vm.calls.on_tick.clone() else {
                 self.put_back(vm);
@@ -390,7 +398,9 @@ impl Calls {
     fn of(instance: &Instance, store: &mut Store<Host>) -> wasmtime::Result<Calls> {
         Ok(Calls {
             on_context_create: instance.get_typed_func(&mut *store, "proxy_on_context_create")?,
-            on_request_headers: instance.get_typed_func(&mut *store, "proxy_on_request_headers").ok(),
+            on_request_headers: instance
+                .get_typed_func(&mut *store, "proxy_on_request_headers")
+                .ok(),
             on_response_headers: instance
                 .get_typed_func(&mut *store, "proxy_on_response_headers")
                 .ok(),
@@ -456,9 +466,11 @@ impl Stream {
         let count = headers.len() as i32;
         self.host()?.request = headers;
         let local = self
-            .phase(callouts, |store, calls, ctx| match &calls.on_request_headers {
-                Some(f) => f.call(store, (ctx, count, end_of_stream as i32)),
-                None => Ok(abi::ACTION_CONTINUE),
+            .phase(callouts, |store, calls, ctx| {
+                match &calls.on_request_headers {
+                    Some(f) => f.call(store, (ctx, count, end_of_stream as i32)),
+                    None => Ok(abi::ACTION_CONTINUE),
+                }
             })
             .await?;
         let host = self.host()?;
@@ -484,9 +496,11 @@ impl Stream {
             host.response = Some(response);
         }
         let local = self
-            .phase(callouts, |store, calls, ctx| match &calls.on_response_headers {
-                Some(f) => f.call(store, (ctx, count, end_of_stream as i32)),
-                None => Ok(abi::ACTION_CONTINUE),
+            .phase(callouts, |store, calls, ctx| {
+                match &calls.on_response_headers {
+                    Some(f) => f.call(store, (ctx, count, end_of_stream as i32)),
+                    None => Ok(abi::ACTION_CONTINUE),
+                }
             })
             .await?;
         let host = self.host()?;
@@ -699,12 +713,14 @@ mod tests {
         let import = r#"(import "env" "proxy_send_local_response"
                            (func $send (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#;
         // An empty header map (count 0) at address 32.
-        let send = |status: u32| format!(
-            "(i32.store (i32.const 32) (i32.const 0))
+        let send = |status: u32| {
+            format!(
+                "(i32.store (i32.const 32) (i32.const 0))
              (drop (call $send (i32.const {status}) (i32.const 0) (i32.const 0) (i32.const 0)
                                (i32.const 0) (i32.const 32) (i32.const 4) (i32.const -1)))
              i32.const 1"
-        );
+            )
+        };
         let filter = load(&rt, &module(import, &send(99))).unwrap();
         assert!(matches!(request(&filter).await, Err(Fault::Violation(_))));
         let filter = load(&rt, &module(import, &send(403))).unwrap();
@@ -743,7 +759,10 @@ mod tests {
         let filter = load(&rt, &module("", "i32.const 0")).unwrap();
         let a = filter.stream(HashMap::new()).unwrap();
         let b = filter.stream(HashMap::new()).unwrap();
-        assert!(matches!(filter.stream(HashMap::new()), Err(Fault::Exhausted)));
+        assert!(matches!(
+            filter.stream(HashMap::new()),
+            Err(Fault::Exhausted)
+        ));
         drop((a, b));
         // Given back: warm, and reused.
         assert_eq!(filter.idle(), 2);
@@ -753,14 +772,23 @@ mod tests {
     #[test]
     fn modules_that_cannot_be_filters_are_refused_with_the_reason() {
         let rt = runtime(8);
-        assert!(matches!(load(&rt, b"#!/bin/sh\necho hi\n"), Err(LoadError::NotWasm)));
+        assert!(matches!(
+            load(&rt, b"#!/bin/sh\necho hi\n"),
+            Err(LoadError::NotWasm)
+        ));
         let mut truncated = module("", "i32.const 0");
         truncated.truncate(truncated.len() - 3);
         assert!(matches!(load(&rt, &truncated), Err(LoadError::Invalid(_))));
-        let unknown = module(r#"(import "env" "proxy_read_private_keys" (func))"#, "i32.const 0");
+        let unknown = module(
+            r#"(import "env" "proxy_read_private_keys" (func))"#,
+            "i32.const 0",
+        );
         match load(&rt, &unknown) {
             Err(LoadError::UnknownImport { module, name }) => {
-                assert_eq!((module.as_str(), name.as_str()), ("env", "proxy_read_private_keys"))
+                assert_eq!(
+                    (module.as_str(), name.as_str()),
+                    ("env", "proxy_read_private_keys")
+                )
             }
             other => panic!("{:?}", other.err()),
         }

@@ -18,8 +18,8 @@ use crate::shared::{SetError, SharedData};
 use crate::wasi;
 
 /// Headers a filter may leave in one map, and their bytes (names and values).
-pub(crate) const MAX_HEADERS: usize = 256;
-pub(crate) const MAX_HEADER_BYTES: usize = 64 << 10;
+pub const MAX_HEADERS: usize = 256;
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
 /// A local response's body.
 const MAX_LOCAL_BODY: usize = 1 << 20;
 /// Callouts one request may start, and the bytes of one.
@@ -264,7 +264,8 @@ fn check_map(pairs: &Pairs) -> Result<(), String> {
         ));
     }
     for (name, value) in pairs {
-        let valid_name = name.starts_with(':') || http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+        let valid_name =
+            name.starts_with(':') || http::HeaderName::from_bytes(name.as_bytes()).is_ok();
         if !valid_name || http::HeaderValue::from_bytes(value).is_err() {
             return Err(format!("the filter set an invalid header field {name:?}"));
         }
@@ -298,10 +299,18 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let msg = String::from_utf8_lossy(&msg);
             let filter = &caller.data_mut().plugin.name;
             match level {
-                abi::log::TRACE => tracing::trace!(target: "strata::filter", filter = %filter, "{msg}"),
-                abi::log::DEBUG => tracing::debug!(target: "strata::filter", filter = %filter, "{msg}"),
-                abi::log::INFO => tracing::info!(target: "strata::filter", filter = %filter, "{msg}"),
-                abi::log::WARN => tracing::warn!(target: "strata::filter", filter = %filter, "{msg}"),
+                abi::log::TRACE => {
+                    tracing::trace!(target: "strata::filter", filter = %filter, "{msg}")
+                }
+                abi::log::DEBUG => {
+                    tracing::debug!(target: "strata::filter", filter = %filter, "{msg}")
+                }
+                abi::log::INFO => {
+                    tracing::info!(target: "strata::filter", filter = %filter, "{msg}")
+                }
+                abi::log::WARN => {
+                    tracing::warn!(target: "strata::filter", filter = %filter, "{msg}")
+                }
                 _ => tracing::error!(target: "strata::filter", filter = %filter, "{msg}"),
             }
             Status::Ok.code()
@@ -375,7 +384,11 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         env,
         "proxy_get_header_map_pairs",
-        |mut caller: Caller<'_, Host>, kind: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
+        |mut caller: Caller<'_, Host>,
+         kind: i32,
+         ret_ptr: i32,
+         ret_len: i32|
+         -> wasmtime::Result<i32> {
             let bytes = abi::encode_pairs(caller.data().map(kind).map_or(&[][..], |m| &m[..]));
             Ok(give(&mut caller, &bytes, ret_ptr, ret_len)?.code())
         },
@@ -384,7 +397,10 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         env,
         "proxy_set_header_map_pairs",
         |mut caller: Caller<'_, Host>, kind: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            let Some(pairs) = read(&caller, ptr, len).ok().and_then(|b| abi::decode_pairs(&b)) else {
+            let Some(pairs) = read(&caller, ptr, len)
+                .ok()
+                .and_then(|b| abi::decode_pairs(&b))
+            else {
                 return Ok(Status::BadArgument.code());
             };
             let Some(map) = caller.data_mut().map_mut(kind) else {
@@ -515,8 +531,16 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         env,
         "proxy_set_property",
-        |mut caller: Caller<'_, Host>, path_ptr: i32, path_len: i32, val_ptr: i32, val_len: i32| -> wasmtime::Result<i32> {
-            let (Ok(path), Ok(value)) = (read(&caller, path_ptr, path_len), read(&caller, val_ptr, val_len)) else {
+        |mut caller: Caller<'_, Host>,
+         path_ptr: i32,
+         path_len: i32,
+         val_ptr: i32,
+         val_len: i32|
+         -> wasmtime::Result<i32> {
+            let (Ok(path), Ok(value)) = (
+                read(&caller, path_ptr, path_len),
+                read(&caller, val_ptr, val_len),
+            ) else {
                 return Ok(Status::BadArgument.code());
             };
             let Some(key) = abi::decode_path(&path).map(|s| s.join(".")) else {
@@ -524,10 +548,16 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             };
             let host = caller.data_mut();
             if host.properties.len() >= MAX_HEADERS && !host.properties.contains_key(&key) {
-                return Err(violate(&mut caller, "the filter set too many properties".into()));
+                return Err(violate(
+                    &mut caller,
+                    "the filter set too many properties".into(),
+                ));
             }
             if value.len() > MAX_HEADER_BYTES {
-                return Err(violate(&mut caller, "the filter set a property over 64 KiB".into()));
+                return Err(violate(
+                    &mut caller,
+                    "the filter set a property over 64 KiB".into(),
+                ));
             }
             host.properties.insert(key, value);
             Ok(Status::Ok.code())
@@ -579,7 +609,9 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 Ok(()) => Ok(Status::Ok.code()),
                 Err(SetError::CasMismatch) => Ok(Status::CasMismatch.code()),
                 // The SDK has no answer for this but a panic: say why before it traps.
-                Err(SetError::Unavailable(why)) => Err(violate(&mut caller, format!("shared data: {why}"))),
+                Err(SetError::Unavailable(why)) => {
+                    Err(violate(&mut caller, format!("shared data: {why}")))
+                }
             }
         },
     )?;
@@ -591,10 +623,14 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         ("proxy_continue_response", Some(abi::stream::HTTP_RESPONSE)),
     ] {
         match kind {
-            None => linker.func_wrap(env, name, |mut caller: Caller<'_, Host>, _kind: i32| -> i32 {
-                caller.data_mut().continued = true;
-                Status::Ok.code()
-            })?,
+            None => linker.func_wrap(
+                env,
+                name,
+                |mut caller: Caller<'_, Host>, _kind: i32| -> i32 {
+                    caller.data_mut().continued = true;
+                    Status::Ok.code()
+                },
+            )?,
             Some(_) => linker.func_wrap(env, name, |mut caller: Caller<'_, Host>| -> i32 {
                 caller.data_mut().continued = true;
                 Status::Ok.code()
@@ -623,15 +659,23 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
          _grpc: i32|
          -> wasmtime::Result<i32> {
             if !(200..=599).contains(&code) {
-                return Err(violate(&mut caller, format!("the filter answered with status {code}")));
+                return Err(violate(
+                    &mut caller,
+                    format!("the filter answered with status {code}"),
+                ));
             }
             if body_len as u32 as usize > MAX_LOCAL_BODY {
-                return Err(violate(&mut caller, "the filter's local response is over 1 MiB".into()));
+                return Err(violate(
+                    &mut caller,
+                    "the filter's local response is over 1 MiB".into(),
+                ));
             }
             let (Ok(details), Ok(body), Some(headers)) = (
                 read(&caller, details_ptr, details_len),
                 read(&caller, body_ptr, body_len),
-                read(&caller, headers_ptr, headers_len).ok().and_then(|b| abi::decode_pairs(&b)),
+                read(&caller, headers_ptr, headers_len)
+                    .ok()
+                    .and_then(|b| abi::decode_pairs(&b)),
             ) else {
                 return Ok(Status::BadArgument.code());
             };
@@ -663,20 +707,30 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
          ret_token: i32|
          -> wasmtime::Result<i32> {
             if caller.data().callouts_started >= MAX_CALLOUTS {
-                return Err(violate(&mut caller, format!("the filter started over {MAX_CALLOUTS} callouts")));
+                return Err(violate(
+                    &mut caller,
+                    format!("the filter started over {MAX_CALLOUTS} callouts"),
+                ));
             }
             if body_len as u32 as usize > MAX_CALLOUT_BYTES {
-                return Err(violate(&mut caller, "a callout's body is over 1 MiB".into()));
+                return Err(violate(
+                    &mut caller,
+                    "a callout's body is over 1 MiB".into(),
+                ));
             }
             let (Ok(upstream), Some(headers), Ok(body)) = (
                 read(&caller, up_ptr, up_len).and_then(string),
-                read(&caller, headers_ptr, headers_len).ok().and_then(|b| abi::decode_pairs(&b)),
+                read(&caller, headers_ptr, headers_len)
+                    .ok()
+                    .and_then(|b| abi::decode_pairs(&b)),
                 read(&caller, body_ptr, body_len),
             ) else {
                 return Ok(Status::BadArgument.code());
             };
             let has = |n: &str| headers.iter().any(|(k, _)| k == n);
-            if !(has(":method") && has(":path") && has(":authority")) || check_map(&headers).is_err() {
+            if !(has(":method") && has(":path") && has(":authority"))
+                || check_map(&headers).is_err()
+            {
                 return Ok(Status::BadArgument.code());
             }
             let host = caller.data_mut();
@@ -698,7 +752,12 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         env,
         "proxy_define_metric",
-        |mut caller: Caller<'_, Host>, kind: i32, name_ptr: i32, name_len: i32, ret_id: i32| -> i32 {
+        |mut caller: Caller<'_, Host>,
+         kind: i32,
+         name_ptr: i32,
+         name_len: i32,
+         ret_id: i32|
+         -> i32 {
             let Ok(name) = read(&caller, name_ptr, name_len).and_then(string) else {
                 return Status::BadArgument.code();
             };
@@ -727,7 +786,12 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         },
     )?;
     fn metric(caller: &Caller<'_, Host>, id: i32) -> Option<Arc<Metric>> {
-        let metrics = caller.data().plugin.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let metrics = caller
+            .data()
+            .plugin
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         metrics.get(id as u32 as usize).cloned()
     }
     use std::sync::atomic::Ordering::Relaxed;
@@ -763,18 +827,28 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "proxy_get_metric",
         |mut caller: Caller<'_, Host>, id: i32, ret: i32| -> i32 {
             match metric(&caller, id) {
-                Some(m) => status(write(&mut caller, ret, &m.value.load(Relaxed).to_le_bytes())),
+                Some(m) => status(write(
+                    &mut caller,
+                    ret,
+                    &m.value.load(Relaxed).to_le_bytes(),
+                )),
                 None => Status::NotFound.code(),
             }
         },
     )?;
 
     // --- the rest of the ABI: present so filters that import them load ---
-    linker.func_wrap(env, "proxy_set_effective_context", |_: Caller<'_, Host>, _id: i32| -> i32 {
-        // One request per instance: every context the filter names is this one's.
+    linker.func_wrap(
+        env,
+        "proxy_set_effective_context",
+        |_: Caller<'_, Host>, _id: i32| -> i32 {
+            // One request per instance: every context the filter names is this one's.
+            Status::Ok.code()
+        },
+    )?;
+    linker.func_wrap(env, "proxy_done", |_: Caller<'_, Host>| -> i32 {
         Status::Ok.code()
     })?;
-    linker.func_wrap(env, "proxy_done", |_: Caller<'_, Host>| -> i32 { Status::Ok.code() })?;
     linker.func_wrap(
         env,
         "proxy_call_foreign_function",
@@ -795,39 +869,78 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     )?;
     // Shared queues and gRPC are not offered (docs/compute.md): the SDK turns these
     // answers into errors the filter sees, or into a trap.
-    linker.func_wrap(env, "proxy_register_shared_queue", |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32| -> i32 {
-        Status::Unimplemented.code()
-    })?;
+    linker.func_wrap(
+        env,
+        "proxy_register_shared_queue",
+        |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32| -> i32 { Status::Unimplemented.code() },
+    )?;
     linker.func_wrap(
         env,
         "proxy_resolve_shared_queue",
-        |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32| -> i32 { Status::NotFound.code() },
+        |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32| -> i32 {
+            Status::NotFound.code()
+        },
     )?;
-    linker.func_wrap(env, "proxy_enqueue_shared_queue", |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32| -> i32 {
-        Status::NotFound.code()
-    })?;
-    linker.func_wrap(env, "proxy_dequeue_shared_queue", |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32| -> i32 {
-        Status::NotFound.code()
-    })?;
+    linker.func_wrap(
+        env,
+        "proxy_enqueue_shared_queue",
+        |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32| -> i32 { Status::NotFound.code() },
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_dequeue_shared_queue",
+        |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32| -> i32 { Status::NotFound.code() },
+    )?;
     linker.func_wrap(
         env,
         "proxy_grpc_call",
-        |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32, _j: i32, _k: i32, _l: i32| -> i32 {
-            Status::InternalFailure.code()
-        },
+        |_: Caller<'_, Host>,
+         _a: i32,
+         _b: i32,
+         _c: i32,
+         _d: i32,
+         _e: i32,
+         _f: i32,
+         _g: i32,
+         _h: i32,
+         _i: i32,
+         _j: i32,
+         _k: i32,
+         _l: i32|
+         -> i32 { Status::InternalFailure.code() },
     )?;
     linker.func_wrap(
         env,
         "proxy_grpc_stream",
-        |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32| -> i32 {
-            Status::InternalFailure.code()
+        |_: Caller<'_, Host>,
+         _a: i32,
+         _b: i32,
+         _c: i32,
+         _d: i32,
+         _e: i32,
+         _f: i32,
+         _g: i32,
+         _h: i32,
+         _i: i32|
+         -> i32 { Status::InternalFailure.code() },
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_grpc_send",
+        |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32, _d: i32| -> i32 {
+            Status::NotFound.code()
         },
     )?;
-    linker.func_wrap(env, "proxy_grpc_send", |_: Caller<'_, Host>, _a: i32, _b: i32, _c: i32, _d: i32| -> i32 {
-        Status::NotFound.code()
-    })?;
-    linker.func_wrap(env, "proxy_grpc_cancel", |_: Caller<'_, Host>, _a: i32| -> i32 { Status::NotFound.code() })?;
-    linker.func_wrap(env, "proxy_grpc_close", |_: Caller<'_, Host>, _a: i32| -> i32 { Status::NotFound.code() })?;
+    linker.func_wrap(
+        env,
+        "proxy_grpc_cancel",
+        |_: Caller<'_, Host>, _a: i32| -> i32 { Status::NotFound.code() },
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_grpc_close",
+        |_: Caller<'_, Host>, _a: i32| -> i32 { Status::NotFound.code() },
+    )?;
     Ok(())
 }
 
@@ -836,7 +949,9 @@ mod tests {
     use super::*;
 
     fn pairs(n: usize, size: usize) -> Pairs {
-        (0..n).map(|i| (format!("x-{i}"), vec![b'a'; size])).collect()
+        (0..n)
+            .map(|i| (format!("x-{i}"), vec![b'a'; size]))
+            .collect()
     }
 
     #[test]

@@ -65,9 +65,8 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let mut filled = 0;
             while filled < len {
                 // SAFETY: writes at most `len - filled` bytes into `buf` from `filled` on.
-                let n = unsafe {
-                    libc::getrandom(buf[filled..].as_mut_ptr().cast(), len - filled, 0)
-                };
+                let n =
+                    unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), len - filled, 0) };
                 if n <= 0 {
                     return NOTSUP;
                 }
@@ -100,7 +99,9 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             name,
             |mut caller: Caller<'_, Host>, count: i32, size: i32| -> i32 {
                 let zero = 0u32.to_le_bytes();
-                if write(&mut caller, count, &zero).is_err() || write(&mut caller, size, &zero).is_err() {
+                if write(&mut caller, count, &zero).is_err()
+                    || write(&mut caller, size, &zero).is_err()
+                {
                     return INVAL;
                 }
                 SUCCESS
@@ -108,7 +109,11 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         )?;
     }
     for name in ["environ_get", "args_get"] {
-        linker.func_wrap(MODULE, name, |_: Caller<'_, Host>, _a: i32, _b: i32| -> i32 { SUCCESS })?;
+        linker.func_wrap(
+            MODULE,
+            name,
+            |_: Caller<'_, Host>, _a: i32, _b: i32| -> i32 { SUCCESS },
+        )?;
     }
     linker.func_wrap(
         MODULE,
@@ -117,11 +122,23 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             Err(wasmtime::Error::msg(format!("the filter exited ({code})")))
         },
     )?;
-    linker.func_wrap(MODULE, "sched_yield", |_: Caller<'_, Host>| -> i32 { SUCCESS })?;
+    linker.func_wrap(MODULE, "sched_yield", |_: Caller<'_, Host>| -> i32 {
+        SUCCESS
+    })?;
     // No files: every descriptor is a bad one.
-    linker.func_wrap(MODULE, "fd_close", |_: Caller<'_, Host>, _fd: i32| -> i32 { BADF })?;
-    linker.func_wrap(MODULE, "fd_fdstat_get", |_: Caller<'_, Host>, _fd: i32, _ret: i32| -> i32 { BADF })?;
-    linker.func_wrap(MODULE, "fd_prestat_get", |_: Caller<'_, Host>, _fd: i32, _ret: i32| -> i32 { BADF })?;
+    linker.func_wrap(MODULE, "fd_close", |_: Caller<'_, Host>, _fd: i32| -> i32 {
+        BADF
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_get",
+        |_: Caller<'_, Host>, _fd: i32, _ret: i32| -> i32 { BADF },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |_: Caller<'_, Host>, _fd: i32, _ret: i32| -> i32 { BADF },
+    )?;
     linker.func_wrap(
         MODULE,
         "fd_prestat_dir_name",

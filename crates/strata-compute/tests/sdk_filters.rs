@@ -100,7 +100,13 @@ async fn header_rewrite_changes_request_and_response_headers_and_the_path() {
     drop(stream);
     // The instance went back warm and serves the next request.
     assert_eq!(filter.idle(), 1);
-    assert_eq!(filter.stats().instantiated.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        filter
+            .stats()
+            .instantiated
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -131,7 +137,10 @@ async fn geo_redirect_sends_listed_countries_elsewhere_and_lets_the_rest_through
     let mut props = HashMap::new();
     props.insert("strata.country".to_string(), b"DE".to_vec());
     let mut stream = filter.stream(props).unwrap();
-    match stream.request_headers(request.clone(), true, &NoCallouts).await {
+    match stream
+        .request_headers(request.clone(), true, &NoCallouts)
+        .await
+    {
         Ok(Verdict::Respond(local)) => {
             assert_eq!(local.status, 302);
             assert_eq!(
@@ -146,7 +155,9 @@ async fn geo_redirect_sends_listed_countries_elsewhere_and_lets_the_rest_through
     props.insert("strata.country".to_string(), b"FR".to_vec());
     let mut stream = filter.stream(props).unwrap();
     assert!(matches!(
-        stream.request_headers(request.clone(), true, &NoCallouts).await,
+        stream
+            .request_headers(request.clone(), true, &NoCallouts)
+            .await,
         Ok(Verdict::Continue(_))
     ));
     drop(stream);

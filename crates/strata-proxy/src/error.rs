@@ -40,6 +40,12 @@ pub enum ProxyError {
     /// retries, rather than taking an unchanged playlist for the one it asked for.
     #[error("the playlist asked for is not ready")]
     PlaylistNotReady,
+    /// An edge compute filter faulted (and is not configured to fail open).
+    #[error("filter {name}: {fault}")]
+    Filter {
+        name: String,
+        fault: strata_compute::Fault,
+    },
 }
 
 /// Methods a 405 names in `Allow` (RFC 9110 §15.5.6). Other methods unknown to Strata are
@@ -65,6 +71,11 @@ impl ProxyError {
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Refused(r) => r.status(),
             ProxyError::PlaylistNotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Filter {
+                fault: strata_compute::Fault::Exhausted,
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Filter { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -85,6 +96,7 @@ impl ProxyError {
             ProxyError::RequestBodyTimeout => "request-body-timeout".into(),
             ProxyError::Refused(r) => r.detail().into(),
             ProxyError::PlaylistNotReady => "playlist-not-ready".into(),
+            ProxyError::Filter { name, fault } => format!("filter {name}: {}", fault.kind()),
         }
     }
 
@@ -98,9 +110,12 @@ impl ProxyError {
                 Some((header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS)))
             }
             // Shed: come back in a moment (the queue drains in about a second).
-            ProxyError::Upstream(UpstreamError::Overloaded) | ProxyError::PlaylistNotReady => {
-                Some((header::RETRY_AFTER, HeaderValue::from_static("1")))
-            }
+            ProxyError::Upstream(UpstreamError::Overloaded)
+            | ProxyError::PlaylistNotReady
+            | ProxyError::Filter {
+                fault: strata_compute::Fault::Exhausted,
+                ..
+            } => Some((header::RETRY_AFTER, HeaderValue::from_static("1"))),
             ProxyError::Refused(refusal) => refusal.header(),
             ProxyError::RequestBodyTimeout | ProxyError::BadRequestBody => {
                 Some((header::CONNECTION, HeaderValue::from_static("close")))

@@ -10,6 +10,7 @@ mod body;
 mod budget;
 mod coalesce;
 mod compress;
+pub mod compute;
 pub mod config;
 mod error;
 mod fill;

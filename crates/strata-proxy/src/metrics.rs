@@ -49,6 +49,13 @@ pub struct KeyLabel {
     pub key: String,
 }
 
+/// A filter (named by the operator's configuration) and what went wrong.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterLabel {
+    pub filter: String,
+    pub fault: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OriginLabel {
     pub service: String,
@@ -179,6 +186,7 @@ pub struct Metrics {
     bus_connected: Gauge,
     shed: Family<ReasonLabel, Counter>,
     access_refused: Family<ReasonLabel, Counter>,
+    filter_faults: Family<FilterLabel, Counter>,
     event_loop_lag: Gauge<f64, AtomicU64>,
     upstream_in_flight: Gauge,
 }
@@ -254,6 +262,12 @@ impl Metrics {
             "access_refused",
             "Requests refused by the access phase (networks, methods, referrers, tokens, rate limits), by reason",
             access_refused.clone(),
+        );
+        let filter_faults = Family::<FilterLabel, Counter>::default();
+        registry.register(
+            "filter_faults",
+            "Edge compute filters that trapped, ran out of CPU, broke a host limit or found no free instance, by filter and fault",
+            filter_faults.clone(),
         );
         let event_loop_lag = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -436,6 +450,7 @@ impl Metrics {
             bus_connected,
             shed,
             access_refused,
+            filter_faults,
             event_loop_lag,
             upstream_in_flight,
             by_status,
@@ -572,6 +587,15 @@ impl Metrics {
 
     /// One request refused by the access phase; `reason` is its `Cache-Status` detail (a
     /// fixed set).
+    pub fn filter_fault(&self, filter: &str, fault: &'static str) {
+        self.filter_faults
+            .get_or_create(&FilterLabel {
+                filter: filter.to_string(),
+                fault: fault.to_string(),
+            })
+            .inc();
+    }
+
     pub fn access_refused(&self, reason: &'static str) {
         self.access_refused
             .get_or_create(&ReasonLabel {

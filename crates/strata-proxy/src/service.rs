@@ -11,6 +11,7 @@ use strata_http_cache::{KeyRules, PolicyConfig};
 use strata_wire::clock::Clock;
 
 use crate::access::Access;
+use crate::compute::{Chain, Compute};
 use crate::config::{HealthConfig, NodeConfig, OriginEntry, RuleConfig, ServiceConfig};
 use crate::tier::{Hop, HopKind};
 use crate::upstream::breaker::BreakerConfig;
@@ -46,6 +47,10 @@ pub struct Service {
     /// service's).
     access: Option<Arc<Access>>,
     rule_access: Vec<Option<Arc<Access>>>,
+    /// Edge compute: the service's filters, and each rule's (a rule without its own
+    /// takes the service's).
+    rule_filters: Vec<Chain>,
+    filters: Chain,
 }
 
 /// What applies to one request path of a service.
@@ -62,6 +67,8 @@ pub struct Resolved {
     pub access: Option<Arc<Access>>,
     /// Objects under this path are fetched and stored in slices of this many bytes.
     pub slice: Option<u64>,
+    /// Edge compute filters for this path (empty: none).
+    pub filters: Chain,
 }
 
 impl Service {
@@ -88,7 +95,22 @@ impl Service {
         i: usize,
         heuristic: HeuristicConfig,
         clock: &Clock,
+        compute: Option<&Compute>,
     ) -> Result<Self, String> {
+        let chain = |filters: &[crate::config::FilterConfig], at: String| match compute {
+            Some(compute) if !filters.is_empty() => {
+                compute.chain(filters, &at).map_err(|e| e.to_string())
+            }
+            _ => Ok(Chain::from([])),
+        };
+        let filters = chain(&c.filters, format!("service[{i}].filter"))?;
+        let mut rule_filters = Vec::with_capacity(c.rules.len());
+        for (r, rule) in c.rules.iter().enumerate() {
+            rule_filters.push(match &rule.filters {
+                Some(list) => chain(list, format!("service[{i}].rule[{r}].filter"))?,
+                None => Arc::clone(&filters),
+            });
+        }
         let access = |a: &Option<crate::config::AccessConfig>, at: String| {
             a.as_ref()
                 .map(|a| Access::from_config(a, &at, clock.clone()).map(Arc::new))
@@ -164,6 +186,8 @@ impl Service {
             hints: c.rules.iter().map(early_hints).collect(),
             access: service_access,
             rule_access,
+            rule_filters,
+            filters,
         })
     }
 
@@ -193,6 +217,7 @@ impl Service {
         let mut early_hints = None;
         let mut access = self.access.clone();
         let mut slice = self.slice;
+        let mut filters = Arc::clone(&self.filters);
         // Class defaults first: a rule's `ttl` below still replaces them.
         let media = self.media.as_ref().and_then(|m| {
             let class = strata_media::class::of_path(path)?;
@@ -218,6 +243,7 @@ impl Service {
             if let Some(size) = rule.slice {
                 slice = Some(size.0);
             }
+            filters = Arc::clone(&self.rule_filters[i]);
         }
         // Playlists change under the same URL as they grow: never spliced from slices.
         let slice = slice.filter(|s| *s > 0 && !media.is_some_and(|m| m.is_index()));
@@ -229,6 +255,7 @@ impl Service {
             early_hints,
             access,
             slice,
+            filters,
         }
     }
 }
@@ -272,6 +299,7 @@ impl Services {
             fraction: config.cache.heuristic_fraction,
             max: config.cache.heuristic_max.0,
         };
+        let compute = Compute::for_config(config).map_err(|e| e.to_string())?;
         let mut out = Services {
             exact: Vec::new(),
             wildcard: Vec::new(),
@@ -279,8 +307,13 @@ impl Services {
             services: Vec::new(),
         };
         for (i, s) in config.services.iter().enumerate() {
-            out.services
-                .push(Arc::new(Service::from_config(s, i, heuristic, clock)?));
+            out.services.push(Arc::new(Service::from_config(
+                s,
+                i,
+                heuristic,
+                clock,
+                compute.as_ref(),
+            )?));
             for host in &s.hosts {
                 let host = host.to_ascii_lowercase();
                 if host == "*" {

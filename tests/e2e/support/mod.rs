@@ -83,3 +83,46 @@ pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// An example filter (`examples/filters`, built for wasm32-wasip1 by `scripts/test.sh`).
+pub fn example_filter(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/filters/target/wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the example filters (scripts/test.sh does: cargo build --release \
+         --target wasm32-wasip1 --manifest-path examples/filters/Cargo.toml)",
+        path.display()
+    );
+    path
+}
+
+/// A proxy-wasm module written by hand (WebAssembly text) into `dir`: the ABI's required
+/// exports, a bump allocator, and `body` as `proxy_on_request_headers` (leaving an action).
+pub fn wat_filter(
+    dir: &std::path::Path,
+    name: &str,
+    imports: &str,
+    body: &str,
+) -> std::path::PathBuf {
+    let wasm = wat::parse_str(format!(
+        r#"(module
+             {imports}
+             (memory (export "memory") 1)
+             (global $bump (mut i32) (i32.const 1024))
+             (func (export "proxy_abi_version_0_2_1"))
+             (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+               (local $at i32)
+               (local.set $at (global.get $bump))
+               (global.set $bump (i32.add (global.get $bump) (local.get $n)))
+               (local.get $at))
+             (func (export "proxy_on_context_create") (param i32 i32))
+             (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+               {body}))"#
+    ))
+    .expect("valid WebAssembly text");
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, wasm).expect("write module");
+    path
+}

@@ -11,6 +11,7 @@ mod acme;
 mod admin;
 mod bus;
 mod cache;
+mod compute;
 mod forwarding;
 mod geo;
 mod health;
@@ -36,6 +37,7 @@ pub use self::acme::{AcmeCertificate, AcmeSection, ChallengeKind};
 pub use self::admin::AdminSection;
 pub use self::bus::BusSection;
 pub use self::cache::{CacheSection, DiskSection};
+pub use self::compute::{ComputeSection, FilterConfig};
 pub use self::forwarding::ForwardingSection;
 pub use self::geo::{country_code, CountryCode, GeoSection, UNKNOWN_COUNTRY};
 pub use self::health::HealthConfig;
@@ -71,6 +73,7 @@ pub struct NodeConfig {
     pub forwarding: ForwardingSection,
     pub admin: AdminSection,
     pub geo: GeoSection,
+    pub compute: ComputeSection,
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
 }
@@ -112,6 +115,7 @@ impl NodeConfig {
             forwarding,
             admin,
             geo,
+            compute,
             services,
         } = self;
         [
@@ -129,6 +133,7 @@ impl NodeConfig {
             ("forwarding", *forwarding == other.forwarding),
             ("admin", *admin == other.admin),
             ("geo", *geo == other.geo),
+            ("compute", *compute == other.compute),
             ("service", *services == other.services),
         ]
         .into_iter()
@@ -167,6 +172,7 @@ impl NodeConfig {
         self.ring.check(&self.node.name)?;
         self.parents.check()?;
         self.hot.check()?;
+        self.compute.check()?;
         if self.services.is_empty() {
             return Err(ConfigError::new(
                 "service",
@@ -220,6 +226,7 @@ impl NodeConfig {
         }
         self.tls.check(&self.listen)?;
         self.tls.check_ring(&self.ring, &self.node.name)?;
+        crate::compute::check(self)?;
         crate::tls::OriginTls::from_config(self)?;
         Ok(())
     }

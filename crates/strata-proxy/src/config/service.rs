@@ -77,6 +77,10 @@ pub struct ServiceConfig {
     /// Off without it; a rule's `slice` replaces it (`"0"` turns it off for the rule).
     #[serde(default)]
     pub slice: Option<ByteSize>,
+    /// Edge compute filters (`[[service.filter]]`), in order; a rule's `filter` list
+    /// replaces them under its path (`filter = []` lifts them).
+    #[serde(default, rename = "filter")]
+    pub filters: Vec<super::FilterConfig>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
 }
@@ -170,6 +174,9 @@ pub struct RuleConfig {
     /// Replaces the service's `slice` under this path (`"0"`: not sliced).
     #[serde(default)]
     pub slice: Option<ByteSize>,
+    /// Replaces the service's filters under this path (`[[service.rule.filter]]`).
+    #[serde(default, rename = "filter")]
+    pub filters: Option<Vec<super::FilterConfig>>,
 }
 
 impl RuleConfig {
@@ -207,6 +214,7 @@ impl ServiceConfig {
             access: None,
             media: None,
             slice: None,
+            filters: Vec::new(),
             rules: Vec::new(),
         }
     }
@@ -263,6 +271,7 @@ impl ServiceConfig {
             media.check(at)?;
         }
         check_slice(self.slice, || at("slice"), false)?;
+        check_filters(&self.filters, &at("filter"))?;
         for (r, rule) in self.rules.iter().enumerate() {
             rule.check(i, r)?;
         }
@@ -358,6 +367,9 @@ impl RuleConfig {
             }
         }
         check_slice(self.slice, || format!("service[{i}].rule[{r}].slice"), true)?;
+        if let Some(filters) = &self.filters {
+            check_filters(filters, &format!("service[{i}].rule[{r}].filter"))?;
+        }
         if let Some(access) = &self.access {
             let clock = strata_wire::clock::Clock::system();
             let at = format!("service[{i}].rule[{r}].access");
@@ -392,4 +404,18 @@ fn check_slice(
             },
         )),
     }
+}
+
+/// Each filter's own checks, and names that tell them apart in one chain.
+fn check_filters(filters: &[super::FilterConfig], at: &str) -> Result<(), ConfigError> {
+    for (f, filter) in filters.iter().enumerate() {
+        filter.check(&format!("{at}[{f}]"))?;
+        if filters[..f].iter().any(|other| other.name == filter.name) {
+            return Err(ConfigError::new(
+                format!("{at}[{f}].name"),
+                format!("'{}' names another filter of this chain", filter.name),
+            ));
+        }
+    }
+    Ok(())
 }

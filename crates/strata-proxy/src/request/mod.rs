@@ -31,6 +31,7 @@
 //! [`Proxy::handle`] runs them; `process` below reads as this list.
 
 mod access;
+mod filter;
 mod hops;
 mod llhls;
 mod lookup;
@@ -77,9 +78,24 @@ struct Ctx {
     /// Interim responses to the client, when its connection carries them: opened when
     /// the request goes upstream, closed when this is dropped (the answer is ready).
     interim: Opener,
+    /// Edge compute: the filters the request went through (their response phase runs on
+    /// the answer), and the request as they left it.
+    filters: Vec<filter::Running>,
+    filtered: Option<strata_compute::abi::Pairs>,
 }
 
 impl Ctx {
+    fn new(node: &str, interim: Opener) -> Ctx {
+        Ctx {
+            status: CacheStatus::new(node),
+            upstream: None,
+            host: None,
+            interim,
+            filters: Vec::new(),
+            filtered: None,
+        }
+    }
+
     fn absorb(&mut self, meta: &FetchMeta) {
         self.status.fwd_status = meta.fwd_status;
         self.status.stored = meta.stored;
@@ -178,19 +194,21 @@ impl Proxy {
             }),
         };
         let _in_flight = self.health.begin();
-        let mut ctx = Ctx {
-            status: CacheStatus::new(&self.node),
-            upstream: None,
-            host: None,
-            interim: Opener::new(conn.interim.clone()),
-        };
-        let resp = match Arc::clone(&self).process(req, conn, now, &mut ctx).await {
+        let mut ctx = Ctx::new(&self.node, Opener::new(conn.interim.clone()));
+        let mut resp = match Arc::clone(&self).process(req, conn, now, &mut ctx).await {
             Ok(resp) => resp,
             Err(e) => {
+                if let ProxyError::Filter { name, fault } = &e {
+                    self.metrics.filter_fault(name, fault.kind());
+                }
                 ctx.status.detail = Some(e.detail());
                 e.into_response()
             }
         };
+        // === compute: the filters' response phase ===
+        if !ctx.filters.is_empty() {
+            resp = self.filter_response(resp, &mut ctx).await;
+        }
         Ok(self.finish(resp, arrival, ctx))
     }
 
@@ -210,13 +228,21 @@ impl Proxy {
         // === service ===
         let Routed {
             service,
-            mut resolved,
+            resolved,
             head,
             body,
             cc,
         } = self.route(req, &conn)?;
         // === access: networks, methods, referrers, tokens, signed URLs, rate ===
         let head = self.access(&resolved, head, &conn, now)?;
+        // === compute: the filters' request phase ===
+        let (head, mut resolved) = match resolved.filters.is_empty() {
+            true => (head, resolved),
+            false => match self.filter_request(&service, resolved, head, ctx).await? {
+                filter::Filtered::Go(go) => *go,
+                filter::Filtered::Answered(resp) => return Ok(resp),
+            },
+        };
         // === pass: other methods, bypass rules ===
         let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
         if !cacheable_method || resolved.bypass {

@@ -30,7 +30,6 @@ use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use strata_http_cache::cache_status::Fwd;
 use strata_http_cache::range::{parse_content_range, parse_range, RangeOutcome};
-use strata_http_cache::CacheStatus;
 use strata_storage::{Purge, Scope};
 use tokio::sync::mpsc;
 
@@ -158,12 +157,7 @@ fn first_byte_asked(headers: &HeaderMap) -> Option<u64> {
 /// A request's context for a slice after the first: its cache status is not the
 /// client's (that one was sent with the head).
 fn scratch(node: &str) -> Ctx {
-    Ctx {
-        status: CacheStatus::new(node),
-        upstream: None,
-        host: None,
-        interim: Opener::new(None),
-    }
+    Ctx::new(node, Opener::new(None))
 }
 
 // === impl Proxy ===

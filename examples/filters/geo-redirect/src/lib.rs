@@ -32,7 +32,10 @@ impl RootContext for Root {
             }
             match line.split_once(char::is_whitespace) {
                 Some((cc, url)) if cc.len() == 2 && url.trim().starts_with("http") => {
-                    targets.insert(cc.to_ascii_uppercase(), url.trim().trim_end_matches('/').to_string());
+                    targets.insert(
+                        cc.to_ascii_uppercase(),
+                        url.trim().trim_end_matches('/').to_string(),
+                    );
                 }
                 _ => {
                     log::error!("geo-redirect: cannot read {line:?}");
@@ -45,7 +48,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Redirect { targets: Rc::clone(&self.targets) }))
+        Some(Box::new(Redirect {
+            targets: Rc::clone(&self.targets),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -67,11 +72,16 @@ impl HttpContext for Redirect {
         let Some(target) = country.and_then(|c| self.targets.get(&c)) else {
             return Action::Continue;
         };
-        let path = self.get_http_request_header(":path").unwrap_or_else(|| "/".into());
+        let path = self
+            .get_http_request_header(":path")
+            .unwrap_or_else(|| "/".into());
         let location = format!("{target}{path}");
         self.send_http_response(
             302,
-            vec![("location", &location), ("cache-control", "private, no-store")],
+            vec![
+                ("location", &location),
+                ("cache-control", "private, no-store"),
+            ],
             None,
         );
         Action::Pause

@@ -36,8 +36,12 @@ fn parse(config: &str) -> Result<Rules, String> {
         match (verb, a, b) {
             (Some("request.set"), Some(k), Some(v)) => rules.request_set.push((k.into(), v.into())),
             (Some("request.remove"), Some(k), None) => rules.request_remove.push(k.into()),
-            (Some("request.path"), Some(from), Some(to)) => rules.path = Some((from.into(), to.into())),
-            (Some("response.set"), Some(k), Some(v)) => rules.response_set.push((k.into(), v.into())),
+            (Some("request.path"), Some(from), Some(to)) => {
+                rules.path = Some((from.into(), to.into()))
+            }
+            (Some("response.set"), Some(k), Some(v)) => {
+                rules.response_set.push((k.into(), v.into()))
+            }
             (Some("response.remove"), Some(k), None) => rules.response_remove.push(k.into()),
             _ => return Err(format!("line {}: cannot read {line:?}", n + 1)),
         }
@@ -72,7 +76,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Rewrite { rules: Rc::clone(&self.rules) }))
+        Some(Box::new(Rewrite {
+            rules: Rc::clone(&self.rules),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

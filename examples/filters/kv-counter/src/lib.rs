@@ -33,7 +33,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Counter { prefix: Rc::clone(&self.prefix), count: None }))
+        Some(Box::new(Counter {
+            prefix: Rc::clone(&self.prefix),
+            count: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,0 +1,225 @@
+//! Edge compute: proxy-wasm filters built with the proxy-wasm Rust SDK (`examples/filters`),
+//! unmodified, in the real binary's request path (docs/compute.md).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::binary::{exchange, strata_bin, Strata};
+use crate::support::{example_filter, scratch_dir, wat_filter, Reply, TestOrigin};
+
+/// A node in front of `origin` whose service has `filters` (TOML of
+/// `[[service.filter]]` tables), with `extra` TOML before the service.
+fn node(origin: &TestOrigin, filters: &str, extra: &str) -> Strata {
+    Strata::edge(&config(&origin.url(), filters, extra))
+}
+
+fn config(origin: &str, filters: &str, extra: &str) -> String {
+    format!(
+        r#"
+[node]
+name = "edge-c"
+[listen]
+http = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+[log]
+access = "off"
+{extra}
+[[service]]
+name = "site"
+hosts = ["*"]
+origins = ["{origin}"]
+{filters}
+"#
+    )
+}
+
+fn filter(name: &str, module: &Path, config: &str, more: &str) -> String {
+    format!(
+        "[[service.filter]]\nname = \"{name}\"\nmodule = \"{}\"\nconfig = \"\"\"\n{config}\"\"\"\n{more}\n",
+        module.display()
+    )
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nCookie: session=secret\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+async fn cacheable_origin() -> TestOrigin {
+    TestOrigin::start(|req, _| {
+        Reply::ok(format!("body of {}", req.path()))
+            .cc("max-age=600")
+            .header("server", "origin/1.0")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_header_rewriting_filter_changes_what_the_origin_and_the_client_see() {
+    let origin = cacheable_origin().await;
+    let rules = "request.set x-from-edge yes\nrequest.remove cookie\n\
+                 response.set x-frame-options DENY\nresponse.remove server\n";
+    let node = node(
+        &origin,
+        &filter("rewrite", &example_filter("header_rewrite"), rules, ""),
+        "",
+    );
+    let miss = exchange(node.http, &get("/a.css")).await;
+    assert_eq!(miss.status, 200);
+    assert_eq!(miss.header("x-frame-options"), Some("DENY"));
+    assert_eq!(miss.header("server"), None);
+    let seen = origin.last();
+    assert_eq!(seen.header("x-from-edge"), Some("yes"));
+    assert_eq!(seen.header("cookie"), None, "the filter removed it");
+    // A hit runs the response phase again: what a filter changes is never stored.
+    let hit = exchange(node.http, &get("/a.css")).await;
+    assert!(
+        hit.header("cache-status").unwrap().contains("hit"),
+        "{:?}",
+        hit.header("cache-status")
+    );
+    assert_eq!(hit.header("x-frame-options"), Some("DENY"));
+    assert_eq!(hit.header("server"), None);
+    assert_eq!(origin.count(), 1);
+}
+
+#[tokio::test]
+async fn a_filter_that_rewrites_the_path_changes_the_cache_key() {
+    let origin = cacheable_origin().await;
+    let node = node(
+        &origin,
+        &filter(
+            "paths",
+            &example_filter("header_rewrite"),
+            "request.path /old/ /new/\n",
+            "",
+        ),
+        "",
+    );
+    let r = exchange(node.http, &get("/old/page?x=1")).await;
+    assert_eq!(r.text(), "body of /new/page");
+    assert_eq!(origin.last().path(), "/new/page");
+    // The new path's key: the object the rewrite fetched answers it.
+    let r = exchange(node.http, &get("/new/page?x=1")).await;
+    assert!(r.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(origin.count(), 1);
+}
+
+#[tokio::test]
+async fn a_geo_filter_redirects_by_the_country_the_node_knows() {
+    let origin = cacheable_origin().await;
+    let geo = "[geo]\nnetworks = { \"127.0.0.1/32\" = \"DE\" }\n";
+    let node = node(
+        &origin,
+        &filter(
+            "geo",
+            &example_filter("geo_redirect"),
+            "DE https://de.shop.test\n",
+            "",
+        ),
+        geo,
+    );
+    let r = exchange(node.http, &get("/products?id=7")).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some("https://de.shop.test/products?id=7")
+    );
+    assert!(
+        r.header("cache-status").unwrap().contains("geo"),
+        "{:?}",
+        r.header("cache-status")
+    );
+    assert_eq!(origin.count(), 0);
+    // Clients from elsewhere go on to the content.
+    let other = node_for_country(&origin, "FR");
+    let r = exchange(other.http, &get("/products?id=7")).await;
+    assert_eq!(r.status, 200);
+}
+
+fn node_for_country(origin: &TestOrigin, cc: &str) -> Strata {
+    node(
+        origin,
+        &filter(
+            "geo",
+            &example_filter("geo_redirect"),
+            "DE https://de.shop.test\n",
+            "",
+        ),
+        &format!("[geo]\nnetworks = {{ \"127.0.0.1/32\" = \"{cc}\" }}\n"),
+    )
+}
+
+#[tokio::test]
+async fn a_counting_filter_loses_no_increment_under_concurrent_requests() {
+    let origin = cacheable_origin().await;
+    let node = node(
+        &origin,
+        &filter("count", &example_filter("kv_counter"), "", ""),
+        "",
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let addr = node.http;
+        tasks.push(tokio::spawn(async move {
+            let r = exchange(addr, &get("/counted")).await;
+            r.header("x-hits").expect("x-hits").parse::<u64>().unwrap()
+        }));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=40).collect::<Vec<u64>>());
+    // Cached after the first: the count runs before the cache, on every request.
+    assert_eq!(origin.count(), 1);
+}
+
+#[test]
+fn check_config_refuses_modules_that_cannot_be_filters_naming_the_key() {
+    let dir = scratch_dir("compute");
+    let not_wasm = dir.path().join("script.wasm");
+    std::fs::write(&not_wasm, "#!/bin/sh\n").unwrap();
+    let thief = wat_filter(
+        dir.path(),
+        "thief",
+        r#"(import "env" "proxy_read_private_keys" (func))"#,
+        "i32.const 0",
+    );
+    let good = wat_filter(dir.path(), "good", "", "i32.const 0");
+    let cases = [
+        (filter("f", &not_wasm, "", ""), "not a WebAssembly module"),
+        (filter("f", &thief, "", ""), "proxy_read_private_keys"),
+        (
+            filter("f", &good, "", &format!("sha256 = \"{}\"", "0".repeat(64))),
+            "SHA-256",
+        ),
+        (
+            filter(
+                "f",
+                &example_filter("header_rewrite"),
+                "request.frobnicate x\n",
+                "",
+            ),
+            "proxy_on_configure",
+        ),
+        (
+            filter("f", &dir.path().join("missing.wasm"), "", ""),
+            "missing.wasm",
+        ),
+    ];
+    for (filters, why) in cases {
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, config("http://127.0.0.1:9", &filters, "")).unwrap();
+        let out = Command::new(strata_bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{why}: {stderr}");
+        assert!(stderr.contains("service[0].filter[0].module"), "{stderr}");
+        assert!(stderr.contains(why), "{why}: {stderr}");
+    }
+}
