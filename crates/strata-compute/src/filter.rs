@@ -352,6 +352,26 @@ impl Filter {
         }
     }
 
+    /// Makes up to `n` warm instances ahead of traffic (as many as the warm list keeps),
+    /// so the first requests after a load or deploy do not pay for instantiation. How many
+    /// are warm now.
+    pub fn prewarm(&self, n: usize) -> Result<usize, Fault> {
+        for _ in 0..n.min(MAX_IDLE) {
+            if self.idle() >= MAX_IDLE {
+                break;
+            }
+            let vm = self.instantiate()?;
+            self.put_back(vm);
+        }
+        Ok(self.idle())
+    }
+
+    /// Drops the warm instances, giving their slots back (a filter being replaced).
+    pub fn drain_idle(&self) {
+        let drained = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(drained);
+    }
+
     /// Delivers `proxy_on_tick` to the warm instances' root contexts, when the filter asked
     /// for ticks; the embedder calls this every [`Filter::tick_period`].
     pub fn tick(&self) {
