@@ -22,10 +22,11 @@ fn rss_bytes() -> u64 {
 
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
-    let path = args
+    let path = args.next().ok_or("usage: instantiate FILTER.wasm [N]")?;
+    let n: usize = args
         .next()
-        .ok_or("usage: instantiate FILTER.wasm [N]")?;
-    let n: usize = args.next().map_or(Ok(5000), |s| s.parse()).map_err(|e| format!("{e}"))?;
+        .map_or(Ok(5000), |s| s.parse())
+        .map_err(|e| format!("{e}"))?;
     let wasm = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
     let runtime = Arc::new(Runtime::new(Limits::default())?);
     let filter = Filter::load(
