@@ -17,6 +17,7 @@ mod deploy;
 mod disk_cache;
 mod dns;
 mod early_hints;
+mod experiments;
 mod headers;
 mod health;
 mod hostile;

@@ -40,6 +40,12 @@ impl KeyRules {
 /// What separates an object's key from the range of one of its slices.
 pub const SLICE_MARK: &str = "#slice=";
 
+/// What separates an object's key from an experiment variant's (see [`CacheKey::variant`]).
+pub const VARIANT_MARK: &str = "#exp=";
+
+/// What every derived key (slices, variants) has after the key it derives from.
+pub const DERIVED_MARK: char = '#';
+
 /// The text is shared: the memory tier's table, its purge index and fills in progress
 /// hold one allocation of it between them.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -109,11 +115,18 @@ impl CacheKey {
         Self::from_text(format!("{}{SLICE_MARK}{start}-{end}", self.text))
     }
 
-    /// Whether this is the key of a slice of the object under `whole`.
-    pub fn is_slice_of(&self, whole: &CacheKey) -> bool {
+    /// The key of one variant of an experiment (A/B test): `<key>#exp=<tag>`. Like a
+    /// slice's, no request can build it.
+    pub fn variant(&self, tag: &str) -> CacheKey {
+        Self::from_text(format!("{}{VARIANT_MARK}{tag}", self.text))
+    }
+
+    /// Whether this key is derived from `whole`'s (one of its slices or experiment
+    /// variants, or a slice of a variant): a purge of `whole` takes it too.
+    pub fn is_derived_from(&self, whole: &CacheKey) -> bool {
         self.text
             .strip_prefix(&*whole.text)
-            .is_some_and(|rest| rest.starts_with(SLICE_MARK))
+            .is_some_and(|rest| rest.starts_with(DERIVED_MARK))
     }
 
     /// The key text without any slice part: the object's own.
@@ -199,14 +212,21 @@ mod tests {
         let whole = CacheKey::new("http", "h", "/v.mp4", Some("q=1"), &rules(&[]));
         let slice = whole.slice(0, 1023);
         assert_eq!(slice.as_str(), "http://h/v.mp4?q=1#slice=0-1023");
-        assert!(slice.is_slice_of(&whole));
-        assert!(!whole.is_slice_of(&whole));
+        assert!(slice.is_derived_from(&whole));
+        assert!(!whole.is_derived_from(&whole));
         assert_eq!(slice.whole(), whole.as_str());
         let other = CacheKey::new("http", "h", "/v.mp4", Some("q=12"), &rules(&[]));
-        assert!(!slice.is_slice_of(&other));
+        assert!(!slice.is_derived_from(&other));
         // A request's path or query cannot carry the mark: '#' is never sent.
         let sneaky = CacheKey::new("http", "h", "/v.mp4%23slice=0-1", None, &rules(&[]));
-        assert!(!sneaky.is_slice_of(&CacheKey::new("http", "h", "/v.mp4", None, &rules(&[]))));
+        assert!(!sneaky.is_derived_from(&CacheKey::new("http", "h", "/v.mp4", None, &rules(&[]))));
+        // A variant's slices derive from the variant and from the object.
+        let variant = whole.variant("checkout:new");
+        assert_eq!(variant.as_str(), "http://h/v.mp4?q=1#exp=checkout:new");
+        assert!(variant.is_derived_from(&whole));
+        assert!(variant.slice(0, 9).is_derived_from(&variant));
+        assert!(variant.slice(0, 9).is_derived_from(&whole));
+        assert_eq!(variant.slice(0, 9).whole(), variant.as_str());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod compress;
 pub mod compute;
 pub mod config;
 mod error;
+mod experiment;
 mod fill;
 mod forward;
 mod health_report;

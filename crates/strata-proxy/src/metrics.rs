@@ -49,6 +49,14 @@ pub struct KeyLabel {
     pub key: String,
 }
 
+/// An experiment's variant (both named by the configuration) and the answer's class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VariantLabel {
+    pub experiment: String,
+    pub variant: String,
+    pub status: &'static str,
+}
+
 /// A filter (named by the operator's configuration) and what went wrong.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FilterLabel {
@@ -187,6 +195,7 @@ pub struct Metrics {
     shed: Family<ReasonLabel, Counter>,
     access_refused: Family<ReasonLabel, Counter>,
     filter_faults: Family<FilterLabel, Counter>,
+    experiment_responses: Family<VariantLabel, Counter>,
     event_loop_lag: Gauge<f64, AtomicU64>,
     upstream_in_flight: Gauge,
 }
@@ -268,6 +277,12 @@ impl Metrics {
             "filter_faults",
             "Edge compute filters that trapped, ran out of CPU, broke a host limit or found no free instance, by filter and fault",
             filter_faults.clone(),
+        );
+        let experiment_responses = Family::<VariantLabel, Counter>::default();
+        registry.register(
+            "experiment_responses",
+            "Answers to requests in an experiment, by experiment, variant and status class",
+            experiment_responses.clone(),
         );
         let event_loop_lag = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -451,6 +466,7 @@ impl Metrics {
             shed,
             access_refused,
             filter_faults,
+            experiment_responses,
             event_loop_lag,
             upstream_in_flight,
             by_status,
@@ -587,6 +603,16 @@ impl Metrics {
 
     /// One request refused by the access phase; `reason` is its `Cache-Status` detail (a
     /// fixed set).
+    pub fn experiment(&self, experiment: &str, variant: &str, status: &'static str) {
+        self.experiment_responses
+            .get_or_create(&VariantLabel {
+                experiment: experiment.to_string(),
+                variant: variant.to_string(),
+                status,
+            })
+            .inc();
+    }
+
     pub fn filter_fault(&self, filter: &str, fault: &'static str) {
         self.filter_faults
             .get_or_create(&FilterLabel {

@@ -13,6 +13,7 @@ use strata_wire::clock::Clock;
 use crate::access::Access;
 use crate::compute::{Chain, Compute};
 use crate::config::{HealthConfig, NodeConfig, OriginEntry, RuleConfig, ServiceConfig};
+use crate::experiment::Experiment;
 use crate::tier::{Hop, HopKind};
 use crate::upstream::breaker::BreakerConfig;
 use crate::upstream::health::Probe;
@@ -51,6 +52,8 @@ pub struct Service {
     /// takes the service's).
     rule_filters: Vec<Chain>,
     filters: Chain,
+    /// A/B tests: every request of the service gets a variant of each.
+    pub experiments: Vec<Arc<Experiment>>,
 }
 
 /// What applies to one request path of a service.
@@ -188,6 +191,11 @@ impl Service {
             rule_access,
             rule_filters,
             filters,
+            experiments: c
+                .experiments
+                .iter()
+                .map(|e| Experiment::from_config(e).map(Arc::new))
+                .collect::<Result<_, _>>()?,
         })
     }
 

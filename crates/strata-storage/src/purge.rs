@@ -100,8 +100,9 @@ impl Purge {
             return false;
         }
         match &self.scope {
-            // A URL's purge takes the slices of a large object stored in slices.
-            Scope::Keys(keys) => keys.iter().any(|k| k == key || key.is_slice_of(k)),
+            // A URL's purge takes what is stored under keys derived from its own: the
+            // slices of a large object, an experiment's variants.
+            Scope::Keys(keys) => keys.iter().any(|k| k == key || key.is_derived_from(k)),
             Scope::Tags(tags) => carries_any(headers, tags),
             Scope::Prefixes(prefixes) => prefixes
                 .iter()
@@ -127,9 +128,10 @@ impl Purge {
     }
 }
 
-/// The prefix of the keys of `whole`'s slices (see [`CacheKey::slice`]).
-fn slices_of(whole: &CacheKey) -> String {
-    format!("{}{}", whole.as_str(), strata_http_cache::key::SLICE_MARK)
+/// The prefix of the keys derived from `whole` (slices, variants: see
+/// [`CacheKey::is_derived_from`]).
+fn derived_prefix(whole: &CacheKey) -> String {
+    format!("{}{}", whole.as_str(), strata_http_cache::key::DERIVED_MARK)
 }
 
 /// A soft purge's effect on a policy: stale from this moment. Its age becomes its whole
@@ -247,7 +249,7 @@ impl Index {
                 .iter()
                 .map(|k| {
                     usize::from(self.keys.contains_key(k.as_str()))
-                        + self.listed_under(&slices_of(k)).count()
+                        + self.listed_under(&derived_prefix(k)).count()
                 })
                 .sum(),
             Scope::Tags(tags) => tags
@@ -270,7 +272,8 @@ impl Index {
             Scope::Keys(keys) => keys
                 .iter()
                 .flat_map(|k| {
-                    let slices: Vec<CacheKey> = self.listed_under(&slices_of(k)).cloned().collect();
+                    let slices: Vec<CacheKey> =
+                        self.listed_under(&derived_prefix(k)).cloned().collect();
                     std::iter::once(k.clone()).chain(slices)
                 })
                 .collect(),

@@ -81,6 +81,9 @@ pub struct ServiceConfig {
     /// replaces them under its path (`filter = []` lifts them).
     #[serde(default, rename = "filter")]
     pub filters: Vec<super::FilterConfig>,
+    /// A/B tests (`[[service.experiment]]`): every request in a variant of each.
+    #[serde(default, rename = "experiment")]
+    pub experiments: Vec<super::ExperimentConfig>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
 }
@@ -215,6 +218,7 @@ impl ServiceConfig {
             media: None,
             slice: None,
             filters: Vec::new(),
+            experiments: Vec::new(),
             rules: Vec::new(),
         }
     }
@@ -272,6 +276,22 @@ impl ServiceConfig {
         }
         check_slice(self.slice, || at("slice"), false)?;
         check_filters(&self.filters, &at("filter"))?;
+        for (e, experiment) in self.experiments.iter().enumerate() {
+            let key = format!("service[{i}].experiment[{e}]");
+            experiment.check(&key)?;
+            if self.experiments[..e]
+                .iter()
+                .any(|o| o.name == experiment.name)
+            {
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    format!(
+                        "'{}' names another experiment of this service",
+                        experiment.name
+                    ),
+                ));
+            }
+        }
         for (r, rule) in self.rules.iter().enumerate() {
             rule.check(i, r)?;
         }

@@ -31,6 +31,7 @@
 //! [`Proxy::handle`] runs them; `process` below reads as this list.
 
 mod access;
+mod experiment;
 mod filter;
 mod hops;
 mod llhls;
@@ -82,6 +83,9 @@ struct Ctx {
     /// the answer), and the request as they left it.
     filters: Vec<filter::Running>,
     filtered: Option<strata_compute::abi::Pairs>,
+    /// Experiments: the request's variants, and cookies for a client placed just now.
+    variants: Vec<experiment::Assigned>,
+    set_cookies: Vec<http::HeaderValue>,
 }
 
 impl Ctx {
@@ -93,6 +97,8 @@ impl Ctx {
             interim,
             filters: Vec::new(),
             filtered: None,
+            variants: Vec::new(),
+            set_cookies: Vec::new(),
         }
     }
 
@@ -209,6 +215,9 @@ impl Proxy {
         if !ctx.filters.is_empty() {
             resp = self.filter_response(resp, &mut ctx).await;
         }
+        if !ctx.variants.is_empty() {
+            self.experiment_results(&mut resp, &mut ctx);
+        }
         Ok(self.finish(resp, arrival, ctx))
     }
 
@@ -234,7 +243,9 @@ impl Proxy {
             cc,
         } = self.route(req, &conn)?;
         // === access: networks, methods, referrers, tokens, signed URLs, rate ===
-        let head = self.access(&resolved, head, &conn, now)?;
+        let mut head = self.access(&resolved, head, &conn, now)?;
+        // === experiments: a variant of each, sticky per client ===
+        let variant_tag = self.experiments(&service, &mut head, ctx);
         // === compute: the filters' request phase ===
         let (head, mut resolved) = match resolved.filters.is_empty() {
             true => (head, resolved),
@@ -272,6 +283,10 @@ impl Proxy {
             head.uri.query(),
             &resolved.key_rules,
         );
+        let key = match &variant_tag {
+            Some(tag) => key.variant(tag),
+            None => key,
+        };
         // === ring: the key's owner in this PoP serves it ===
         if let Some(resp) = self.ring(&key, &head, now, ctx).await {
             return Ok(resp);
