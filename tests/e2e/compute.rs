@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::binary::{exchange, strata_bin, Strata};
+use crate::support::nats::NatsServer;
 use crate::support::{example_filter, scratch_dir, wat_filter, Reply, TestOrigin};
 
 /// A node in front of `origin` whose service has `filters` (TOML of
@@ -222,4 +223,134 @@ fn check_config_refuses_modules_that_cannot_be_filters_naming_the_key() {
         assert!(stderr.contains("service[0].filter[0].module"), "{stderr}");
         assert!(stderr.contains(why), "{why}: {stderr}");
     }
+}
+
+// === Edge KV: filters' shared data across nodes ===
+
+/// A node on `nats` (none: on its own) running the counter filter.
+fn counting_node(origin: &TestOrigin, name: &str, nats: Option<&NatsServer>) -> Strata {
+    let bus = nats.map_or(String::new(), |n| format!("[bus]\nnats = \"{}\"\n", n.url));
+    Strata::edge(
+        &config(
+            &origin.url(),
+            &filter("count", &example_filter("kv_counter"), "", ""),
+            &bus,
+        )
+        .replace("name = \"edge-c\"", &format!("name = \"{name}\"")),
+    )
+}
+
+/// `method` on the admin listener's `/v1/kv/<key>`, a JSON body for a PUT.
+async fn kv(
+    node: &Strata,
+    method: &str,
+    key: &str,
+    json: &str,
+) -> crate::support::binary::RawResponse {
+    let request = format!(
+        "{method} /v1/kv/{key} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    exchange(node.admin.expect("admin"), request.as_bytes()).await
+}
+
+#[tokio::test]
+async fn counters_on_two_nodes_sharing_nats_lose_no_increment() {
+    let nats = NatsServer::start();
+    let origin = cacheable_origin().await;
+    let a = counting_node(&origin, "edge-ka", Some(&nats));
+    let b = counting_node(&origin, "edge-kb", Some(&nats));
+    // Both joined: a key written through one is read through the other.
+    let put = kv(&a, "PUT", "probe/ready", r#"{"value": "yes"}"#).await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let addr = if i % 2 == 0 { a.http } else { b.http };
+        tasks.push(tokio::spawn(async move {
+            let r = exchange(addr, &get("/shared")).await;
+            r.header("x-hits").map(|h| h.parse::<u64>().unwrap())
+        }));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(
+            t.await
+                .unwrap()
+                .expect("every increment lands (x-hits, not x-hits-lost)"),
+        );
+    }
+    counts.sort_unstable();
+    // Compare-and-set on the bus: forty increments from two nodes, each count once.
+    assert_eq!(counts, (1..=40).collect::<Vec<u64>>());
+    let r = kv(&b, "GET", "site/hits:%2Fshared", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"value\":\"40\""), "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_value_written_through_the_admin_api_reaches_other_nodes_filters() {
+    let nats = NatsServer::start();
+    let origin = cacheable_origin().await;
+    let a = counting_node(&origin, "edge-kc", Some(&nats));
+    let b = counting_node(&origin, "edge-kd", Some(&nats));
+    let put = kv(
+        &a,
+        "PUT",
+        "site/hits:%2Fpromo",
+        r#"{"value": "100", "revision": 0}"#,
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    // b's replica follows the bucket: its filter counts on from 100 once the write is there.
+    let mut last = 0;
+    for _ in 0..100 {
+        let r = exchange(b.http, &get("/promo")).await;
+        last = r.header("x-hits").unwrap().parse::<u64>().unwrap();
+        if last > 100 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        last > 100,
+        "b never saw the admin's write (last count {last})"
+    );
+    // A write naming a revision that is no longer the key's is refused.
+    let stale = kv(
+        &a,
+        "PUT",
+        "site/hits:%2Fpromo",
+        r#"{"value": "0", "revision": 1}"#,
+    )
+    .await;
+    assert_eq!(stale.status, 409, "{}", stale.text());
+    let absent = kv(
+        &a,
+        "PUT",
+        "site/hits:%2Fpromo",
+        r#"{"value": "0", "revision": 0}"#,
+    )
+    .await;
+    assert_eq!(absent.status, 409, "{}", absent.text());
+}
+
+#[tokio::test]
+async fn a_node_without_a_bus_keeps_its_own_store() {
+    let origin = cacheable_origin().await;
+    let node = counting_node(&origin, "edge-ke", None);
+    for n in 1..=3 {
+        let r = exchange(node.http, &get("/solo")).await;
+        assert_eq!(r.header("x-hits"), Some(n.to_string().as_str()));
+    }
+    let r = kv(&node, "GET", "site/hits:%2Fsolo", "").await;
+    assert!(r.text().contains("\"value\":\"3\""), "{}", r.text());
+    let not_json = exchange(
+        node.admin.unwrap(),
+        b"PUT /v1/kv/site/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    )
+    .await;
+    assert_eq!(not_json.status, 415);
+    let missing = kv(&node, "GET", "site/nothing", "").await;
+    assert_eq!(missing.status, 404);
 }

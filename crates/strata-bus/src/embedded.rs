@@ -26,6 +26,8 @@ struct Shared {
     /// Purge records, with when each was stored.
     records: Mutex<HashMap<String, (Instant, Bytes)>>,
     record_puts: std::sync::atomic::AtomicU64,
+    /// Edge KV.
+    kv: crate::kv::MemoryKv,
 }
 
 /// The node registry: entries live `ttl` after their last announcement.
@@ -59,6 +61,7 @@ impl Default for EmbeddedBus {
                 registry: Mutex::default(),
                 records: Mutex::default(),
                 record_puts: Default::default(),
+                kv: Default::default(),
             }),
         }
     }
@@ -186,6 +189,10 @@ impl EmbeddedBus {
             records.retain(|_, (at, _)| at.elapsed() < crate::RETENTION);
         }
         records.insert(id.to_string(), (Instant::now(), payload));
+    }
+
+    pub fn kv(&self) -> &crate::kv::MemoryKv {
+        &self.shared.kv
     }
 
     pub fn get_record(&self, id: &str) -> Option<Bytes> {

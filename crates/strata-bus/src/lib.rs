@@ -9,11 +9,13 @@
 //! Payloads are opaque bytes: the message types belong to the roles that exchange them.
 
 mod embedded;
+pub mod kv;
 mod nats;
 
 use bytes::Bytes;
 
 pub use embedded::EmbeddedBus;
+pub use kv::{Expect, KvEntry, KvError, KvWatch};
 pub use nats::NatsBus;
 pub use strata_wire::config::redacted;
 
@@ -351,6 +353,30 @@ impl Bus {
         match self {
             Bus::Embedded(b) => Ok(b.get_record(id)),
             Bus::Nats(b) => b.get_record(id).await,
+        }
+    }
+
+    /// Writes an Edge KV key (see [`kv`]); its new revision.
+    pub async fn kv_put(&self, key: &str, value: Bytes, expect: Expect) -> Result<u64, KvError> {
+        match self {
+            Bus::Embedded(b) => b.kv().put(key, value, expect),
+            Bus::Nats(b) => kv::nats_put(b.edge_kv().await?, key, value, expect).await,
+        }
+    }
+
+    /// An Edge KV key's value and revision, read from the bus itself (not a replica).
+    pub async fn kv_get(&self, key: &str) -> Result<Option<(Bytes, u64)>, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(b.kv().get(key)),
+            Bus::Nats(b) => kv::nats_get(b.edge_kv().await?, key).await,
+        }
+    }
+
+    /// Every Edge KV entry, then every change: what a node's replica is fed from.
+    pub async fn kv_watch(&self) -> Result<KvWatch, BusError> {
+        match self {
+            Bus::Embedded(b) => Ok(b.kv().watch()),
+            Bus::Nats(b) => kv::nats_watch(b.edge_kv().await?).await,
         }
     }
 }

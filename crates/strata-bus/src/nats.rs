@@ -38,6 +38,8 @@ pub struct NatsBus {
     nodes: Bucket,
     /// The purge records' bucket, once opened.
     records: Bucket,
+    /// Edge KV's bucket, once opened.
+    edge: Bucket,
 }
 
 impl NatsBus {
@@ -72,6 +74,7 @@ impl NatsBus {
             stream,
             nodes: Bucket::default(),
             records: Bucket::default(),
+            edge: Bucket::default(),
         })
     }
 
@@ -100,6 +103,7 @@ impl NatsBus {
                 .await
                 .map_err(|e| err(e.to_string()))?;
         }
+        crate::kv::provision(&self.js).await?;
         self.js
             .get_or_create_stream(stream::Config {
                 name: ACK_STREAM.to_string(),
@@ -141,6 +145,20 @@ impl NatsBus {
             .await
             .map_err(|e| err(e.to_string()))?;
         Ok(AckReader { messages, live })
+    }
+
+    /// Edge KV's bucket: made if missing (a node whose NATS user may not make it waits
+    /// for the control plane to), opened once.
+    pub(crate) async fn edge_kv(&self) -> Result<&jetstream::kv::Store, BusError> {
+        if self.edge.0.get().is_none() {
+            if let Err(e) = crate::kv::provision(&self.js).await {
+                tracing::debug!(error = %e, "edge KV bucket not made here");
+            }
+        }
+        self.edge
+            .open(&self.js, crate::kv::EDGE_BUCKET)
+            .await
+            .map_err(BusError::Subscribe)
     }
 
     pub async fn put_record(&self, id: &str, payload: Bytes) -> Result<(), BusError> {

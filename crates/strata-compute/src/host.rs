@@ -100,6 +100,9 @@ pub struct Host {
     pub(crate) violation: Option<String>,
     /// The thread's CPU time when the current call began (see `Runtime::watch`).
     pub(crate) cpu_at_call: std::time::Duration,
+    /// Shared data keys this request read as absent: a write of one with cas 0 creates
+    /// it only if it is still absent (see `proxy_set_shared_data`).
+    pub(crate) read_absent: std::collections::HashSet<String>,
 }
 
 impl Host {
@@ -120,6 +123,7 @@ impl Host {
             call_response: None,
             violation: None,
             cpu_at_call: std::time::Duration::ZERO,
+            read_absent: Default::default(),
         }
     }
 
@@ -134,6 +138,7 @@ impl Host {
         self.callouts.clear();
         self.callouts_started = 0;
         self.call_response = None;
+        self.read_absent.clear();
     }
 
     fn map(&self, kind: i32) -> Option<&Pairs> {
@@ -579,6 +584,10 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 return Ok(Status::BadArgument.code());
             };
             let Some((value, cas)) = caller.data().plugin.shared.get(&key) else {
+                let host = caller.data_mut();
+                if host.read_absent.len() < MAX_HEADERS {
+                    host.read_absent.insert(key);
+                }
                 return Ok(Status::NotFound.code());
             };
             let given = give(&mut caller, &value, ret_ptr, ret_len)?;
@@ -605,7 +614,15 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 return Ok(Status::BadArgument.code());
             };
             let shared = Arc::clone(&caller.data().plugin.shared);
-            match shared.set(&key, &value, cas as u32) {
+            // A filter that read the key as absent and writes it with no cas means "as I
+            // saw it": created only if still absent, so two requests creating one key
+            // cannot both win (the SDK's counters start this way).
+            let written = if cas == 0 && caller.data_mut().read_absent.remove(&key) {
+                shared.create(&key, &value)
+            } else {
+                shared.set(&key, &value, cas as u32)
+            };
+            match written {
                 Ok(()) => Ok(Status::Ok.code()),
                 Err(SetError::CasMismatch) => Ok(Status::CasMismatch.code()),
                 // The SDK has no answer for this but a panic: say why before it traps.

@@ -32,6 +32,8 @@ pub trait SharedData: Send + Sync {
     /// Writes `value`. `cas` 0 writes whatever the key holds; any other value only if the
     /// key's current `cas` is that one.
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError>;
+    /// Writes `value` only if the key does not exist (`CasMismatch` otherwise).
+    fn create(&self, key: &str, value: &[u8]) -> Result<(), SetError>;
 }
 
 /// Shared data held in this process.
@@ -59,6 +61,15 @@ impl SharedData for MemoryShared {
         entries.insert(key.to_owned(), (value.to_vec(), next));
         Ok(())
     }
+
+    fn create(&self, key: &str, value: &[u8]) -> Result<(), SetError> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.contains_key(key) {
+            return Err(SetError::CasMismatch);
+        }
+        entries.insert(key.to_owned(), (value.to_vec(), 1));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -76,5 +87,7 @@ mod tests {
         kv.set("n", b"2", cas).unwrap();
         assert_eq!(kv.set("n", b"3", cas), Err(SetError::CasMismatch));
         assert_eq!(kv.get("n").unwrap().0, b"2");
+        assert_eq!(kv.create("n", b"x"), Err(SetError::CasMismatch));
+        kv.create("m", b"x").unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus/OpenMetrics text), `/healthz`, the health
-//! report (`/.well-known/strata/health`), and `POST /v1/purge` (this node only; the
-//! control plane fans purges out to every node).
+//! report (`/.well-known/strata/health`), `POST /v1/purge` (this node only; the
+//! control plane fans purges out to every node), and Edge KV (`GET`/`PUT /v1/kv/<key>`).
 //!
 //! It changes what every client is served, so:
 //! - with `admin.token` set (required when it listens beyond loopback), every request but
@@ -111,6 +111,22 @@ pub async fn handle(
         ),
         (&Method::POST, "/v1/purge") => purge(proxy, req).await,
         (&Method::POST, "/v1/reload") => reload(&admin.reloader),
+        (&Method::GET, path) if path.starts_with(KV_PREFIX) => kv_get(proxy, path).await,
+        (&Method::PUT, path) if path.starts_with(KV_PREFIX) && !is_json(req.headers()) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            JSON,
+            serde_json::json!({ "error": "Content-Type must be application/json" }).to_string()
+                + "\n",
+        ),
+        (&Method::PUT, path) if path.starts_with(KV_PREFIX) => {
+            let path = path.to_owned();
+            kv_put(proxy, &path, req).await
+        }
+        (_, path) if path.starts_with(KV_PREFIX) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "method not allowed\n".into(),
+        ),
         (_, "/metrics" | "/healthz" | "/v1/purge" | "/v1/reload" | HEALTH_PATH) => (
             StatusCode::METHOD_NOT_ALLOWED,
             TEXT,
@@ -160,6 +176,106 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case(JSON))
+}
+
+/// Where Edge KV's keys are, on this listener: `/v1/kv/<namespace>/<key>`, the key
+/// percent-encoded as a path.
+const KV_PREFIX: &str = "/v1/kv/";
+
+/// A key's value and revision as JSON.
+fn kv_json(key: &str, value: &[u8], revision: u64) -> String {
+    serde_json::json!({
+        "key": key,
+        "value": String::from_utf8_lossy(value),
+        "revision": revision,
+    })
+    .to_string()
+        + "\n"
+}
+
+fn kv_key(path: &str) -> Option<String> {
+    let raw = path.strip_prefix(KV_PREFIX)?;
+    let key = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    (!key.is_empty() && key.len() <= 1024).then(|| key.into_owned())
+}
+
+/// `GET /v1/kv/<key>`: from the bus when the node has joined one (what every node will
+/// see), else from this node's store.
+async fn kv_get(proxy: &Arc<Proxy>, path: &str) -> (StatusCode, &'static str, String) {
+    let Some(key) = kv_key(path) else {
+        return (StatusCode::BAD_REQUEST, TEXT, "bad key\n".into());
+    };
+    match proxy.kv().read(&key).await {
+        Ok(Some((value, revision))) => (StatusCode::OK, JSON, kv_json(&key, &value, revision)),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            JSON,
+            "{\"error\":\"no such key\"}\n".into(),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            JSON,
+            serde_json::json!({ "error": e.to_string() }).to_string() + "\n",
+        ),
+    }
+}
+
+/// `PUT /v1/kv/<key>` with `{"value": "…", "revision": N}`: `revision` absent writes
+/// whatever the key holds, `0` only if it does not exist, `N` only if its revision is N
+/// (409 otherwise).
+async fn kv_put(
+    proxy: &Arc<Proxy>,
+    path: &str,
+    req: Request<RequestBody>,
+) -> (StatusCode, &'static str, String) {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Put {
+        value: String,
+        #[serde(default)]
+        revision: Option<u64>,
+    }
+    let error = |status: StatusCode, why: String| {
+        (
+            status,
+            JSON,
+            serde_json::json!({ "error": why }).to_string() + "\n",
+        )
+    };
+    let Some(key) = kv_key(path) else {
+        return error(StatusCode::BAD_REQUEST, "bad key".into());
+    };
+    let body = match crate::body::read_to_limit(req.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let put: Put = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let expect = match put.revision {
+        None => strata_bus::Expect::Any,
+        Some(0) => strata_bus::Expect::Absent,
+        Some(r) => strata_bus::Expect::Revision(r),
+    };
+    match proxy
+        .kv()
+        .put(&key, Bytes::from(put.value.clone()), expect)
+        .await
+    {
+        Ok(revision) => (
+            StatusCode::OK,
+            JSON,
+            kv_json(&key, put.value.as_bytes(), revision),
+        ),
+        Err(strata_bus::KvError::Conflict) => error(
+            StatusCode::CONFLICT,
+            "the key's revision is not the one given".into(),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 async fn purge(

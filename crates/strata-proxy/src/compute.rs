@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use strata_compute::{Filter, MemoryShared, Runtime, SharedData, Spec};
+use strata_compute::{Filter, Runtime, Spec};
 
 use crate::config::{ComputeSection, ConfigError, FilterConfig, NodeConfig};
+use crate::kv::EdgeKv;
 
 /// One filter of a chain, and what to do when it faults.
 pub struct Link {
@@ -31,12 +32,15 @@ pub type Chain = Arc<[Arc<Link>]>;
 /// service has filters (the runtime reserves its instance slots' address space).
 pub struct Compute {
     runtime: Arc<Runtime>,
-    shared: Arc<dyn SharedData>,
+    kv: Arc<EdgeKv>,
 }
 
 impl Compute {
     /// For a configuration, when any service or rule has filters.
-    pub fn for_config(config: &NodeConfig) -> Result<Option<Compute>, ConfigError> {
+    pub fn for_config(
+        config: &NodeConfig,
+        kv: &Arc<EdgeKv>,
+    ) -> Result<Option<Compute>, ConfigError> {
         let any = config.services.iter().any(|s| {
             !s.filters.is_empty()
                 || s.rules
@@ -46,19 +50,25 @@ impl Compute {
         if !any {
             return Ok(None);
         }
-        Compute::new(&config.compute).map(Some)
+        Compute::new(&config.compute, kv).map(Some)
     }
 
-    pub fn new(section: &ComputeSection) -> Result<Compute, ConfigError> {
+    pub fn new(section: &ComputeSection, kv: &Arc<EdgeKv>) -> Result<Compute, ConfigError> {
         let runtime = Runtime::new(section.limits()).map_err(|e| ConfigError::new("compute", e))?;
         Ok(Compute {
             runtime: Arc::new(runtime),
-            shared: Arc::new(MemoryShared::default()),
+            kv: Arc::clone(kv),
         })
     }
 
-    /// Loads a chain's modules; `at` names the chain's key (`service[0].filter`).
-    pub fn chain(&self, filters: &[FilterConfig], at: &str) -> Result<Chain, ConfigError> {
+    /// Loads a chain's modules; `at` names the chain's key (`service[0].filter`); the
+    /// filters' shared data is the service's namespace of Edge KV unless one says another.
+    pub fn chain(
+        &self,
+        filters: &[FilterConfig],
+        service: &str,
+        at: &str,
+    ) -> Result<Chain, ConfigError> {
         let mut chain = Vec::with_capacity(filters.len());
         for (f, config) in filters.iter().enumerate() {
             let key = || format!("{at}[{f}].module");
@@ -72,7 +82,9 @@ impl Compute {
                     wasm: &wasm,
                     sha256: config.sha256.as_deref(),
                     config: config.config.as_bytes(),
-                    shared: Arc::clone(&self.shared),
+                    shared: self
+                        .kv
+                        .namespace(config.kv_namespace.as_deref().unwrap_or(service)),
                 },
             )
             .map_err(|e| ConfigError::new(key(), format!("{shown}: {e}")))?;
@@ -89,14 +101,15 @@ impl Compute {
 /// that is not wasm, imports what the host lacks, or refuses its configuration is an
 /// error naming its key).
 pub fn check(config: &NodeConfig) -> Result<(), ConfigError> {
-    let Some(compute) = Compute::for_config(config)? else {
+    let Some(compute) = Compute::for_config(config, &Arc::default())? else {
         return Ok(());
     };
     for (i, service) in config.services.iter().enumerate() {
-        compute.chain(&service.filters, &format!("service[{i}].filter"))?;
+        let name = &service.name;
+        compute.chain(&service.filters, name, &format!("service[{i}].filter"))?;
         for (r, rule) in service.rules.iter().enumerate() {
             if let Some(filters) = &rule.filters {
-                compute.chain(filters, &format!("service[{i}].rule[{r}].filter"))?;
+                compute.chain(filters, name, &format!("service[{i}].rule[{r}].filter"))?;
             }
         }
     }

@@ -17,6 +17,7 @@ mod experiment;
 mod fill;
 mod forward;
 mod health_report;
+pub mod kv;
 mod media;
 mod metrics;
 mod proxy;

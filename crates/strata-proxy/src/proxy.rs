@@ -71,6 +71,8 @@ pub struct Proxy {
     pub(crate) acme: Arc<crate::tls::Challenges>,
     /// `[geo]`: clients' countries for the access rules that ask.
     pub(crate) countries: Option<crate::access::country::Countries>,
+    /// Edge KV: filters' shared data, the admin API's `/v1/kv/`.
+    pub(crate) kv: Arc<crate::kv::EdgeKv>,
 }
 
 // === impl Proxy ===
@@ -109,6 +111,7 @@ impl Proxy {
             .iter()
             .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
+        let kv = Arc::new(crate::kv::EdgeKv::default());
         let media = Arc::new(crate::media::Media::new(
             Budget::with_exempt(
                 config.limits.max_prefetches,
@@ -127,7 +130,8 @@ impl Proxy {
             strip_cdn_cache_control: config.cache.strip_cdn_cache_control,
             compression: config.cache.compression,
             peers_authenticate: config.tls.client_ca.is_some(),
-            services: Services::from_config(config, &clock)?,
+            services: Services::with_kv(config, &clock, &kv)?,
+            kv,
             storage,
             sender: Sender {
                 client: upstream.clone(),
@@ -182,6 +186,10 @@ impl Proxy {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn kv(&self) -> &Arc<crate::kv::EdgeKv> {
+        &self.kv
     }
 
     pub fn services(&self) -> &Services {

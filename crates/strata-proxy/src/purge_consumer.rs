@@ -112,6 +112,7 @@ pub async fn run(
     let Some(bus) = link.join(&mut shutdown).await else {
         return;
     };
+    proxy.kv().attach(bus.clone(), shutdown.clone());
     tokio::spawn(announce(
         bus.clone(),
         node.clone(),

@@ -101,9 +101,9 @@ impl Service {
         compute: Option<&Compute>,
     ) -> Result<Self, String> {
         let chain = |filters: &[crate::config::FilterConfig], at: String| match compute {
-            Some(compute) if !filters.is_empty() => {
-                compute.chain(filters, &at).map_err(|e| e.to_string())
-            }
+            Some(compute) if !filters.is_empty() => compute
+                .chain(filters, &c.name, &at)
+                .map_err(|e| e.to_string()),
             _ => Ok(Chain::from([])),
         };
         let filters = chain(&c.filters, format!("service[{i}].filter"))?;
@@ -301,13 +301,22 @@ pub struct Services {
 }
 
 impl Services {
-    /// `clock`: the node's (rate limits read it).
+    /// `clock`: the node's (rate limits read it). Filters get a store of their own.
     pub fn from_config(config: &NodeConfig, clock: &Clock) -> Result<Self, String> {
+        Self::with_kv(config, clock, &Arc::default())
+    }
+
+    /// The same, the filters' shared data being the node's Edge KV.
+    pub fn with_kv(
+        config: &NodeConfig,
+        clock: &Clock,
+        kv: &Arc<crate::kv::EdgeKv>,
+    ) -> Result<Self, String> {
         let heuristic = HeuristicConfig {
             fraction: config.cache.heuristic_fraction,
             max: config.cache.heuristic_max.0,
         };
-        let compute = Compute::for_config(config).map_err(|e| e.to_string())?;
+        let compute = Compute::for_config(config, kv).map_err(|e| e.to_string())?;
         let mut out = Services {
             exact: Vec::new(),
             wildcard: Vec::new(),

@@ -93,6 +93,10 @@ pub struct FilterConfig {
     /// go on as if it were not there, instead of answering `500`.
     #[serde(default)]
     pub fail_open: bool,
+    /// The Edge KV namespace the filter's shared data is (its service's name by default):
+    /// filters of several services share data by naming one namespace.
+    #[serde(default)]
+    pub kv_namespace: Option<String>,
 }
 
 impl FilterConfig {
@@ -104,6 +108,14 @@ impl FilterConfig {
                 format!("{at}.name"),
                 "1 to 64 letters, digits, '-' or '_'",
             ));
+        }
+        if let Some(ns) = &self.kv_namespace {
+            if ns.is_empty() || ns.contains('/') || ns.len() > 64 {
+                return Err(ConfigError::new(
+                    format!("{at}.kv_namespace"),
+                    "1 to 64 characters, no '/'",
+                ));
+            }
         }
         if let Some(h) = &self.sha256 {
             if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
