@@ -7,7 +7,8 @@
 # Akamai's EdgeAuth token generators from PyPI and npm (into target/test-tools) so token
 # tests check tokens made by the code customers run; mmdb-writer from PyPI (same place) writes
 # the MaxMind DB files the country access tests read. The wasm32-wasip1 target (rustup) for
-# the example proxy-wasm filters (examples/filters) the edge compute tests load.
+# the example proxy-wasm filters (examples/filters) the edge compute tests load, and
+# AssemblyScript from npm for the one written in it.
 # The deployment test (tests/e2e/deploy.rs, as root) runs deploy/compose's topology in network
 # namespaces with these same nats-server, curl, dig and python3.
 # Everything else (origins, nodes) the suite starts itself on 127.0.0.1:0. CI's .ci/run
@@ -76,6 +77,8 @@ echo "== example filters (proxy-wasm Rust SDK, wasm32-wasip1)"
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 cargo build --locked --quiet --release --target wasm32-wasip1 --manifest-path examples/filters/Cargo.toml
 cargo clippy --locked --quiet --target wasm32-wasip1 --manifest-path examples/filters/Cargo.toml -- -D warnings
+echo "== example filter (AssemblyScript, npm)"
+(cd examples/filters/assemblyscript && npm ci --silent --no-audit --no-fund && npm run --silent build >/dev/null)
 
 echo "== tests"
 # One build serves every test binary; nextest runs them in parallel processes.

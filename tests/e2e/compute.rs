@@ -255,15 +255,31 @@ async fn kv(
     exchange(node.admin.expect("admin"), request.as_bytes()).await
 }
 
+/// Waits (bounded) until `node` has joined its bus: its Edge KV takes writes.
+async fn joined(node: &Strata) {
+    for _ in 0..200 {
+        if kv(node, "PUT", "probe/ready", r#"{"value": "yes"}"#)
+            .await
+            .status
+            == 200
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the node did not join its bus");
+}
+
 #[tokio::test]
 async fn counters_on_two_nodes_sharing_nats_lose_no_increment() {
     let nats = NatsServer::start();
     let origin = cacheable_origin().await;
     let a = counting_node(&origin, "edge-ka", Some(&nats));
     let b = counting_node(&origin, "edge-kb", Some(&nats));
-    // Both joined: a key written through one is read through the other.
-    let put = kv(&a, "PUT", "probe/ready", r#"{"value": "yes"}"#).await;
-    assert_eq!(put.status, 200, "{}", put.text());
+    // Both joined (writes answer 503 until a node has joined its bus).
+    for node in [&a, &b] {
+        joined(node).await;
+    }
     let mut tasks = Vec::new();
     for i in 0..40 {
         let addr = if i % 2 == 0 { a.http } else { b.http };
@@ -353,4 +369,18 @@ async fn a_node_without_a_bus_keeps_its_own_store() {
     assert_eq!(not_json.status, 415);
     let missing = kv(&node, "GET", "site/nothing", "").await;
     assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn a_filter_written_in_assemblyscript_runs_too() {
+    // solo-io's proxy-runtime (ABI 0.2.0, WASI `wasi_unstable`), built by scripts/test.sh.
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/filters/assemblyscript/build/add_header.wasm");
+    assert!(module.exists(), "{}: run scripts/test.sh", module.display());
+    let origin = cacheable_origin().await;
+    // Its root context registers as "add_header": the filter's name is its root id.
+    let node = node(&origin, &filter("add_header", &module, "", ""), "");
+    let r = exchange(node.http, &get("/as")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-filter-language"), Some("assemblyscript"));
 }

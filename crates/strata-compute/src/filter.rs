@@ -8,7 +8,6 @@
 //! context, as a worker's VM does in Envoy (a filter's root state lives on across the
 //! requests that instance serves); one that faulted is dropped.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,7 +17,7 @@ use std::time::Instant;
 use wasmtime::{Instance, InstancePre, Module, Store, Trap, TypedFunc};
 
 use crate::abi::{self, Pairs};
-use crate::host::{Callout, CalloutResponse, Host, LocalResponse, Plugin};
+use crate::host::{Callout, CalloutResponse, Host, LocalResponse, Plugin, Properties};
 use crate::runtime::Runtime;
 use crate::shared::SharedData;
 
@@ -92,8 +91,9 @@ pub trait Callouts: Send + Sync {
 /// What a phase decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Go on, with the headers as the filter left them.
-    Continue(Pairs),
+    /// Go on: with the headers as the filter left them when it changed them, `None` when
+    /// it did not (nothing to apply).
+    Continue(Option<Pairs>),
     /// Answer with this instead.
     Respond(LocalResponse),
 }
@@ -264,7 +264,7 @@ impl Filter {
     }
 
     /// Starts a request through the filter: an instance for it, and a context in it.
-    pub fn stream(self: &Arc<Self>, properties: HashMap<String, Vec<u8>>) -> Result<Stream, Fault> {
+    pub fn stream(self: &Arc<Self>, properties: Box<dyn Properties>) -> Result<Stream, Fault> {
         let reused = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut vm = match reused {
             Some(vm) => {
@@ -277,7 +277,7 @@ impl Filter {
         };
         let context = vm.next_context;
         vm.next_context = vm.next_context.checked_add(1).unwrap_or(ROOT + 1);
-        vm.store.data_mut().properties = properties;
+        vm.store.data_mut().provider = Some(properties);
         let mut stream = Stream {
             filter: Arc::clone(self),
             vm: Some(vm),
@@ -484,7 +484,11 @@ impl Stream {
         callouts: &dyn Callouts,
     ) -> Result<Verdict, Fault> {
         let count = headers.len() as i32;
-        self.host()?.request = headers;
+        {
+            let host = self.host()?;
+            host.request = headers;
+            host.changed = [false; 2];
+        }
         let local = self
             .phase(callouts, |store, calls, ctx| {
                 match &calls.on_request_headers {
@@ -493,10 +497,11 @@ impl Stream {
                 }
             })
             .await?;
+        // The request's map stays: the response phase reads it.
         let host = self.host()?;
         Ok(match local {
             Some(local) => Verdict::Respond(local),
-            None => Verdict::Continue(std::mem::take(&mut host.request)),
+            None => Verdict::Continue(host.changed[0].then(|| host.request.clone())),
         })
     }
 
@@ -504,7 +509,6 @@ impl Stream {
     /// request's headers, as the request phase left them, are readable.
     pub async fn response_headers(
         &mut self,
-        request: Pairs,
         response: Pairs,
         end_of_stream: bool,
         callouts: &dyn Callouts,
@@ -512,8 +516,8 @@ impl Stream {
         let count = response.len() as i32;
         {
             let host = self.host()?;
-            host.request = request;
             host.response = Some(response);
+            host.changed = [false; 2];
         }
         let local = self
             .phase(callouts, |store, calls, ctx| {
@@ -524,9 +528,10 @@ impl Stream {
             })
             .await?;
         let host = self.host()?;
+        let response = host.response.take().unwrap_or_default();
         Ok(match local {
             Some(local) => Verdict::Respond(local),
-            None => Verdict::Continue(host.response.take().unwrap_or_default()),
+            None => Verdict::Continue(host.changed[1].then_some(response)),
         })
     }
 
@@ -626,6 +631,7 @@ mod tests {
     use super::*;
     use crate::shared::MemoryShared;
     use crate::Limits;
+    use std::collections::HashMap;
     use std::time::Duration;
 
     struct NoCallouts;
@@ -688,7 +694,7 @@ mod tests {
     }
 
     async fn request(filter: &Arc<Filter>) -> Result<Verdict, Fault> {
-        let mut stream = filter.stream(HashMap::new())?;
+        let mut stream = filter.stream(Box::new(HashMap::new()))?;
         let headers = vec![(":path".to_string(), b"/".to_vec())];
         stream.request_headers(headers, true, &NoCallouts).await
     }
@@ -777,16 +783,16 @@ mod tests {
     async fn requests_past_the_instance_slots_are_refused_not_queued() {
         let rt = runtime(2);
         let filter = load(&rt, &module("", "i32.const 0")).unwrap();
-        let a = filter.stream(HashMap::new()).unwrap();
-        let b = filter.stream(HashMap::new()).unwrap();
+        let a = filter.stream(Box::new(HashMap::new())).unwrap();
+        let b = filter.stream(Box::new(HashMap::new())).unwrap();
         assert!(matches!(
-            filter.stream(HashMap::new()),
+            filter.stream(Box::new(HashMap::new())),
             Err(Fault::Exhausted)
         ));
         drop((a, b));
         // Given back: warm, and reused.
         assert_eq!(filter.idle(), 2);
-        assert!(filter.stream(HashMap::new()).is_ok());
+        assert!(filter.stream(Box::new(HashMap::new())).is_ok());
     }
 
     #[test]

@@ -58,6 +58,18 @@ pub struct CalloutResponse {
     pub body: Vec<u8>,
 }
 
+/// A request's properties (`request.path`, `source.address`…), made when a filter asks
+/// for one: most filters read few or none. Paths are joined with `.`.
+pub trait Properties: Send + Sync {
+    fn get(&self, path: &str) -> Option<Vec<u8>>;
+}
+
+impl Properties for HashMap<String, Vec<u8>> {
+    fn get(&self, path: &str) -> Option<Vec<u8>> {
+        HashMap::get(self, path).cloned()
+    }
+}
+
 /// A filter's metric: defined by name, kept per filter across its instances.
 #[derive(Debug)]
 pub struct Metric {
@@ -86,8 +98,12 @@ pub struct Host {
     pub(crate) request: Pairs,
     /// Response headers (`:status` first), once the response phase has begun.
     pub(crate) response: Option<Pairs>,
-    /// The request's properties; what the filter sets goes here too.
+    /// What the filter set (`proxy_set_property`), or the host gave during the request.
     pub(crate) properties: HashMap<String, Vec<u8>>,
+    /// The request's own properties, asked for only when the filter reads one.
+    pub(crate) provider: Option<Box<dyn Properties>>,
+    /// Whether the filter changed the request's or the response's headers this phase.
+    pub(crate) changed: [bool; 2],
     pub(crate) local: Option<LocalResponse>,
     pub(crate) continued: bool,
     pub(crate) closed: bool,
@@ -98,8 +114,9 @@ pub struct Host {
     pub(crate) call_response: Option<CalloutResponse>,
     /// Why the host stopped the filter, when it did (a bound passed).
     pub(crate) violation: Option<String>,
-    /// The thread's CPU time when the current call began (see `Runtime::watch`).
-    pub(crate) cpu_at_call: std::time::Duration,
+    /// The thread's CPU time when the current call's deadline first passed (see
+    /// `Runtime::watch`); `None` before it has.
+    pub(crate) cpu_mark: Option<std::time::Duration>,
     /// Shared data keys this request read as absent: a write of one with cas 0 creates
     /// it only if it is still absent (see `proxy_set_shared_data`).
     pub(crate) read_absent: std::collections::HashSet<String>,
@@ -114,6 +131,8 @@ impl Host {
             request: Vec::new(),
             response: None,
             properties: HashMap::new(),
+            provider: None,
+            changed: [false; 2],
             local: None,
             continued: false,
             closed: false,
@@ -122,7 +141,7 @@ impl Host {
             next_token: 1,
             call_response: None,
             violation: None,
-            cpu_at_call: std::time::Duration::ZERO,
+            cpu_mark: None,
             read_absent: Default::default(),
         }
     }
@@ -132,6 +151,8 @@ impl Host {
         self.request.clear();
         self.response = None;
         self.properties.clear();
+        self.provider = None;
+        self.changed = [false; 2];
         self.local = None;
         self.continued = false;
         self.closed = false;
@@ -150,10 +171,17 @@ impl Host {
         }
     }
 
+    /// A map the filter is about to change (marked changed).
     fn map_mut(&mut self, kind: i32) -> Option<&mut Pairs> {
         match kind {
-            abi::map::REQUEST_HEADERS => Some(&mut self.request),
-            abi::map::RESPONSE_HEADERS => self.response.as_mut(),
+            abi::map::REQUEST_HEADERS => {
+                self.changed[0] = true;
+                Some(&mut self.request)
+            }
+            abi::map::RESPONSE_HEADERS => {
+                self.changed[1] = true;
+                self.response.as_mut()
+            }
             _ => None,
         }
     }
@@ -173,6 +201,9 @@ impl Host {
         let key = path.join(".");
         if let Some(v) = self.properties.get(&key) {
             return Some(v.clone());
+        }
+        if let Some(v) = self.provider.as_ref().and_then(|p| p.get(&key)) {
+            return Some(v);
         }
         match key.as_str() {
             "plugin_name" | "plugin_root_id" => Some(self.plugin.name.as_bytes().to_vec()),
@@ -228,11 +259,10 @@ fn give(
         return Ok(Status::InternalFailure);
     };
     let len = i32::try_from(bytes.len()).map_err(wasmtime::Error::msg)?;
-    let at = if bytes.is_empty() {
-        0
-    } else {
-        alloc.call(&mut *caller, len)?
-    };
+    // Allocated even when empty: AssemblyScript's runtime reads an object header before
+    // the pointer it is given, and a null one faults it (Rust's allocator answers a
+    // dangling, never-null pointer for 0 bytes).
+    let at = alloc.call(&mut *caller, len)?;
     if !bytes.is_empty() && at == 0 {
         return Ok(Status::InternalFailure);
     }

@@ -21,6 +21,6 @@ pub mod shared;
 mod wasi;
 
 pub use filter::{Callouts, Fault, Filter, LoadError, Spec, Stream, Verdict};
-pub use host::{Callout, CalloutResponse, LocalResponse};
+pub use host::{Callout, CalloutResponse, LocalResponse, Properties};
 pub use runtime::{Limits, Runtime};
 pub use shared::{MemoryShared, SetError, SharedData};

@@ -1,9 +1,9 @@
 //! The engine every filter on a node runs in: wasmtime with the pooling allocator (instance
 //! slots reserved once, reused with their pages reset), a memory cap per instance, and a
 //! CPU deadline per call by epoch interruption (a thread moves the epoch every
-//! millisecond; when a call's deadline passes, the thread's CPU time decides: a guest that
-//! used its budget traps, one that was only waiting for a core goes on). Wall time alone
-//! would kill filters on a busy node for time the kernel gave to others.
+//! millisecond; once a call's deadline passes, the thread's CPU time decides: a guest that
+//! keeps using CPU is stopped, one that was only waiting for a core goes on). Wall time
+//! alone would kill filters on a busy node for time the kernel gave to others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,23 +94,35 @@ impl Runtime {
         &self.limits
     }
 
-    /// Arms a store for one call: the deadline in ticks, and the thread's CPU time now.
+    /// Arms a store for one call: its deadline, a budget of wall time from now. Nothing
+    /// is read from the kernel here: most calls end long before their deadline.
     pub(crate) fn arm(&self, store: &mut wasmtime::Store<Host>) {
-        let ticks = (self.limits.cpu.as_millis() / TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.data_mut().cpu_at_call = thread_cpu();
+        store.set_epoch_deadline(self.budget_ticks());
+        store.data_mut().cpu_mark = None;
     }
 
-    /// What a store does when its deadline passes: stop the guest if the call has used
-    /// its CPU budget, else look again a tick later.
+    fn budget_ticks(&self) -> u64 {
+        (self.limits.cpu.as_millis() / TICK.as_millis()).max(1) as u64
+    }
+
+    /// What a store does when its deadline passes. The first time, it notes the thread's
+    /// CPU time and looks again a tick later; from then on, a call that has used a whole
+    /// budget of CPU since that note is stopped. A call is stopped after using between
+    /// one and two budgets of CPU, and never for time the kernel gave other threads.
     pub(crate) fn watch(&self, store: &mut wasmtime::Store<Host>) {
         let budget = self.limits.cpu;
-        store.epoch_deadline_callback(move |ctx| {
-            let used = thread_cpu().saturating_sub(ctx.data().cpu_at_call);
-            Ok(if used >= budget {
-                wasmtime::UpdateDeadline::Interrupt
-            } else {
-                wasmtime::UpdateDeadline::Continue(1)
+        store.epoch_deadline_callback(move |mut ctx| {
+            let now = thread_cpu();
+            let host = ctx.data_mut();
+            Ok(match host.cpu_mark {
+                None => {
+                    host.cpu_mark = Some(now);
+                    wasmtime::UpdateDeadline::Continue(1)
+                }
+                Some(mark) if now.saturating_sub(mark) >= budget => {
+                    wasmtime::UpdateDeadline::Interrupt
+                }
+                Some(_) => wasmtime::UpdateDeadline::Continue(1),
             })
         });
     }

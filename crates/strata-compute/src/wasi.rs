@@ -9,7 +9,9 @@ use wasmtime::{Caller, Linker};
 
 use crate::host::{read, write, Host};
 
-const MODULE: &str = "wasi_snapshot_preview1";
+/// WASI preview 1, and its older name (AssemblyScript's proxy-wasm runtime imports
+/// `wasi_unstable`): the functions used here have the same signatures in both.
+const MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wasi_unstable"];
 const SUCCESS: i32 = 0;
 const BADF: i32 = 8;
 const INVAL: i32 = 28;
@@ -19,8 +21,15 @@ const NOTSUP: i32 = 58;
 const MAX_WRITE: usize = 4096;
 
 pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    for module in MODULES {
+        define_in(linker, module)?;
+    }
+    Ok(())
+}
+
+fn define_in(linker: &mut Linker<Host>, module: &str) -> wasmtime::Result<()> {
     linker.func_wrap(
-        MODULE,
+        module,
         "fd_write",
         |mut caller: Caller<'_, Host>, fd: i32, iovs: i32, count: i32, ret: i32| -> i32 {
             if fd != 1 && fd != 2 {
@@ -55,7 +64,7 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(
-        MODULE,
+        module,
         "random_get",
         |mut caller: Caller<'_, Host>, ptr: i32, len: i32| -> i32 {
             let len = (len as u32 as usize).min(1 << 16);
@@ -79,7 +88,7 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(
-        MODULE,
+        module,
         "clock_time_get",
         |mut caller: Caller<'_, Host>, _id: i32, _precision: i64, ret: i32| -> i32 {
             // Realtime and monotonic alike: nanoseconds since the epoch (monotonic enough
@@ -95,7 +104,7 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     )?;
     for name in ["environ_sizes_get", "args_sizes_get"] {
         linker.func_wrap(
-            MODULE,
+            module,
             name,
             |mut caller: Caller<'_, Host>, count: i32, size: i32| -> i32 {
                 let zero = 0u32.to_le_bytes();
@@ -110,52 +119,52 @@ pub(crate) fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     }
     for name in ["environ_get", "args_get"] {
         linker.func_wrap(
-            MODULE,
+            module,
             name,
             |_: Caller<'_, Host>, _a: i32, _b: i32| -> i32 { SUCCESS },
         )?;
     }
     linker.func_wrap(
-        MODULE,
+        module,
         "proc_exit",
         |_: Caller<'_, Host>, code: i32| -> wasmtime::Result<()> {
             Err(wasmtime::Error::msg(format!("the filter exited ({code})")))
         },
     )?;
-    linker.func_wrap(MODULE, "sched_yield", |_: Caller<'_, Host>| -> i32 {
+    linker.func_wrap(module, "sched_yield", |_: Caller<'_, Host>| -> i32 {
         SUCCESS
     })?;
     // No files: every descriptor is a bad one.
-    linker.func_wrap(MODULE, "fd_close", |_: Caller<'_, Host>, _fd: i32| -> i32 {
+    linker.func_wrap(module, "fd_close", |_: Caller<'_, Host>, _fd: i32| -> i32 {
         BADF
     })?;
     linker.func_wrap(
-        MODULE,
+        module,
         "fd_fdstat_get",
         |_: Caller<'_, Host>, _fd: i32, _ret: i32| -> i32 { BADF },
     )?;
     linker.func_wrap(
-        MODULE,
+        module,
         "fd_prestat_get",
         |_: Caller<'_, Host>, _fd: i32, _ret: i32| -> i32 { BADF },
     )?;
     linker.func_wrap(
-        MODULE,
+        module,
         "fd_prestat_dir_name",
         |_: Caller<'_, Host>, _fd: i32, _ptr: i32, _len: i32| -> i32 { BADF },
     )?;
     linker.func_wrap(
-        MODULE,
+        module,
         "fd_seek",
         |_: Caller<'_, Host>, _fd: i32, _off: i64, _whence: i32, _ret: i32| -> i32 { BADF },
     )?;
     linker.func_wrap(
-        MODULE,
+        module,
         "fd_read",
         |_: Caller<'_, Host>, _fd: i32, _iovs: i32, _count: i32, _ret: i32| -> i32 { BADF },
     )?;
     linker.func_wrap(
-        MODULE,
+        module,
         "poll_oneoff",
         |_: Caller<'_, Host>, _in: i32, _out: i32, _n: i32, _ret: i32| -> i32 { NOTSUP },
     )?;

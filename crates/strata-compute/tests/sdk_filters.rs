@@ -75,13 +75,14 @@ async fn header_rewrite_changes_request_and_response_headers_and_the_path() {
          response.set x-frame-options DENY\nresponse.remove server\n",
         Arc::new(MemoryShared::default()),
     );
-    let mut stream = filter.stream(HashMap::new()).unwrap();
+    let mut stream = filter.stream(Box::new(HashMap::new())).unwrap();
     let request = pairs(&[
         (":method", "GET"),
         (":path", "/old/a.css?v=1"),
         ("cookie", "secret"),
     ]);
-    let Ok(Verdict::Continue(request)) = stream.request_headers(request, true, &NoCallouts).await
+    let Ok(Verdict::Continue(Some(request))) =
+        stream.request_headers(request, true, &NoCallouts).await
     else {
         panic!("request phase")
     };
@@ -89,9 +90,8 @@ async fn header_rewrite_changes_request_and_response_headers_and_the_path() {
     assert_eq!(get(&request, "x-from-edge"), Some("yes"));
     assert_eq!(get(&request, "cookie"), None);
     let response = pairs(&[(":status", "200"), ("server", "origin/1.0")]);
-    let Ok(Verdict::Continue(response)) = stream
-        .response_headers(request, response, false, &NoCallouts)
-        .await
+    let Ok(Verdict::Continue(Some(response))) =
+        stream.response_headers(response, false, &NoCallouts).await
     else {
         panic!("response phase")
     };
@@ -136,7 +136,7 @@ async fn geo_redirect_sends_listed_countries_elsewhere_and_lets_the_rest_through
     let request = pairs(&[(":method", "GET"), (":path", "/shop?x=1")]);
     let mut props = HashMap::new();
     props.insert("strata.country".to_string(), b"DE".to_vec());
-    let mut stream = filter.stream(props).unwrap();
+    let mut stream = filter.stream(Box::new(props)).unwrap();
     match stream
         .request_headers(request.clone(), true, &NoCallouts)
         .await
@@ -153,7 +153,7 @@ async fn geo_redirect_sends_listed_countries_elsewhere_and_lets_the_rest_through
     drop(stream);
     let mut props = HashMap::new();
     props.insert("strata.country".to_string(), b"FR".to_vec());
-    let mut stream = filter.stream(props).unwrap();
+    let mut stream = filter.stream(Box::new(props)).unwrap();
     assert!(matches!(
         stream
             .request_headers(request.clone(), true, &NoCallouts)
@@ -161,7 +161,7 @@ async fn geo_redirect_sends_listed_countries_elsewhere_and_lets_the_rest_through
         Ok(Verdict::Continue(_))
     ));
     drop(stream);
-    let mut stream = filter.stream(HashMap::new()).unwrap();
+    let mut stream = filter.stream(Box::new(HashMap::new())).unwrap();
     assert!(matches!(
         stream.request_headers(request, true, &NoCallouts).await,
         Ok(Verdict::Continue(_))
@@ -178,17 +178,17 @@ async fn kv_counter_loses_no_increment_under_concurrent_requests() {
         tasks.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             for _ in 0..50 {
-                let mut stream = filter.stream(HashMap::new()).unwrap();
+                let mut stream = filter.stream(Box::new(HashMap::new())).unwrap();
                 let request = pairs(&[(":method", "GET"), (":path", "/counted?q=1")]);
-                let Ok(Verdict::Continue(request)) =
+                // The counter reads the path and changes nothing of the request.
+                let Ok(Verdict::Continue(None)) =
                     stream.request_headers(request, true, &NoCallouts).await
                 else {
                     panic!("request phase")
                 };
                 let response = pairs(&[(":status", "200")]);
-                let Ok(Verdict::Continue(response)) = stream
-                    .response_headers(request, response, false, &NoCallouts)
-                    .await
+                let Ok(Verdict::Continue(Some(response))) =
+                    stream.response_headers(response, false, &NoCallouts).await
                 else {
                     panic!("response phase")
                 };

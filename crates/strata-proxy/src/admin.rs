@@ -111,7 +111,10 @@ pub async fn handle(
         ),
         (&Method::POST, "/v1/purge") => purge(proxy, req).await,
         (&Method::POST, "/v1/reload") => reload(&admin.reloader),
-        (&Method::GET, path) if path.starts_with(KV_PREFIX) => kv_get(proxy, path).await,
+        (&Method::GET, path) if path.starts_with(KV_PREFIX) => {
+            let replica = req.uri().query() == Some("replica");
+            kv_get(proxy, path, replica).await
+        }
         (&Method::PUT, path) if path.starts_with(KV_PREFIX) && !is_json(req.headers()) => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             JSON,
@@ -202,12 +205,20 @@ fn kv_key(path: &str) -> Option<String> {
 }
 
 /// `GET /v1/kv/<key>`: from the bus when the node has joined one (what every node will
-/// see), else from this node's store.
-async fn kv_get(proxy: &Arc<Proxy>, path: &str) -> (StatusCode, &'static str, String) {
+/// see), else from this node's store; `?replica`: what this node's filters read now.
+async fn kv_get(
+    proxy: &Arc<Proxy>,
+    path: &str,
+    replica: bool,
+) -> (StatusCode, &'static str, String) {
     let Some(key) = kv_key(path) else {
         return (StatusCode::BAD_REQUEST, TEXT, "bad key\n".into());
     };
-    match proxy.kv().read(&key).await {
+    let read = match replica {
+        true => Ok(proxy.kv().get(&key)),
+        false => proxy.kv().read(&key).await,
+    };
+    match read {
         Ok(Some((value, revision))) => (StatusCode::OK, JSON, kv_json(&key, &value, revision)),
         Ok(None) => (
             StatusCode::NOT_FOUND,

@@ -27,6 +27,9 @@ pub struct EdgeKv {
     replica: RwLock<HashMap<String, (Bytes, u64)>>,
     /// The bus, once joined; without one the replica is the store.
     bus: OnceLock<Bus>,
+    /// A bus is configured: until it is joined, writes fail rather than go to a store
+    /// no other node sees.
+    bus_expected: std::sync::atomic::AtomicBool,
     /// The last revision written locally when there is no bus.
     local_revision: std::sync::atomic::AtomicU64,
 }
@@ -34,6 +37,17 @@ pub struct EdgeKv {
 // === impl EdgeKv ===
 
 impl EdgeKv {
+    /// The node has a bus (joined later): writes wait for it (see `attach`).
+    pub fn expect_bus(&self) {
+        self.bus_expected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether writes are this node's own (no bus configured).
+    fn local(&self) -> bool {
+        !self.bus_expected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Joins the bus: writes go through it from now on, and the replica follows it until
     /// shutdown (a watch that ends is made again).
     pub fn attach(self: &Arc<Self>, bus: Bus, mut shutdown: watch::Receiver<bool>) {
@@ -84,7 +98,10 @@ impl EdgeKv {
     pub async fn read(&self, key: &str) -> Result<Option<(Bytes, u64)>, strata_bus::BusError> {
         match self.bus.get() {
             Some(bus) => bus.kv_get(key).await,
-            None => Ok(self.get(key)),
+            None if self.local() => Ok(self.get(key)),
+            None => Err(strata_bus::BusError::Connect(
+                "the bus is not joined yet".into(),
+            )),
         }
     }
 
@@ -92,7 +109,12 @@ impl EdgeKv {
     pub async fn put(&self, key: &str, value: Bytes, expect: Expect) -> Result<u64, KvError> {
         let revision = match self.bus.get() {
             Some(bus) => bus.kv_put(key, value.clone(), expect).await?,
-            None => return self.put_local(key, value, expect),
+            None if self.local() => return self.put_local(key, value, expect),
+            None => {
+                return Err(KvError::Bus(strata_bus::BusError::Connect(
+                    "the bus is not joined yet".into(),
+                )))
+            }
         };
         self.apply(key, Some(value), revision);
         Ok(revision)
@@ -159,6 +181,9 @@ impl Namespaced {
     fn write(&self, key: String, value: &[u8], expect: Expect) -> Result<(), SetError> {
         let value = Bytes::copy_from_slice(value);
         if self.kv.bus.get().is_none() {
+            if !self.kv.local() {
+                return Err(SetError::Unavailable("the bus is not joined yet".into()));
+            }
             return self
                 .kv
                 .put_local(&key, value, expect)
@@ -226,6 +251,22 @@ mod tests {
         // Namespaces do not see each other's keys.
         assert_eq!(kv.namespace("other").get("n"), None);
         assert_eq!(kv.get("shop/n").unwrap().0, Bytes::from("2"));
+    }
+
+    #[test]
+    fn a_node_whose_bus_is_not_joined_yet_refuses_writes_rather_than_keep_them() {
+        let kv = Arc::new(EdgeKv::default());
+        kv.expect_bus();
+        let shared = kv.namespace("shop");
+        assert!(matches!(
+            shared.set("n", b"1", 0),
+            Err(SetError::Unavailable(_))
+        ));
+        assert!(matches!(
+            shared.create("n", b"1"),
+            Err(SetError::Unavailable(_))
+        ));
+        assert_eq!(kv.get("shop/n"), None);
     }
 
     #[test]

@@ -183,6 +183,9 @@ impl Node {
             Proxy::new(config, storage, metrics, access_log, clock.clone())
                 .map_err(StartError::Config)?,
         );
+        if bus.is_some() {
+            proxy.kv().expect_bus();
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let protocols = Arc::new(server::protocols(&config.limits));
         let connections = connection_budget(config.limits.max_connections);

@@ -71,6 +71,8 @@ pub struct Proxy {
     pub(crate) acme: Arc<crate::tls::Challenges>,
     /// `[geo]`: clients' countries for the access rules that ask.
     pub(crate) countries: Option<crate::access::country::Countries>,
+    /// The node's name, PoP and role, shared with the properties filters read.
+    pub(crate) names: Arc<[String; 3]>,
     /// Edge KV: filters' shared data, the admin API's `/v1/kv/`.
     pub(crate) kv: Arc<crate::kv::EdgeKv>,
 }
@@ -130,6 +132,11 @@ impl Proxy {
             strip_cdn_cache_control: config.cache.strip_cdn_cache_control,
             compression: config.cache.compression,
             peers_authenticate: config.tls.client_ca.is_some(),
+            names: Arc::new([
+                config.node.name.clone(),
+                config.node.pop.clone().unwrap_or_default(),
+                config.node.role.as_str().to_string(),
+            ]),
             services: Services::with_kv(config, &clock, &kv)?,
             kv,
             storage,

@@ -14,7 +14,6 @@
 //! skipped when configured `fail_open`; the fault is in `Cache-Status` and the metrics,
 //! and no other request notices.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +24,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use strata_compute::abi::Pairs;
-use strata_compute::{Callout, CalloutResponse, Callouts, Fault, LocalResponse, Stream, Verdict};
+use strata_compute::{
+    Callout, CalloutResponse, Callouts, Fault, LocalResponse, Properties, Stream, Verdict,
+};
 
 use super::{Ctx, Head};
 use crate::body::ProxyBody;
@@ -65,15 +66,15 @@ impl Proxy {
         ctx: &mut Ctx,
     ) -> Result<Filtered, ProxyError> {
         let chain = Arc::clone(&resolved.filters);
-        let properties = self.properties(service, &head);
         let mut pairs = request_pairs(&head);
+        let mut changed = false;
         let mut bypass = false;
-        for link in chain.iter() {
+        for (i, link) in chain.iter().enumerate() {
             let fault = |fault: Fault| ProxyError::Filter {
                 name: link.filter.name().to_owned(),
                 fault,
             };
-            let mut stream = match link.filter.stream(properties.clone()) {
+            let mut stream = match link.filter.stream(self.properties(service, &head)) {
                 Ok(stream) => stream,
                 Err(f) if link.fail_open => {
                     self.filter_fault(link, &f, ctx);
@@ -81,12 +82,20 @@ impl Proxy {
                 }
                 Err(f) => return Err(fault(f)),
             };
+            // The last filter of a chain that changed nothing takes the pairs themselves.
+            let last = i + 1 == chain.len() && !changed;
+            let input = if last {
+                std::mem::take(&mut pairs)
+            } else {
+                pairs.clone()
+            };
             let upstreams = Upstreams { proxy: self };
-            match stream
-                .request_headers(pairs.clone(), true, &upstreams)
-                .await
-            {
-                Ok(Verdict::Continue(changed)) => pairs = changed,
+            match stream.request_headers(input, true, &upstreams).await {
+                Ok(Verdict::Continue(Some(new))) => {
+                    pairs = new;
+                    changed = true;
+                }
+                Ok(Verdict::Continue(None)) => {}
                 Ok(Verdict::Respond(local)) => {
                     ctx.status.detail =
                         Some(format!("filter {}: local response", link.filter.name()));
@@ -106,23 +115,24 @@ impl Proxy {
                 stream,
             });
         }
-        let before = head.uri.path().to_owned();
-        apply_request(&mut head, &pairs, self.max_uri_length).map_err(|why| {
-            ProxyError::Filter {
-                name: chain
-                    .last()
-                    .map_or_else(String::new, |l| l.filter.name().to_owned()),
-                fault: Fault::Violation(why),
+        if changed {
+            let before = head.uri.path().to_owned();
+            apply_request(&mut head, &pairs, self.max_uri_length).map_err(|why| {
+                ProxyError::Filter {
+                    name: chain
+                        .last()
+                        .map_or_else(String::new, |l| l.filter.name().to_owned()),
+                    fault: Fault::Violation(why),
+                }
+            })?;
+            if head.uri.path() != before {
+                // The new path's rule applies (its key rules, TTLs, bypass), with this chain.
+                let filters = std::mem::replace(&mut resolved.filters, chain);
+                resolved = service.resolve(head.uri.path());
+                resolved.filters = filters;
             }
-        })?;
-        if head.uri.path() != before {
-            // The new path's rule applies (its key rules, TTLs, bypass), with this chain.
-            let filters = std::mem::replace(&mut resolved.filters, chain);
-            resolved = service.resolve(head.uri.path());
-            resolved.filters = filters;
         }
         resolved.bypass |= bypass;
-        ctx.filtered = Some(pairs);
         Ok(Filtered::Go(Box::new((head, resolved))))
     }
 
@@ -132,23 +142,31 @@ impl Proxy {
         resp: Response<ProxyBody>,
         ctx: &mut Ctx,
     ) -> Response<ProxyBody> {
-        let request = ctx.filtered.take().unwrap_or_default();
         let (mut parts, body) = resp.into_parts();
         let mut pairs = response_pairs(parts.status, &parts.headers);
+        let mut changed = false;
         let cache_status = ctx.status.to_string().into_bytes();
         let mut running = std::mem::take(&mut ctx.filters);
-        for Running { link, stream } in running.iter_mut().rev() {
+        let count = running.len();
+        for (i, Running { link, stream }) in running.iter_mut().rev().enumerate() {
             stream.set_property(
                 "response.code",
                 u64::from(parts.status.as_u16()).to_le_bytes().to_vec(),
             );
             stream.set_property("strata.cache_status", cache_status.clone());
+            let last = i + 1 == count && !changed;
+            let input = if last {
+                std::mem::take(&mut pairs)
+            } else {
+                pairs.clone()
+            };
             let upstreams = Upstreams { proxy: self };
-            match stream
-                .response_headers(request.clone(), pairs.clone(), false, &upstreams)
-                .await
-            {
-                Ok(Verdict::Continue(changed)) => pairs = changed,
+            match stream.response_headers(input, false, &upstreams).await {
+                Ok(Verdict::Continue(Some(new))) => {
+                    pairs = new;
+                    changed = true;
+                }
+                Ok(Verdict::Continue(None)) => {}
                 Ok(Verdict::Respond(local)) => {
                     ctx.status.detail =
                         Some(format!("filter {}: local response", link.filter.name()));
@@ -161,7 +179,9 @@ impl Proxy {
                         name: link.filter.name().to_owned(),
                         fault,
                     };
-                    self.filter_fault(link, &Fault::Closed, ctx);
+                    if let ProxyError::Filter { name, fault } = &e {
+                        self.metrics.filter_fault(name, fault.kind());
+                    }
                     ctx.status.detail = Some(e.detail());
                     ctx.filters = running;
                     return e.into_response();
@@ -169,7 +189,9 @@ impl Proxy {
             }
         }
         ctx.filters = running;
-        apply_response(&mut parts, &pairs);
+        if changed {
+            apply_response(&mut parts, &pairs);
+        }
         Response::from_parts(parts, body)
     }
 
@@ -186,28 +208,53 @@ impl Proxy {
         }
     }
 
-    /// What a filter may read of the request beyond its headers (Envoy's names where
-    /// Envoy has one; Strata's own under `strata.`). Integers are 8 bytes, little endian.
-    fn properties(&self, service: &Service, head: &Head) -> HashMap<String, Vec<u8>> {
-        let mut p = HashMap::with_capacity(12);
-        let mut put = |k: &str, v: &[u8]| {
-            p.insert(k.to_owned(), v.to_vec());
-        };
-        put("request.path", head.path_and_query().as_bytes());
-        put("request.url_path", head.uri.path().as_bytes());
-        put("request.host", head.host().as_bytes());
-        put("request.method", head.method.as_str().as_bytes());
-        put("request.scheme", head.scheme().as_bytes());
-        put("source.address", head.client.to_string().as_bytes());
-        put("source.port", &u64::from(head.client.port()).to_le_bytes());
-        put("strata.node", self.node.as_bytes());
-        put("strata.pop", self.pop.as_bytes());
-        put("strata.role", self.role.as_bytes());
-        put("strata.service", service.name.as_bytes());
-        if let Some(countries) = &self.countries {
-            put("strata.country", &countries.of(head.client.ip()));
+    /// What a filter may read of the request beyond its headers: made when it asks.
+    fn properties(&self, service: &Service, head: &Head) -> Box<dyn Properties> {
+        Box::new(RequestProperties {
+            uri: head.uri.clone(),
+            host: head.host().to_owned(),
+            method: head.method.clone(),
+            scheme: head.scheme(),
+            client: head.client,
+            node: Arc::clone(&self.names),
+            service: service.name.clone(),
+            country: self.countries.as_ref().map(|c| c.of(head.client.ip())),
+        })
+    }
+}
+
+/// A request's properties (Envoy's names where Envoy has one; Strata's own under
+/// `strata.`). Integers are 8 bytes, little endian, as Envoy gives them.
+struct RequestProperties {
+    uri: Uri,
+    host: String,
+    method: Method,
+    scheme: &'static str,
+    client: std::net::SocketAddr,
+    /// This node's name, PoP and role.
+    node: Arc<[String; 3]>,
+    service: String,
+    country: Option<[u8; 2]>,
+}
+
+impl Properties for RequestProperties {
+    fn get(&self, path: &str) -> Option<Vec<u8>> {
+        let text = |s: &str| Some(s.as_bytes().to_vec());
+        match path {
+            "request.path" => text(self.uri.path_and_query().map_or("/", |pq| pq.as_str())),
+            "request.url_path" => text(self.uri.path()),
+            "request.host" => text(&self.host),
+            "request.method" => text(self.method.as_str()),
+            "request.scheme" => text(self.scheme),
+            "source.address" => text(&self.client.to_string()),
+            "source.port" => Some(u64::from(self.client.port()).to_le_bytes().to_vec()),
+            "strata.node" => text(&self.node[0]),
+            "strata.pop" => text(&self.node[1]),
+            "strata.role" => text(&self.node[2]),
+            "strata.service" => text(&self.service),
+            "strata.country" => self.country.map(|c| c.to_vec()),
+            _ => None,
         }
-        p
     }
 }
 

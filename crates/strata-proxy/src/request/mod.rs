@@ -80,9 +80,8 @@ struct Ctx {
     /// the request goes upstream, closed when this is dropped (the answer is ready).
     interim: Opener,
     /// Edge compute: the filters the request went through (their response phase runs on
-    /// the answer), and the request as they left it.
+    /// the answer).
     filters: Vec<filter::Running>,
-    filtered: Option<strata_compute::abi::Pairs>,
     /// Experiments: the request's variants, and cookies for a client placed just now.
     variants: Vec<experiment::Assigned>,
     set_cookies: Vec<http::HeaderValue>,
@@ -96,7 +95,6 @@ impl Ctx {
             host: None,
             interim,
             filters: Vec::new(),
-            filtered: None,
             variants: Vec::new(),
             set_cookies: Vec::new(),
         }
