@@ -384,3 +384,51 @@ async fn a_filter_written_in_assemblyscript_runs_too() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-filter-language"), Some("assemblyscript"));
 }
+
+#[tokio::test]
+async fn a_filter_asks_an_auth_service_by_callout_before_the_request_goes_on() {
+    let origin = TestOrigin::start(|req, _| {
+        Reply::ok(format!(
+            "hello {}",
+            req.header("x-user").unwrap_or("nobody")
+        ))
+        .cc("no-store")
+    })
+    .await;
+    let auth = TestOrigin::start(|req, _| match req.header("authorization") {
+        Some("Bearer good") if req.path() == "/check" => Reply::ok("").header("x-user", "alice"),
+        _ => Reply::status(401),
+    })
+    .await;
+    let filters = filter("auth", &example_filter("auth_callout"), "auth-service", "");
+    let toml = format!(
+        "{}\n[[service]]\nname = \"auth-service\"\nhosts = [\"auth.internal\"]\norigins = [\"{}\"]\n",
+        config(&origin.url(), &filters, "").replace("hosts = [\"*\"]", "hosts = [\"shop.test\"]"),
+        auth.url()
+    );
+    let node = Strata::edge(&toml);
+    let request = |token: &str| {
+        format!(
+            "GET /account HTTP/1.1\r\nHost: shop.test\r\nAuthorization: Bearer {token}\r\n\
+             X-User: mallory\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let ok = exchange(node.http, &request("good")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // The user is the auth service's word, never the client's.
+    assert_eq!(ok.text(), "hello alice");
+    assert_eq!(auth.last().header("authorization"), Some("Bearer good"));
+    let refused = exchange(node.http, &request("bad")).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        origin.count(),
+        1,
+        "a refused request never reaches the origin"
+    );
+    // With the auth service gone, the callout fails and the filter refuses.
+    drop(auth);
+    let down = exchange(node.http, &request("good")).await;
+    assert_eq!(down.status, 403);
+    assert_eq!(origin.count(), 1);
+}
