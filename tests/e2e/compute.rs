@@ -302,6 +302,20 @@ async fn counters_on_two_nodes_sharing_nats_lose_no_increment() {
     let r = kv(&b, "GET", "site/hits:%2Fshared", "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("\"value\":\"40\""), "{}", r.text());
+    // The filter's own metrics, on each node's /metrics: the increments it won.
+    let mut won = 0.0;
+    for node in [&a, &b] {
+        won += node
+            .metric("strata_filter_metric{filter=\"count\",metric=\"increments\"}")
+            .await
+            .unwrap_or(0.0);
+        assert!(
+            node.metric("strata_filter_instantiated{filter=\"count\"}")
+                .await
+                >= Some(1.0)
+        );
+    }
+    assert_eq!(won, 40.0);
 }
 
 #[tokio::test]
@@ -310,6 +324,9 @@ async fn a_value_written_through_the_admin_api_reaches_other_nodes_filters() {
     let origin = cacheable_origin().await;
     let a = counting_node(&origin, "edge-kc", Some(&nats));
     let b = counting_node(&origin, "edge-kd", Some(&nats));
+    for node in [&a, &b] {
+        joined(node).await;
+    }
     let put = kv(
         &a,
         "PUT",
@@ -322,7 +339,9 @@ async fn a_value_written_through_the_admin_api_reaches_other_nodes_filters() {
     let mut last = 0;
     for _ in 0..100 {
         let r = exchange(b.http, &get("/promo")).await;
-        last = r.header("x-hits").unwrap().parse::<u64>().unwrap();
+        let hits = r.header("x-hits");
+        assert!(hits.is_some(), "{} {:?} {}", r.status, r.headers, r.text());
+        last = hits.unwrap_or_default().parse::<u64>().unwrap();
         if last > 100 {
             break;
         }

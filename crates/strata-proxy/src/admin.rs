@@ -100,6 +100,7 @@ pub async fn handle(
                 &proxy.origin_samples(),
                 proxy.fills_in_progress(),
                 &proxy.tier_sample(),
+                &proxy.filter_samples(),
             ),
         ),
         (&Method::GET, HEALTH_PATH) => (StatusCode::OK, JSON, proxy.health_json()),

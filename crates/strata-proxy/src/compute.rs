@@ -115,3 +115,25 @@ pub fn check(config: &NodeConfig) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+/// Delivers `proxy_on_tick` to a filter's warm instances every `period` (what it asked for
+/// with `proxy_set_tick_period_milliseconds` when it started), until shutdown. On the
+/// blocking pool: a tick may use a whole CPU budget.
+pub async fn tick(
+    filter: Arc<Filter>,
+    period: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    // A period of a millisecond would be a busy loop for nothing a filter needs.
+    let period = period.max(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        let f = Arc::clone(&filter);
+        if tokio::task::spawn_blocking(move || f.tick()).await.is_err() {
+            return;
+        }
+    }
+}

@@ -108,7 +108,19 @@ impl EdgeKv {
     /// Writes through the bus (or here, without one); the new revision.
     pub async fn put(&self, key: &str, value: Bytes, expect: Expect) -> Result<u64, KvError> {
         let revision = match self.bus.get() {
-            Some(bus) => bus.kv_put(key, value.clone(), expect).await?,
+            Some(bus) => match bus.kv_put(key, value.clone(), expect).await {
+                Ok(revision) => revision,
+                Err(KvError::Conflict) => {
+                    // The replica was behind the bus on this key (the watch has not brought
+                    // the write that won yet): take it now, so the writer's next try reads
+                    // what it must compare against.
+                    if let Ok(Some((v, r))) = bus.kv_get(key).await {
+                        self.apply(key, Some(v), r);
+                    }
+                    return Err(KvError::Conflict);
+                }
+                Err(e) => return Err(e),
+            },
             None if self.local() => return self.put_local(key, value, expect),
             None => {
                 return Err(KvError::Bus(strata_bus::BusError::Connect(

@@ -314,6 +314,11 @@ impl Node {
                 .watch_lag(Arc::clone(proxy.metrics()), shutdown_rx.clone()),
         );
         tasks.spawn(sweep_rate_limits(Arc::clone(&proxy), shutdown_rx.clone()));
+        for filter in proxy.filters() {
+            if let Some(period) = filter.tick_period() {
+                tasks.spawn(compute::tick(filter, period, shutdown_rx.clone()));
+            }
+        }
         if let Some(bus) = bus {
             let announcement = serde_json::json!({
                 "name": config.node.name,

@@ -64,6 +64,26 @@ pub struct FilterLabel {
     pub fault: String,
 }
 
+/// A metric a filter defined (`proxy_define_metric`), by the filter's name and its own.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterMetricLabel {
+    pub filter: String,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterNameLabel {
+    pub filter: String,
+}
+
+/// One filter's figures, read when the metrics are.
+pub struct FilterSample {
+    pub filter: String,
+    pub warm: usize,
+    pub instantiated: u64,
+    pub metrics: Vec<(String, i64)>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OriginLabel {
     pub service: String,
@@ -196,6 +216,9 @@ pub struct Metrics {
     access_refused: Family<ReasonLabel, Counter>,
     filter_faults: Family<FilterLabel, Counter>,
     experiment_responses: Family<VariantLabel, Counter>,
+    filter_metric: Family<FilterMetricLabel, Gauge>,
+    filter_instances_warm: Family<FilterNameLabel, Gauge>,
+    filter_instantiated: Family<FilterNameLabel, Gauge>,
     event_loop_lag: Gauge<f64, AtomicU64>,
     upstream_in_flight: Gauge,
 }
@@ -283,6 +306,24 @@ impl Metrics {
             "experiment_responses",
             "Answers to requests in an experiment, by experiment, variant and status class",
             experiment_responses.clone(),
+        );
+        let filter_metric = Family::<FilterMetricLabel, Gauge>::default();
+        registry.register(
+            "filter_metric",
+            "Metrics edge compute filters define (proxy_define_metric), by filter and name: counters and gauges as their value, histograms as the last value recorded",
+            filter_metric.clone(),
+        );
+        let filter_instances_warm = Family::<FilterNameLabel, Gauge>::default();
+        registry.register(
+            "filter_instances_warm",
+            "Warm instances an edge compute filter keeps for its next requests",
+            filter_instances_warm.clone(),
+        );
+        let filter_instantiated = Family::<FilterNameLabel, Gauge>::default();
+        registry.register(
+            "filter_instantiated",
+            "Instances an edge compute filter has made since start (a fault drops one)",
+            filter_instantiated.clone(),
         );
         let event_loop_lag = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -467,6 +508,9 @@ impl Metrics {
             access_refused,
             filter_faults,
             experiment_responses,
+            filter_metric,
+            filter_instances_warm,
+            filter_instantiated,
             event_loop_lag,
             upstream_in_flight,
             by_status,
@@ -665,7 +709,27 @@ impl Metrics {
         origins: &[OriginSample],
         fills: usize,
         tier: &TierSample,
+        filters: &[FilterSample],
     ) -> String {
+        for f in filters {
+            let name = FilterNameLabel {
+                filter: f.filter.clone(),
+            };
+            self.filter_instances_warm
+                .get_or_create(&name)
+                .set(f.warm as i64);
+            self.filter_instantiated
+                .get_or_create(&name)
+                .set(f.instantiated as i64);
+            for (metric, value) in &f.metrics {
+                self.filter_metric
+                    .get_or_create(&FilterMetricLabel {
+                        filter: f.filter.clone(),
+                        metric: metric.clone(),
+                    })
+                    .set(*value);
+            }
+        }
         for (kind, name, up) in &tier.upstreams {
             self.tier_upstream_up
                 .get_or_create(&HopLabel {
@@ -733,6 +797,35 @@ impl Proxy {
     }
 
     /// Origin states for metrics.
+    /// Each filter of the node's services, once (a chain shared by rules counts once).
+    pub fn filter_samples(&self) -> Vec<FilterSample> {
+        self.filters()
+            .into_iter()
+            .map(|f| FilterSample {
+                filter: f.name().to_owned(),
+                warm: f.idle(),
+                instantiated: f
+                    .stats()
+                    .instantiated
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                metrics: f.metrics(),
+            })
+            .collect()
+    }
+
+    /// The node's filters, each once.
+    pub fn filters(&self) -> Vec<std::sync::Arc<strata_compute::Filter>> {
+        let mut seen: Vec<std::sync::Arc<strata_compute::Filter>> = Vec::new();
+        for service in self.services.all() {
+            for link in service.filter_links() {
+                if !seen.iter().any(|f| std::sync::Arc::ptr_eq(f, &link.filter)) {
+                    seen.push(std::sync::Arc::clone(&link.filter));
+                }
+            }
+        }
+        seen
+    }
+
     pub fn origin_samples(&self) -> Vec<OriginSample> {
         let mut out = Vec::new();
         for service in self.services.all() {

@@ -217,6 +217,13 @@ impl Service {
         self.access.iter().chain(self.rule_access.iter().flatten())
     }
 
+    /// Every filter link of the service and its rules (a chain rules share, more than once).
+    pub fn filter_links(&self) -> impl Iterator<Item = &Arc<crate::compute::Link>> {
+        self.filters
+            .iter()
+            .chain(self.rule_filters.iter().flat_map(|c| c.iter()))
+    }
+
     /// The first rule whose prefix matches `path` shapes key and policy.
     pub fn resolve(&self, path: &str) -> Resolved {
         let mut key_rules = self.base_key.clone();

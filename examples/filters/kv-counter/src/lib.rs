@@ -2,27 +2,40 @@
 //! increment is lost when many requests, on many nodes, count at once; the count after
 //! this request's increment goes back in `x-hits`. The configuration, if any, is the
 //! key prefix (`hits:` by default). A write that keeps losing (more than 64 tries) gives
-//! up and says so in `x-hits-lost`.
+//! up and says so in `x-hits-lost`. Metrics: `increments` (writes that won) and `retries`
+//! (compare-and-set losses).
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 use std::rc::Rc;
 
 const TRIES: usize = 64;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { prefix: Rc::from("hits:") }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { prefix: Rc::from("hits:"), metrics: (0, 0) })
+    });
 }}
 
 struct Root {
     prefix: Rc<str>,
+    /// Metric ids: increments, retries.
+    metrics: (u32, u32),
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        let (Ok(increments), Ok(retries)) = (
+            hostcalls::define_metric(MetricType::Counter, "increments"),
+            hostcalls::define_metric(MetricType::Counter, "retries"),
+        ) else {
+            return false;
+        };
+        self.metrics = (increments, retries);
         if let Some(config) = self.get_plugin_configuration() {
             let prefix = String::from_utf8_lossy(&config).trim().to_string();
             if !prefix.is_empty() {
@@ -36,6 +49,7 @@ impl RootContext for Root {
         Some(Box::new(Counter {
             prefix: Rc::clone(&self.prefix),
             count: None,
+            metrics: self.metrics,
         }))
     }
 
@@ -47,6 +61,7 @@ impl RootContext for Root {
 struct Counter {
     prefix: Rc<str>,
     count: Option<u64>,
+    metrics: (u32, u32),
 }
 
 impl Context for Counter {}
@@ -66,9 +81,13 @@ impl HttpContext for Counter {
             match self.set_shared_data(&key, Some(n.to_string().as_bytes()), cas) {
                 Ok(()) => {
                     self.count = Some(n);
+                    let _ = hostcalls::increment_metric(self.metrics.0, 1);
                     return Action::Continue;
                 }
-                Err(Status::CasMismatch) => continue,
+                Err(Status::CasMismatch) => {
+                    let _ = hostcalls::increment_metric(self.metrics.1, 1);
+                    continue;
+                }
                 Err(status) => {
                     log::warn!("kv-counter: {key}: {status:?}");
                     break;
