@@ -352,8 +352,8 @@ impl Filter {
         }
     }
 
-    /// Makes up to `n` warm instances ahead of traffic (as many as the warm list keeps),
-    /// so the first requests after a load or deploy do not pay for instantiation. How many
+    /// Makes `n` more warm instances ahead of traffic (as many as the warm list keeps), so
+    /// the first requests after a load or deploy do not pay for instantiation. How many
     /// are warm now.
     pub fn prewarm(&self, n: usize) -> Result<usize, Fault> {
         for _ in 0..n.min(MAX_IDLE) {
@@ -843,6 +843,38 @@ mod tests {
             },
         );
         assert!(right.is_ok());
+    }
+
+    #[test]
+    fn a_filter_that_asks_for_ticks_gets_them_on_its_warm_instances_and_counts_in_its_metric() {
+        let rt = runtime(8);
+        let wasm = wat::parse_str(
+            r#"(module
+                 (import "env" "proxy_set_tick_period_milliseconds" (func $period (param i32) (result i32)))
+                 (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+                 (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
+                 (memory (export "memory") 1)
+                 (data (i32.const 16) "ticks")
+                 (func (export "proxy_abi_version_0_2_1"))
+                 (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+                 (func (export "proxy_on_context_create") (param i32 i32))
+                 (func (export "proxy_on_configure") (param i32 i32) (result i32)
+                   (drop (call $period (i32.const 250)))
+                   (drop (call $define (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 32)))
+                   i32.const 1)
+                 (func (export "proxy_on_tick") (param i32)
+                   (drop (call $inc (i32.load (i32.const 32)) (i64.const 1)))))"#,
+        )
+        .unwrap();
+        let filter = load(&rt, &wasm).unwrap();
+        assert_eq!(filter.tick_period(), Some(Duration::from_millis(250)));
+        // The one the load started, and three more.
+        assert_eq!(filter.prewarm(3).unwrap(), 4);
+        filter.tick();
+        filter.tick();
+        // Four warm instances, ticked twice each, one metric shared by them.
+        assert_eq!(filter.metrics(), vec![("ticks".to_string(), 8)]);
+        assert_eq!(filter.idle(), 4);
     }
 
     #[test]
