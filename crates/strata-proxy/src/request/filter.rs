@@ -82,13 +82,7 @@ impl Proxy {
                 }
                 Err(f) => return Err(fault(f)),
             };
-            // The last filter of a chain that changed nothing takes the pairs themselves.
-            let last = i + 1 == chain.len() && !changed;
-            let input = if last {
-                std::mem::take(&mut pairs)
-            } else {
-                pairs.clone()
-            };
+            let input = hand_over(&mut pairs, i + 1 == chain.len() && !changed);
             let upstreams = Upstreams { proxy: self };
             match stream.request_headers(input, true, &upstreams).await {
                 Ok(Verdict::Continue(Some(new))) => {
@@ -154,12 +148,7 @@ impl Proxy {
                 u64::from(parts.status.as_u16()).to_le_bytes().to_vec(),
             );
             stream.set_property("strata.cache_status", cache_status.clone());
-            let last = i + 1 == count && !changed;
-            let input = if last {
-                std::mem::take(&mut pairs)
-            } else {
-                pairs.clone()
-            };
+            let input = hand_over(&mut pairs, i + 1 == count && !changed);
             let upstreams = Upstreams { proxy: self };
             match stream.response_headers(input, false, &upstreams).await {
                 Ok(Verdict::Continue(Some(new))) => {
@@ -255,6 +244,15 @@ impl Properties for RequestProperties {
             "strata.country" => self.country.map(|c| c.to_vec()),
             _ => None,
         }
+    }
+}
+
+/// What the next filter of a chain is given: the pairs themselves when it is the last and
+/// no filter changed them (nothing to apply afterwards), else a copy.
+fn hand_over(pairs: &mut Pairs, last_unchanged: bool) -> Pairs {
+    match last_unchanged {
+        true => std::mem::take(pairs),
+        false => pairs.clone(),
     }
 }
 
